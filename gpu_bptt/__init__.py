@@ -1,0 +1,14 @@
+"""gpu_bptt: Backpropagation Through Time for recurrent layers, on NumPy or raw CUDA kernels.
+
+Importing this package never imports CuPy or compiles a kernel.
+"""
+from .backends import BackendUnavailable, available_backends, get_backend
+from .cells import ElmanCache, ElmanGrads, ElmanOutput, elman_backward, elman_forward
+from .gradcheck import gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable", "ElmanCache", "ElmanGrads", "ElmanOutput", "available_backends",
+    "elman_backward", "elman_forward", "get_backend", "gradcheck", "__version__",
+]

@@ -1,0 +1,71 @@
+"""Backend selection (DESIGN §2): explicit name, else $GPU_BPTT_BACKEND, else "auto".
+
+"auto" is cuda when CuPy imports and sees a device, otherwise numpy. Probing never compiles a
+kernel; CuPy is imported only when the cuda backend is asked for or probed.
+"""
+from __future__ import annotations
+
+import os
+
+from .base import Backend
+
+NAMES = ("numpy", "cuda", "emulator")
+ENV_VAR = "GPU_BPTT_BACKEND"
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says why."""
+
+
+_instances: dict = {}
+
+
+def _probe(name: str):
+    """Return (factory, None) when `name` can run here, else (None, reason)."""
+    if name == "numpy":
+        from .numpy_backend import NumpyBackend
+
+        return NumpyBackend, None
+    if name == "cuda":
+        try:
+            from .cuda import CudaBackend, cuda_unavailable_reason
+        except ImportError as e:  # the module itself is missing or broken
+            return None, f"cuda backend module cannot be imported: {e}"
+        reason = cuda_unavailable_reason()
+        return (None, reason) if reason else (CudaBackend, None)
+    if name == "emulator":
+        try:
+            from .emulator import EmulatorBackend, emulator_unavailable_reason
+        except ImportError as e:
+            return None, f"emulator backend module cannot be imported: {e}"
+        reason = emulator_unavailable_reason()
+        return (None, reason) if reason else (EmulatorBackend, None)
+    raise ValueError(f"backend: unknown {name!r}; expected one of {('auto',) + NAMES}")
+
+
+def available_backends() -> dict:
+    """{name: None if usable else the reason it is not}, for every known backend."""
+    return {name: _probe(name)[1] for name in NAMES}
+
+
+def get_backend(name=None) -> Backend:
+    """The backend object for `name` (None: $GPU_BPTT_BACKEND, else "auto"). A Backend passes through."""
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        name = os.environ.get(ENV_VAR) or "auto"
+    if not isinstance(name, str):
+        raise TypeError(f"backend: expected a name or a Backend, got {type(name).__name__}")
+    name = name.strip().lower()
+    if name == "auto":
+        factory, _ = _probe("cuda")
+        name = "cuda" if factory is not None else "numpy"
+    if name not in _instances:
+        factory, reason = _probe(name)
+        if factory is None:
+            raise BackendUnavailable(f"backend {name!r} is unavailable: {reason}")
+        _instances[name] = factory()
+    return _instances[name]
+
+
+__all__ = ["Backend", "BackendUnavailable", "available_backends", "get_backend", "NAMES"]

@@ -1,0 +1,85 @@
+"""The interface every backend implements, and the xp-generic parts they share.
+
+The functional cell (gpu_bptt.cells.elman) validates inputs and drives a backend through these
+methods. Only the recurrence is backend-specific; the products outside the time loop default to
+`xp.matmul` (NumPy's BLAS, or cuBLAS through CuPy) and a backend may override them.
+"""
+from __future__ import annotations
+
+from .. import activations
+
+
+class Backend:
+    name: str = "?"
+    #: values of `algo` this backend honours ("auto" always included)
+    algos: tuple = ("auto", "step")
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    # -- arrays ------------------------------------------------------------------------------------
+    def asarray(self, a, dtype=None):
+        """Array on this backend (no copy when already there with that dtype)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a):
+        from ..validate import to_host
+
+        return to_host(a)
+
+    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype) -> str:
+        """Map "auto" to a concrete algorithm; raise ValueError naming the limit otherwise."""
+        if algo not in self.algos:
+            raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
+                             f"(supported: {self.algos})")
+        return "step" if algo == "auto" else algo
+
+    # -- products outside the time loop ------------------------------------------------------------
+    def input_projection(self, x, W, b):
+        """p = x @ W + b for all T at once: x (T, B, I), W (I, H), b (H,) or None -> (T, B, H)."""
+        T, B, I = x.shape
+        p = self.xp.matmul(x.reshape(T * B, I), W).reshape(T, B, W.shape[1])
+        if b is not None:
+            p += b
+        return p
+
+    def gradients(self, x, W, V, h0, h, du, need_db: bool):
+        """dx, dW, dV, db, dh0 from du (T, B, H): one reduction over T·B each (DESIGN §1)."""
+        xp = self.xp
+        T, B, I = x.shape
+        H = V.shape[0]
+        du2 = du.reshape(T * B, H)
+        dW = xp.matmul(x.reshape(T * B, I).T, du2)
+        # h[t-1] for t = 0..T-1 is h0 followed by h[0..T-2]: two GEMMs avoid building that array.
+        dV = xp.matmul(h0.T, du[0])
+        if T > 1:
+            dV += xp.matmul(h[:-1].reshape((T - 1) * B, H).T, du[1:].reshape((T - 1) * B, H))
+        dx = xp.matmul(du2, W.T).reshape(T, B, I)
+        dh0 = xp.matmul(du[0], V.T)
+        db = du2.sum(axis=0) if need_db else None
+        return dx, dW, dV, db, dh0
+
+    # -- the recurrence (backend-specific) ---------------------------------------------------------
+    def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
+        """h[t] = f(p[t] + h[t-1] @ V) for t = 0..T-1, with h[-1] = h0 and h[t, b] = 0 for
+        t >= lengths[b]. p (T, B, H) is owned by the callee (it may be overwritten and returned)."""
+        raise NotImplementedError
+
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
+        """du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t]), dh_last entering at each example's last
+        valid step, du[t, b] = 0 for padded steps. dh may be None (zeros). Returns du (T, B, H)."""
+        raise NotImplementedError
+
+
+def step_mask(xp, lengths, T, dtype):
+    """(T, B, 1) mask, 1 where t < lengths[b]; None when lengths is None."""
+    if lengths is None:
+        return None
+    return (xp.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, :, None]
+
+
+def activation_derivative(xp, activation, h, mask):
+    d = activations.derivative_from_output(xp, activation, h)
+    if mask is not None:
+        d *= mask
+    return d

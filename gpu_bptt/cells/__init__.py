@@ -1,0 +1,3 @@
+from .elman import ElmanCache, ElmanGrads, ElmanOutput, elman_backward, elman_forward
+
+__all__ = ["ElmanCache", "ElmanGrads", "ElmanOutput", "elman_backward", "elman_forward"]

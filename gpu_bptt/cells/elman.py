@@ -1,0 +1,141 @@
+"""The Elman cell, functionally: forward and BPTT backward (DESIGN §1), on any backend.
+
+    u[t] = x[t] @ W + h[t-1] @ V + b,   h[t] = f(u[t]),   h[-1] = h0
+    du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t])
+    dW = Σ_t x[t].T @ du[t],  dV = Σ_t h[t-1].T @ du[t],  db = Σ_t Σ_b du[t, b]
+    dx[t] = du[t] @ W.T,      dh0 = du[0] @ V.T
+
+Only the recurrence runs inside the time loop; the input projection is one GEMM before it and the
+weight gradients are one reduction over T·B after it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .. import activations
+from ..backends import Backend, get_backend
+from ..validate import check_array, check_lengths, common_float_dtype
+
+ALGOS = ("auto", "step", "persistent")
+
+
+@dataclass(frozen=True)
+class ElmanCache:
+    """What backward needs, no more. `arrays()` lists the arrays (a framework can keep them as its
+    own tensors); `ElmanCache.from_arrays(arrays, **meta)` rebuilds the cache from them."""
+
+    x: Any        # (T, B, I)
+    W: Any        # (I, H)
+    V: Any        # (H, H)
+    h0: Any       # (B, H)
+    h: Any        # (T, B, H), zero at padded steps
+    lengths: Any  # (B,) int32 or None
+    activation: str
+    has_bias: bool
+    algo: str     # the concrete algorithm the forward ran ("step" or "persistent")
+    backend: Backend
+
+    ARRAY_NAMES = ("x", "W", "V", "h0", "h", "lengths")
+
+    def arrays(self) -> dict:
+        return {k: getattr(self, k) for k in self.ARRAY_NAMES}
+
+    def meta(self) -> dict:
+        return {"activation": self.activation, "has_bias": self.has_bias, "algo": self.algo,
+                "backend": self.backend.name}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, *, activation, has_bias, algo="step", backend=None):
+        missing = [k for k in cls.ARRAY_NAMES if k not in arrays]
+        if missing:
+            raise ValueError(f"arrays: missing {missing}")
+        return cls(**{k: arrays[k] for k in cls.ARRAY_NAMES},
+                   activation=activations.check_activation(activation), has_bias=bool(has_bias),
+                   algo=algo, backend=get_backend(backend))
+
+
+@dataclass(frozen=True)
+class ElmanOutput:
+    h: Any        # (T, B, H)
+    h_last: Any   # (B, H)
+    cache: ElmanCache
+
+
+@dataclass(frozen=True)
+class ElmanGrads:
+    dx: Any       # (T, B, I)
+    dW: Any       # (I, H)
+    dV: Any       # (H, H)
+    db: Optional[Any]  # (H,) or None when the forward had no bias
+    dh0: Any      # (B, H)
+
+
+def _last_state(xp, h, lengths):
+    T, B, _ = h.shape
+    if lengths is None:
+        return h[T - 1].copy()
+    return h[lengths - 1, xp.arange(B)]
+
+
+def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, backend=None,
+                  algo="auto") -> ElmanOutput:
+    """Run the recurrent level over a whole sequence.
+
+    x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
+    lengths: (B,) integers in 1..T or None (all T). All float arrays share one dtype, float32 or
+    float64, which the outputs keep. The caller owns every argument; none is modified.
+    backend: name, Backend or None (DESIGN §2). algo: "auto", "step" or "persistent".
+    Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
+    bk = get_backend(backend)
+    xp = bk.xp
+    activation = activations.check_activation(activation)
+    if not isinstance(algo, str) or algo not in ALGOS:
+        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0)
+    x = check_array(bk, "x", x, ndim=3, dtype=dtype)
+    T, B, I = x.shape
+    if T == 0 or B == 0 or I == 0:
+        raise ValueError(f"x: expected (T, B, I) with T, B, I >= 1, got shape {x.shape}")
+    W = check_array(bk, "W", W, shape=(I, None), dtype=dtype, dims="(I, H)")
+    H = W.shape[1]
+    if H == 0:
+        raise ValueError("W: H (its second dimension) must be >= 1")
+    V = check_array(bk, "V", V, shape=(H, H), dtype=dtype, dims="(H, H)")
+    if b is not None:
+        b = check_array(bk, "b", b, shape=(H,), dtype=dtype, dims="(H,)")
+    if h0 is None:
+        h0 = xp.zeros((B, H), dtype=dtype)
+    else:
+        h0 = check_array(bk, "h0", h0, shape=(B, H), dtype=dtype, dims="(B, H)")
+    lengths = check_lengths(bk, lengths, T, B)
+    algo = bk.resolve_algo(algo, T, B, H, dtype)
+
+    p = bk.input_projection(x, W, b)
+    h = bk.elman_fwd_seq(p, V, h0, activation, lengths, algo)
+    cache = ElmanCache(x=x, W=W, V=V, h0=h0, h=h, lengths=lengths, activation=activation,
+                       has_bias=b is not None, algo=algo, backend=bk)
+    return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=cache)
+
+
+def elman_backward(dh, cache: ElmanCache, *, dh_last=None) -> ElmanGrads:
+    """BPTT through the level whose forward produced `cache`.
+
+    dh: (T, B, H) ∂e/∂h[t] from the level above, or None; dh_last: (B, H) gradient on h_last, or
+    None (at least one is given). Values at padded steps of dh are ignored. Neither is modified.
+    Returns ElmanGrads(dx, dW, dV, db, dh0), on the cache's backend, in its dtype."""
+    if not isinstance(cache, ElmanCache):
+        raise TypeError(f"cache: expected the ElmanCache of elman_forward, got {type(cache).__name__}")
+    bk = cache.backend
+    T, B, H = cache.h.shape
+    dtype = cache.h.dtype
+    if dh is None and dh_last is None:
+        raise ValueError("dh, dh_last: at least one gradient must be given")
+    if dh is not None:
+        dh = check_array(bk, "dh", dh, shape=(T, B, H), dtype=dtype, dims="(T, B, H)")
+    if dh_last is not None:
+        dh_last = check_array(bk, "dh_last", dh_last, shape=(B, H), dtype=dtype, dims="(B, H)")
+    du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.algo)
+    dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
+                                       cache.has_bias)
+    return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)
