@@ -1,0 +1,70 @@
+"""The `gpu-bptt` command."""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+
+def _blas_summary() -> str:
+    import numpy as np
+
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        text = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # older NumPy: no dict mode
+        text = "unknown (NumPy too old to report it)"
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [f"{p.get('internal_api')} ({p.get('num_threads')} threads)" for p in threadpool_info()
+                 if p.get("user_api") == "blas"]
+        if pools:
+            text += "; runtime: " + ", ".join(pools)
+    except ImportError:
+        pass
+    return text
+
+
+def cmd_info(args) -> int:
+    import numpy as np
+
+    import gpu_bptt
+    from gpu_bptt.backends import available_backends, get_backend
+
+    print(f"gpu_bptt {gpu_bptt.__version__}")
+    print(f"python   {platform.python_version()} ({platform.machine()})")
+    print(f"numpy    {np.__version__}; BLAS: {_blas_summary()}")
+    print("backends:")
+    status = available_backends()
+    for name, reason in status.items():
+        print(f"  {name:<9} {'available' if reason is None else 'unavailable: ' + reason}")
+    try:
+        auto = get_backend(None).name
+    except Exception as e:  # e.g. $GPU_BPTT_BACKEND names an unavailable backend
+        auto = f"error: {e}"
+    print(f"default backend: {auto}")
+    if status.get("cuda") is None:
+        from gpu_bptt.backends import cuda
+
+        for line in cuda.describe(compile_kernels=True):
+            print(f"  {line}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu-bptt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="version, backends (and why any is unavailable), BLAS, device")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Levels of the seed's network: a recurrent level (Elman) and a per-timestep feed-forward level
+(Dense), plus a container that stacks them. Arrays are time-major (T, B, features).
+
+Each layer owns its parameters and gradient buffers (`parameters()`, `gradients()`, keyed by
+name); `backward` accumulates into the gradient buffers, `zero_grad` clears them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations
+from ..backends import get_backend
+from ..cells import elman_backward, elman_forward
+from . import init
+
+
+class Module:
+    backend = None
+
+    def parameters(self) -> dict:
+        return {}
+
+    def gradients(self) -> dict:
+        return {}
+
+    def zero_grad(self):
+        for g in self.gradients().values():
+            g[...] = 0
+
+
+class _Leaf(Module):
+    """A layer with its own named parameters."""
+
+    def __init__(self, backend, dtype, params: dict):
+        self.backend = get_backend(backend)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self._params = {k: self.backend.asarray(v) for k, v in params.items() if v is not None}
+        self._grads = {k: self.backend.xp.zeros_like(v) for k, v in self._params.items()}
+
+    def parameters(self):
+        return self._params
+
+    def gradients(self):
+        return self._grads
+
+    def _input(self, name, x, nfeat):
+        x = self.backend.asarray(x)
+        if x.ndim != 3 or x.shape[2] != nfeat:
+            raise ValueError(f"{name}: expected shape (T, B, {nfeat}), got {tuple(x.shape)}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"{name}: expected {self.dtype} (the layer's dtype), got {x.dtype}")
+        return x
+
+
+class Elman(_Leaf):
+    """Recurrent level r: h[t] = f(x[t] @ W + h[t-1] @ V + b).
+
+    init_V: "uniform" (±1/sqrt(H), default) or "identity" (IRNN, for relu)."""
+
+    def __init__(self, input_size, hidden_size, *, activation="tanh", bias=True, init_V="uniform",
+                 dtype=np.float32, backend=None, rng=None, algo="auto"):
+        if int(input_size) < 1 or int(hidden_size) < 1:
+            raise ValueError(f"input_size, hidden_size: must be >= 1, got {input_size}, {hidden_size}")
+        if init_V not in ("uniform", "identity"):
+            raise ValueError(f"init_V: expected 'uniform' or 'identity', got {init_V!r}")
+        self.activation = activations.check_activation(activation)
+        rng = np.random.default_rng(rng)
+        I, H = int(input_size), int(hidden_size)
+        k = 1 / np.sqrt(H)
+        W = init.uniform(rng, (I, H), k, dtype)
+        V = init.identity(H, dtype) if init_V == "identity" else init.uniform(rng, (H, H), k, dtype)
+        b = init.uniform(rng, (H,), k, dtype) if bias else None
+        super().__init__(backend, dtype, {"W": W, "V": V, "b": b})
+        self.input_size, self.hidden_size, self.algo = I, H, algo
+        self._cache = None
+
+    def forward(self, x, *, lengths=None, h0=None):
+        """x (T, B, I) -> h (T, B, H); keeps the cache for backward. Also sets self.h_last."""
+        x = self._input("x", x, self.input_size)
+        p = self._params
+        out = elman_forward(x, p["W"], p["V"], p.get("b"), h0, activation=self.activation,
+                            lengths=lengths, backend=self.backend, algo=self.algo)
+        self._cache, self.h_last = out.cache, out.h_last
+        return out.h
+
+    def backward(self, dh, *, dh_last=None):
+        """Accumulates dW, dV, db; returns dx (T, B, I). Sets self.dh0."""
+        if self._cache is None:
+            raise RuntimeError("backward called before forward")
+        g = elman_backward(dh, self._cache, dh_last=dh_last)
+        self._grads["W"] += g.dW
+        self._grads["V"] += g.dV
+        if g.db is not None:
+            self._grads["b"] += g.db
+        self.dh0 = g.dh0
+        return g.dx
+
+
+class Dense(_Leaf):
+    """Per-timestep level: y[t] = g(x[t] @ W + b), g one of the activations (default identity)."""
+
+    def __init__(self, input_size, output_size, *, activation="identity", bias=True,
+                 dtype=np.float32, backend=None, rng=None):
+        if int(input_size) < 1 or int(output_size) < 1:
+            raise ValueError(f"input_size, output_size: must be >= 1, got {input_size}, {output_size}")
+        self.activation = activations.check_activation(activation)
+        rng = np.random.default_rng(rng)
+        k = 1 / np.sqrt(int(input_size))
+        W = init.uniform(rng, (input_size, output_size), k, dtype)
+        b = init.uniform(rng, (output_size,), k, dtype) if bias else None
+        super().__init__(backend, dtype, {"W": W, "b": b})
+        self.input_size, self.output_size = int(input_size), int(output_size)
+        self._x = self._y = None
+
+    def forward(self, x, *, lengths=None, h0=None):
+        x = self._input("x", x, self.input_size)
+        xp = self.backend.xp
+        T, B, _ = x.shape
+        y = xp.matmul(x.reshape(T * B, -1), self._params["W"]).reshape(T, B, -1)
+        if "b" in self._params:
+            y += self._params["b"]
+        activations.apply(xp, self.activation, y, out=y)
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy, *, dh_last=None):
+        if self._x is None:
+            raise RuntimeError("backward called before forward")
+        xp = self.backend.xp
+        T, B, O = self._y.shape
+        du = (dy * activations.derivative_from_output(xp, self.activation, self._y)).reshape(T * B, O)
+        self._grads["W"] += xp.matmul(self._x.reshape(T * B, -1).T, du)
+        if "b" in self._grads:
+            self._grads["b"] += du.sum(axis=0)
+        return xp.matmul(du, self._params["W"].T).reshape(T, B, -1)
+
+
+class Sequential(Module):
+    """Levels applied in order; parameters are named "<index>.<name>" (e.g. "0.W")."""
+
+    def __init__(self, *layers):
+        if not layers:
+            raise ValueError("layers: at least one layer is required")
+        names = {l.backend.name for l in layers}
+        if len(names) > 1:
+            raise ValueError(f"layers: all layers must share one backend, got {sorted(names)}")
+        self.layers = list(layers)
+        self.backend = layers[0].backend
+
+    def parameters(self):
+        return {f"{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.parameters().items()}
+
+    def gradients(self):
+        return {f"{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.gradients().items()}
+
+    def forward(self, x, *, lengths=None):
+        for l in self.layers:
+            x = l.forward(x, lengths=lengths)
+        return x
+
+    def backward(self, dy):
+        for l in reversed(self.layers):
+            dy = l.backward(dy)
+        return dy
+
+    __call__ = forward

@@ -1,0 +1,148 @@
+"""The multi-level network: gradients of every level, losses, SGD, clipping, initializers."""
+import numpy as np
+import pytest
+
+from gpu_bptt import nn
+from gpu_bptt.gradcheck import network_gradcheck
+
+from .tolerances import GRADCHECK
+
+
+def two_level_net(I=4, O=3, act2="tanh"):
+    return nn.Sequential(nn.Elman(I, 5, dtype=np.float64, rng=1),
+                         nn.Dense(5, 6, activation="sigmoid", dtype=np.float64, rng=4),
+                         nn.Elman(6, 4, activation=act2, dtype=np.float64, rng=2),
+                         nn.Dense(4, O, dtype=np.float64, rng=3))
+
+
+LOSSES = [
+    (nn.MSELoss("all"), lambda r, T, B: r.standard_normal((T, B, 3))),
+    (nn.MSELoss("last"), lambda r, T, B: r.standard_normal((T, B, 3))),
+    (nn.SoftmaxCrossEntropy("all"), lambda r, T, B: r.integers(0, 3, (T, B))),
+    (nn.SoftmaxCrossEntropy("last"), lambda r, T, B: r.integers(0, 3, (T, B))),
+]
+
+
+@pytest.mark.parametrize("loss, make_target", LOSSES, ids=["mse-all", "mse-last", "ce-all", "ce-last"])
+@pytest.mark.parametrize("use_lengths", [False, True])
+def test_network_with_two_recurrent_levels_gradcheck(loss, make_target, use_lengths):
+    r = np.random.default_rng(7)
+    T, B = 6, 3
+    net = two_level_net()
+    x = r.standard_normal((T, B, 4))
+    lengths = np.array([6, 2, 4]) if use_lengths else None
+    res = network_gradcheck(net, loss, x, make_target(r, T, B), lengths=lengths, **GRADCHECK)
+    assert len(res.errors) == 10  # W, V, b of two Elman levels; W, b of two Dense levels
+    res.assert_ok()
+
+
+def test_losses_ignore_padded_steps():
+    r = np.random.default_rng(0)
+    y = r.standard_normal((5, 2, 3))
+    t = r.standard_normal((5, 2, 3))
+    L = np.array([5, 2])
+    base, dy = nn.MSELoss()(y, t, lengths=L)
+    y2 = y.copy()
+    y2[2:, 1] += 100
+    again, _ = nn.MSELoss()(y2, t, lengths=L)
+    assert base == again and not dy[2:, 1].any()
+    # the mean is over the 7 counted steps and the 3 features
+    assert np.isclose(base, ((y - t) ** 2)[np.arange(5)[:, None] < L].mean())
+    last, dyl = nn.MSELoss("last")(y, t, lengths=L)
+    assert np.isclose(last, np.mean([((y[4, 0] - t[4, 0]) ** 2).mean(), ((y[1, 1] - t[1, 1]) ** 2).mean()]))
+    assert np.count_nonzero(np.abs(dyl).sum(axis=2)) == 2
+
+
+def test_cross_entropy_value_and_bad_targets():
+    y = np.zeros((1, 2, 4))
+    loss, _ = nn.SoftmaxCrossEntropy()(y, np.array([[0, 3]]))
+    assert np.isclose(loss, np.log(4))
+    with pytest.raises(ValueError, match=r"^target: class indices must be in 0..3"):
+        nn.SoftmaxCrossEntropy()(y, np.array([[0, 4]]))
+    with pytest.raises(ValueError, match=r"^target: expected class indices of shape"):
+        nn.SoftmaxCrossEntropy()(y, np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"^target: expected shape"):
+        nn.MSELoss()(y, np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match=r"^at: expected"):
+        nn.MSELoss(at="first")
+
+
+def test_sgd_is_the_seeds_rule_and_momentum():
+    W = np.array([1.0, 2.0])
+    g = np.array([0.5, -1.0])
+    opt = nn.SGD({"W": W}, lr=0.1, grads={"W": g})
+    opt.step()
+    np.testing.assert_allclose(W, [0.95, 2.1])  # W <- W + ΔW, ΔW = -α ∂e/∂W
+    W2 = np.array([1.0])
+    g2 = np.array([1.0])
+    opt = nn.SGD({"W": W2}, lr=0.1, momentum=0.9, grads={"W": g2})
+    opt.step()
+    opt.step()
+    np.testing.assert_allclose(W2, [1.0 - 0.1 - (0.09 + 0.1)])
+    with pytest.raises(ValueError, match="^lr: must be > 0"):
+        nn.SGD({"W": W}, lr=0, grads={"W": g})
+    with pytest.raises(ValueError, match="^momentum: must be in"):
+        nn.SGD({"W": W}, lr=0.1, momentum=1.0, grads={"W": g})
+
+
+def test_clip_grad_norm():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
+    assert nn.clip_grad_norm(grads, 10.0) == 5.0
+    np.testing.assert_array_equal(grads["a"], [3.0, 0.0])
+    assert nn.clip_grad_norm(grads, 1.0) == 5.0
+    assert np.isclose(nn.grad_norm(grads), 1.0)
+    with pytest.raises(FloatingPointError):
+        nn.clip_grad_norm({"a": np.array([np.nan])}, 1.0)
+
+
+def test_initializers():
+    l = nn.Elman(3, 50, rng=0)
+    k = 1 / np.sqrt(50)
+    for name in ("W", "V", "b"):
+        v = l.parameters()[name]
+        assert v.dtype == np.float32 and np.abs(v).max() <= k and np.abs(v).max() > 0.9 * k
+    irnn = nn.Elman(3, 4, activation="relu", init_V="identity", rng=0)
+    np.testing.assert_array_equal(irnn.parameters()["V"], np.eye(4, dtype=np.float32))
+    assert "b" not in nn.Elman(3, 4, bias=False).parameters()
+
+
+def test_layer_input_errors():
+    l = nn.Elman(3, 4)
+    with pytest.raises(ValueError, match=r"^x: expected shape \(T, B, 3\)"):
+        l.forward(np.zeros((2, 2, 5), np.float32))
+    with pytest.raises(TypeError, match=r"^x: expected float32"):
+        l.forward(np.zeros((2, 2, 3), np.float64))
+    with pytest.raises(RuntimeError, match="before forward"):
+        nn.Elman(3, 4).backward(np.zeros((2, 2, 4), np.float32))
+    with pytest.raises(ValueError, match="init_V"):
+        nn.Elman(3, 4, init_V="orthogonal")
+    with pytest.raises(ValueError, match="hidden_size"):
+        nn.Elman(3, 0)
+
+
+def test_sgd_lowers_the_loss_on_a_sequence_task():
+    """Predict the running sum of a ±1 sequence's last three inputs: needs memory across steps."""
+    r = np.random.default_rng(0)
+    T, B = 12, 32
+    net = nn.Sequential(nn.Elman(1, 16, rng=0), nn.Dense(16, 1, rng=1))
+    opt = nn.SGD(net, lr=0.1, momentum=0.9)
+    loss_fn = nn.MSELoss()
+
+    def batch():
+        x = r.choice([-1.0, 1.0], size=(T, B, 1)).astype(np.float32)
+        y = x.copy()
+        y[1:] += x[:-1]
+        y[2:] += x[:-2]
+        return x, y / 3
+
+    losses = []
+    for step in range(300):
+        x, y = batch()
+        net.zero_grad()
+        loss, dy = loss_fn(net.forward(x), y)
+        net.backward(dy)
+        nn.clip_grad_norm(net, 5.0)
+        opt.step()
+        losses.append(loss)
+    first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+    assert last < 0.25 * first, (first, last)
