@@ -1,0 +1,92 @@
+// kernels/elman_bwd_step.cu — one reverse step of BPTT through the Elman recurrence (DESIGN §1)
+//   du[t] = (dh[t] + [t == last(b)] dh_last + du[t+1] @ V.T) * f'(h[t]),  du[T] = 0
+//   last(b) = lengths[b] - 1; du[t, b, :] = 0 where t >= lengths[b] (padding passes no gradient)
+// Shapes, row-major: du (T, B, H) output, written row t per launch (reads row t+1); dh (T, B, H)
+//   or absent (has_dh = 0, any pointer); dh_last (B, H) or absent (has_dh_last = 0); h (T, B, H)
+//   the forward outputs (f' is computed from them); VT (H, H) = V.T, contiguous;
+//   lengths (B,) int32 in 1..T (the backend passes T everywhere when none is given).
+// Launch (one launch per t, t = T-1 down to 0):
+//   v1: grid (ceil(H/64), ceil(B/4)), block (64, 4); thread -> output (b, j), one dot product.
+//   v2: grid (ceil(H/32), ceil(B/32)), block (16, 16); 32x32 tile, 2x2 per thread (tile_gemm.cuh).
+//   v3: grid (ceil(H/64), ceil(B/64)), block (16, 16); 64x64 tile, 4x4 per thread.
+// Types: float, double (template T). Names: elman_bwd_step_v1<float>, ..._v3<double>.
+#include "elman_common.cuh"
+#include "tile_gemm.cuh"
+
+// The elementwise tail shared by every version: acc = (du[t+1] @ V.T)[b, n].
+template <typename T>
+__device__ inline T elman_bwd_epilogue(T acc, const T* dh, int has_dh, const T* dh_last,
+                                       int has_dh_last, const T* h, int t, int len, int B, int H,
+                                       int b, int n, int act) {
+    if (t >= len) return T(0);
+    const size_t i = ((size_t)t * B + b) * H + n;
+    T g = has_dh ? dh[i] : T(0);
+    if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + n];
+    return (acc + g) * act_grad_from_output(act, h[i]);
+}
+
+template <typename T>
+__global__ void elman_bwd_step_v1(T* du, const T* dh, int has_dh, const T* dh_last,
+                                  int has_dh_last, const T* h, const T* VT, const int* lengths,
+                                  int t, int steps, int B, int H, int act) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int b = blockIdx.y * blockDim.y + threadIdx.y;
+    if (b >= B || j >= H) return;
+    T acc = T(0);
+    if (t + 1 < steps) {
+        const T* dn = du + ((size_t)(t + 1) * B + b) * H;
+        for (int k = 0; k < H; ++k) acc += dn[k] * VT[(size_t)k * H + j];
+    }
+    du[((size_t)t * B + b) * H + j] =
+        elman_bwd_epilogue(acc, dh, has_dh, dh_last, has_dh_last, h, t, lengths[b], B, H, b, j, act);
+}
+
+template <typename T, int BM, int BN, int TM, int TN>
+__device__ inline void elman_bwd_step_tiled(T* du, const T* dh, int has_dh, const T* dh_last,
+                                            int has_dh_last, const T* h, const T* VT,
+                                            const int* lengths, int t, int steps, int B, int H,
+                                            int act, T* As, T* Bs) {
+    constexpr int BK = 16;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    T acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    if (t + 1 < steps)  // t is uniform over the launch, so the barriers inside are reached by all
+        tile_gemm<T, BM, BN, BK, TM, TN, false, false>(du + (size_t)(t + 1) * B * H, H, VT, H, B, H,
+                                                       H, m0, n0, acc, As, Bs);
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int b = m0 + threadIdx.y + i * (BM / TM);
+        if (b >= B) continue;
+        const int len = lengths[b];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + threadIdx.x + j * (BN / TN);
+            if (n >= H) continue;
+            du[((size_t)t * B + b) * H + n] = elman_bwd_epilogue(
+                acc[i][j], dh, has_dh, dh_last, has_dh_last, h, t, len, B, H, b, n, act);
+        }
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+elman_bwd_step_v2(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last, const T* h,
+                  const T* VT, const int* lengths, int t, int steps, int B, int H, int act) {
+    __shared__ T As[TileSmem<32, 32, 16>::A_ELEMS];
+    __shared__ T Bs[TileSmem<32, 32, 16>::B_ELEMS];
+    elman_bwd_step_tiled<T, 32, 32, 2, 2>(du, dh, has_dh, dh_last, has_dh_last, h, VT, lengths, t,
+                                          steps, B, H, act, As, Bs);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256, 2)
+elman_bwd_step_v3(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last, const T* h,
+                  const T* VT, const int* lengths, int t, int steps, int B, int H, int act) {
+    __shared__ T As[TileSmem<64, 64, 16>::A_ELEMS];
+    __shared__ T Bs[TileSmem<64, 64, 16>::B_ELEMS];
+    elman_bwd_step_tiled<T, 64, 64, 4, 4>(du, dh, has_dh, dh_last, has_dh_last, h, VT, lengths, t,
+                                          steps, B, H, act, As, Bs);
+}

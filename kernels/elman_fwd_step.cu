@@ -1,0 +1,91 @@
+// kernels/elman_fwd_step.cu — one forward step of the Elman recurrence (DESIGN §1)
+//   h[t] = f(p[t] + h[t-1] @ V),  h[-1] = h0,  p = x @ W + b precomputed for all t by one GEMM
+//   h[t, b, :] = 0 where t >= lengths[b] (padding)
+// Shapes, row-major: h (T, B, H) holds p[t'] for t' >= t on entry and h[t'] for t' < t; step t
+//   overwrites row t in place (it reads row t-1, or h0 at t = 0). h0 (B, H); V (H, H);
+//   lengths (B,) int32, every entry in 1..T (the backend passes T everywhere when none is given).
+// Launch (one launch per t, in order):
+//   v1: grid (ceil(H/64), ceil(B/4)), block (64, 4); thread -> output (b, j), one dot product,
+//       V read straight from global memory (coalesced along j). For tiny batches.
+//   v2: grid (ceil(H/32), ceil(B/32)), block (16, 16); 32x32 output tile, 2x2 per thread,
+//       h[t-1] and V tiles staged in shared memory (tile_gemm.cuh).
+//   v3: grid (ceil(H/64), ceil(B/64)), block (16, 16); 64x64 output tile, 4x4 per thread.
+// The activation runs in the epilogue; the activation code is gpu_bptt.activations.ACTIVATION_CODES.
+// Types: float, double (template T). Names: elman_fwd_step_v1<float>, ..._v3<double>.
+#include "elman_common.cuh"
+#include "tile_gemm.cuh"
+
+template <typename T>
+__global__ void elman_fwd_step_v1(T* h, const T* h0, const T* V, const int* lengths, int t, int B,
+                                  int H, int act) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int b = blockIdx.y * blockDim.y + threadIdx.y;
+    if (b >= B || j >= H) return;
+    T* ht = h + (size_t)t * B * H;
+    const T* hp = (t == 0 ? h0 : ht - (size_t)B * H) + (size_t)b * H;
+    T out = T(0);
+    if (t < lengths[b]) {
+        T acc = T(0);
+        for (int k = 0; k < H; ++k) acc += hp[k] * V[(size_t)k * H + j];
+        out = act_apply(act, ht[(size_t)b * H + j] + acc);
+    }
+    ht[(size_t)b * H + j] = out;
+}
+
+// h[t] = f(p[t] + acc) for this thread's outputs, zero at padded steps.
+template <int ACT, typename T, int BM, int BN, int TM, int TN>
+__device__ inline void fwd_epilogue(T* ht, const T (&acc)[TM][TN], const int* lengths, int t,
+                                    int B, int H, int m0, int n0) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int b = m0 + threadIdx.y + i * (BM / TM);
+        if (b >= B) continue;
+        const bool valid = t < lengths[b];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + threadIdx.x + j * (BN / TN);
+            if (n >= H) continue;
+            T* out = ht + (size_t)b * H + n;
+            *out = valid ? act_apply(ACT, *out + acc[i][j]) : T(0);
+        }
+    }
+}
+
+template <typename T, int BM, int BN, int TM, int TN>
+__device__ inline void elman_fwd_step_tiled(T* h, const T* h0, const T* V, const int* lengths,
+                                            int t, int B, int H, int act, T* As, T* Bs) {
+    constexpr int BK = 16;
+    T* ht = h + (size_t)t * B * H;
+    const T* hp = t == 0 ? h0 : ht - (size_t)B * H;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    T acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    tile_gemm<T, BM, BN, BK, TM, TN, false, false>(hp, H, V, H, B, H, H, m0, n0, acc, As, Bs);
+    // One branch on the (launch-uniform) activation around the whole epilogue keeps the unrolled
+    // loop free of switches; with a switch per element ptxas spilled at sm_80.
+    switch (act) {
+    case ACT_TANH: fwd_epilogue<ACT_TANH, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
+    case ACT_RELU: fwd_epilogue<ACT_RELU, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
+    case ACT_SIGMOID: fwd_epilogue<ACT_SIGMOID, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
+    default: fwd_epilogue<ACT_IDENTITY, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+elman_fwd_step_v2(T* h, const T* h0, const T* V, const int* lengths, int t, int B, int H, int act) {
+    __shared__ T As[TileSmem<32, 32, 16>::A_ELEMS];
+    __shared__ T Bs[TileSmem<32, 32, 16>::B_ELEMS];
+    elman_fwd_step_tiled<T, 32, 32, 2, 2>(h, h0, V, lengths, t, B, H, act, As, Bs);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256, 2)
+elman_fwd_step_v3(T* h, const T* h0, const T* V, const int* lengths, int t, int B, int H, int act) {
+    __shared__ T As[TileSmem<64, 64, 16>::A_ELEMS];
+    __shared__ T Bs[TileSmem<64, 64, 16>::B_ELEMS];
+    elman_fwd_step_tiled<T, 64, 64, 4, 4>(h, h0, V, lengths, t, B, H, act, As, Bs);
+}
