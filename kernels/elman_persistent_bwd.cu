@@ -1,0 +1,68 @@
+// kernels/elman_persistent_bwd.cu — the whole reverse BPTT recurrence in one cooperative launch
+//   du[t] = (dh[t] + [t == last(b)] dh_last + du[t+1] @ V.T) * f'(h[t]),  du[steps] = 0,
+//   for t = steps-1 down to 0; last(b) = lengths[b] - 1; du[t, b, :] = 0 where t >= lengths[b]
+//   (the conventions of elman_bwd_step.cu, so the two algorithms agree to rounding)
+// Shapes, row-major: du (steps, B, H) output, every entry written; dh (steps, B, H) or absent
+//   (has_dh = 0, any pointer); dh_last (B, H) or absent (has_dh_last = 0); h (steps, B, H) the
+//   forward outputs (f' is computed from them); V (H, H) itself, not V.T: column j of V.T is row
+//   j of V, so each block copies contiguous rows; lengths (B,) int32 in 1..steps.
+// Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
+//   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes.
+//   Block g keeps rows g*cols .. of V on chip for all steps and writes those columns of du[t];
+//   warp w handles its columns w, w + 8, ... (persistent_common.cuh has the mapping).
+//   Steps are separated by cooperative_groups::this_grid().sync().
+// Versions: v1 V slice in shared memory, one warp per column, lanes split k (default).
+// Types: float, double (template T). Names: elman_persistent_bwd_v1<float>, ..._v1<double>.
+#include "elman_common.cuh"
+#include "persistent_common.cuh"
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
+                        const T* h, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+    T* Ws = reinterpret_cast<T*>(persist_smem);
+    T* xs = Ws + (size_t)cols * H;
+    const int j0 = blockIdx.x * cols;
+    const int ncols = j0 < H ? min(cols, H - j0) : 0;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    persist_load_slice(Ws, V, H, j0, ncols, false);
+
+    for (int t = steps - 1; t >= 0; --t) {
+        const bool has_next = t + 1 < steps;  // uniform: du[steps] = 0 needs no product
+        const T* dn = du + (size_t)(t + 1) * B * H;
+        for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
+            const int nb = min(PERSIST_BATCH, B - b0);
+            __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
+            if (has_next) persist_stage(xs, dn, b0, nb, H);
+            __syncthreads();
+            for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
+                T acc[PERSIST_BATCH];
+                if (has_next) {
+                    persist_dot(acc, xs, Ws + (size_t)jl * H, nb, H);
+                } else {
+#pragma unroll
+                    for (int bb = 0; bb < PERSIST_BATCH; ++bb) acc[bb] = T(0);
+                }
+                const int j = j0 + jl;
+#pragma unroll
+                for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
+                    if (bb < nb && lane == bb) {
+                        const int b = b0 + bb;
+                        const int len = lengths[b];
+                        const size_t i = ((size_t)t * B + b) * H + j;
+                        T out = T(0);
+                        if (t < len) {
+                            T g = has_dh ? dh[i] : T(0);
+                            if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + j];
+                            out = (acc[bb] + g) * act_grad_from_output(act, h[i]);
+                        }
+                        du[i] = out;
+                    }
+                }
+            }
+        }
+        if (t > 0) grid.sync();  // du[t] complete everywhere before any block reads it
+    }
+}

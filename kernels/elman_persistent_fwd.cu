@@ -1,0 +1,53 @@
+// kernels/elman_persistent_fwd.cu — the whole forward Elman recurrence in one cooperative launch
+//   h[t] = f(p[t] + h[t-1] @ V) for t = 0..steps-1,  h[-1] = h0,  p = x @ W + b precomputed for
+//   all t by one GEMM;  h[t, b, :] = 0 where t >= lengths[b] (padding)
+// Shapes, row-major: h (steps, B, H) holds p on entry and h on exit (row t is overwritten once
+//   row t-1 is final, as in elman_fwd_step.cu); h0 (B, H); V (H, H);
+//   lengths (B,) int32, every entry in 1..steps (the backend passes steps when none is given).
+// Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
+//   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes.
+//   Block g keeps columns g*cols .. of V on chip for all steps and writes those columns of h[t];
+//   warp w of a block handles its columns w, w + 8, ... (persistent_common.cuh has the mapping).
+//   Steps are separated by cooperative_groups::this_grid().sync().
+// Versions: v1 V slice in shared memory, one warp per column, lanes split k (default).
+// Types: float, double (template T). Names: elman_persistent_fwd_v1<float>, ..._v1<double>.
+#include "elman_common.cuh"
+#include "persistent_common.cuh"
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_fwd_v1(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+    T* Ws = reinterpret_cast<T*>(persist_smem);
+    T* xs = Ws + (size_t)cols * H;
+    const int j0 = blockIdx.x * cols;
+    const int ncols = j0 < H ? min(cols, H - j0) : 0;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    persist_load_slice(Ws, V, H, j0, ncols, true);
+
+    for (int t = 0; t < steps; ++t) {
+        T* ht = h + (size_t)t * B * H;
+        const T* hp = t == 0 ? h0 : ht - (size_t)B * H;
+        for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
+            const int nb = min(PERSIST_BATCH, B - b0);
+            __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
+            persist_stage(xs, hp, b0, nb, H);
+            __syncthreads();
+            for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
+                T acc[PERSIST_BATCH];
+                persist_dot(acc, xs, Ws + (size_t)jl * H, nb, H);
+                // Lane bb writes batch row b0 + bb: at most 8 scattered words per column.
+#pragma unroll
+                for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
+                    if (bb < nb && lane == bb) {
+                        const int b = b0 + bb;
+                        T* out = ht + (size_t)b * H + j0 + jl;
+                        *out = t < lengths[b] ? act_apply(act, *out + acc[bb]) : T(0);
+                    }
+                }
+            }
+        }
+        if (t + 1 < steps) grid.sync();  // h[t] complete everywhere before any block reads it
+    }
+}

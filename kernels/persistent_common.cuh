@@ -1,0 +1,76 @@
+// kernels/persistent_common.cuh — the pieces shared by the persistent Elman kernels
+//   (elman_persistent_fwd.cu, elman_persistent_bwd.cu): one cooperative launch runs every step;
+//   each block keeps a slice of the recurrent matrix in shared memory for the whole sequence.
+// Block: PERSIST_THREADS = 256 threads (8 warps), one block per multiprocessor. Block g owns the
+//   output columns j0 = g * cols .. j0 + ncols - 1 (the last block may own fewer, or none).
+// Dynamic shared memory (one extern array per file; see DESIGN §3), in elements of T:
+//   Ws [cols][H]  the block's slice, row jl = output column j0 + jl, so the lanes of a warp read
+//                 consecutive k from consecutive words: no bank conflicts
+//   xs [bc][H]    one batch chunk of the previous state (h[t-1] or du[t+1]), bc = min(B, 8)
+//   bytes = (cols + bc) * H * sizeof(T)
+// Per step and batch chunk: the block stages xs from global memory, then warp w computes the
+//   columns jl = w, w + 8, ...: its lanes split k (k = lane + 32 i), each lane keeps one
+//   accumulator per batch row of the chunk, and a butterfly of shuffles sums over the warp.
+// Types: float, double (template T).
+#pragma once
+#include <cooperative_groups.h>
+
+#define PERSIST_WARPS 8
+#define PERSIST_THREADS (PERSIST_WARPS * 32)
+#define PERSIST_BATCH 8  // batch rows per chunk: accumulators per lane
+
+// Declared double so that the array is 8-byte aligned for both element types.
+extern __shared__ double persist_smem[];
+
+// Copy the block's slice of the recurrent matrix M (H, H) into Ws.
+//   by_column = true:  Ws[jl][k] = M[k][j0 + jl]  (forward: columns of V)
+//   by_column = false: Ws[jl][k] = M[j0 + jl][k]  (backward: rows of V, i.e. columns of V.T)
+// Consecutive threads read consecutive global words in both cases; the transposing stores of the
+// first case conflict on banks, but they happen once per launch.
+template <typename T>
+__device__ inline void persist_load_slice(T* Ws, const T* M, int H, int j0, int ncols,
+                                          bool by_column) {
+    const int n = ncols * H;
+    if (by_column) {
+        for (int idx = threadIdx.x; idx < n; idx += blockDim.x) {
+            const int k = idx / ncols, jl = idx - k * ncols;
+            Ws[jl * H + k] = M[(size_t)k * H + j0 + jl];
+        }
+    } else {
+        const T* rows = M + (size_t)j0 * H;
+        for (int idx = threadIdx.x; idx < n; idx += blockDim.x) Ws[idx] = rows[idx];
+    }
+}
+
+// xs[bb][k] = src[b0 + bb][k] for bb < nb. src was written by other blocks before the last grid
+// barrier, so these are plain coherent loads (never __ldg, whose cache may hold stale lines).
+template <typename T>
+__device__ inline void persist_stage(T* xs, const T* src, int b0, int nb, int H) {
+    const T* s = src + (size_t)b0 * H;
+    const int n = nb * H;
+    for (int idx = threadIdx.x; idx < n; idx += blockDim.x) xs[idx] = s[idx];
+}
+
+// acc[bb] = sum_k xs[bb][k] * w[k] for bb < nb, on every lane of the calling warp (whole warp).
+template <typename T>
+__device__ inline void persist_dot(T (&acc)[PERSIST_BATCH], const T* xs, const T* w, int nb,
+                                   int H) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int bb = 0; bb < PERSIST_BATCH; ++bb) acc[bb] = T(0);
+    for (int k = lane; k < H; k += 32) {
+        const T v = w[k];
+#pragma unroll
+        for (int bb = 0; bb < PERSIST_BATCH; ++bb)
+            if (bb < nb) acc[bb] += xs[bb * H + k] * v;
+    }
+    // nb is uniform over the warp, so every lane takes part in each shuffle it reaches.
+#pragma unroll
+    for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
+        if (bb < nb) {
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1)
+                acc[bb] += __shfl_xor_sync(0xffffffffu, acc[bb], off);
+        }
+    }
+}
