@@ -2,6 +2,7 @@
 load each source through the installed package's loader (no CuPy or compiler needed)."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,12 @@ print("ok", where)
 
 
 def test_wheel_ships_kernel_sources(tmp_path):
+    # Build from a clean copy: no stale build/ output, nothing written into the checkout.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".venv", "runs"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "-q",
                     "-w", str(dist)], check=True, cwd=tmp_path)
     (wheel,) = dist.glob("gpu_bptt-*.whl")
     venv = tmp_path / "venv"
