@@ -1,8 +1,32 @@
 """The cuda backend: CuPy arrays, raw CUDA kernels from kernels/ (DESIGN §2).
 
-Availability is probed without compiling anything; CuPy is imported only here.
+Inputs may be NumPy or CuPy arrays; results are CuPy arrays on the current device. Every launch
+and every CuPy operation goes to CuPy's current stream. Availability is probed without compiling
+anything; CuPy is imported only here, and only when the backend is probed or built.
+
+The class is written against two seams, so that the emulator backend runs this same code on the
+CPU: an array module `xp` and a KernelLoader around a `cupy.RawModule`-like class.
+
+Options (constructor arguments, else environment variables):
+  gemm: "cublas" (default; xp.matmul) or "own" (kernels/gemm.cu) for the products outside the
+        time loop (p = x @ W + b, dW, dV, dx, dh0).                    $GPU_BPTT_GEMM
+  step: "auto" (default), "v1", "v2" or "v3": the step kernels' version.  $GPU_BPTT_STEP_KERNEL
+        "auto" takes v3 (64x64 tiles) when that grid has at least two blocks per multiprocessor,
+        else v2 (32x32 tiles); to be tuned from GPU measurements.
+db is always the deterministic column-sum kernel (no float atomics).
 """
 from __future__ import annotations
+
+import os
+
+from .base import Backend
+from .kernel_loader import STEP_VERSIONS, KernelLoader
+from .launchers import Launchers, _cdiv
+
+GEMM_CHOICES = ("cublas", "own")
+STEP_CHOICES = ("auto",) + STEP_VERSIONS
+GEMM_ENV = "GPU_BPTT_GEMM"
+STEP_ENV = "GPU_BPTT_STEP_KERNEL"
 
 
 def cuda_unavailable_reason():
@@ -22,6 +46,129 @@ def cuda_unavailable_reason():
     return None
 
 
-class CudaBackend:  # replaced by the kernel-backed implementation (issue 4)
-    def __init__(self):
-        raise NotImplementedError("the cuda backend's kernels are not built yet")
+def device_report() -> dict:
+    """The current device, its compute capability and multiprocessors, and the CuPy, CUDA runtime,
+    driver and NVRTC versions; {"error": reason} when the cuda backend cannot run here."""
+    reason = cuda_unavailable_reason()
+    if reason:
+        return {"error": reason}
+    import cupy
+
+    dev = cupy.cuda.Device()
+    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
+    name = props["name"]
+    report = {
+        "device": name.decode() if isinstance(name, bytes) else str(name),
+        "device_id": dev.id,
+        "compute_capability": f"{dev.compute_capability[:-1]}.{dev.compute_capability[-1]}",
+        "multiprocessors": int(props["multiProcessorCount"]),
+        "cupy": cupy.__version__,
+        "cuda_runtime": _version(cupy.cuda.runtime.runtimeGetVersion()),
+        "cuda_driver": _version(cupy.cuda.runtime.driverGetVersion()),
+    }
+    try:
+        report["nvrtc"] = "%d.%d" % cupy.cuda.nvrtc.getVersion()
+    except Exception:  # not every CuPy build exposes it
+        pass
+    return report
+
+
+def _version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def compile_report(backend=None) -> dict:
+    """{kernel file: None if every kernel in it compiles, else the error} on the cuda backend (or
+    the given CudaBackend/EmulatorBackend instance)."""
+    if backend is None:
+        from . import get_backend
+
+        backend = get_backend("cuda")
+    return backend.loader.compile_all()
+
+
+def _option(value, env, choices, name):
+    value = value if value is not None else (os.environ.get(env) or choices[0])
+    value = str(value).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {choices} (or ${env}), got {value!r}")
+    return value
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    algos = ("auto", "step")
+
+    def __init__(self, gemm=None, step=None):
+        import cupy
+
+        loader = KernelLoader(cupy.RawModule, device=lambda: cupy.cuda.Device().id, kind="cupy")
+        sms = int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["multiProcessorCount"])
+        self._setup(cupy, loader, sms, gemm, step)
+
+    def _setup(self, xp, loader, multiprocessors, gemm, step):
+        super().__init__(xp)
+        self.loader = loader
+        self.kernels = Launchers(xp, loader)
+        self.multiprocessors = multiprocessors
+        self.gemm = _option(gemm, GEMM_ENV, GEMM_CHOICES, "gemm")
+        self.step = _option(step, STEP_ENV, STEP_CHOICES, "step")
+
+    def step_version(self, B, H) -> str:
+        """The step kernels' version for a (B, H) problem (see the module docstring)."""
+        if self.step != "auto":
+            return self.step
+        return "v3" if _cdiv(B, 64) * _cdiv(H, 64) >= 2 * self.multiprocessors else "v2"
+
+    def _lengths(self, lengths, T, B):
+        import numpy as np
+
+        if lengths is None:
+            return self.xp.full(B, T, dtype=np.int32)
+        return self.xp.ascontiguousarray(lengths, dtype=np.int32)
+
+    # -- products outside the time loop ------------------------------------------------------------
+    def input_projection(self, x, W, b):
+        if self.gemm == "cublas":
+            return super().input_projection(x, W, b)
+        T, B, I = x.shape
+        p = self.kernels.gemm(x.reshape(T * B, I), W, bias=b)
+        return p.reshape(T, B, W.shape[1])
+
+    def gradients(self, x, W, V, h0, h, du, need_db: bool):
+        T, B, I = x.shape
+        H = V.shape[0]
+        du2 = du.reshape(T * B, H)
+        db = self.kernels.column_sum(du2) if need_db else None
+        if self.gemm == "cublas":
+            dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False)
+            return dx, dW, dV, db, dh0
+        k = self.kernels
+        dW = k.gemm(x.reshape(T * B, I), du2, trans_a=True)
+        dV = k.gemm(h0, du[0], trans_a=True)
+        if T > 1:  # h[t-1] for t >= 1 is h[0..T-2]: accumulate instead of building that array
+            k.gemm(h[:-1].reshape((T - 1) * B, H), du[1:].reshape((T - 1) * B, H), trans_a=True,
+                   out=dV, accumulate=True)
+        dx = k.gemm(du2, W, trans_b=True).reshape(T, B, I)
+        dh0 = k.gemm(du[0], V, trans_b=True)
+        return dx, dW, dV, db, dh0
+
+    # -- the recurrence ----------------------------------------------------------------------------
+    def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
+        T, B, H = p.shape
+        lens = self._lengths(lengths, T, B)
+        version = self.step_version(B, H)
+        h = p  # each step overwrites p[t] with h[t]
+        for t in range(T):
+            self.kernels.elman_fwd_step(h, h0, V, lens, t, activation, version)
+        return h
+
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
+        T, B, H = h.shape
+        lens = self._lengths(lengths, T, B)
+        version = self.step_version(B, H)
+        VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+        du = self.xp.empty_like(h)  # every step writes its whole row
+        for t in range(T - 1, -1, -1):
+            self.kernels.elman_bwd_step(du, dh, dh_last, h, VT, lens, t, activation, version)
+        return du

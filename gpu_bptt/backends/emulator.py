@@ -1,0 +1,41 @@
+"""The emulator backend: the cuda backend's own code with NumPy arrays and the kernels executed on
+the CPU by gpu_bptt.emulator (DESIGN §3). Slow; it exists to verify the cuda path without a GPU.
+
+Results are NumPy arrays. `order` ("forward", "reverse", "random", or None for the emulator's
+default / $GPU_BPTT_EMU_ORDER) is the order in which the threads of a block are scheduled.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .cuda import CudaBackend
+from .kernel_loader import KernelLoader
+
+#: what the emulator backend reports as its multiprocessor count (only the "auto" step rule uses it)
+EMULATED_MULTIPROCESSORS = 4
+
+
+def emulator_unavailable_reason():
+    """None when the CPU kernel executor can run here, else a sentence saying why not."""
+    try:
+        from ..emulator import unavailable_reason
+    except ImportError as e:
+        return f"the kernel emulator cannot be imported: {e}"
+    return unavailable_reason()
+
+
+class EmulatorBackend(CudaBackend):
+    name = "emulator"
+
+    def __init__(self, gemm=None, step=None, order=None):
+        from ..emulator import RawModule
+
+        raw = functools.partial(RawModule, order=order) if order else RawModule
+        loader = KernelLoader(raw, device=lambda: "cpu", kind=f"emulator:{order or 'default'}")
+        self.order = order
+        self._setup(np, loader, EMULATED_MULTIPROCESSORS, gemm, step)
+
+    def asarray(self, a, dtype=None):
+        return np.asarray(self.to_numpy(a), dtype=dtype)

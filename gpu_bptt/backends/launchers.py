@@ -1,0 +1,155 @@
+"""Launchers: one Python function per kernel, validating its arguments before the launch.
+
+They run on an array module `xp` (cupy, or numpy under the emulator) and a KernelLoader, the two
+seams of the cuda backend (DESIGN §2). Launches go to CuPy's current stream. Errors name the
+argument: ValueError for shapes, TypeError for dtypes, ValueError for non-contiguous arrays.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations
+from .kernel_loader import STEP_VERSIONS, template_name
+
+BLOCK_256 = (16, 16, 1)  # the tiled kernels' block: (BN / TN, BM / TM)
+STEP_TILES = {"v2": 32, "v3": 64}
+GEMM_TILE = 64
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _i32(v):
+    return np.int32(v)
+
+
+class Launchers:
+    def __init__(self, xp, loader):
+        self.xp = xp
+        self.loader = loader
+        self._dummies = {}
+
+    # -- checks ------------------------------------------------------------------------------------
+    def check(self, name, a, shape, dtype):
+        """Raise naming `name` unless `a` is a contiguous array of this backend with that shape
+        (None entries are free) and dtype."""
+        if not isinstance(a, self.xp.ndarray):
+            raise TypeError(f"{name}: expected a {self.xp.__name__} array, got {type(a).__name__}")
+        if np.dtype(a.dtype) != np.dtype(dtype):
+            raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
+        if len(shape) != a.ndim or any(s is not None and s != g for s, g in zip(shape, a.shape)):
+            want = tuple("*" if s is None else s for s in shape)
+            raise ValueError(f"{name}: expected shape {want}, got {tuple(a.shape)}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name}: must be C-contiguous")
+        return a
+
+    def _dummy(self, dtype):
+        """A valid one-element buffer passed where an optional array is absent (flag = 0)."""
+        dt = np.dtype(dtype)
+        if dt not in self._dummies:
+            self._dummies[dt] = self.xp.zeros(1, dtype=dt)
+        return self._dummies[dt]
+
+    @staticmethod
+    def _step_geometry(version, B, H):
+        if version == "v1":
+            return (_cdiv(H, 64), _cdiv(B, 4), 1), (64, 4, 1)
+        if version in STEP_TILES:
+            tile = STEP_TILES[version]
+            return (_cdiv(H, tile), _cdiv(B, tile), 1), BLOCK_256
+        raise ValueError(f"version: expected one of {STEP_VERSIONS}, got {version!r}")
+
+    # -- kernels -----------------------------------------------------------------------------------
+    def elman_fwd_step(self, h, h0, V, lengths, t, activation, version="v2"):
+        """Step t of the forward recurrence, in place: h[t] = f(h[t] + h[t-1] @ V) (h[t] holds
+        p[t] on entry; h[-1] = h0), zero where t >= lengths[b].
+        h (T, B, H) owned by the caller and updated; h0 (B, H); V (H, H); lengths (B,) int32."""
+        T, B, H = h.shape
+        dt = h.dtype
+        self.check("h", h, (T, B, H), dt)
+        self.check("h0", h0, (B, H), dt)
+        self.check("V", V, (H, H), dt)
+        self.check("lengths", lengths, (B,), np.int32)
+        if not 0 <= t < T:
+            raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
+        grid, block = self._step_geometry(version, B, H)
+        fn = self.loader.function("elman_fwd_step.cu", template_name(f"elman_fwd_step_{version}", dt))
+        fn(grid, block, (h, h0, V, lengths, _i32(t), _i32(B), _i32(H),
+                         _i32(activations.ACTIVATION_CODES[activation])))
+
+    def elman_bwd_step(self, du, dh, dh_last, h, VT, lengths, t, activation, version="v2"):
+        """Step t of the reverse recurrence: du[t] = (dh[t] + [t == lengths[b]-1] dh_last +
+        du[t+1] @ VT) * f'(h[t]), zero where t >= lengths[b]; du[T] = 0.
+        du (T, B, H) owned by the caller, row t written (row t+1 read); dh (T, B, H) or None;
+        dh_last (B, H) or None; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,) int32."""
+        T, B, H = du.shape
+        dt = du.dtype
+        self.check("du", du, (T, B, H), dt)
+        if dh is not None:
+            self.check("dh", dh, (T, B, H), dt)
+        if dh_last is not None:
+            self.check("dh_last", dh_last, (B, H), dt)
+        self.check("h", h, (T, B, H), dt)
+        self.check("VT", VT, (H, H), dt)
+        self.check("lengths", lengths, (B,), np.int32)
+        if not 0 <= t < T:
+            raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
+        grid, block = self._step_geometry(version, B, H)
+        fn = self.loader.function("elman_bwd_step.cu", template_name(f"elman_bwd_step_{version}", dt))
+        d = self._dummy(dt)
+        fn(grid, block, (du, d if dh is None else dh, _i32(dh is not None),
+                         d if dh_last is None else dh_last, _i32(dh_last is not None), h, VT,
+                         lengths, _i32(t), _i32(T), _i32(B), _i32(H),
+                         _i32(activations.ACTIVATION_CODES[activation])))
+
+    def gemm(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
+        """out = op(a) @ op(b) [+ bias] [+ out], with op = transpose where asked (not both).
+        a, b: 2-D contiguous; bias (N,) or None; out (M, N) or None (allocated; accumulate needs
+        it). Returns out."""
+        if a.ndim != 2:
+            raise ValueError(f"a: expected a 2-D array, got shape {tuple(a.shape)}")
+        if b.ndim != 2:
+            raise ValueError(f"b: expected a 2-D array, got shape {tuple(b.shape)}")
+        dt = a.dtype
+        self.check("a", a, a.shape, dt)
+        self.check("b", b, b.shape, dt)
+        if trans_a and trans_b:
+            raise ValueError("trans_a, trans_b: the variant with both operands transposed is not provided")
+        M, K = a.shape[::-1] if trans_a else a.shape
+        Kb, N = b.shape[::-1] if trans_b else b.shape
+        if Kb != K:
+            raise ValueError(f"b: inner dimension {Kb} does not match a's {K}")
+        if bias is not None:
+            self.check("bias", bias, (N,), dt)
+        if out is None:
+            if accumulate:
+                raise ValueError("out: accumulate=True needs an output to add to")
+            out = self.xp.empty((M, N), dtype=dt)
+        else:
+            self.check("out", out, (M, N), dt)
+        fn = self.loader.function("gemm.cu", template_name("gemm_v1", dt, bool(trans_a), bool(trans_b)))
+        grid = (_cdiv(N, GEMM_TILE), _cdiv(M, GEMM_TILE), 1)
+        fn(grid, BLOCK_256, (a, b, out, self._dummy(dt) if bias is None else bias,
+                             _i32(bias is not None), _i32(accumulate), _i32(M), _i32(N), _i32(K),
+                             _i32(a.shape[1]), _i32(b.shape[1]), _i32(N)))
+        return out
+
+    def column_sum(self, x, rows_per_chunk=None):
+        """Σ over rows of x (R, N) -> (N,), deterministically (two fixed-order passes)."""
+        if x.ndim != 2:
+            raise ValueError(f"x: expected a 2-D array, got shape {tuple(x.shape)}")
+        self.check("x", x, x.shape, x.dtype)
+        R, N = x.shape
+        if rows_per_chunk is None:
+            rows_per_chunk = max(64, _cdiv(R, 256))
+        fn = self.loader.function("column_sum.cu", template_name("column_sum_v1", x.dtype))
+        out = self.xp.empty(N, dtype=x.dtype)
+        chunks = _cdiv(R, rows_per_chunk)
+        if chunks > 1:
+            part = self.xp.empty((chunks, N), dtype=x.dtype)
+            fn((_cdiv(N, 32), chunks, 1), (32, 8, 1), (x, part, _i32(R), _i32(N), _i32(rows_per_chunk)))
+            x, R, rows_per_chunk = part, chunks, chunks
+        fn((_cdiv(N, 32), 1, 1), (32, 8, 1), (x, out, _i32(R), _i32(N), _i32(rows_per_chunk)))
+        return out

@@ -1,0 +1,68 @@
+"""Every kernel file compiles through NVRTC for sm_80 and sm_90, with no register spills; the
+ptxas resource table is written to docs/kernel_resources.md (shown by the docs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpu_bptt import nvrtc
+from gpu_bptt.backends.kernel_loader import kernel_files, kernel_source, name_expressions
+
+ARCHS = ("sm_80", "sm_90")
+TABLE = Path(__file__).resolve().parents[2] / "docs" / "kernel_resources.md"
+
+
+@pytest.fixture(scope="module")
+def resources():
+    reason = nvrtc.unavailable_reason()
+    if reason:
+        pytest.skip(f"NVRTC is not available: {reason}")
+    rows = []
+    for file in kernel_files():
+        names = name_expressions(file)
+        for arch in ARCHS:
+            res = nvrtc.compile_source(kernel_source(file), name=file, name_expressions=names,
+                                       arch=arch, cubin=True,
+                                       options=("-std=c++17", "--ptxas-options=-v"))
+            by_symbol = {r["kernel"]: r for r in nvrtc.parse_ptxas_resources(res.log)}
+            for expr in names:
+                r = by_symbol.get(res.lowered_names[expr])
+                assert r is not None, f"{file} {arch}: no ptxas report for {expr}\n{res.log}"
+                rows.append(dict(r, file=file, arch=arch, name=expr))
+    return rows
+
+
+def test_every_kernel_compiles_for_each_arch(resources):
+    got = {(r["file"], r["arch"], r["name"]) for r in resources}
+    for file in kernel_files():
+        for arch in ARCHS:
+            for expr in name_expressions(file):
+                assert (file, arch, expr) in got
+
+
+def test_no_register_spills(resources):
+    spills = [f"{r['name']} ({r['arch']}): {r['spill_stores']} B stores, {r['spill_loads']} B loads"
+              for r in resources if r["spill_stores"] or r["spill_loads"]]
+    assert not spills, "register spills:\n" + "\n".join(spills)
+
+
+def test_write_resource_table(resources):
+    major, minor = nvrtc.version()
+    lines = [
+        "# Kernel resources",
+        "",
+        "Registers per thread, static shared memory per block and spills as ptxas reports them",
+        f"(NVRTC {major}.{minor}, `--ptxas-options=-v`). Written by `tests/cuda/test_nvrtc.py`,",
+        "which fails on any spill; rerun it after changing a kernel and commit the result.",
+        "",
+        "| kernel | arch | registers | shared memory (bytes) | spills (bytes) | stack (bytes) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in resources:
+        spill = (r["spill_stores"] or 0) + (r["spill_loads"] or 0)
+        lines.append(f"| `{r['name']}` | {r['arch']} | {r['registers']} | {r['shared_bytes']} | "
+                     f"{spill} | {r['stack_bytes'] or 0} |")
+    TABLE.parent.mkdir(exist_ok=True)
+    TABLE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert TABLE.read_text(encoding="utf-8").count("\n| `") == len(resources)
