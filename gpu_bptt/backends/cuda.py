@@ -14,11 +14,16 @@ Options (constructor arguments, else environment variables):
         "auto" takes v3 (64x64 tiles) when that grid has at least two blocks per multiprocessor,
         else v2 (32x32 tiles); to be tuned from GPU measurements.
 db is always the deterministic column-sum kernel (no float atomics).
+
+algo (elman_forward's keyword; backward follows the forward's choice): "step" launches one step
+kernel per t; "persistent" runs the whole recurrence in one cooperative launch with V on chip
+(persistent.py, docs/persistent.md); "auto" takes persistent when B <= 32 and it can run here.
 """
 from __future__ import annotations
 
 import os
 
+from . import persistent
 from .base import Backend
 from .kernel_loader import STEP_VERSIONS, KernelLoader
 from .launchers import Launchers, _cdiv
@@ -97,7 +102,7 @@ def _option(value, env, choices, name):
 
 class CudaBackend(Backend):
     name = "cuda"
-    algos = ("auto", "step")
+    algos = ("auto", "step", "persistent")
 
     def __init__(self, gemm=None, step=None):
         import cupy
@@ -113,6 +118,37 @@ class CudaBackend(Backend):
         self.multiprocessors = multiprocessors
         self.gemm = _option(gemm, GEMM_ENV, GEMM_CHOICES, "gemm")
         self.step = _option(step, STEP_ENV, STEP_CHOICES, "step")
+        self._persistent_limits = None
+
+    # -- the persistent algorithm's view of the device ----------------------------------------------
+    def persistent_limits(self) -> persistent.DeviceLimits:
+        """Multiprocessors, per-block shared memory (opt-in) and cooperative-launch support."""
+        if self._persistent_limits is None:
+            import cupy
+
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            smem = int(props.get("sharedMemPerBlockOptin") or props["sharedMemPerBlock"])
+            self._persistent_limits = persistent.DeviceLimits(
+                self.multiprocessors, smem, bool(props.get("cooperativeLaunch", 1)),
+                name=device_report().get("device", ""))
+        return self._persistent_limits
+
+    def persistent_blocks_per_sm(self, fn, smem):
+        """Blocks of `fn` (persistent.THREADS threads, `smem` bytes dynamic shared memory) that fit
+        on one multiprocessor at once, from the driver's occupancy calculator; None if unknown."""
+        import cupy
+
+        if smem > persistent.DEFAULT_SMEM:
+            fn.max_dynamic_shared_size_bytes = smem
+        try:
+            return int(cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+                fn.kernel.ptr, persistent.THREADS, smem))
+        except AttributeError:  # a CuPy without these bindings: the launch itself will check
+            return None
+
+    def resolve_algo(self, algo, T, B, H, dtype) -> str:
+        super().resolve_algo(algo, T, B, H, dtype)  # rejects unknown names
+        return persistent.choose(self, algo, B, H, dtype)
 
     def step_version(self, B, H) -> str:
         """The step kernels' version for a (B, H) problem (see the module docstring)."""
@@ -157,6 +193,8 @@ class CudaBackend(Backend):
     def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
         T, B, H = p.shape
         lens = self._lengths(lengths, T, B)
+        if algo == "persistent":
+            return persistent.forward(self, p, h0, V, lens, activation)
         version = self.step_version(B, H)
         h = p  # each step overwrites p[t] with h[t]
         for t in range(T):
@@ -166,6 +204,9 @@ class CudaBackend(Backend):
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
+        if algo == "persistent":
+            du = self.xp.empty_like(h)  # the kernel writes every entry
+            return persistent.backward(self, du, dh, dh_last, h, V, lens, activation)
         version = self.step_version(B, H)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
         du = self.xp.empty_like(h)  # every step writes its whole row

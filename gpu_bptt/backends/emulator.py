@@ -13,7 +13,8 @@ import numpy as np
 from .cuda import CudaBackend
 from .kernel_loader import KernelLoader
 
-#: what the emulator backend reports as its multiprocessor count (only the "auto" step rule uses it)
+#: what the emulator backend reports as its multiprocessor count (the "auto" step rule and the
+#: persistent grid use it)
 EMULATED_MULTIPROCESSORS = 4
 
 
@@ -36,6 +37,17 @@ class EmulatorBackend(CudaBackend):
         loader = KernelLoader(raw, device=lambda: "cpu", kind=f"emulator:{order or 'default'}")
         self.order = order
         self._setup(np, loader, EMULATED_MULTIPROCESSORS, gemm, step)
+
+    def persistent_limits(self):
+        """The emulated device: EMULATED_MULTIPROCESSORS blocks and the default 48 KB of dynamic
+        shared memory per block, so tests exercise small grids and the fit limit."""
+        from . import persistent
+
+        return persistent.DeviceLimits(EMULATED_MULTIPROCESSORS, persistent.DEFAULT_SMEM,
+                                       name="emulator")
+
+    def persistent_blocks_per_sm(self, fn, smem):
+        return None  # a cooperative launch runs every block at once
 
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)

@@ -22,6 +22,8 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
 STEP_VERSIONS = ("v1", "v2", "v3")
 GEMM_VARIANTS = ((False, False), (True, False), (False, True))  # (TA, TB): NN, TN, NT
+# Files whose kernels synchronize the grid: built for, and launched as, cooperative launches.
+COOPERATIVE_FILES = ("elman_persistent_fwd.cu", "elman_persistent_bwd.cu")
 _CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
@@ -97,6 +99,8 @@ def name_expressions(file: str) -> tuple:
         return tuple(template_name("gemm_v1", dt, ta, tb) for dt in dts for ta, tb in GEMM_VARIANTS)
     if file == "column_sum.cu":
         return tuple(template_name("column_sum_v1", dt) for dt in dts)
+    if file in COOPERATIVE_FILES:
+        return tuple(template_name(f"{file[:-3]}_v1", dt) for dt in dts)
     raise ValueError(f"file: no kernel list for {file!r}")
 
 
@@ -121,8 +125,9 @@ class KernelLoader:
         key = (self.kind, file, self.options, self.device())
         mod = _MODULES.get(key)
         if mod is None:
+            extra = {"enable_cooperative_groups": True} if file in COOPERATIVE_FILES else {}
             mod = self.raw_module(code=kernel_source(file), options=self.options,
-                                  name_expressions=name_expressions(file))
+                                  name_expressions=name_expressions(file), **extra)
             _MODULES[key] = mod
         return mod
 

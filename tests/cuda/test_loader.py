@@ -59,7 +59,7 @@ def test_template_names_and_ctype():
 class CountingModule:
     built = []
 
-    def __init__(self, code, options, name_expressions):
+    def __init__(self, code, options, name_expressions, enable_cooperative_groups=False):
         CountingModule.built.append((options, name_expressions))
         self.names = name_expressions
 

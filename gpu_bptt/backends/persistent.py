@@ -1,0 +1,208 @@
+"""The persistent algorithm: the whole recurrence in one cooperative launch (kernels/
+elman_persistent_fwd.cu and elman_persistent_bwd.cu), its limits, the "auto" rule and the launches.
+
+Each of `grid` blocks (at most one per multiprocessor) keeps `cols = ceil(H / multiprocessors)`
+columns of V (rows, backward) in shared memory for all T steps, plus one chunk of at most 8 batch
+rows of the previous state, so a block needs (cols + min(B, 8)) * H * itemsize bytes of dynamic
+shared memory. The algorithm runs where that fits the device's per-block limit and the grid can
+be co-resident (every block resident at once, which a grid barrier needs).
+
+"auto" rule (a first guess, to be tuned from GPU measurements; see docs/persistent.md):
+persistent when B <= AUTO_MAX_BATCH and the algorithm can run, otherwise the step kernels. Every
+fallback is logged on the "gpu_bptt" logger at DEBUG level with its reason.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import activations
+from .kernel_loader import template_name
+
+log = logging.getLogger("gpu_bptt")
+
+THREADS = 256          # PERSIST_THREADS in persistent_common.cuh
+BATCH_CHUNK = 8        # PERSIST_BATCH: batch rows per chunk of the previous state
+AUTO_MAX_BATCH = 32    # "auto" takes the persistent kernels up to this batch size
+DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a launch gets without raising the kernel attribute
+FWD_FILE = "elman_persistent_fwd.cu"
+BWD_FILE = "elman_persistent_bwd.cu"
+VERSION = "v1"
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """What the persistent algorithm needs to know about a device."""
+
+    multiprocessors: int
+    smem_per_block: int    # the most dynamic shared memory one block may use (opt-in limit)
+    cooperative: bool = True
+    name: str = ""
+
+
+#: The devices the documented limits are worked out for (docs/persistent.md).
+KNOWN_DEVICES = {
+    "sm_80": DeviceLimits(108, 163 * 1024, name="A100 (sm_80)"),
+    "sm_90": DeviceLimits(132, 227 * 1024, name="H100 SXM (sm_90)"),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    grid: int   # blocks, one per multiprocessor at most
+    cols: int   # columns of V per block (the last block may own fewer)
+    smem: int   # dynamic shared memory per block, bytes
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def smem_bytes(B, H, cols, itemsize) -> int:
+    """Dynamic shared memory of one block: V's slice (cols x H) and one batch chunk (bc x H)."""
+    return (cols + min(B, BATCH_CHUNK)) * H * itemsize
+
+
+def plan(limits: DeviceLimits, B, H, dtype, static_smem=0) -> Plan:
+    """The launch geometry for a (B, H) problem; ValueError naming the limit where it cannot run."""
+    itemsize = np.dtype(dtype).itemsize
+    if not limits.cooperative:
+        raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
+                         "launches")
+    cols = _cdiv(H, limits.multiprocessors)
+    smem = smem_bytes(B, H, cols, itemsize)
+    if smem + static_smem > limits.smem_per_block:
+        raise ValueError(
+            f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs "
+            f"{smem + static_smem} bytes of shared memory per block ({cols} columns of V and "
+            f"{min(B, BATCH_CHUNK)} batch rows of {H} x {itemsize} bytes, over "
+            f"{limits.multiprocessors} multiprocessors), above the device's "
+            f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
+            f"{max_hidden(limits, B, dtype, static_smem)}")
+    return Plan(grid=_cdiv(H, cols), cols=cols, smem=smem)
+
+
+def max_hidden(limits: DeviceLimits, B, dtype, static_smem=0) -> int:
+    """The largest H the persistent kernels take on this device at batch size B."""
+    itemsize = np.dtype(dtype).itemsize
+
+    def fits(H):
+        return smem_bytes(B, H, _cdiv(H, limits.multiprocessors), itemsize) + static_smem \
+            <= limits.smem_per_block
+
+    lo, hi = 0, 1
+    while fits(hi):  # the need grows with H, so bisection finds the last H that fits
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def choose(backend, algo, B, H, dtype) -> str:
+    """"step" or "persistent" for a resolved request (see the module docstring for "auto").
+    "persistent" where it cannot run raises ValueError naming the limit."""
+    if algo == "step":
+        return "step"
+    if algo == "auto" and B > AUTO_MAX_BATCH:
+        log.debug("gpu_bptt: algo='auto' runs the step kernels: B=%d > %d (the persistent "
+                  "kernels' batch limit for 'auto')", B, AUTO_MAX_BATCH)
+        return "step"
+    try:
+        check(backend, B, H, dtype)
+    except ValueError as e:
+        if algo == "persistent":
+            raise
+        log.debug("gpu_bptt: algo='auto' runs the step kernels: %s", e)
+        return "step"
+    return "persistent"
+
+
+def check(backend, B, H, dtype) -> Plan:
+    """The plan for both directions on `backend`, after checking that the grid is co-resident."""
+    limits = backend.persistent_limits()
+    pl = plan(limits, B, H, dtype)
+    for file in (FWD_FILE, BWD_FILE):
+        per_sm = backend.persistent_blocks_per_sm(_function(backend, file, dtype), pl.smem)
+        if per_sm is not None and pl.grid > per_sm * limits.multiprocessors:
+            raise ValueError(
+                f"algo='persistent' cannot run: the grid of {pl.grid} blocks cannot be "
+                f"co-resident ({_stem(file)} fits {per_sm} block(s) of {THREADS} threads with "
+                f"{pl.smem} bytes of shared memory per multiprocessor, on "
+                f"{limits.multiprocessors} multiprocessors)")
+    return pl
+
+
+def _stem(file):
+    return f"{file[:-3]}_{VERSION}"
+
+
+def _function(backend, file, dtype):
+    return backend.loader.function(file, template_name(_stem(file), dtype))
+
+
+def _launch(backend, file, dtype, pl, args):
+    fn = _function(backend, file, dtype)
+    if pl.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
+        fn.max_dynamic_shared_size_bytes = pl.smem
+    fn((pl.grid, 1, 1), (THREADS, 1, 1), args, shared_mem=pl.smem)
+
+
+def forward(backend, h, h0, V, lengths, activation):
+    """The whole forward recurrence in place: h (T, B, H) holds p on entry and h on exit.
+    h0 (B, H); V (H, H); lengths (B,) int32 in 1..T. All owned by the caller; h is updated."""
+    k = backend.kernels
+    T, B, H = h.shape
+    dt = h.dtype
+    k.check("h", h, (T, B, H), dt)
+    k.check("h0", h0, (B, H), dt)
+    k.check("V", V, (H, H), dt)
+    k.check("lengths", lengths, (B,), np.int32)
+    pl = check(backend, B, H, dt)
+    i32 = np.int32
+    _launch(backend, FWD_FILE, dt, pl, (h, h0, V, lengths, i32(T), i32(B), i32(H), i32(pl.cols),
+                                        i32(activations.ACTIVATION_CODES[activation])))
+    return h
+
+
+def backward(backend, du, dh, dh_last, h, V, lengths, activation):
+    """The whole reverse recurrence into du (T, B, H), every entry written. dh (T, B, H) or None;
+    dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H) (not transposed);
+    lengths (B,) int32 in 1..T."""
+    k = backend.kernels
+    T, B, H = du.shape
+    dt = du.dtype
+    k.check("du", du, (T, B, H), dt)
+    if dh is not None:
+        k.check("dh", dh, (T, B, H), dt)
+    if dh_last is not None:
+        k.check("dh_last", dh_last, (B, H), dt)
+    k.check("h", h, (T, B, H), dt)
+    k.check("V", V, (H, H), dt)
+    k.check("lengths", lengths, (B,), np.int32)
+    pl = check(backend, B, H, dt)
+    i32 = np.int32
+    d = k._dummy(dt)
+    _launch(backend, BWD_FILE, dt, pl,
+            (du, d if dh is None else dh, i32(dh is not None), d if dh_last is None else dh_last,
+             i32(dh_last is not None), h, V, lengths, i32(T), i32(B), i32(H), i32(pl.cols),
+             i32(activations.ACTIVATION_CODES[activation])))
+    return du
+
+
+def describe(limits: DeviceLimits) -> list:
+    """Lines for `gpu-bptt info`: the persistent algorithm's limits on this device."""
+    h1 = {np.dtype(d).name: max_hidden(limits, 1, d) for d in (np.float32, np.float64)}
+    h8 = {np.dtype(d).name: max_hidden(limits, BATCH_CHUNK, d) for d in (np.float32, np.float64)}
+    lines = [f"persistent: {limits.multiprocessors} blocks at most (one per multiprocessor), "
+             f"{limits.smem_per_block} bytes of shared memory per block, cooperative launch "
+             f"{'supported' if limits.cooperative else 'NOT supported'}"]
+    if limits.cooperative:
+        lines.append(f"persistent: largest H: float32 {h1['float32']} at B=1, {h8['float32']} at "
+                     f"B>={BATCH_CHUNK}; float64 {h1['float64']} at B=1, {h8['float64']} at "
+                     f"B>={BATCH_CHUNK}")
+    lines.append(f"persistent: algo='auto' takes it when B <= {AUTO_MAX_BATCH} and V's slice "
+                 f"fits, else the step kernels (the reason is logged at DEBUG on 'gpu_bptt')")
+    return lines
