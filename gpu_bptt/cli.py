@@ -50,6 +50,10 @@ def cmd_info(args) -> int:
 
         for line in cuda.describe(compile_kernels=True):
             print(f"  {line}")
+        from gpu_bptt.backends import persistent
+
+        for line in persistent.describe(get_backend("cuda").persistent_limits()):
+            print(f"  {line}")
     return 0
 
 

@@ -1,0 +1,110 @@
+"""The persistent kernels on the emulator backend (the cuda backend's own code, kernels run on the
+CPU with 4 emulated multiprocessors), in all three thread orders: forward and backward equal the
+numpy reference and the step kernels within the dtype's tolerance."""
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import pytest
+
+import gpu_bptt
+from tests.tolerances import assert_close
+
+ORDERS = ("forward", "reverse", "random")
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
+OUTPUTS = ("h", "h_last")
+GRADS = ("dx", "dW", "dV", "db", "dh0")
+
+
+@functools.lru_cache(maxsize=None)
+def emulator(order):
+    from gpu_bptt.backends.emulator import EmulatorBackend, emulator_unavailable_reason
+
+    reason = emulator_unavailable_reason()
+    if reason:
+        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+    return EmulatorBackend(order=order)
+
+
+def problem(T, B, I, H, dtype, seed, lengths=True, dh=True, dh_last=True):
+    r = np.random.default_rng(seed)
+    mk = lambda *s, scale=0.5: (r.standard_normal(s) * scale).astype(dtype)
+    lens = None
+    if lengths:
+        lens = r.integers(1, T + 1, size=B).astype(np.int32)
+        lens[0] = T
+    args = dict(x=mk(T, B, I), W=mk(I, H, scale=1 / np.sqrt(I)),
+                V=mk(H, H, scale=0.9 / np.sqrt(H)), b=mk(H), h0=mk(B, H), lengths=lens)
+    return args, (mk(T, B, H) if dh else None), (mk(B, H) if dh_last else None)
+
+
+def run(backend, algo, args, act, dh, dh_last):
+    out = gpu_bptt.elman_forward(**args, activation=act, backend=backend, algo=algo)
+    return out, gpu_bptt.elman_backward(dh, out.cache, dh_last=dh_last)
+
+
+def check(bk, args, act, dh, dh_last, dtype=None):
+    ref_out, ref_g = run("numpy", "step", args, act, dh, dh_last)
+    out, g = run(bk, "persistent", args, act, dh, dh_last)
+    assert out.cache.algo == "persistent"
+    step_out, step_g = run(bk, "step", args, act, dh, dh_last)
+    assert step_out.cache.algo == "step"
+    for name in OUTPUTS:
+        assert_close(name, getattr(out, name), getattr(ref_out, name), dtype)
+        assert_close(f"{name} vs step", getattr(out, name), getattr(step_out, name), dtype)
+    for name in GRADS:
+        assert_close(name, getattr(g, name), getattr(ref_g, name), dtype)
+        assert_close(f"{name} vs step", getattr(g, name), getattr(step_g, name), dtype)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_each_activation_with_lengths_and_dh_last(order, act):
+    # H = 13 over 4 blocks: 4, 4, 4 and 1 columns; B = 3 < one chunk.
+    args, dh, dh_last = problem(7, 3, 4, 13, np.float32, seed=ACTIVATIONS.index(act))
+    check(emulator(order), args, act, dh, dh_last)
+
+
+# (T, B, I, H, dtype, lengths, dh, dh_last): batch chunks, more columns than warps, T = 1, only
+# dh or only dh_last, float64.
+CASES = [
+    (5, 11, 3, 9, np.float32, True, True, True),     # B = 11: two chunks (8 + 3)
+    (3, 2, 5, 40, np.float32, False, True, False),   # 10 columns per block: warps 0-1 take two
+    (1, 4, 2, 6, np.float64, True, False, True),     # T = 1, grid of 3 blocks
+    (6, 1, 3, 5, np.float64, False, True, True),     # B = 1, H < multiprocessors * warps
+]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-B{}-I{}-H{}-{}-len{:d}-dh{:d}-last{:d}".format(
+    *c[:4], np.dtype(c[4]).name, *c[5:]))
+def test_shapes(order, case):
+    T, B, I, H, dtype, lengths, dh, dh_last = case
+    args, dh, dh_last = problem(T, B, I, H, dtype, seed=T * 100 + B * 10 + H,
+                                lengths=lengths, dh=dh, dh_last=dh_last)
+    check(emulator(order), args, "tanh", dh, dh_last)
+
+
+def test_auto_takes_persistent_for_small_batches_and_logs_fallbacks(caplog):
+    bk = emulator("random")
+    args, dh, _ = problem(3, 2, 3, 7, np.float32, seed=5)
+    assert gpu_bptt.elman_forward(**args, backend=bk).cache.algo == "persistent"
+    # H = 220 needs (55 + 2) * 220 * 4 bytes per block, above the emulated 48 KB.
+    big, _, _ = problem(1, 2, 1, 220, np.float32, seed=6)
+    with caplog.at_level(logging.DEBUG, logger="gpu_bptt"):
+        assert gpu_bptt.elman_forward(**big, backend=bk, algo="auto").cache.algo == "step"
+    assert any("V's slice does not fit on chip: H=220" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match=r"algo='persistent' cannot run: V's slice does not fit on "
+                                         r"chip: H=220 .* 49152 bytes per block"):
+        gpu_bptt.elman_forward(**big, backend=bk, algo="persistent")
+
+
+def test_gradients_are_bit_identical_across_runs():
+    bk = emulator("random")
+    args, dh, dh_last = problem(4, 3, 3, 10, np.float32, seed=7)
+    g1 = run(bk, "persistent", args, "tanh", dh, dh_last)[1]
+    g2 = run(bk, "persistent", args, "tanh", dh, dh_last)[1]
+    for name in GRADS:
+        assert np.array_equal(getattr(g1, name), getattr(g2, name)), name
