@@ -45,7 +45,8 @@ def run(backend, algo, args, act, dh, dh_last):
     return out, gpu_bptt.elman_backward(dh, out.cache, dh_last=dh_last)
 
 
-def check(bk, args, act, dh, dh_last, dtype=None):
+def check(bk, args, act, dh, dh_last):
+    dtype = args["x"].dtype
     ref_out, ref_g = run("numpy", "step", args, act, dh, dh_last)
     out, g = run(bk, "persistent", args, act, dh, dh_last)
     assert out.cache.algo == "persistent"

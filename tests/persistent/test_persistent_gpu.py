@@ -63,13 +63,13 @@ def test_persistent_matches_numpy_and_step_on_device(cuda, case):
     # Long float32 recurrences: rounding grows with T, as for the step kernels.
     tol = dict(atol=1e-4, rtol=1e-3) if dtype == np.float32 and T > 32 else {}
     for name in ("h", "h_last"):
-        assert_close(name, cupy.asnumpy(getattr(out, name)), getattr(ref_out, name), **tol)
+        assert_close(name, cupy.asnumpy(getattr(out, name)), getattr(ref_out, name), dtype, **tol)
         assert_close(name + " vs step", cupy.asnumpy(getattr(out, name)),
-                     cupy.asnumpy(getattr(step_out, name)), **tol)
+                     cupy.asnumpy(getattr(step_out, name)), dtype, **tol)
     for name in ("dx", "dW", "dV", "db", "dh0"):
-        assert_close(name, cupy.asnumpy(getattr(g, name)), getattr(ref_g, name), **tol)
+        assert_close(name, cupy.asnumpy(getattr(g, name)), getattr(ref_g, name), dtype, **tol)
         assert_close(name + " vs step", cupy.asnumpy(getattr(g, name)),
-                     cupy.asnumpy(getattr(step_g, name)), **tol)
+                     cupy.asnumpy(getattr(step_g, name)), dtype, **tol)
 
 
 def test_bit_identical_gradients_across_runs(cuda):
