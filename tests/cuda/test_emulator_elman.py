@@ -101,6 +101,10 @@ def test_registry_and_options(monkeypatch):
     assert auto.step_version(256, 1024) == "v3"
     with pytest.raises(ValueError, match="algo"):
         gpu_bptt.elman_forward(np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)),
+                               backend=auto, algo="fast")
+    # "persistent" is honoured, and is an error naming the limit where V's slice does not fit.
+    with pytest.raises(ValueError, match="algo='persistent' cannot run"):
+        gpu_bptt.elman_forward(np.zeros((1, 1, 1)), np.zeros((1, 220)), np.zeros((220, 220)),
                                backend=auto, algo="persistent")
 
 
