@@ -259,7 +259,7 @@ class RawKernel:
         marshalled = Marshalled(self.name, self.params, self.param_names, args)
         if m.sanitize:
             from .sanitized import run_sanitized
-            run_sanitized(self, marshalled, grid, block, shared_mem, coop, order, seed, timeout)
+            run_sanitized(self, args, grid, block, shared_mem, coop, order, seed, timeout)
             return
         rc, msg = launch(m.library(), self._address, grid, block, shared_mem, marshalled.argv, coop,
                          order, seed, timeout)
