@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,12 +35,17 @@ def _report(stderr):
     lines = stderr.splitlines()
     for i, line in enumerate(lines):
         if "ERROR: AddressSanitizer" in line or "runtime error:" in line or "ERROR: UndefinedBehavior" in line:
-            return "\n".join(lines[i:i + 40])
+            out = []
+            for line in lines[i:i + 60]:
+                if re.search(r"emu::|fiber_main|emu_ctx_start", line):
+                    continue  # frames of the emulator itself, below the kernel
+                out.append(line)
+            return "\n".join(out[:40])
     return "\n".join(lines[-40:])
 
 
 def run_sanitized(kernel, args, grid, block, shared_mem, coop, order, seed, timeout):
-    so = kernel.module.compile()
+    so = kernel.module.compile(sanitize=True)
     with tempfile.TemporaryDirectory(prefix="gpu_bptt_emu_") as tmp:
         inp, outp = os.path.join(tmp, "in.pkl"), os.path.join(tmp, "out.pkl")
         with open(inp, "wb") as f:
