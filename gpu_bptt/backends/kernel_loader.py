@@ -20,6 +20,8 @@ KERNEL_PACKAGE = "gpu_bptt.kernels"
 _CHECKOUT_DIR = Path(__file__).resolve().parents[2] / "kernels"
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
+#: compile options for every kernel file (the NVRTC test uses the same)
+OPTIONS = ("-std=c++17",)
 STEP_VERSIONS = ("v1", "v2", "v3")
 GEMM_VARIANTS = ((False, False), (True, False), (False, True))  # (TA, TB): NN, TN, NT
 # Files whose kernels synchronize the grid: built for, and launched as, cooperative launches.
@@ -115,7 +117,7 @@ class KernelLoader:
     kind: names the loader in the cache key, so CuPy and emulator modules never mix.
     """
 
-    def __init__(self, raw_module, device, kind: str, options: tuple = ()):
+    def __init__(self, raw_module, device, kind: str, options: tuple = OPTIONS):
         self.raw_module = raw_module
         self.device = device
         self.kind = kind

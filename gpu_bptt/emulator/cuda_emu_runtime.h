@@ -23,14 +23,15 @@ inline size_t stack_bytes() {
 // Fiber stacks of one worker: one mapping, a guard page under each stack, reused across launches.
 struct Stacks {
     char* base = nullptr;
-    size_t count = 0, size = 0;
+    size_t count = 0, size = 0, asked = 0;
     std::vector<Fiber> fibers;
 
     void ensure(size_t n) {
         size_t want = stack_bytes();
-        if (n <= count && want == size) return;
+        if (n <= count && want == asked) return;
         if (base) munmap(base, count * size);
         size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        asked = want;
         size = (want + page - 1) / page * page + page;
         count = std::max(n, count);
         void* p = mmap(nullptr, count * size, PROT_READ | PROT_WRITE,

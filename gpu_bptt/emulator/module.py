@@ -259,7 +259,7 @@ class RawKernel:
         marshalled = Marshalled(self.name, self.params, self.param_names, args)
         if m.sanitize:
             from .sanitized import run_sanitized
-            run_sanitized(self, marshalled, grid, block, shared_mem, coop, order, seed, timeout)
+            run_sanitized(self, args, grid, block, shared_mem, coop, order, seed, timeout)
             return
         rc, msg = launch(m.library(), self._address, grid, block, shared_mem, marshalled.argv, coop,
                          order, seed, timeout)
@@ -317,20 +317,22 @@ class RawModule:
         self.seed = seed
         self.sanitize = _env_flag(sanitize, "GPU_BPTT_EMU_SANITIZE")
         self.kernels_in_source = build.find_kernels(code)
-        self._path = None
+        self._paths = {}
         self._kernels = {}
 
     def _entries(self):
         plain = [n for n, (_, tmpl) in self.kernels_in_source.items() if not tmpl]
         return plain + [e for e in self.name_expressions if e not in plain]
 
-    def compile(self):
-        """Build (or find in the cache) the shared library; returns its path."""
-        if self._path is None:
-            self._path = build.build(self.code, display_name=self.display_name, src_dir=self.src_dir,
-                                     options=self.options, entries=self._entries(),
-                                     sanitize=self.sanitize)
-        return self._path
+    def compile(self, sanitize=False):
+        """Build (or find in the cache) the shared library; returns its path. The sanitizer build
+        is only ever loaded by a child process (see sanitized.py); kernel lookup and argument
+        checks use the plain build."""
+        key = bool(sanitize)
+        if key not in self._paths:
+            self._paths[key] = build.build(self.code, display_name=self.display_name, src_dir=self.src_dir,
+                                           options=self.options, entries=self._entries(), sanitize=key)
+        return self._paths[key]
 
     def library(self):
         return load_library(self.compile())[0]

@@ -1,0 +1,16 @@
+import pytest
+
+from gpu_bptt.emulator import unavailable_reason
+from emulator_helpers import ORDERS
+
+
+@pytest.fixture(autouse=True)
+def _needs_emulator():
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=ORDERS)
+def order(request):
+    return request.param

@@ -1,0 +1,23 @@
+"""Shared helpers of the emulator tests."""
+import os
+
+from gpu_bptt.emulator import RawModule
+
+KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+ORDERS = ("forward", "reverse", "random")
+SEED = 1234
+
+
+def kernel_path(name):
+    return os.path.join(KERNELS, name)
+
+
+_modules = {}
+
+
+def module(name, **kw):
+    """One RawModule per (file, options) for the whole session (the .so is cached on disk too)."""
+    key = (name, tuple(sorted(kw.items())))
+    if key not in _modules:
+        _modules[key] = RawModule(path=kernel_path(name), **kw)
+    return _modules[key]

@@ -1,0 +1,40 @@
+"""The bounds-checking build (ASan + UBSan, run in a child process) finds out-of-bounds reads."""
+import numpy as np
+import pytest
+
+from emulator_helpers import module
+from gpu_bptt.emulator import KernelFault
+
+
+@pytest.fixture(scope="module")
+def sanitized():
+    try:
+        from gpu_bptt.emulator.sanitized import asan_runtime
+        asan_runtime()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    return module("faults.cu", sanitize=True)
+
+
+def test_static_shared_out_of_bounds_read_is_reported(sanitized):
+    x, y = np.arange(32, dtype=np.float32), np.zeros(32, np.float32)
+    with pytest.raises(KernelFault, match=r"(?s)'static_smem_oob'.*index 32 out of bounds.*faults\.cu:26") as e:
+        sanitized.get_function("static_smem_oob")(1, 32, (x, y))
+    assert e.value.kind == "sanitizer"
+
+
+def test_dynamic_shared_out_of_bounds_read_is_reported(sanitized):
+    x, y = np.arange(32, dtype=np.float32), np.zeros(32, np.float32)
+    with pytest.raises(KernelFault, match=r"(?s)'dynamic_smem_oob'.*AddressSanitizer.*faults\.cu:34") as e:
+        sanitized.get_function("dynamic_smem_oob")(1, 32, (x, y), shared_mem=32 * 4)
+    assert e.value.kind == "sanitizer"
+
+
+def test_sanitized_launch_returns_results(sanitized):
+    x = np.arange(40, dtype=np.float32)
+    sanitized.get_function("axpb")(2, 32, (x, np.int32(40), np.float32(3), np.float64(-1)))
+    np.testing.assert_array_equal(x, 3 * np.arange(40, dtype=np.float32) - 1)
+    # reads within the requested dynamic shared memory are fine (thread 30 reads an unset slot)
+    y = np.zeros(32, np.float32)
+    sanitized.get_function("dynamic_smem_oob")(1, 31, (np.arange(32, dtype=np.float32), y), shared_mem=32 * 4)
+    np.testing.assert_array_equal(y[:30], np.arange(1, 31, dtype=np.float32))
