@@ -46,12 +46,14 @@ def cmd_info(args) -> int:
         auto = f"error: {e}"
     print(f"default backend: {auto}")
     if status.get("cuda") is None:
-        from gpu_bptt.backends import cuda
+        from gpu_bptt.backends import cuda, persistent
 
-        for line in cuda.describe(compile_kernels=True):
-            print(f"  {line}")
-        from gpu_bptt.backends import persistent
-
+        for key, value in cuda.device_report().items():
+            print(f"  {key:<18} {value}")
+        failures = {f: e for f, e in cuda.compile_report().items() if e}
+        print(f"  kernels: {'every kernel compiles' if not failures else 'COMPILE ERRORS'}")
+        for f, e in failures.items():
+            print(f"    {f}: {e}")
         for line in persistent.describe(get_backend("cuda").persistent_limits()):
             print(f"  {line}")
     return 0
