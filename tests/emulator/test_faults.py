@@ -110,3 +110,19 @@ def test_shuffle_mask_must_include_caller():
         x[threadIdx.x] = __shfl_sync(0x1u, x[threadIdx.x], 0); }'''
     with pytest.raises(KernelFault, match=r"'k'.*mask that does not include itself"):
         RawModule(code=src).get_function("k")(1, 32, (np.zeros(32, np.int32),))
+
+
+def test_assert_and_grid_deadlock():
+    src = r'''#include <cassert>
+#include <cooperative_groups.h>
+extern "C" __global__ void checks(int* x) { assert(threadIdx.x < 5); x[threadIdx.x] = 1; }
+extern "C" __global__ void early_exit(int* x) {
+    if (blockIdx.x == 1) return;
+    cooperative_groups::this_grid().sync();
+}'''
+    mod = RawModule(code=src, enable_cooperative_groups=True)
+    with pytest.raises(KernelFault, match=r"'checks'.*assertion `threadIdx.x < 5' failed at kernel.cu:3"):
+        mod.get_function("checks")(1, 32, (np.zeros(32, np.int32),))
+    with pytest.raises(KernelFault, match=r"'early_exit'.*deadlock.*this_grid\(\)\.sync\(\) at kernel.cu:6") as e:
+        mod.get_function("early_exit")(3, 32, (np.zeros(32, np.int32),))
+    assert e.value.kind == "deadlock"
