@@ -126,3 +126,18 @@ extern "C" __global__ void early_exit(int* x) {
     with pytest.raises(KernelFault, match=r"'early_exit'.*deadlock.*this_grid\(\)\.sync\(\) at kernel.cu:6") as e:
         mod.get_function("early_exit")(3, 32, (np.zeros(32, np.int32),))
     assert e.value.kind == "deadlock"
+
+
+def test_order_from_environment(monkeypatch):
+    """$GPU_BPTT_EMU_ORDER picks the order when no keyword does; a bad name is an error."""
+    k = module("warp_reduce.cu", name_expressions=("block_sum<float>", "block_sum<double>")) \
+        .get_function("warp_scan")
+    x = np.arange(32, dtype=np.int32)
+    for name in ("reverse", "random"):
+        monkeypatch.setenv("GPU_BPTT_EMU_ORDER", name)
+        y = np.zeros(32, np.int32)
+        k(1, 32, (x, y, np.int32(32)))
+        np.testing.assert_array_equal(y, np.cumsum(x))
+    monkeypatch.setenv("GPU_BPTT_EMU_ORDER", "sideways")
+    with pytest.raises(ValueError, match="sideways"):
+        k(1, 32, (x, np.zeros(32, np.int32), np.int32(32)))
