@@ -266,20 +266,14 @@ def _run(cmd, what, cwd):
         raise CompileError(f"{what} failed:\n{msg}")
 
 
-def build(source, *, display_name, src_dir, options, entries, sanitize):
-    """Path to the cached .so for this source; compiles it when not cached.
-
-    entries: C++ expressions naming kernels, e.g. "matmul" or "reduce<float>".
-    """
+def _plan(source, display_name, src_dir, options, entries, sanitize):
+    """(cache path of the .so, g++ flags, include dirs) for one build."""
     cxx = compiler()
-    reason = check_compiler(cxx)
-    if reason:
-        raise CompileError(reason)
     incs, defs = parse_options(options)
     search = ([src_dir] if src_dir else []) + incs
     flags = list(BASE_FLAGS) + list(SANITIZE_FLAGS if sanitize else FAST_FLAGS) + defs
     h = hashlib.sha256()
-    for part in [ABI, compiler_version(cxx)[0], display_name, source, "\0".join(flags),
+    for part in [ABI, compiler_version(cxx)[0] or cxx, display_name, source, "\0".join(flags),
                  "\0".join(search), "\0".join(entries), str(DYN_SMEM_CAPACITY)]:
         h.update(part.encode() + b"\0\1")
     for name in HEADERS:
@@ -290,10 +284,29 @@ def build(source, *, display_name, src_dir, options, entries, sanitize):
     key = h.hexdigest()[:32]
     stem = os.path.splitext(os.path.basename(display_name))[0] or "kernel"
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:40]
-    out_dir = cache_dir()
-    target = os.path.join(out_dir, f"{stem}-{key}{'-asan' if sanitize else ''}.so")
+    target = os.path.join(cache_dir(), f"{stem}-{key}{'-asan' if sanitize else ''}.so")
+    return target, flags, incs
+
+
+def cached_path(source, *, display_name, src_dir, options, entries, sanitize):
+    """Where build() keeps (or would keep) this library; nothing is compiled."""
+    return _plan(source, display_name, src_dir, options, entries, sanitize)[0]
+
+
+def build(source, *, display_name, src_dir, options, entries, sanitize):
+    """Path to the cached .so for this source; compiles it when not cached.
+
+    entries: C++ expressions naming kernels, e.g. "matmul" or "reduce<float>".
+    """
+    cxx = compiler()
+    reason = check_compiler(cxx)
+    if reason:
+        raise CompileError(reason)
+    target, flags, incs = _plan(source, display_name, src_dir, options, entries, sanitize)
     if os.path.exists(target):
         return target
+    out_dir = os.path.dirname(target)
+    stem = os.path.basename(target).split("-")[0]
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f"{stem}-", dir=out_dir)
     try:

@@ -110,3 +110,34 @@ def test_shuffle_mask_must_include_caller():
         x[threadIdx.x] = __shfl_sync(0x1u, x[threadIdx.x], 0); }'''
     with pytest.raises(KernelFault, match=r"'k'.*mask that does not include itself"):
         RawModule(code=src).get_function("k")(1, 32, (np.zeros(32, np.int32),))
+
+
+def test_assert_and_grid_deadlock():
+    src = r'''#include <cassert>
+#include <cooperative_groups.h>
+extern "C" __global__ void checks(int* x) { assert(threadIdx.x < 5); x[threadIdx.x] = 1; }
+extern "C" __global__ void early_exit(int* x) {
+    if (blockIdx.x == 1) return;
+    cooperative_groups::this_grid().sync();
+}'''
+    mod = RawModule(code=src, enable_cooperative_groups=True)
+    with pytest.raises(KernelFault, match=r"'checks'.*assertion `threadIdx.x < 5' failed at kernel.cu:3"):
+        mod.get_function("checks")(1, 32, (np.zeros(32, np.int32),))
+    with pytest.raises(KernelFault, match=r"'early_exit'.*deadlock.*this_grid\(\)\.sync\(\) at kernel.cu:6") as e:
+        mod.get_function("early_exit")(3, 32, (np.zeros(32, np.int32),))
+    assert e.value.kind == "deadlock"
+
+
+def test_order_from_environment(monkeypatch):
+    """$GPU_BPTT_EMU_ORDER picks the order when no keyword does; a bad name is an error."""
+    k = module("warp_reduce.cu", name_expressions=("block_sum<float>", "block_sum<double>")) \
+        .get_function("warp_scan")
+    x = np.arange(32, dtype=np.int32)
+    for name in ("reverse", "random"):
+        monkeypatch.setenv("GPU_BPTT_EMU_ORDER", name)
+        y = np.zeros(32, np.int32)
+        k(1, 32, (x, y, np.int32(32)))
+        np.testing.assert_array_equal(y, np.cumsum(x))
+    monkeypatch.setenv("GPU_BPTT_EMU_ORDER", "sideways")
+    with pytest.raises(ValueError, match="sideways"):
+        k(1, 32, (x, np.zeros(32, np.int32), np.int32(32)))
