@@ -4,9 +4,10 @@ import numpy as np
 
 from gpu_bptt.validate import to_host
 
-# float32: results of length-T recurrences reordered by BLAS blocking differ by a few ulps per step.
+# float32: kernels and BLAS sum the dot products in different orders (tiles, blocking), a few ulps
+# per step, compounded through the recurrence over up to 33 steps in the tests.
 TOLERANCES = {
-    np.dtype(np.float32): dict(atol=1e-5, rtol=1e-4),
+    np.dtype(np.float32): dict(atol=2e-5, rtol=2e-4),
     np.dtype(np.float64): dict(atol=1e-12, rtol=1e-10),
 }
 
@@ -14,15 +15,19 @@ TOLERANCES = {
 GRADCHECK = dict(eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def assert_close(name, x, ref, dtype=None, **override):
-    x = np.asarray(to_host(x), dtype=np.float64)
-    ref = np.asarray(to_host(ref), dtype=np.float64)
+def assert_close(name, x, ref, dtype=None):
+    """Fail, printing the max abs/rel error and the worst entry, unless x matches ref within the
+    dtype's tolerance (dtype defaults to ref's)."""
+    x = np.asarray(to_host(x))
+    ref = np.asarray(to_host(ref))
     assert x.shape == ref.shape, f"{name}: shape {x.shape} != reference {ref.shape}"
-    tol = dict(TOLERANCES[np.dtype(dtype or ref.dtype)])
-    tol.update(override)
-    err = np.abs(x - ref)
-    bad = err > tol["atol"] + tol["rtol"] * np.abs(ref)
-    if bad.any():
-        rel = err / np.maximum(np.abs(ref), 1e-300)
-        raise AssertionError(f"{name}: {int(bad.sum())} of {bad.size} entries out of tolerance {tol}; "
-                             f"max abs err {err.max():.3e}, max rel err {rel.max():.3e}")
+    tol = TOLERANCES[np.dtype(dtype or ref.dtype)]
+    err = np.abs(x.astype(np.float64) - ref.astype(np.float64))
+    bound = tol["atol"] + tol["rtol"] * np.abs(ref.astype(np.float64))
+    if not np.all(err <= bound):  # NaN in x fails here too
+        rel = err / np.maximum(np.abs(ref), np.finfo(np.float64).tiny)
+        worst = np.unravel_index(np.nanargmax(err - bound), err.shape)
+        raise AssertionError(
+            f"{name}: {np.sum(~(err <= bound))} of {err.size} entries out of tolerance {tol}; "
+            f"max abs error {np.nanmax(err):.3e}, max rel error {np.nanmax(rel):.3e}; "
+            f"worst at {worst}: got {x[worst]!r}, expected {ref[worst]!r}")
