@@ -32,9 +32,18 @@ def _refuse_double_backward(*args, **kwargs):
     raise RuntimeError(DOUBLE_BACKWARD)
 
 
-def _select(grads, needs):
-    """Keep the gradient of each input that needs one; None for the others."""
-    return tuple(g if need else None for g, need in zip(grads, needs))
+def _select(grads, needs, inputs):
+    """Keep the gradient of each input that needs one (None for the others), laid out like its
+    input: W and V are usually transposed views of nn.RNN-shaped parameters, and a gradient in the
+    parameter's own layout passes AccumulateGrad and DDP's buckets without another copy."""
+    out = []
+    for g, need, t in zip(grads, needs, inputs):
+        if not need:
+            g = None
+        elif t is not None and t.dim() == 2 and g.stride() != t.stride():
+            g = torch.empty_like(t).copy_(g)  # empty_like keeps a dense input's strides
+        out.append(g)
+    return tuple(out)
 
 
 # -- custom ops ------------------------------------------------------------------------------------
@@ -77,7 +86,7 @@ if HAS_CUSTOM_OP:
         if not any(needs):
             return (None,) * 9
         grads = elman_backward_op(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta)
-        return _select(grads, needs) + (None,) * 4
+        return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
 
     torch.library.register_autograd("gpu_bptt::elman_forward", _backward,
                                     setup_context=_setup_context)
@@ -103,7 +112,7 @@ class ElmanFunction(torch.autograd.Function):
         if not any(needs):
             return (None,) * 9
         grads = ElmanBackwardFunction.apply(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta)
-        return _select(grads, needs) + (None,) * 4
+        return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
 
 
 class ElmanBackwardFunction(torch.autograd.Function):

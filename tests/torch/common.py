@@ -33,6 +33,7 @@ def assert_same_grads(ours, ref, extra=()):
     """Every parameter gradient (and each (name, ours, ref) in extra) equal within float64 tolerances."""
     for (name, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
         assert p.grad is not None, f"{name}: no gradient"
+        assert p.grad.stride() == p.stride(), f"{name}: gradient strides {p.grad.stride()} != {p.stride()}"
         assert_close(f"d{name}", p.grad.cpu(), q.grad.cpu(), atol=1e-10)
     for name, a, b in extra:
         assert_close(name, a.detach().cpu(), b.detach().cpu(), atol=1e-10)
