@@ -148,3 +148,19 @@ def test_output_shares_memory_with_core_result():
 def test_importing_gpu_bptt_does_not_import_torch():
     code = "import sys, gpu_bptt, gpu_bptt.nn; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_activation_checkpointing():
+    ours, _ = twins(3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    grads = []
+    for use_checkpoint in (False, True):
+        ours.zero_grad()
+        if use_checkpoint:
+            out = torch.utils.checkpoint.checkpoint(lambda t: ours(t)[0], x, use_reentrant=False)
+        else:
+            out = ours(x)[0]
+        weighted_sum([out]).backward()
+        grads.append([p.grad.clone() for p in ours.parameters()])
+    for i, (a, b) in enumerate(zip(*grads)):
+        assert_close(f"parameter {i}", a, b, atol=1e-12)
