@@ -3,13 +3,16 @@
     python bench/torch_overhead.py [--T 100 --B 32 --H 128 --repeats 40 --json out.json]
 
 Contenders on the same data: `core` (elman_forward + elman_backward on NumPy arrays), `op`
-(gpu_bptt.torch.elman + torch.autograd.grad), `module` (gpu_bptt.torch.RNN forward + backward,
+(gpu_bptt.torch.elman + torch.autograd.grad through the custom ops), `function` (the same through
+the autograd.Function fallback), `module` (gpu_bptt.torch.RNN forward + backward,
 which adds the weight transposes and bias sum of the nn.RNN layout) and, for scale, torch.nn.RNN.
-Rounds interleave the contenders so drift on a shared machine hits them alike; the median is kept.
+Contenders take turns in blocks (see measure); torch.nn.RNN is timed apart, its OpenMP workers
+spinning after each call would slow the next NumPy call. The median is kept.
 Also times a tiny problem (T=B=1, H=4), where the fixed cost per call shows.
 """
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -32,16 +35,24 @@ def contenders(T, B, I, H, dtype):
     dh_last = torch.randn(B, H, generator=g, dtype=dtype)
     arrays = [t.numpy() for t in (x, W, V, b, h0, dh, dh_last)]  # the core's own inputs
 
+    # Every contender keeps its gradients until its next call starts, as `.grad` does in training:
+    # the same allocation pattern for all (it alone moves these timings by 10-30% here).
+    kept = []
+
     def core():
+        kept.clear()
         xa, Wa, Va, ba, h0a, dha, dla = arrays
         out = gpu_bptt.elman_forward(xa, Wa, Va, ba, h0a, backend="numpy")
-        gpu_bptt.elman_backward(dha, out.cache, dh_last=dla)
+        kept.append(gpu_bptt.elman_backward(dha, out.cache, dh_last=dla))
 
     leaves = [t.clone().requires_grad_() for t in (x, W, V, b, h0)]
 
-    def op():
-        h, h_last = gt.elman(*leaves, backend="numpy")
-        torch.autograd.grad((h, h_last), leaves, (dh, dh_last))
+    def op(impl):
+        def run():
+            kept.clear()
+            h, h_last = gt.elman(*leaves, backend="numpy", impl=impl)
+            kept.append(torch.autograd.grad((h, h_last), leaves, (dh, dh_last)))
+        return run
 
     rnn = gt.RNN(I, H, dtype=dtype)
     ref = torch.nn.RNN(I, H, dtype=dtype)
@@ -56,20 +67,35 @@ def contenders(T, B, I, H, dtype):
             torch.autograd.backward((out, h_n), (dh, dh_last[None]))
         return run
 
-    return {"core": core, "op": op, "module": module(rnn), "torch.nn.RNN": module(ref)}
+    return ({"core": core, "op": op("custom_op"), "function": op("function"), "module": module(rnn)},
+            {"torch.nn.RNN": module(ref)})
 
 
-def measure(fns, repeats, warmup=3):
+def measure(fns, repeats, blocks=5, warmup=3):
+    """Median seconds per call. Blocks of repeats/blocks calls of one contender, the contenders
+    taking turns: drift on a shared machine hits them alike, and within a block each one runs
+    after itself (so it does not pay for the memory the previous contender left behind)."""
     times = {k: [] for k in fns}
-    for _ in range(warmup):
-        for f in fns.values():
-            f()
-    for _ in range(repeats):
+    for _ in range(blocks):
         for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+            for _ in range(warmup):
+                f()
+            for _ in range(max(1, repeats // blocks)):
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main():
@@ -85,19 +111,23 @@ def main():
     dtype = getattr(torch, args.dtype)
     rows = []
     for T, B, I, H, reps in ((args.T, args.B, args.I, args.H, args.repeats), (1, 1, 4, 4, 200)):
-        med = measure(contenders(T, B, I, H, dtype), reps)
+        ours, theirs = contenders(T, B, I, H, dtype)
+        med = measure(ours, reps)
+        # Apart: PyTorch's OpenMP workers keep spinning after its kernels and would slow
+        # whatever NumPy/OpenBLAS call follows them.
+        med.update(measure(theirs, reps))
         rows.append(dict(T=T, B=B, I=I, H=H, repeats=reps, median_s=med))
-    print(f"{'T':>4} {'B':>3} {'H':>4} | " + " | ".join(f"{k:>13}" for k in rows[0]["median_s"])
-          + " | op/core | module/core")
+    names = list(rows[0]["median_s"])
+    print(f"{'T':>4} {'B':>3} {'H':>4} | " + " | ".join(f"{k:>12}" for k in names))
     for r in rows:
         m = r["median_s"]
-        print(f"{r['T']:>4} {r['B']:>3} {r['H']:>4} | "
-              + " | ".join(f"{v * 1e3:10.3f} ms" for v in m.values())
-              + f" | {m['op'] / m['core']:7.3f} | {m['module'] / m['core']:11.3f}")
-        print(f"{'':>13}fixed cost per call: op {1e6 * (m['op'] - m['core']):+.0f} us, "
-              f"module {1e6 * (m['module'] - m['core']):+.0f} us")
+        print(f"{r['T']:>4} {r['B']:>3} {r['H']:>4} | " + " | ".join(f"{v * 1e3:9.3f} ms" for v in m.values()))
+        print(f"{'over core':>13} | " + " | ".join(
+            f"{100 * (m[k] / m['core'] - 1):+8.1f} % " if k != "core" else f"{'':>12}" for k in names))
+        print(f"{'':>13} | " + " | ".join(
+            f"{1e6 * (m[k] - m['core']):+8.0f} us " if k != "core" else f"{'':>12}" for k in names))
     if args.json:
-        info = dict(device=platform.processor() or platform.machine(), dtype=args.dtype,
+        info = dict(device=cpu_name(), dtype=args.dtype, omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
                     torch=torch.__version__, numpy=np.__version__, gpu_bptt=gpu_bptt.__version__,
                     torch_threads=torch.get_num_threads(), results=rows)
         with open(args.json, "w") as f:
