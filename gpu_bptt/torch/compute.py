@@ -1,0 +1,40 @@
+"""The Elman forward and backward on tensors: thin calls into the functional core.
+
+Arguments are tensors in the project's convention (time-major; W (I, H), V (H, H), b (H,)). Both
+functions are shared by the custom ops and by the autograd.Function fallback. Nothing here keeps an
+array after returning: backward rebuilds its arrays from the saved tensors each time, so a cache
+never outlives the memory it views (FSDP frees and re-gathers parameter storage between passes).
+"""
+from __future__ import annotations
+
+from ..cells import ElmanCache, elman_backward, elman_forward
+from ..backends import get_backend
+from ..validate import check_lengths
+from .exchange import running_on, to_array, to_tensor
+
+
+def forward(x, W, V, b, h0, lengths, activation: str, backend: str, algo: str):
+    """-> (h (T, B, H), h_last (B, H)), new tensors on x's device, in x's dtype."""
+    with running_on(x.device):
+        out = elman_forward(to_array(x), to_array(W), to_array(V), to_array(b), to_array(h0),
+                            activation=activation, lengths=to_array(lengths), backend=backend,
+                            algo=algo)
+        return to_tensor(out.h), to_tensor(out.h_last)
+
+
+def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str, algo: str):
+    """Gradients of the forward above. dh (T, B, H) and dh_last (B, H) may each be None.
+    -> (dx, dW, dV, db, dh0); db is always computed (one reduction), whether or not b existed."""
+    bk = get_backend(backend)
+    T, B, H = h.shape
+    with running_on(x.device):
+        hx = to_array(h)
+        arrays = dict(x=to_array(x), W=to_array(W), V=to_array(V), h=hx,
+                      h0=bk.xp.zeros((B, H), hx.dtype) if h0 is None else to_array(h0),
+                      lengths=check_lengths(bk, to_array(lengths), T, B))
+        # Same inputs to resolve_algo as in forward, so the same algorithm runs backward.
+        algo = bk.resolve_algo(algo, T, B, H, hx.dtype)
+        cache = ElmanCache.from_arrays(arrays, activation=activation, has_bias=True, algo=algo,
+                                       backend=bk)
+        g = elman_backward(to_array(dh), cache, dh_last=to_array(dh_last))
+        return tuple(to_tensor(a) for a in (g.dx, g.dW, g.dV, g.db, g.dh0))

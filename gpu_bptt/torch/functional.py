@@ -1,0 +1,78 @@
+"""`elman`: the Elman level on tensors, differentiable, in the project's convention (DESIGN §1)."""
+from __future__ import annotations
+
+import torch
+
+from . import ops
+from .exchange import backend_name
+
+IMPLS = ("auto", "custom_op", "function")
+_FLOATS = (torch.float32, torch.float64)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _check(name, t, ndim):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(t.shape)}")
+
+
+def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=None,
+          algo="auto", impl="auto"):
+    """h, h_last = elman(x, W, V, b, h0, lengths): run one Elman level and record it for autograd.
+
+    x: (T, B, I); W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros); lengths: (B,)
+    integer tensor in 1..T, or None (all T), kept on the CPU. Float tensors share one dtype, float32
+    or float64 (inside an autocast region they are cast to float32), and one device.
+    backend: a gpu_bptt backend name or None (cpu: $GPU_BPTT_BACKEND if it is a CPU backend, else
+    numpy; cuda: cuda). impl: "custom_op", "function" (autograd.Function) or "auto" (custom_op
+    when this PyTorch has it). Returns h (T, B, H) and h_last (B, H), new tensors."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    _check("x", x, 3)
+    _check("W", W, 2)
+    _check("V", V, 2)
+    if b is not None:
+        _check("b", b, 1)
+    if h0 is not None:
+        _check("h0", h0, 2)
+    if lengths is not None:
+        _check("lengths", lengths, 1)
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex:
+            raise TypeError(f"lengths: expected an integer tensor, got {lengths.dtype}")
+        lengths = lengths.cpu()
+    name = backend_name(x.device, backend)
+    use_op = impl == "custom_op" or (impl == "auto" and ops.HAS_CUSTOM_OP)
+    if impl == "custom_op" and not ops.HAS_CUSTOM_OP:
+        raise RuntimeError(f"impl='custom_op' needs torch.library.custom_op and register_autocast "
+                           f"(PyTorch >= 2.5); this is {torch.__version__}")
+    floats = (x, W, V, b, h0)
+    if use_op:
+        # Autocast (registered on the op) casts to float32 before the op sees them.
+        if not _autocast_on(x.device.type):
+            _check_dtypes(floats)
+        return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo)
+    if _autocast_on(x.device.type):
+        # As autocast does: half types to float32, float64 left alone.
+        floats = tuple(t.float() if t is not None and t.dtype in _HALF else t for t in floats)
+        with torch.autocast(x.device.type, enabled=False):
+            return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
+    _check_dtypes(floats)
+    return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
+
+
+def _autocast_on(device_type):
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # PyTorch < 2.4: one query per device type
+        if device_type == "cpu":
+            return torch.is_autocast_cpu_enabled()
+        return torch.is_autocast_enabled()
+
+
+def _check_dtypes(floats):
+    for name, t in zip(("x", "W", "V", "b", "h0"), floats):
+        if t is not None and t.dtype not in _FLOATS:
+            raise TypeError(f"{name}: expected float32 or float64, got {t.dtype} (for bfloat16 or "
+                            "float16, run inside torch.autocast: the layer computes in float32)")

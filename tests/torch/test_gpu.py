@@ -1,0 +1,88 @@
+"""The PyTorch integration on a CUDA device (run with -m gpu; skipped, with the reason, elsewhere)."""
+import pytest
+
+from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
+
+import gpu_bptt  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+
+
+def _cuda_reason():
+    if not torch.cuda.is_available():
+        return f"PyTorch {torch.__version__} sees no CUDA device"
+    return gpu_bptt.available_backends().get("cuda")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def need_cuda():
+    reason = _cuda_reason()
+    if reason:
+        pytest.skip(f"needs a CUDA device with the cuda backend: {reason}")
+
+
+def _check_against_nn(ours, ref, x, h0):
+    results = []
+    for m in (ours, ref):
+        xi, hi = x.clone().requires_grad_(), h0.clone().requires_grad_()
+        out, h_n = m(xi, hi)
+        weighted_sum([out, h_n]).backward()
+        results.append((out, h_n, xi.grad, hi.grad))
+    for name, a, b in zip(("output", "h_n", "dx", "dh0"), *results):
+        assert_close(name, a.detach().cpu(), b.detach().cpu(), atol=1e-10)
+    assert_same_grads(ours, ref)
+
+
+@pytest.mark.parametrize("kw", [{}, {"nonlinearity": "relu", "num_layers": 2}, {"batch_first": True}])
+def test_matches_nn_rnn_on_cuda(kw):
+    ours, ref = twins(5, 33, device="cuda", **kw)
+    x = torch.randn((3, 7, 5) if kw.get("batch_first") else (7, 3, 5), dtype=F64, device="cuda")
+    h0 = torch.randn(ours.num_layers, 3, 33, dtype=F64, device="cuda")
+    _check_against_nn(ours, ref, x, h0)
+
+
+def test_runs_on_the_current_stream():
+    """Work issued on a side stream must be ordered by that stream alone (no default-stream use)."""
+    ours, _ = twins(4, 16, device="cuda")
+    x = torch.randn(50, 8, 4, dtype=F64, device="cuda")
+    want, _ = ours(x)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        x2 = x * 1.0  # produced on the side stream, consumed right away by the layer
+        got, _ = ours(x2)
+        got.sum().backward()
+    torch.cuda.current_stream().wait_stream(side)
+    assert_close("output on a side stream", got.detach().cpu(), want.detach().cpu(), atol=0, rtol=0)
+
+
+def test_memory_comes_from_pytorch():
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    ours, _ = twins(8, 64, device="cuda")
+    x = torch.randn(100, 16, 8, dtype=F64, device="cuda")
+    pool = cupy.get_default_memory_pool()
+    used = pool.used_bytes()
+    before = torch.cuda.memory_allocated()
+    out, h_n = ours(x)
+    assert torch.cuda.memory_allocated() - before >= out.numel() * out.element_size()
+    assert pool.used_bytes() == used, "the layer allocated from CuPy's pool, not PyTorch's"
+
+
+def test_compile_fullgraph_on_cuda():
+    if not gt.HAS_CUSTOM_OP:
+        pytest.skip("no torch.library.custom_op")
+    ours, _ = twins(3, 32, device="cuda", num_layers=2)
+    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
+    x = torch.randn(9, 4, 3, dtype=F64, device="cuda")
+    a, _ = ours(x)
+    b, _ = compiled(x)
+    assert_close("compiled output", b.detach().cpu(), a.detach().cpu(), atol=1e-12)
+
+
+def test_bf16_autocast_on_cuda():
+    ours = gt.RNN(4, 32, device="cuda")
+    x = torch.randn(6, 2, 4, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out, h_n = ours(x.bfloat16())
+    assert out.dtype == torch.float32
+    out.sum().backward()

@@ -1,0 +1,112 @@
+"""gpu_bptt.torch.RNN against torch.nn.RNN in float64: outputs, h_n and every gradient within 1e-10."""
+import pytest
+
+from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
+
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+IMPLS = ["custom_op", "function"]
+
+CASES = {  # name: (T, B, I, H, constructor options)
+    "tanh": (7, 5, 4, 6, {}),
+    "relu": (7, 5, 4, 6, {"nonlinearity": "relu"}),
+    "two_layers": (9, 3, 5, 4, {"num_layers": 2}),
+    "batch_first": (7, 5, 4, 6, {"batch_first": True, "num_layers": 2}),
+    "no_bias": (1, 33, 3, 5, {"bias": False}),
+}
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request, monkeypatch):
+    if request.param == "custom_op" and not gt.HAS_CUSTOM_OP:
+        pytest.skip(f"torch {torch.__version__} has no torch.library.custom_op/register_autocast")
+    if request.param == "function":
+        # Force the autograd.Function fallback everywhere RNN calls elman.
+        monkeypatch.setattr(gt.ops, "HAS_CUSTOM_OP", False)
+    return request.param
+
+
+def _run_both(ours, ref, x, h0):
+    xs = [x.detach().clone().requires_grad_(), x.detach().clone().requires_grad_()]
+    hs = [None, None] if h0 is None else [h0.detach().clone().requires_grad_() for _ in range(2)]
+    outs = []
+    for m, xi, hi in zip((ours, ref), xs, hs):
+        out, h_n = m(xi) if hi is None else m(xi, hi)
+        weighted_sum([out, h_n]).backward()
+        outs.append((out, h_n))
+    (o1, n1), (o2, n2) = outs
+    assert_close("output", o1.detach(), o2.detach(), atol=1e-10)
+    assert_close("h_n", n1.detach(), n2.detach(), atol=1e-10)
+    extra = [("dx", xs[0].grad, xs[1].grad)]
+    if h0 is not None:
+        extra.append(("dh0", hs[0].grad, hs[1].grad))
+    assert_same_grads(ours, ref, extra)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_matches_nn_rnn(case, with_h0, impl):
+    T, B, I, H, kw = CASES[case]
+    ours, ref = twins(I, H, **kw)
+    g = torch.Generator().manual_seed(2)
+    shape = (B, T, I) if kw.get("batch_first") else (T, B, I)
+    x = torch.randn(shape, generator=g, dtype=F64)
+    h0 = torch.randn(ours.num_layers, B, H, generator=g, dtype=F64) if with_h0 else None
+    _run_both(ours, ref, x, h0)
+
+
+def test_unbatched(impl):
+    ours, ref = twins(4, 6, num_layers=2)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(7, 4, generator=g, dtype=F64)
+    h0 = torch.randn(2, 6, generator=g, dtype=F64)
+    _run_both(ours, ref, x, h0)
+    out, h_n = ours(x)
+    assert out.shape == (7, 6) and h_n.shape == (2, 6)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_packed_sequence_unsorted_lengths(batch_first, impl):
+    T, B, I, H = 8, 5, 3, 4
+    ours, ref = twins(I, H, num_layers=2, batch_first=batch_first)
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.tensor([3, 8, 1, 5, 8])  # unsorted, with a tie
+    padded = torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=F64)
+    h0 = torch.randn(2, B, H, generator=g, dtype=F64)
+    results = []
+    for m in (ours, ref):
+        x = padded.clone().requires_grad_()
+        hx = h0.clone().requires_grad_()
+        packed = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)
+        out, h_n = m(packed, hx)
+        assert torch.equal(out.batch_sizes, packed.batch_sizes)
+        assert torch.equal(out.sorted_indices, packed.sorted_indices)
+        unpacked, out_lengths = pad_packed_sequence(out, batch_first=batch_first)
+        assert torch.equal(out_lengths, lengths)
+        weighted_sum([out.data, h_n]).backward()
+        results.append((out.data, h_n, x.grad, hx.grad))
+    for name, a, b in zip(("output.data", "h_n", "dx", "dh0"), *results):
+        assert_close(name, a.detach(), b.detach(), atol=1e-10)
+    assert_same_grads(ours, ref)
+
+
+def test_state_dict_round_trip():
+    ours, ref = twins(3, 4, num_layers=2, bias=True)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    for (n1, p1), (n2, p2) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert n1 == n2 and p1.shape == p2.shape
+    ref.load_state_dict(ours.state_dict())
+
+
+@pytest.mark.parametrize("kw, name", [({"dropout": 0.5}, "dropout"),
+                                      ({"bidirectional": True}, "bidirectional"),
+                                      ({"proj_size": 2}, "proj_size")])
+def test_unsupported_options_raise(kw, name):
+    with pytest.raises(NotImplementedError, match=name):
+        gt.RNN(3, 4, **kw)
+
+
+def test_wrong_hidden_shape_raises():
+    m = gt.RNN(3, 4, num_layers=2, dtype=F64)
+    with pytest.raises(RuntimeError, match=r"hx: expected shape \(2, 5, 4\)"):
+        m(torch.zeros(6, 5, 3, dtype=F64), torch.zeros(1, 5, 4, dtype=F64))
