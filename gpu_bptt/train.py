@@ -25,21 +25,24 @@ import numpy as np
 from . import checkpoint, nn
 from .activations import ACTIVATIONS
 from .backends import get_backend
+from .blas_threads import blas_threads
 from .progress import Progress
 from .tasks import TASKS, TaskError, make_task
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
 # Per-task defaults: each learns its task well below the trivial baseline in under two minutes
-# on a 2-core CPU with the numpy backend (measured; see docs/training.md).
+# on a 2-core CPU with the numpy backend (measured; see docs/training.md). "adam_lr" is the
+# learning rate when the optimizer is adam; other optimizers use DEFAULT_LR.
 TASK_DEFAULTS = {
-    "adding": dict(seq_len=30, hidden=64, steps=3000),
-    "copy": dict(seq_len=30, hidden=64, steps=3000),
-    "sine": dict(seq_len=50, hidden=32, steps=1500),
-    "charlm": dict(seq_len=100, hidden=128, steps=2000),
+    "adding": dict(seq_len=30, hidden=64, batch=128, steps=8000),
+    # a tanh network sits at the memoryless baseline for a long time; an IRNN gets going at once
+    "copy": dict(seq_len=30, hidden=64, batch=64, steps=10000, activation="relu", adam_lr=1e-3),
+    "sine": dict(seq_len=50, hidden=32, batch=64, steps=3000),
+    "charlm": dict(seq_len=100, hidden=128, batch=32, steps=2000),
 }
-DEFAULTS = dict(activation="tanh", batch=32, optimizer="adam", momentum=0.9, clip=1.0,
-                bptt_trunc=0, seed=0, backend="auto", checkpoint_every=500)
+DEFAULTS = dict(activation="tanh", optimizer="adam", momentum=0.9, clip=1.0, bptt_trunc=0,
+                seed=0, backend="auto", checkpoint_every=500, threads=1)
 DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 2e-3}
 
 # Settings that define a run: a resumed run keeps the checkpoint's (an explicit different value is
@@ -82,6 +85,7 @@ class Config:
     resume: bool = False
     overwrite: bool = False
     checkpoint_every: Optional[int] = None
+    threads: Optional[int] = None   # CPU BLAS threads (default 1, see blas_threads; 0: BLAS's own)
     progress: bool = True
 
 
@@ -126,11 +130,13 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
                                   f"{saved[k]}; a resumed run keeps its settings (drop the option, "
                                   "or start a new run with --overwrite or another --out)")
             v[k] = saved[k]
-    for k, d in {**TASK_DEFAULTS[v["task"]], **DEFAULTS}.items():
+    task_defaults = dict(TASK_DEFAULTS[v["task"]])
+    adam_lr = task_defaults.pop("adam_lr", None)
+    for k, d in {**DEFAULTS, **task_defaults}.items():
         if v[k] is None:
             v[k] = d
     if v["lr"] is None:
-        v["lr"] = DEFAULT_LR.get(v["optimizer"], 1e-3)
+        v["lr"] = adam_lr if (adam_lr and v["optimizer"] == "adam") else DEFAULT_LR.get(v["optimizer"], 1e-3)
     for k in ("seq_len", "hidden", "steps", "batch", "checkpoint_every"):
         if not (isinstance(v[k], int) and v[k] >= 1):
             raise ConfigError(f"--{k.replace('_', '-')}: must be a positive integer, got {v[k]}")
@@ -148,6 +154,8 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
         raise ConfigError(f"--clip: must be >= 0 (0 turns clipping off), got {v['clip']}")
     if not (isinstance(v["bptt_trunc"], int) and v["bptt_trunc"] >= 0):
         raise ConfigError(f"--bptt-trunc: must be a positive number of steps (0: full BPTT), got {v['bptt_trunc']}")
+    if not (isinstance(v["threads"], int) and v["threads"] >= 0):
+        raise ConfigError(f"--threads: must be >= 0 (0: the BLAS's default), got {v['threads']}")
     if v["resume"] and not v["out"]:
         raise ConfigError("--resume: needs the run's folder (--out DIR)")
     return Config(**v)
@@ -302,6 +310,11 @@ def _stop_message(step, what, value, cfg, good_step):
 def train(cfg: Config, stream=None) -> Result:
     """Train as `cfg` says; progress goes to `stream` (default stderr). Raises ConfigError,
     TaskError, CheckpointError, BackendUnavailable or NonFiniteLoss."""
+    with blas_threads(1 if cfg.threads is None else max(cfg.threads, 0)):
+        return _train(cfg, stream)
+
+
+def _train(cfg, stream):
     t_start = time.perf_counter()
     saved = None
     if cfg.resume:
@@ -412,6 +425,10 @@ def describe(res: Result) -> str:
 
 # -- the command -----------------------------------------------------------------------------------
 
+def _per_task(key):
+    return ", ".join(f"{t} {TASK_DEFAULTS[t].get(key, DEFAULTS.get(key))}" for t in TASKS)
+
+
 def add_train_parser(sub):
     """Register `gpu-bptt train` on an argparse subparsers object."""
     p = sub.add_parser("train", help="train an Elman network on a built-in task",
@@ -421,15 +438,16 @@ def add_train_parser(sub):
     a = p.add_argument
     a("--task", help=f"one of {', '.join(TASKS)} (default adding)")
     a("--text", metavar="PATH", help="text file for --task charlm")
-    a("--seq-len", type=int, metavar="T", help="sequence length (adding 30, copy 30, sine 50, charlm 100)")
+    a("--seq-len", type=int, metavar="T", help=f"sequence length ({_per_task('seq_len')})")
     a("--min-len", type=int, metavar="N",
       help="shortest sequence: lengths vary in N..T (default T, i.e. fixed; charlm T/2)")
-    a("--hidden", type=int, metavar="H", help="hidden units (adding/copy 64, sine 32, charlm 128)")
-    a("--activation", help="tanh (default), relu (identity-initialized, IRNN), sigmoid or identity")
-    a("--steps", type=int, help="total optimizer steps, counting those of a resumed run")
-    a("--batch", type=int, metavar="B", help="sequences per step (default 32)")
+    a("--hidden", type=int, metavar="H", help=f"hidden units ({_per_task('hidden')})")
+    a("--activation", help="tanh, relu (identity-initialized: an IRNN), sigmoid or identity "
+      f"({_per_task('activation')})")
+    a("--steps", type=int, help=f"total optimizer steps, counting those of a resumed run ({_per_task('steps')})")
+    a("--batch", type=int, metavar="B", help=f"sequences per step ({_per_task('batch')})")
     a("--optimizer", help="sgd, momentum or adam (default)")
-    a("--lr", type=float, help="learning rate (sgd 0.05, momentum 0.01, adam 0.002)")
+    a("--lr", type=float, help="learning rate (sgd 0.05, momentum 0.01, adam 0.002; copy with adam 0.001)")
     a("--momentum", type=float, help="momentum of --optimizer momentum (default 0.9)")
     a("--clip", type=float, help="clip the global gradient norm to this (default 1.0; 0: off)")
     a("--bptt-trunc", type=int, metavar="K", help="truncated BPTT: segments of K steps (default 0: full)")
@@ -440,6 +458,8 @@ def add_train_parser(sub):
     a("--resume", action="store_true", help="continue the checkpoint in --out up to --steps")
     a("--overwrite", action="store_true", help="start over even if --out holds a checkpoint")
     a("--checkpoint-every", type=int, metavar="N", help="steps between checkpoints (default 500)")
+    a("--threads", type=int, metavar="N", help="CPU BLAS threads (default 1: fastest for RNN-sized "
+      "products; 0: the BLAS's default)")
     a("--json", action="store_true", help="print only a one-line JSON summary on stdout")
     a("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
