@@ -130,6 +130,8 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
                                   f"{saved[k]}; a resumed run keeps its settings (drop the option, "
                                   "or start a new run with --overwrite or another --out)")
             v[k] = saved[k]
+        if v["steps"] is None:
+            v["steps"] = saved["steps"]
     task_defaults = dict(TASK_DEFAULTS[v["task"]])
     adam_lr = task_defaults.pop("adam_lr", None)
     for k, d in {**DEFAULTS, **task_defaults}.items():
@@ -299,18 +301,21 @@ def _sigint_after_step():
 
 
 def _stop_message(step, what, value, cfg, good_step):
-    hint = "try a smaller --lr" + ("" if cfg.clip else ", or clip gradients with --clip 1.0")
+    if cfg.clip:
+        cause, hint = f"exploding gradients (clipped at --clip {cfg.clip:g})", "try a smaller --lr"
+    else:
+        cause, hint = "exploding gradients", "try a smaller --lr, or clip gradients with --clip 1.0"
     kept = (f"The last good checkpoint (step {good_step}) is kept in {cfg.out}."
             if good_step is not None else "No checkpoint had been written yet.")
     return (f"training stopped at step {step}: the {what} is {value}. Likely cause: the learning rate "
-            f"is too high (--lr {cfg.lr:g}, --optimizer {cfg.optimizer}) or exploding gradients "
-            f"(--clip {cfg.clip:g}); {hint}. {kept}")
+            f"is too high (--lr {cfg.lr:g} with --optimizer {cfg.optimizer}) or {cause}; {hint}. {kept}")
 
 
 def train(cfg: Config, stream=None) -> Result:
     """Train as `cfg` says; progress goes to `stream` (default stderr). Raises ConfigError,
     TaskError, CheckpointError, BackendUnavailable or NonFiniteLoss."""
-    with blas_threads(1 if cfg.threads is None else max(cfg.threads, 0)):
+    # Overflow is caught as a non-finite loss with a message of our own; NumPy's warnings add noise.
+    with blas_threads(1 if cfg.threads is None else max(cfg.threads, 0)), np.errstate(all="ignore"):
         return _train(cfg, stream)
 
 
