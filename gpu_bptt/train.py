@@ -24,6 +24,7 @@ import numpy as np
 
 from . import checkpoint, nn
 from .activations import ACTIVATIONS
+from .backends import NAMES as BACKENDS
 from .backends import get_backend
 from .blas_threads import blas_threads
 from .progress import Progress
@@ -156,6 +157,8 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
         raise ConfigError(f"--clip: must be >= 0 (0 turns clipping off), got {v['clip']}")
     if not (isinstance(v["bptt_trunc"], int) and v["bptt_trunc"] >= 0):
         raise ConfigError(f"--bptt-trunc: must be a positive number of steps (0: full BPTT), got {v['bptt_trunc']}")
+    if not isinstance(v["backend"], str) or v["backend"].strip().lower() not in ("auto",) + BACKENDS:
+        raise ConfigError(f"--backend: unknown {v['backend']!r}; expected one of auto, {', '.join(BACKENDS)}")
     if not (isinstance(v["threads"], int) and v["threads"] >= 0):
         raise ConfigError(f"--threads: must be >= 0 (0: the BLAS's default), got {v['threads']}")
     if v["resume"] and not v["out"]:
