@@ -325,6 +325,8 @@ def train(cfg: Config, stream=None) -> Result:
 def _train(cfg, stream):
     t_start = time.perf_counter()
     saved = None
+    if cfg.resume and not cfg.out:
+        raise ConfigError("--resume: needs the run's folder (--out DIR)")
     if cfg.resume:
         saved_meta, saved_arrays = checkpoint.load(cfg.out)
         saved = saved_meta["config"]

@@ -204,6 +204,17 @@ def test_json_summary_and_readable_summary(tmp_path, capsys):
     assert "held-out MSE" in cap.err and "baseline (always 1.0)" in cap.err
 
 
+def test_defaults_of_the_command_with_no_arguments():
+    cfg = resolve(Config())
+    assert (cfg.task, cfg.seq_len, cfg.hidden, cfg.batch, cfg.steps) == ("adding", 30, 64, 128, 8000)
+    assert (cfg.optimizer, cfg.lr, cfg.clip, cfg.bptt_trunc, cfg.activation) == ("adam", 2e-3, 1.0, 0, "tanh")
+    copy = resolve(Config(task="copy"))
+    assert (copy.activation, copy.lr) == ("relu", 1e-3)
+    assert resolve(Config(task="copy", optimizer="sgd")).lr == 0.05   # the task's adam lr only for adam
+    with pytest.raises(ValueError, match="--resume: needs the run's folder"):
+        train(Config(resume=True))
+
+
 def test_resume_keeps_the_checkpoint_settings(tmp_path, capsys):
     out = str(tmp_path / "r")
     assert main(["train", *TINY, "--steps", "4", "--backend", "numpy", "--out", out]) == 0
@@ -265,3 +276,16 @@ def test_progress_writes_tenths_to_a_log_and_redraws_on_a_terminal():
     bar.update(100, 0.25)
     bar.close()
     assert tty.getvalue().startswith("\rstep 100/100") and "loss 0.25" in tty.getvalue()
+
+
+def test_blas_threads_limits_and_restores_openblas():
+    from gpu_bptt.blas_threads import _openblas_controls, blas_threads
+
+    controls = _openblas_controls()
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    if "openblas" in blas.lower():
+        assert controls, f"NumPy's BLAS is {blas}, but its thread setter was not found"
+    before = [get() for get, _ in controls]
+    with blas_threads(1):
+        assert all(get() == 1 for get, _ in controls)
+    assert [get() for get, _ in controls] == before
