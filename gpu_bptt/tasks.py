@@ -234,7 +234,7 @@ class CharLMTask(Task):
         self.input_size = self.output_size = len(self.vocab)
 
     def _windows(self, ids, starts, lengths):
-        T, B = self.seq_len, len(starts)
+        T = self.seq_len
         steps = np.minimum(np.arange(T + 1)[:, None], lengths[None, :])  # stay inside each window
         chars = ids[starts[None, :] + steps]                                 # (T+1, B)
         x = np.eye(self.input_size, dtype=np.float32)[chars[:-1]]

@@ -13,7 +13,7 @@ from gpu_bptt import checkpoint, nn
 from gpu_bptt.backends import get_backend
 from gpu_bptt.cli import main
 from gpu_bptt.progress import Progress
-from gpu_bptt.tasks import AddingTask, make_task
+from gpu_bptt.tasks import AddingTask
 from gpu_bptt.train import Config, build_model, resolve, run_batch, train
 
 from .tolerances import assert_close
