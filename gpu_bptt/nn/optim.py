@@ -1,5 +1,8 @@
 """SGD as in the seed (ΔW = -α Σ_t ∂e/∂W(t), W ← W + ΔW, for every level) with optional momentum,
-and global gradient-norm clipping."""
+Adam, and global gradient-norm clipping.
+
+Optimizers update parameters in place. `state_dict()` gives scalars and per-parameter arrays
+(None before the first step); `load_state_dict` restores them, so a resumed run continues exactly."""
 from __future__ import annotations
 
 import math
@@ -36,6 +39,91 @@ class SGD:
 
     def state_dict(self):
         return {"lr": self.lr, "momentum": self.momentum, "velocity": dict(self.velocity)}
+
+    def load_state_dict(self, state):
+        self.lr, self.momentum = float(state["lr"]), float(state["momentum"])
+        self.velocity = _load_slots(self.params, state["velocity"], "velocity")
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015): m ← β1·m + (1-β1)·g, v ← β2·v + (1-β2)·g², and
+    W ← W - lr·m̂ / (sqrt(v̂) + eps) with the bias-corrected m̂ = m/(1-β1^t), v̂ = v/(1-β2^t).
+    params, grads: as for SGD."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, grads=None):
+        if hasattr(params, "parameters"):
+            params, grads = params.parameters(), params.gradients()
+        if grads is None or set(grads) != set(params):
+            raise ValueError("grads: expected one gradient per parameter (pass a module or both dicts)")
+        if not (lr > 0):
+            raise ValueError(f"lr: must be > 0, got {lr}")
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas: each must be in [0, 1), got {betas}")
+        if not (eps > 0):
+            raise ValueError(f"eps: must be > 0, got {eps}")
+        self.params, self.grads = params, grads
+        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(b1), float(b2), float(eps)
+        self.t = 0
+        self.m = {k: None for k in params}
+        self.v = {k: None for k in params}
+
+    def step(self):
+        self.t += 1
+        c1 = 1 - self.beta1 ** self.t
+        c2 = 1 - self.beta2 ** self.t
+        for k, p in self.params.items():
+            g = self.grads[k]
+            if self.m[k] is None:
+                self.m[k], self.v[k] = 0 * g, 0 * g
+            m, v = self.m[k], self.v[k]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            # float32 parameters stay float32: the scalars are applied to arrays of p's dtype
+            denom = (v / c2) ** 0.5
+            denom += self.eps
+            p -= (self.lr / c1) * m / denom
+
+    def state_dict(self):
+        return {"lr": self.lr, "betas": [self.beta1, self.beta2], "eps": self.eps, "t": self.t,
+                "m": dict(self.m), "v": dict(self.v)}
+
+    def load_state_dict(self, state):
+        self.lr, self.eps, self.t = float(state["lr"]), float(state["eps"]), int(state["t"])
+        self.beta1, self.beta2 = (float(b) for b in state["betas"])
+        self.m = _load_slots(self.params, state["m"], "m")
+        self.v = _load_slots(self.params, state["v"], "v")
+
+
+def _load_slots(params, slots, what):
+    """Per-parameter state arrays, copied onto each parameter's backend and dtype."""
+    if set(slots) != set(params):
+        raise ValueError(f"{what}: expected one entry per parameter {sorted(params)}, got {sorted(slots)}")
+    out = {}
+    for k, p in params.items():
+        a = slots[k]
+        if a is None:
+            out[k] = None
+            continue
+        if tuple(a.shape) != tuple(p.shape):
+            raise ValueError(f"{what}[{k!r}]: expected shape {tuple(p.shape)}, got {tuple(a.shape)}")
+        s = 0 * p
+        s[...] = _as_like(p, a)
+        out[k] = s
+    return out
+
+
+def _as_like(p, a):
+    """`a` (NumPy or the backend's array) as an array of p's kind."""
+    import numpy as np
+
+    if isinstance(p, np.ndarray):
+        return np.asarray(a, dtype=p.dtype)
+    import cupy  # only reached with CuPy parameters
+
+    return cupy.asarray(a, dtype=p.dtype)
 
 
 def grad_norm(grads) -> float:
