@@ -463,7 +463,8 @@ def add_train_parser(sub):
     a("--bptt-trunc", type=int, metavar="K", help="truncated BPTT: segments of K steps (default 0: full)")
     a("--backend", help="auto (default: cuda if usable, else numpy), numpy, cuda or emulator")
     a("--seed", type=int, help="seed of the initialization and the training data (default 0)")
-    a("--out", metavar="DIR", help="checkpoints and loss curve (default runs/<task>)")
+    a("--out", metavar="DIR", help="checkpoints and loss curve (default runs/<task>, or the first of runs/<task>-2, -3, ... "
+                                        "not holding a run; with --resume the newest of them)")
     a("--no-save", action="store_true", help="write no files")
     a("--resume", action="store_true", help="continue the checkpoint in --out up to --steps")
     a("--overwrite", action="store_true", help="start over even if --out holds a checkpoint")
@@ -476,6 +477,19 @@ def add_train_parser(sub):
     return p
 
 
+def default_out(task, resume) -> str:
+    """runs/<task>, or runs/<task>-2, -3, ... when earlier runs are there: a new run never asks the
+    user to pick a folder; --resume without --out continues the newest of them."""
+    base = os.path.join("runs", task)
+    taken = [base] + [f"{base}-{i}" for i in range(2, 10_000)]
+    n = 0
+    while n < len(taken) and checkpoint.exists(taken[n]):
+        n += 1
+    if resume:
+        return taken[max(n - 1, 0)]
+    return taken[n]
+
+
 def cmd_train(args, stream=None) -> int:
     import json
 
@@ -485,7 +499,7 @@ def cmd_train(args, stream=None) -> int:
     if args.no_save and (args.out or args.resume):
         print("gpu-bptt train: error: --no-save cannot be combined with --out or --resume", file=sys.stderr)
         return 2
-    out = None if args.no_save else (args.out or os.path.join("runs", args.task or "adding"))
+    out = None if args.no_save else (args.out or default_out(args.task or "adding", args.resume))
     names = [f.name for f in dataclasses.fields(Config)]
     cfg = Config(**{k: getattr(args, k) for k in names if hasattr(args, k) and k != "out"},
                  out=out, progress=not args.quiet)

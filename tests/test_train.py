@@ -289,3 +289,18 @@ def test_blas_threads_limits_and_restores_openblas():
     with blas_threads(1):
         assert all(get() == 1 for get, _ in controls)
     assert [get() for get, _ in controls] == before
+
+
+def test_default_out_never_collides_and_resume_takes_the_newest(tmp_path, monkeypatch):
+    from gpu_bptt import checkpoint
+    from gpu_bptt.train import default_out
+
+    monkeypatch.chdir(tmp_path)
+    assert default_out("adding", resume=False) == os.path.join("runs", "adding")
+    for d in ("adding", "adding-2"):
+        os.makedirs(os.path.join("runs", d))
+        open(os.path.join("runs", d, "checkpoint.json"), "w").write("{}")
+    assert checkpoint.exists(os.path.join("runs", "adding-2"))
+    assert default_out("adding", resume=False) == os.path.join("runs", "adding-3")
+    assert default_out("adding", resume=True) == os.path.join("runs", "adding-2")
+    assert default_out("sine", resume=True) == os.path.join("runs", "sine")
