@@ -5,6 +5,8 @@ import argparse
 import platform
 import sys
 
+from .bench import add_bench_parser
+
 
 def _blas_summary() -> str:
     import numpy as np
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="version, backends (and why any is unavailable), BLAS, device")
     p.set_defaults(func=cmd_info)
+    add_bench_parser(sub)
     return parser
 
 
