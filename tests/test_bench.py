@@ -56,6 +56,13 @@ def test_run_records_times_ratios_and_check(tmp_path):
     assert "numpy-loop" in table(run) and "numpy-loop" in markdown(run)
 
 
+def test_rounds_pool_their_samples():
+    run = run_bench(TINY[:1], [numpy_contender()], rounds=2, **FAST)
+    assert run["rounds"] == 2
+    t = run["sizes"][0]["results"][0]["times"]["fwd"]
+    assert t["repeats"] == len(t["samples_s"]) >= 4
+
+
 def test_wrong_contender_is_rejected_and_not_timed():
     run = run_bench(TINY[:1], [numpy_contender(), WrongDV()], **FAST)
     good, bad = run["sizes"][0]["results"]

@@ -32,6 +32,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=15, help="timed calls per phase (median reported)")
     p.add_argument("--budget", type=float, default=20.0,
                    help="seconds per phase; fewer repeats (at least 3) when a call is slow")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the contender blocks this many times per size; median over all")
     p.add_argument("--pause", type=float, default=0.5, help="idle seconds between contenders")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for JSON and plots")
     p.add_argument("--no-json", action="store_true", help="print the table only")
@@ -65,7 +67,7 @@ def cmd_bench(args) -> int:
         return 2
     run = run_bench(sizes, contenders, name="+".join(presets) or "custom", dtype=args.dtype,
                     warmup=args.warmup, repeats=args.repeats, budget_s=args.budget,
-                    pause_s=args.pause, skipped=skipped, progress=Progress(quiet=args.quiet))
+                    pause_s=args.pause, rounds=max(1, args.rounds), skipped=skipped, progress=Progress(quiet=args.quiet))
     print(table(run))
     if not args.no_json:
         path = write_json(run, args.out)

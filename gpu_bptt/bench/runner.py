@@ -63,6 +63,17 @@ def run_contender(c, problem: Problem, ref, *, warmup, repeats, budget_s, say=la
     return rec
 
 
+def _merge(rec, more):
+    """Fold a later round's samples into the first round's record (a failure anywhere wins)."""
+    if "times" not in more or "times" not in rec:
+        if "times" not in more:
+            rec.pop("times", None)
+            rec["check"], rec["error"] = more["check"], more.get("error", "failed in a later round")
+        return
+    for phase, t in more["times"].items():
+        rec["times"][phase] = summarize(rec["times"][phase]["samples_s"] + t["samples_s"])
+
+
 def _ratios(rec, size, rates, baseline_rec, itemsize):
     rec["gflops"], rec["ratios"] = {}, {}
     if "times" not in rec:
@@ -80,11 +91,14 @@ def _ratios(rec, size, rates, baseline_rec, itemsize):
 
 
 def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, repeats=15,
-              budget_s=20.0, pause_s=0.5, skipped=None, progress=None) -> dict:
-    """Run every contender at every size; returns the run as a JSON-ready dict."""
+              budget_s=20.0, pause_s=0.5, rounds=1, skipped=None, progress=None) -> dict:
+    """Run every contender at every size; returns the run as a JSON-ready dict.
+
+    rounds > 1 runs the sequence of contender blocks that many times per size and takes the median
+    over all samples, so that a load that comes and goes on the machine is shared fairly."""
     progress = progress or Progress(quiet=True)
     devices = {c.device for c in contenders}
-    run = {"name": name, "dtype": dtype, "activation": "tanh", "bias": True,
+    run = {"name": name, "dtype": dtype, "rounds": rounds, "warmup": warmup, "activation": "tanh", "bias": True,
            "machine": machine_info(with_gpu="gpu" in devices), "flop_count": FLOP_COUNT,
            "contenders": [c.name for c in contenders], "skipped": dict(skipped or {}), "sizes": []}
     for i, size in enumerate(sizes):
@@ -98,11 +112,17 @@ def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, re
         if "gpu" in devices:
             rates["gpu"] = gpu_rates(size, problem.dtype)
         results = []
-        for c in contenders:
-            time.sleep(pause_s)  # let the previous block's spinning threads go idle
-            results.append(run_contender(c, problem, ref, warmup=warmup, repeats=repeats,
-                                         budget_s=budget_s,
-                                         say=lambda s, major=True, c=c: progress(f"{where} {c.name}: {s}", major)))
+        for r in range(rounds):
+            for j, c in enumerate(contenders):
+                time.sleep(pause_s)  # let the previous block's spinning threads go idle
+                tag = f"{where} {c.name}" + (f" (round {r + 1}/{rounds})" if rounds > 1 else "")
+                rec = run_contender(c, problem, ref, warmup=warmup, repeats=repeats,
+                                    budget_s=budget_s,
+                                    say=lambda s, major=True, tag=tag: progress(f"{tag}: {s}", major))
+                if r == 0:
+                    results.append(rec)
+                else:
+                    _merge(results[j], rec)
         by_name = {r["contender"]: r for r in results}
         for rec in results:
             _ratios(rec, size, rates[rec["device"]], by_name.get(BASELINE[rec["device"]]),
