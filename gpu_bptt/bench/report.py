@@ -123,7 +123,7 @@ def table(run: dict) -> str:
                 f"{_num(rec['gflops'].get('fwdbwd'), '8.1f')} "
                 f"{_num(r.get('gemm_fwdbwd') and 100 * r['gemm_fwdbwd'], '6.0f')} "
                 f"{_num(r.get('copy_fwdbwd') and 100 * r['copy_fwdbwd'], '6.1f')} "
-                f"{_num(r.get('speedup_fwdbwd'), '16.2f')}x "
+                f"{_num(r.get('speedup_fwdbwd') and format(r['speedup_fwdbwd'], '.2f') + 'x', '>17')} "
                 f"{_num(mem and mem / 2**20, '9.1f')} {_num(rec.get('fwd_us_per_step'), '11.2f')}  "
                 f"ok {max(rec['check']['errors'].values()):.0e}")
         lines.append("")
