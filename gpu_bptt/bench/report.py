@@ -90,7 +90,8 @@ def _ms(rec, phase):
 
 
 def _num(v, fmt):
-    width = fmt.split(".")[0]
+    """v formatted, or a right-aligned "-" of the same width when it is missing."""
+    width = "".join(ch for ch in fmt.split(".")[0] if ch.isdigit())
     return format(v, fmt) if v is not None else format("-", f">{width or 0}")
 
 
