@@ -157,28 +157,29 @@ def peak_memory(c):
 
 
 # -- the machine's own rates -----------------------------------------------------------------------
-def cpu_gemm_rate(size, dtype, repeats=20) -> dict:
+def cpu_gemm_rate(size, dtype, repeats=20, samples=()) -> dict:
     """GFLOP/s of one NumPy matmul (T·B, H) @ (H, H) into a preallocated output: the shape class of
-    the products outside the time loop, at this size; what 'the machine's limit' means here."""
+    the products outside the time loop, at this size; what 'the machine's limit' means here.
+    `samples` (seconds) from earlier rounds are pooled with this round's before the median."""
     r = np.random.default_rng(1)
     a = r.standard_normal((size.T * size.B, size.H)).astype(dtype)
     b = r.standard_normal((size.H, size.H)).astype(dtype)
     out = np.empty((a.shape[0], b.shape[1]), dtype=dtype)
     for _ in range(3):
         np.matmul(a, b, out=out)
-    ts = []
+    ts = list(samples)
     for _ in range(repeats):
         t0 = time.perf_counter()
         np.matmul(a, b, out=out)
         ts.append(time.perf_counter() - t0)
-    t = statistics.median(ts)
-    return {"gemm_gflops": 2 * a.shape[0] * size.H * size.H / t / 1e9,
-            "gemm_shape": [a.shape[0], size.H, size.H]}
+    flops = 2 * a.shape[0] * size.H * size.H
+    return {"gemm_gflops": flops / statistics.median(ts) / 1e9,
+            "gemm_shape": [a.shape[0], size.H, size.H], "gemm_samples_s": ts}
 
 
-def gpu_rates(size, dtype, repeats=20) -> dict:
+def gpu_rates(size, dtype, repeats=20, samples=()) -> dict:
     """fp32 (no TF32) matmul GFLOP/s at (T·B, H) @ (H, H) and device-to-device copy GB/s (256 MiB),
-    both by device events."""
+    both by device events. Only this round's samples count (a GPU is not shared)."""
     import cupy
 
     e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()

@@ -107,12 +107,14 @@ def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, re
         problem = make_problem(size, dtype)
         ref = reference(problem)
         rates = {}
-        if "cpu" in devices:
-            rates["cpu"] = cpu_gemm_rate(size, problem.dtype)
-        if "gpu" in devices:
-            rates["gpu"] = gpu_rates(size, problem.dtype)
         results = []
         for r in range(rounds):
+            # the machine's rates are a block of their own in every round, pooled like the others
+            if "cpu" in devices:
+                prev = rates.get("cpu", {}).get("gemm_samples_s", ())
+                rates["cpu"] = cpu_gemm_rate(size, problem.dtype, samples=prev)
+            if "gpu" in devices and r == 0:
+                rates["gpu"] = gpu_rates(size, problem.dtype)
             for j, c in enumerate(contenders):
                 time.sleep(pause_s)  # let the previous block's spinning threads go idle
                 tag = f"{where} {c.name}" + (f" (round {r + 1}/{rounds})" if rounds > 1 else "")
