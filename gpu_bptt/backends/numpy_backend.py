@@ -23,7 +23,7 @@ def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
 
     `out` may alias `p_t` (the sequence driver writes h over p in place); `acc` is an optional
     (B, H) scratch buffer that must alias neither."""
-    acc = np.matmul(h_prev, V, out=acc)
+    acc = np.dot(h_prev, V, out=acc)
     acc += p_t
     return activations.apply(np, activation, acc, out=out)
 
@@ -35,7 +35,7 @@ def elman_bwd_step(dh_t, du_next, VT, fprime_t, out=None, acc=None):
         if dh_t is None:
             return np.multiply(fprime_t, 0, out=out)
         return np.multiply(dh_t, fprime_t, out=out)
-    acc = np.matmul(du_next, VT, out=acc)
+    acc = np.dot(du_next, VT, out=acc)
     if dh_t is not None:
         acc += dh_t
     return np.multiply(acc, fprime_t, out=out)
