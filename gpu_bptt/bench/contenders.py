@@ -347,7 +347,7 @@ EXTRA = {"numpy-loop": lambda: XpLoop("numpy")}  # only when named
 def discover(names=None, device=None):
     """(contenders, {name: why skipped}). names: exact names or prefixes ("cuda" takes every cuda
     variant); None: every default contender, or those for `device` ("cpu"/"gpu") when given."""
-    skipped: dict = {}
+    skipped: dict = {"emulator": "not timed: it runs the CUDA kernels on the CPU to verify them"}
     found = _ours(skipped) + _torch(skipped) + _cupy_loop(skipped) + _jax(skipped)
     if names:
         found += [make() for n, make in EXTRA.items() if n in names]
