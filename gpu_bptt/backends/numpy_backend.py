@@ -10,8 +10,6 @@ receives du, so the backward holds one (T, B, H) work array and never copies dh.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from .. import activations
@@ -64,18 +62,9 @@ class NumpyBackend(Backend):
 
     def __init__(self):
         super().__init__(np)
-        self._local = threading.local()
 
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)
-
-    def _workspace(self, shape, dtype):
-        """A (T, B, H) work array for du, kept per thread between calls: a fresh one costs a page
-        fault per 4 KiB, more than the backward's arithmetic on it at mid sizes."""
-        ws = getattr(self._local, "ws", None)
-        if ws is None or ws.shape != shape or ws.dtype != dtype:
-            ws = self._local.ws = np.empty(shape, dtype=dtype)
-        return ws
 
     def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
         T, B, H = p.shape
@@ -93,7 +82,7 @@ class NumpyBackend(Backend):
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
         T, B, H = h.shape
         # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
-        du = fprime_into(activation, h, self._workspace(h.shape, h.dtype))
+        du = fprime_into(activation, h, np.empty_like(h))
         if lengths is not None:
             du *= step_mask(np, lengths, T, h.dtype)
         ends = _ends_by_step(dh_last, lengths, T, B)
