@@ -129,3 +129,41 @@ def test_plots_are_written(tmp_path):
     names = sorted(f.name for f in files)
     assert any("time-vs-B" in n for n in names) and any("time-vs-T" in n for n in names)
     assert all(f.stat().st_size > 0 for f in files)
+
+
+def test_every_cuda_variant_is_a_contender(monkeypatch):
+    """With a (fake) cuda backend present, each algo x step kernel x GEMM choice is one contender,
+    built with the switches the backend documents."""
+    import gpu_bptt.backends as backends
+    from gpu_bptt.backends import cuda
+    from gpu_bptt.backends.numpy_backend import NumpyBackend
+
+    class FakeCuda(NumpyBackend):
+        algos = ("auto", "step", "persistent")
+
+    monkeypatch.setattr(backends, "available_backends", lambda: {"numpy": None, "cuda": None})
+    monkeypatch.setattr(cuda, "CudaBackend", FakeCuda, raising=False)
+    monkeypatch.setattr(cuda, "GEMM_CHOICES", ("cublas", "own"), raising=False)
+    monkeypatch.setattr(cuda, "STEP_VERSIONS", ("v1", "v2"), raising=False)
+    found, _ = discover(["cuda"])
+    assert [c.name for c in found] == [
+        "cuda[step,v1,cublas]", "cuda[step,v1,own]", "cuda[step,v2,cublas]", "cuda[step,v2,own]",
+        "cuda[persistent,cublas]", "cuda[persistent,own]"]
+    assert all(c.device == "gpu" and c.timer == "cupy" for c in found)
+    own = found[-1]
+    assert own.options["algo"] == "persistent" and own.options["env"]["GPU_BPTT_GEMM"] == "own"
+
+
+def test_backend_switches_hold_for_the_block_only(monkeypatch):
+    import os
+
+    monkeypatch.delenv("GPU_BPTT_GEMM", raising=False)
+    seen = []
+
+    def make():
+        seen.append(os.environ.get("GPU_BPTT_GEMM"))
+        return get_backend("numpy")
+
+    run = run_bench(TINY[:1], [Ours("numpy[own]", make, env={"GPU_BPTT_GEMM": "own"})], **FAST)
+    assert run["sizes"][0]["results"][0]["check"]["ok"]
+    assert seen == ["own"] and "GPU_BPTT_GEMM" not in os.environ
