@@ -219,7 +219,7 @@ class TorchRNN(Contender):
             self._flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
         dt = getattr(torch, problem.dtype.name)
-        T, B, I, H = problem.size.T, problem.size.B, problem.size.I, problem.size.H
+        I, H = problem.size.I, problem.size.H
         rnn = torch.nn.RNN(I, H, nonlinearity="tanh", bias=True).to(dev, dt)
         with torch.no_grad():
             rnn.weight_ih_l0.copy_(torch.from_numpy(problem.W.T.copy()))

@@ -137,9 +137,9 @@ def markdown(run: dict) -> str:
     m = run["machine"]
     dev = m["gpu"].get("device", "?") if "gpu" in m else f"{m['cpu']} ({m['cpu_count']} cores)"
     out = [f"Device: {dev}; date {m['date']}; commit {m['commit']}; {run['dtype']}, tanh, "
-           f"median of repeats. Times in ms.", "",
+           "median of repeats. Times in ms.", "",
            "| size | contender | fwd | bwd | fwd+bwd | GFLOP/s | % of GEMM | "
-           f"speed-up (fwd+bwd) | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
+           "speed-up (fwd+bwd) | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
     for block in run["sizes"]:
         s = block["size"]
         label = f"T={s['T']} B={s['B']} I={s['I']} H={s['H']}"
