@@ -6,6 +6,7 @@ import platform
 import sys
 
 from .train import add_train_parser
+from .bench import add_bench_parser
 
 
 def _blas_summary() -> str:
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="version, backends (and why any is unavailable), BLAS, device")
     p.set_defaults(func=cmd_info)
     add_train_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -2,32 +2,58 @@
 
 A plain time loop with only the recurrence inside it (DESIGN §4). `elman_fwd_step` and
 `elman_bwd_step` are the NumPy twins of the CUDA step kernels of the same names.
+
+Speed notes (it is also the CPU backend users run): each step writes into buffers allocated once
+per call (`out=`), because a fresh multi-megabyte temporary costs more in page faults than the
+arithmetic on it; f'(u) for all T is computed once, before the loop, into the array that then
+receives du, so the backward holds one (T, B, H) work array and never copies dh.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import activations
-from .base import Backend, activation_derivative, step_mask
+from .base import Backend, step_mask
 
 
-def elman_fwd_step(p_t, h_prev, V, activation, out=None):
+def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
     """h[t] = f(p[t] + h[t-1] @ V).  p_t, h_prev: (B, H); V: (H, H). Returns (B, H).
 
-    `out` may alias `p_t` (the sequence driver writes h over p in place)."""
-    acc = np.matmul(h_prev, V)
+    `out` may alias `p_t` (the sequence driver writes h over p in place); `acc` is an optional
+    (B, H) scratch buffer that must alias neither."""
+    acc = np.dot(h_prev, V, out=acc)
     acc += p_t
     return activations.apply(np, activation, acc, out=out)
 
 
-def elman_bwd_step(dh_t, du_next, VT, fprime_t, out=None):
-    """du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t]).  All (B, H) but VT (H, H); du_next may be None."""
+def elman_bwd_step(dh_t, du_next, VT, fprime_t, out=None, acc=None):
+    """du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t]).  All (B, H) but VT (H, H); dh_t and du_next may
+    be None (zeros). `out` may alias `fprime_t`; `acc` is an optional (B, H) scratch buffer."""
     if du_next is None:
-        acc = dh_t.copy()
-    else:
-        acc = np.matmul(du_next, VT)
+        if dh_t is None:
+            return np.multiply(fprime_t, 0, out=out)
+        return np.multiply(dh_t, fprime_t, out=out)
+    acc = np.dot(du_next, VT, out=acc)
+    if dh_t is not None:
         acc += dh_t
     return np.multiply(acc, fprime_t, out=out)
+
+
+def fprime_into(activation, h, out):
+    """out = f'(u) from h = f(u), elementwise, with no temporaries (out may not alias h)."""
+    if activation == "tanh":        # 1 - h²
+        np.multiply(h, h, out=out)
+        np.subtract(1, out, out=out)
+    elif activation == "sigmoid":   # h (1 - h)
+        np.subtract(1, h, out=out)
+        out *= h
+    elif activation == "relu":      # 1 where h > 0
+        np.greater(h, 0, out=out)
+    elif activation == "identity":
+        out.fill(1)
+    else:
+        raise ValueError(f"activation: unknown {activation!r}")
+    return out
 
 
 class NumpyBackend(Backend):
@@ -41,12 +67,13 @@ class NumpyBackend(Backend):
         return np.asarray(self.to_numpy(a), dtype=dtype)
 
     def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
-        T = p.shape[0]
+        T, B, H = p.shape
         mask = step_mask(np, lengths, T, p.dtype)
         h = p  # h[t] overwrites p[t] once it is consumed
+        acc = np.empty((B, H), dtype=p.dtype)
         h_prev = h0
         for t in range(T):
-            elman_fwd_step(p[t], h_prev, V, activation, out=h[t])
+            elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc)
             if mask is not None:
                 h[t] *= mask[t]
             h_prev = h[t]
@@ -54,15 +81,36 @@ class NumpyBackend(Backend):
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
         T, B, H = h.shape
-        mask = step_mask(np, lengths, T, h.dtype)
-        fprime = activation_derivative(np, activation, h, mask)  # all T at once, outside the loop
-        du = np.zeros_like(h) if dh is None else dh.copy()
-        if dh_last is not None:
-            last = (lengths - 1) if lengths is not None else np.full(B, T - 1)
-            du[last, np.arange(B)] += dh_last
+        # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
+        du = fprime_into(activation, h, np.empty_like(h))
+        if lengths is not None:
+            du *= step_mask(np, lengths, T, h.dtype)
+        ends = _ends_by_step(dh_last, lengths, T, B)
         VT = np.ascontiguousarray(V.T)
-        du_next = None
+        acc = np.empty((B, H), dtype=h.dtype)
         for t in range(T - 1, -1, -1):
-            elman_bwd_step(du[t], du_next, VT, fprime[t], out=du[t])
-            du_next = du[t]
+            dh_t = None if dh is None else dh[t]
+            if t in ends:  # dh_last enters at each example's last valid step
+                dh_t = _plus_last(dh_t, dh_last, ends[t], B, H, h.dtype)
+            elman_bwd_step(dh_t, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
         return du
+
+
+def _ends_by_step(dh_last, lengths, T, B) -> dict:
+    """{t: examples whose last valid step is t} (empty without dh_last)."""
+    if dh_last is None:
+        return {}
+    if lengths is None:
+        return {T - 1: None}  # None: every example
+    last = np.asarray(lengths) - 1
+    return {int(t): np.flatnonzero(last == t) for t in np.unique(last)}
+
+
+def _plus_last(dh_t, dh_last, rows, B, H, dtype):
+    """dh[t] + dh_last on `rows` (None: all), as a new (B, H) array; dh_t may be None."""
+    out = np.zeros((B, H), dtype=dtype) if dh_t is None else dh_t.copy()
+    if rows is None:
+        out += dh_last
+    else:
+        out[rows] += dh_last[rows]
+    return out

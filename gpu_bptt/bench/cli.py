@@ -1,0 +1,94 @@
+"""The `bench` subcommand of `gpu-bptt`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .contenders import discover
+from .report import markdown, table, write_json
+from .runner import Progress, run_bench
+from .sizes import GPU_PRESETS, PRESETS, parse_size
+
+DEFAULT_OUT = Path("bench") / "results"
+
+
+def add_bench_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("bench", help="time forward/backward of every backend against PyTorch, "
+                                     "cuDNN, CuPy and JAX where installed",
+                       description="Time the Elman forward, backward and forward+backward of "
+                                   "every contender installed here, after checking each against "
+                                   "the float64 NumPy reference; table on stdout, JSON and plots "
+                                   "under --out.")
+    p.add_argument("--preset", action="append", choices=sorted(PRESETS),
+                   help="size set (repeatable); default: cpu, or the GPU presets where a GPU is seen")
+    p.add_argument("--size", action="append", type=parse_size, metavar="T,B,I,H",
+                   help="a free size (repeatable)")
+    p.add_argument("--contenders", metavar="A,B,...",
+                   help="names or prefixes (e.g. numpy,torch,cuda); default: all for the device")
+    p.add_argument("--list", action="store_true", help="list the contenders here and exit")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=15, help="timed calls per phase (median reported)")
+    p.add_argument("--budget", type=float, default=20.0,
+                   help="seconds per phase; fewer repeats (at least 3) when a call is slow")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run the contender blocks this many times per size; median over all")
+    p.add_argument("--pause", type=float, default=0.5, help="idle seconds between contenders")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for JSON and plots")
+    p.add_argument("--no-json", action="store_true", help="print the table only")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG plots")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown table")
+    p.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def cmd_bench(args) -> int:
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()] if args.contenders else None
+    if args.list:
+        found, skipped = discover(names)
+        for c in found:
+            print(f"{c.name:<28} {c.device}")
+        for k, why in skipped.items():
+            print(f"{k:<28} not here: {why}")
+        return 0
+    presets = args.preset or []
+    if not presets and not args.size:
+        gpu = any(c.device == "gpu" for c in discover()[0])
+        presets = list(GPU_PRESETS) if gpu else ["cpu"]
+    sizes = [s for name in presets for s in PRESETS[name][1]] + list(args.size or [])
+    kinds = {PRESETS[name][0] for name in presets}
+    device = kinds.pop() if len(kinds) == 1 and not args.size else None
+    contenders, skipped = discover(names, device=device)
+    if not contenders:
+        print("no contender can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+              file=sys.stderr)
+        return 2
+    run = run_bench(sizes, contenders, name="+".join(presets) or "custom", dtype=args.dtype,
+                    warmup=args.warmup, repeats=args.repeats, budget_s=args.budget,
+                    pause_s=args.pause, rounds=max(1, args.rounds), skipped=skipped, progress=Progress(quiet=args.quiet))
+    print(table(run))
+    if not args.no_json:
+        path = write_json(run, args.out)
+        print(f"wrote {path}")
+        if not args.no_plot:
+            try:
+                from .plots import write_plots
+
+                for f in write_plots(run, path.with_suffix("")):
+                    print(f"wrote {f}")
+            except ImportError:
+                print("plots skipped: matplotlib is not installed (pip install gpu_bptt[plot])")
+    if args.markdown:
+        args.markdown.write_text(markdown(run))
+        print(f"wrote {args.markdown}")
+    rejected = [r["contender"] for b in run["sizes"] for r in b["results"] if not r["check"]["ok"]]
+    return 1 if rejected else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="gpu-bptt-bench")
+    add_bench_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)

@@ -1,0 +1,136 @@
+"""One benchmark run: for each size, the machine's rates, then each contender in its own block
+(set up, peak memory, correctness check, then forward, backward and forward+backward timed)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from .measure import PHASES, check, cpu_gemm_rate, gpu_rates, peak_memory, summarize, time_phase
+from .report import machine_info
+from .sizes import Problem, make_problem, reference
+
+BASELINE = {"cpu": "torch-cpu", "gpu": "torch-cudnn-fp32"}
+FLOP_COUNT = {"fwd": "2*T*B*(I*H + H*H)", "bwd": "2*T*B*(2*I*H + 2*H*H)",
+              "fwdbwd": "2*T*B*(3*I*H + 3*H*H)"}
+
+
+class Progress:
+    """One status line on stderr: rewritten in place on a terminal, one line per event otherwise."""
+
+    def __init__(self, stream=None, quiet=False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+
+    def __call__(self, text, major=True):
+        if self.quiet or not (self.tty or major):
+            return
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self):
+        if self.tty and not self.quiet:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def run_contender(c, problem: Problem, ref, *, warmup, repeats, budget_s, say=lambda s, major=True: None):
+    """The record of one contender at one size: check, memory, times (only if the check passed)."""
+    rec = {"contender": c.name, "device": c.device, "timer": c.timer}
+    try:
+        say("setup")
+        c.setup(problem)
+        say("memory", False)
+        rec["peak_bytes"] = peak_memory(c)
+        say("check", False)
+        rec["check"] = check(c, ref, problem.dtype)
+        if rec["check"]["ok"]:
+            rec["times"] = {}
+            for phase in PHASES:
+                say(phase, False)
+                rec["times"][phase] = summarize(time_phase(c, phase, warmup, repeats, budget_s))
+    except Exception as e:  # one contender failing (e.g. a size past an algorithm's limit) is reported
+        rec["error"] = f"{type(e).__name__}: {e}"
+        rec.setdefault("check", {"ok": False, "errors": {"run": float("inf")}, "worst": "run",
+                                 "tolerance": 0.0})
+    finally:
+        if c.note:
+            rec["note"] = c.note
+        c.teardown()
+    return rec
+
+
+def _merge(rec, more):
+    """Fold a later round's samples into the first round's record (a failure anywhere wins)."""
+    if "times" not in more or "times" not in rec:
+        if "times" not in more:
+            rec.pop("times", None)
+            rec["check"], rec["error"] = more["check"], more.get("error", "failed in a later round")
+        return
+    for phase, t in more["times"].items():
+        rec["times"][phase] = summarize(rec["times"][phase]["samples_s"] + t["samples_s"])
+
+
+def _ratios(rec, size, rates, baseline_rec, itemsize):
+    rec["gflops"], rec["ratios"] = {}, {}
+    if "times" not in rec:
+        return
+    for phase, t in rec["times"].items():
+        sec = t["median_s"]
+        gf = size.flops(phase) / sec / 1e9
+        rec["gflops"][phase] = gf
+        rec["ratios"][f"gemm_{phase}"] = gf / rates["gemm_gflops"]
+        if "copy_gbps" in rates:
+            rec["ratios"][f"copy_{phase}"] = size.bytes(phase, itemsize) / sec / 1e9 / rates["copy_gbps"]
+        if baseline_rec and "times" in baseline_rec:
+            rec["ratios"][f"speedup_{phase}"] = baseline_rec["times"][phase]["median_s"] / sec
+    rec["fwd_us_per_step"] = rec["times"]["fwd"]["median_s"] / size.T * 1e6
+
+
+def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, repeats=15,
+              budget_s=20.0, pause_s=0.5, rounds=1, skipped=None, progress=None) -> dict:
+    """Run every contender at every size; returns the run as a JSON-ready dict.
+
+    rounds > 1 runs the sequence of contender blocks that many times per size and takes the median
+    over all samples, so that a load that comes and goes on the machine is shared fairly."""
+    progress = progress or Progress(quiet=True)
+    devices = {c.device for c in contenders}
+    run = {"name": name, "dtype": dtype, "rounds": rounds, "warmup": warmup, "activation": "tanh", "bias": True,
+           "machine": machine_info(with_gpu="gpu" in devices), "flop_count": FLOP_COUNT,
+           "contenders": [c.name for c in contenders], "skipped": dict(skipped or {}), "sizes": []}
+    for i, size in enumerate(sizes):
+        where = f"[{i + 1}/{len(sizes)}] {size}"
+        progress(f"{where}: reference and machine rates")
+        problem = make_problem(size, dtype)
+        ref = reference(problem)
+        rates = {}
+        results = []
+        for r in range(rounds):
+            # the machine's rates are a block of their own in every round, pooled like the others
+            if "cpu" in devices:
+                prev = rates.get("cpu", {}).get("gemm_samples_s", ())
+                rates["cpu"] = cpu_gemm_rate(size, problem.dtype, samples=prev)
+            if "gpu" in devices and r == 0:
+                rates["gpu"] = gpu_rates(size, problem.dtype)
+            for j, c in enumerate(contenders):
+                time.sleep(pause_s)  # let the previous block's spinning threads go idle
+                tag = f"{where} {c.name}" + (f" (round {r + 1}/{rounds})" if rounds > 1 else "")
+                rec = run_contender(c, problem, ref, warmup=warmup, repeats=repeats,
+                                    budget_s=budget_s,
+                                    say=lambda s, major=True, tag=tag: progress(f"{tag}: {s}", major))
+                if r == 0:
+                    results.append(rec)
+                else:
+                    _merge(results[j], rec)
+        by_name = {r["contender"]: r for r in results}
+        for rec in results:
+            _ratios(rec, size, rates[rec["device"]], by_name.get(BASELINE[rec["device"]]),
+                    problem.dtype.itemsize)
+        main = "gpu" if "gpu" in devices else "cpu"
+        run["sizes"].append({"size": size.as_dict(), "machine": rates[main], "rates": rates,
+                             "baseline": BASELINE[main], "results": results})
+    progress.done()
+    return run
