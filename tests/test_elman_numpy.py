@@ -152,3 +152,16 @@ def test_gradcheck_catches_a_wrong_gradient():
     assert not res.ok
     with pytest.raises(AssertionError, match="FAILED"):
         res.assert_ok()
+
+
+def test_cache_from_arrays_takes_views_and_checks_shapes():
+    p = random_problem(5, 3, 4, 4)
+    out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"])
+    arrays = dict(out.cache.arrays())
+    arrays["V"] = np.asfortranarray(arrays["V"])  # a transposed-layout view, as frameworks hold
+    rebuilt = gpu_bptt.ElmanCache.from_arrays(arrays, **out.cache.meta())
+    assert rebuilt.V.flags.c_contiguous
+    np.testing.assert_array_equal(rebuilt.V, out.cache.V)
+    arrays["h0"] = arrays["h0"][:2]
+    with pytest.raises(ValueError, match=r"^h0: expected shape \(B, H\)"):
+        gpu_bptt.ElmanCache.from_arrays(arrays, **out.cache.meta())

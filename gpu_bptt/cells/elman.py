@@ -50,9 +50,21 @@ class ElmanCache:
         missing = [k for k in cls.ARRAY_NAMES if k not in arrays]
         if missing:
             raise ValueError(f"arrays: missing {missing}")
-        return cls(**{k: arrays[k] for k in cls.ARRAY_NAMES},
+        bk = get_backend(backend)
+        h = arrays["h"]
+        T, B, H = h.shape
+        dtype = common_float_dtype(**{k: arrays[k] for k in ("x", "W", "V", "h0", "h")})
+        x = check_array(bk, "x", arrays["x"], shape=(T, B, None), dtype=dtype, dims="(T, B, I)")
+        # Backends' kernels read these as dense row-major buffers: views (e.g. a framework's
+        # transposed weights) are made contiguous here, as elman_forward does.
+        return cls(x=x,
+                   W=check_array(bk, "W", arrays["W"], shape=(x.shape[2], H), dtype=dtype, dims="(I, H)"),
+                   V=check_array(bk, "V", arrays["V"], shape=(H, H), dtype=dtype, dims="(H, H)"),
+                   h0=check_array(bk, "h0", arrays["h0"], shape=(B, H), dtype=dtype, dims="(B, H)"),
+                   h=check_array(bk, "h", h, shape=(T, B, H), dtype=dtype, dims="(T, B, H)"),
+                   lengths=check_lengths(bk, arrays["lengths"], T, B),
                    activation=activations.check_activation(activation), has_bias=bool(has_bias),
-                   algo=algo, backend=get_backend(backend))
+                   algo=algo, backend=bk)
 
 
 @dataclass(frozen=True)

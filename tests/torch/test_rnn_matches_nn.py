@@ -110,3 +110,31 @@ def test_wrong_hidden_shape_raises():
     m = gt.RNN(3, 4, num_layers=2, dtype=F64)
     with pytest.raises(RuntimeError, match=r"hx: expected shape \(2, 5, 4\)"):
         m(torch.zeros(6, 5, 3, dtype=F64), torch.zeros(1, 5, 4, dtype=F64))
+
+
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_cuda_backend_code_through_the_emulator(algo):
+    """The GPU path's backend code (kernels, launchers, contiguity of the framework's weight views),
+    run on the CPU: packed, two layers, against torch.nn.RNN."""
+    from gpu_bptt.backends.emulator import emulator_unavailable_reason
+
+    reason = emulator_unavailable_reason()
+    if reason:
+        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+    T, B, I, H = 6, 3, 3, 5
+    torch.manual_seed(0)
+    ref = torch.nn.RNN(I, H, num_layers=2, dtype=F64)
+    ours = gt.RNN(I, H, num_layers=2, dtype=F64, backend="emulator", algo=algo)
+    ours.load_state_dict(ref.state_dict())
+    g = torch.Generator().manual_seed(5)
+    padded = torch.randn(T, B, I, generator=g, dtype=F64)
+    lengths = torch.tensor([4, 6, 2])
+    results = []
+    for m in (ours, ref):
+        x = padded.clone().requires_grad_()
+        out, h_n = m(pack_padded_sequence(x, lengths, enforce_sorted=False))
+        weighted_sum([out.data, h_n]).backward()
+        results.append((out.data, h_n, x.grad))
+    for name, a, b in zip(("output.data", "h_n", "dx"), *results):
+        assert_close(name, a.detach(), b.detach(), atol=1e-10)
+    assert_same_grads(ours, ref)
