@@ -79,11 +79,10 @@ class Launchers:
         fn(grid, block, (h, h0, V, lengths, _i32(t), _i32(B), _i32(H),
                          _i32(activations.ACTIVATION_CODES[activation])))
 
-    def elman_bwd_step(self, du, dh, dh_last, h, VT, lengths, t, activation, version="v2"):
-        """Step t of the reverse recurrence: du[t] = (dh[t] + [t == lengths[b]-1] dh_last +
-        du[t+1] @ VT) * f'(h[t]), zero where t >= lengths[b]; du[T] = 0.
-        du (T, B, H) owned by the caller, row t written (row t+1 read); dh (T, B, H) or None;
-        dh_last (B, H) or None; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,) int32."""
+    def bwd_operands(self, du, dh, dh_last, h, M, m_name, lengths):
+        """Check the operands shared by the backward kernels (step and persistent) and return them
+        as the kernels' leading arguments: du, dh, has_dh, dh_last, has_dh_last, h, M, lengths.
+        M is V.T (step) or V (persistent), named m_name in errors; absent gradients become dummies."""
         T, B, H = du.shape
         dt = du.dtype
         self.check("du", du, (T, B, H), dt)
@@ -92,17 +91,25 @@ class Launchers:
         if dh_last is not None:
             self.check("dh_last", dh_last, (B, H), dt)
         self.check("h", h, (T, B, H), dt)
-        self.check("VT", VT, (H, H), dt)
+        self.check(m_name, M, (H, H), dt)
         self.check("lengths", lengths, (B,), np.int32)
+        d = self._dummy(dt)
+        return (du, d if dh is None else dh, _i32(dh is not None),
+                d if dh_last is None else dh_last, _i32(dh_last is not None), h, M, lengths)
+
+    def elman_bwd_step(self, du, dh, dh_last, h, VT, lengths, t, activation, version="v2"):
+        """Step t of the reverse recurrence: du[t] = (dh[t] + [t == lengths[b]-1] dh_last +
+        du[t+1] @ VT) * f'(h[t]), zero where t >= lengths[b]; du[T] = 0.
+        du (T, B, H) owned by the caller, row t written (row t+1 read); dh (T, B, H) or None;
+        dh_last (B, H) or None; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,) int32."""
+        T, B, H = du.shape
+        operands = self.bwd_operands(du, dh, dh_last, h, VT, "VT", lengths)
         if not 0 <= t < T:
             raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
         grid, block = self._step_geometry(version, B, H)
-        fn = self.loader.function("elman_bwd_step.cu", template_name(f"elman_bwd_step_{version}", dt))
-        d = self._dummy(dt)
-        fn(grid, block, (du, d if dh is None else dh, _i32(dh is not None),
-                         d if dh_last is None else dh_last, _i32(dh_last is not None), h, VT,
-                         lengths, _i32(t), _i32(T), _i32(B), _i32(H),
-                         _i32(activations.ACTIVATION_CODES[activation])))
+        fn = self.loader.function("elman_bwd_step.cu", template_name(f"elman_bwd_step_{version}", du.dtype))
+        fn(grid, block, operands + (_i32(t), _i32(T), _i32(B), _i32(H),
+                                    _i32(activations.ACTIVATION_CODES[activation])))
 
     def gemm(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
         """out = op(a) @ op(b) [+ bias] [+ out], with op = transpose where asked (not both).

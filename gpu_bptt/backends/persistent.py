@@ -171,24 +171,13 @@ def backward(backend, du, dh, dh_last, h, V, lengths, activation):
     """The whole reverse recurrence into du (T, B, H), every entry written. dh (T, B, H) or None;
     dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H) (not transposed);
     lengths (B,) int32 in 1..T."""
-    k = backend.kernels
     T, B, H = du.shape
-    dt = du.dtype
-    k.check("du", du, (T, B, H), dt)
-    if dh is not None:
-        k.check("dh", dh, (T, B, H), dt)
-    if dh_last is not None:
-        k.check("dh_last", dh_last, (B, H), dt)
-    k.check("h", h, (T, B, H), dt)
-    k.check("V", V, (H, H), dt)
-    k.check("lengths", lengths, (B,), np.int32)
-    pl = check(backend, B, H, dt)
+    operands = backend.kernels.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
+    pl = check(backend, B, H, du.dtype)
     i32 = np.int32
-    d = k._dummy(dt)
-    _launch(backend, BWD_FILE, dt, pl,
-            (du, d if dh is None else dh, i32(dh is not None), d if dh_last is None else dh_last,
-             i32(dh_last is not None), h, V, lengths, i32(T), i32(B), i32(H), i32(pl.cols),
-             i32(activations.ACTIVATION_CODES[activation])))
+    _launch(backend, BWD_FILE, du.dtype, pl,
+            operands + (i32(T), i32(B), i32(H), i32(pl.cols),
+                        i32(activations.ACTIVATION_CODES[activation])))
     return du
 
 

@@ -22,12 +22,14 @@ def _valid_mask(xp, T, B, lengths, at):
     return m / m.sum()
 
 
-class MSELoss:
-    """Mean over counted steps and output features of (y - target)^2. target: shape of y."""
-
+class _Loss:
     def __init__(self, at="all"):
-        _valid_mask(np, 1, 1, None, at)
+        _valid_mask(np, 1, 1, None, at)  # rejects a bad `at` now, not at the first call
         self.at = at
+
+
+class MSELoss(_Loss):
+    """Mean over counted steps and output features of (y - target)^2. target: shape of y."""
 
     def __call__(self, y, target, *, lengths=None):
         xp = np if isinstance(y, np.ndarray) else _xp_of(y)
@@ -41,12 +43,8 @@ class MSELoss:
         return loss, 2 * w * diff
 
 
-class SoftmaxCrossEntropy:
+class SoftmaxCrossEntropy(_Loss):
     """Mean over counted steps of -log softmax(y)[target]. target: (T, B) integer classes."""
-
-    def __init__(self, at="all"):
-        _valid_mask(np, 1, 1, None, at)
-        self.at = at
 
     def __call__(self, y, target, *, lengths=None):
         xp = np if isinstance(y, np.ndarray) else _xp_of(y)

@@ -8,17 +8,23 @@ from __future__ import annotations
 import math
 
 
+def _params_and_grads(params, grads, lr):
+    """(params, grads) dicts from a module or the two dicts, with lr checked."""
+    if hasattr(params, "parameters"):
+        params, grads = params.parameters(), params.gradients()
+    if grads is None or set(grads) != set(params):
+        raise ValueError("grads: expected one gradient per parameter (pass a module or both dicts)")
+    if not (lr > 0):
+        raise ValueError(f"lr: must be > 0, got {lr}")
+    return params, grads
+
+
 class SGD:
     """params, grads: dicts name -> array (from `module.parameters()`, `module.gradients()`),
     or a module. Updates the parameters in place: v ← momentum·v - lr·g; W ← W + v."""
 
     def __init__(self, params, lr, momentum=0.0, grads=None):
-        if hasattr(params, "parameters"):
-            params, grads = params.parameters(), params.gradients()
-        if grads is None or set(grads) != set(params):
-            raise ValueError("grads: expected one gradient per parameter (pass a module or both dicts)")
-        if not (lr > 0):
-            raise ValueError(f"lr: must be > 0, got {lr}")
+        params, grads = _params_and_grads(params, grads, lr)
         if not (0 <= momentum < 1):
             raise ValueError(f"momentum: must be in [0, 1), got {momentum}")
         self.params, self.grads, self.lr, self.momentum = params, grads, float(lr), float(momentum)
@@ -51,12 +57,7 @@ class Adam:
     params, grads: as for SGD."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, grads=None):
-        if hasattr(params, "parameters"):
-            params, grads = params.parameters(), params.gradients()
-        if grads is None or set(grads) != set(params):
-            raise ValueError("grads: expected one gradient per parameter (pass a module or both dicts)")
-        if not (lr > 0):
-            raise ValueError(f"lr: must be > 0, got {lr}")
+        params, grads = _params_and_grads(params, grads, lr)
         b1, b2 = betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas: each must be in [0, 1), got {betas}")
