@@ -6,8 +6,6 @@ methods. Only the recurrence is backend-specific; the products outside the time 
 """
 from __future__ import annotations
 
-from .. import activations
-
 
 class Backend:
     name: str = "?"
@@ -77,9 +75,3 @@ def step_mask(xp, lengths, T, dtype):
         return None
     return (xp.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, :, None]
 
-
-def activation_derivative(xp, activation, h, mask):
-    d = activations.derivative_from_output(xp, activation, h)
-    if mask is not None:
-        d *= mask
-    return d
