@@ -14,7 +14,7 @@ mkdir -p "$RESULTS"
 stamp=$(date -u +%Y%m%dT%H%M%S)
 log="$RESULTS/gpu-check-$stamp.log"
 marker=$(mktemp)  # files newer than this one are this run's
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python3 || command -v python)}
 
 if ! "$PY" -c "import cupy; cupy.cuda.runtime.getDeviceCount()" >/dev/null 2>&1; then
     echo "CuPy cannot see a GPU here; install gpu_bptt[cuda12] (or [cuda13]) on a GPU machine" | tee "$log"
