@@ -33,8 +33,9 @@ def common_float_dtype(**arrays):
 
 
 def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
-    """Validate and return `a` as a C-contiguous array of backend `bk` (never the caller's buffer
-    mutated: backends only read inputs). `shape` may hold None for free dimensions."""
+    """Validate and return `a` as an array of backend `bk`, C-contiguous unless the backend takes
+    strided views (backends only read inputs: the caller's buffer is never written). `shape` may
+    hold None for free dimensions."""
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     try:
@@ -56,7 +57,7 @@ def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
                 expect = tuple("*" if s is None else s for s in shape)
                 raise ValueError(f"{name}: expected shape {dims or ''} = {expect}, got {tuple(a.shape)}".replace("  ", " "))
     out = bk.asarray(a)
-    if not out.flags.c_contiguous:
+    if not out.flags.c_contiguous and not bk.takes_strided:
         out = bk.xp.ascontiguousarray(out)
     return out
 

@@ -160,8 +160,11 @@ def test_cache_from_arrays_takes_views_and_checks_shapes():
     arrays = dict(out.cache.arrays())
     arrays["V"] = np.asfortranarray(arrays["V"])  # a transposed-layout view, as frameworks hold
     rebuilt = gpu_bptt.ElmanCache.from_arrays(arrays, **out.cache.meta())
-    assert rebuilt.V.flags.c_contiguous
     np.testing.assert_array_equal(rebuilt.V, out.cache.V)
+    g1 = gpu_bptt.elman_backward(p["dh"], out.cache)
+    g2 = gpu_bptt.elman_backward(p["dh"], rebuilt)
+    for k in ("dx", "dW", "dV", "db", "dh0"):
+        np.testing.assert_allclose(getattr(g2, k), getattr(g1, k), rtol=1e-12, atol=1e-14)
     arrays["h0"] = arrays["h0"][:2]
     with pytest.raises(ValueError, match=r"^h0: expected shape \(B, H\)"):
         gpu_bptt.ElmanCache.from_arrays(arrays, **out.cache.meta())

@@ -11,6 +11,9 @@ class Backend:
     name: str = "?"
     #: values of `algo` this backend honours ("auto" always included)
     algos: tuple = ("auto", "step")
+    #: whether the backend reads strided views (transposed weights, say) as they are; kernels
+    #: that index dense row-major buffers need them made contiguous first (validate.check_array)
+    takes_strided: bool = False
 
     def __init__(self, xp):
         self.xp = xp

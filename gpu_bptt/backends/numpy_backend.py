@@ -59,6 +59,7 @@ def fprime_into(activation, h, out):
 class NumpyBackend(Backend):
     name = "numpy"
     algos = ("auto", "step")
+    takes_strided = True  # BLAS takes transposed operands as they are: no copy of weight views
 
     def __init__(self):
         super().__init__(np)

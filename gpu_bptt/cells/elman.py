@@ -55,8 +55,8 @@ class ElmanCache:
         T, B, H = h.shape
         dtype = common_float_dtype(**{k: arrays[k] for k in ("x", "W", "V", "h0", "h")})
         x = check_array(bk, "x", arrays["x"], shape=(T, B, None), dtype=dtype, dims="(T, B, I)")
-        # Backends' kernels read these as dense row-major buffers: views (e.g. a framework's
-        # transposed weights) are made contiguous here, as elman_forward does.
+        # Checked as elman_forward checks its inputs: views (a framework's transposed weights, say)
+        # are made contiguous for backends whose kernels index dense row-major buffers.
         return cls(x=x,
                    W=check_array(bk, "W", arrays["W"], shape=(x.shape[2], H), dtype=dtype, dims="(I, H)"),
                    V=check_array(bk, "V", arrays["V"], shape=(H, H), dtype=dtype, dims="(H, H)"),

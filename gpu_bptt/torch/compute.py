@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from ..cells import ElmanCache, elman_backward, elman_forward
 from ..backends import get_backend
-from ..validate import check_lengths
 from .exchange import running_on, to_array, to_tensor
 
 
@@ -31,7 +30,7 @@ def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str
         hx = to_array(h)
         arrays = dict(x=to_array(x), W=to_array(W), V=to_array(V), h=hx,
                       h0=bk.xp.zeros((B, H), hx.dtype) if h0 is None else to_array(h0),
-                      lengths=check_lengths(bk, to_array(lengths), T, B))
+                      lengths=to_array(lengths))
         # Same inputs to resolve_algo as in forward, so the same algorithm runs backward.
         algo = bk.resolve_algo(algo, T, B, H, hx.dtype)
         cache = ElmanCache.from_arrays(arrays, activation=activation, has_bias=True, algo=algo,

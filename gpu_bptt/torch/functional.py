@@ -26,8 +26,10 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     integer tensor in 1..T, or None (all T), kept on the CPU. Float tensors share one dtype, float32
     or float64 (inside an autocast region they are cast to float32), and one device.
     backend: a gpu_bptt backend name or None (cpu: $GPU_BPTT_BACKEND if it is a CPU backend, else
-    numpy; cuda: cuda). impl: "custom_op", "function" (autograd.Function) or "auto" (custom_op
-    when this PyTorch has it). Returns h (T, B, H) and h_last (B, H), new tensors."""
+    numpy; cuda: cuda). impl: "custom_op", "function" (autograd.Function) or "auto": the custom op
+    where a tracer sees the call (torch.compile, export, fake tensors) and this PyTorch has
+    it, else the Function, whose dispatch costs less per call in eager mode.
+    Returns h (T, B, H) and h_last (B, H), new tensors."""
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     _check("x", x, 3)
@@ -43,7 +45,7 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
             raise TypeError(f"lengths: expected an integer tensor, got {lengths.dtype}")
         lengths = lengths.cpu()
     name = backend_name(x.device, backend)
-    use_op = impl == "custom_op" or (impl == "auto" and ops.HAS_CUSTOM_OP)
+    use_op = impl == "custom_op" or (impl == "auto" and ops.HAS_CUSTOM_OP and _traced(x))
     if impl == "custom_op" and not ops.HAS_CUSTOM_OP:
         raise RuntimeError(f"impl='custom_op' needs torch.library.custom_op and register_autocast "
                            f"(PyTorch >= 2.5); this is {torch.__version__}")
@@ -60,6 +62,17 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
             return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
     _check_dtypes(floats)
     return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
+
+
+def _traced(x) -> bool:
+    """Whether this call is being traced (compile/export) or runs on fake tensors."""
+    if torch.compiler.is_compiling():
+        return True
+    try:
+        from torch._subclasses.fake_tensor import is_fake
+    except ImportError:  # older PyTorch: no fake tensors to worry about
+        return False
+    return is_fake(x)
 
 
 def _autocast_on(device_type):

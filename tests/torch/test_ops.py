@@ -164,3 +164,20 @@ def test_activation_checkpointing():
         grads.append([p.grad.clone() for p in ours.parameters()])
     for i, (a, b) in enumerate(zip(*grads)):
         assert_close(f"parameter {i}", a, b, atol=1e-12)
+
+
+def test_auto_takes_the_function_in_eager_and_the_op_where_traced(monkeypatch):
+    calls = []
+    real_apply = gt.ops.ElmanFunction.apply
+    monkeypatch.setattr(gt.ops.ElmanFunction, "apply", lambda *a: calls.append(1) or real_apply(*a))
+    x, W, V = torch.randn(3, 2, 4), torch.randn(4, 5), torch.randn(5, 5)
+    gt.elman(x, W, V)
+    assert calls, "eager calls go through the autograd.Function"
+    if not gt.HAS_CUSTOM_OP:
+        pytest.skip(f"torch {torch.__version__} has no custom ops: nothing else to pick")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    calls.clear()
+    with FakeTensorMode() as mode:
+        h, h_last = gt.elman(mode.from_tensor(x), mode.from_tensor(W), mode.from_tensor(V))
+    assert not calls and h.shape == (3, 2, 5) and h_last.shape == (2, 5)
