@@ -9,7 +9,9 @@
 //   v1: grid (ceil(H/64), ceil(B/4)), block (64, 4); thread -> output (b, j), one dot product.
 //   v2: grid (ceil(H/32), ceil(B/32)), block (16, 16); 32x32 tile, 2x2 per thread (tile_gemm.cuh).
 //   v3: grid (ceil(H/64), ceil(B/64)), block (16, 16); 64x64 tile, 4x4 per thread.
-// Types: float, double (template T). Names: elman_bwd_step_v1<float>, ..._v3<double>.
+//   v4: acc = du[t+1] @ V.T by cuBLAS (the backend; has_acc = 0 at t = T-1), then this kernel's
+//       fused epilogue: grid (ceil(B*H/256)), block (256); thread -> (b, j). acc (B, H).
+// Types: float, double (template T). Names: elman_bwd_step_v1<float>, ..._v4<double>.
 #include "elman_common.cuh"
 #include "tile_gemm.cuh"
 
@@ -89,4 +91,15 @@ elman_bwd_step_v3(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_l
     __shared__ T Bs[TileSmem<64, 64, 16>::B_ELEMS];
     elman_bwd_step_tiled<T, 64, 64, 4, 4>(du, dh, has_dh, dh_last, has_dh_last, h, VT, lengths, t,
                                           steps, B, H, act, As, Bs);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+elman_bwd_step_v4(T* du, const T* acc, int has_acc, const T* dh, int has_dh, const T* dh_last,
+                  int has_dh_last, const T* h, const int* lengths, int t, int B, int H, int act) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)B * H) return;
+    const int b = (int)(i / H), n = (int)(i % H);
+    du[(size_t)t * B * H + i] = elman_bwd_epilogue(has_acc ? acc[i] : T(0), dh, has_dh, dh_last,
+                                                   has_dh_last, h, t, lengths[b], B, H, b, n, act);
 }

@@ -10,8 +10,11 @@
 //   v2: grid (ceil(H/32), ceil(B/32)), block (16, 16); 32x32 output tile, 2x2 per thread,
 //       h[t-1] and V tiles staged in shared memory (tile_gemm.cuh).
 //   v3: grid (ceil(H/64), ceil(B/64)), block (16, 16); 64x64 output tile, 4x4 per thread.
+//   v4: the product acc = h[t-1] @ V by cuBLAS (the backend), then this kernel's fused epilogue
+//       h[t] = f(p[t] + acc) with the mask: grid (ceil(B*H/256)), block (256); thread -> (b, j).
+//       For large batches, where a tuned GEMM beats our tiles; acc (B, H) contiguous.
 // The activation runs in the epilogue; the activation code is gpu_bptt.activations.ACTIVATION_CODES.
-// Types: float, double (template T). Names: elman_fwd_step_v1<float>, ..._v3<double>.
+// Types: float, double (template T). Names: elman_fwd_step_v1<float>, ..._v4<double>.
 #include "elman_common.cuh"
 #include "tile_gemm.cuh"
 
@@ -88,4 +91,14 @@ elman_fwd_step_v3(T* h, const T* h0, const T* V, const int* lengths, int t, int 
     __shared__ T As[TileSmem<64, 64, 16>::A_ELEMS];
     __shared__ T Bs[TileSmem<64, 64, 16>::B_ELEMS];
     elman_fwd_step_tiled<T, 64, 64, 4, 4>(h, h0, V, lengths, t, B, H, act, As, Bs);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+elman_fwd_step_v4(T* h, const T* acc, const int* lengths, int t, int B, int H, int act) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)B * H) return;
+    const int b = (int)(i / H);
+    T* ht = h + (size_t)t * B * H;
+    ht[i] = t < lengths[b] ? act_apply(act, ht[i] + acc[i]) : T(0);
 }

@@ -10,9 +10,11 @@ CPU: an array module `xp` and a KernelLoader around a `cupy.RawModule`-like clas
 Options (constructor arguments, else environment variables):
   gemm: "cublas" (default; xp.matmul) or "own" (kernels/gemm.cu) for the products outside the
         time loop (p = x @ W + b, dW, dV, dx, dh0).                    $GPU_BPTT_GEMM
-  step: "auto" (default), "v1", "v2" or "v3": the step kernels' version.  $GPU_BPTT_STEP_KERNEL
-        "auto" takes v3 (64x64 tiles) when that grid has at least two blocks per multiprocessor,
-        else v2 (32x32 tiles); to be tuned from GPU measurements.
+  step: "auto" (default), "v1", "v2", "v3" or "v4": the step kernels' version. $GPU_BPTT_STEP_KERNEL
+        v4 leaves the recurrent product to cuBLAS (xp.matmul) and fuses the rest in one kernel.
+        "auto" takes v4 when the per-step product is large (B·H·H >= 2^26 multiply-adds, e.g.
+        B >= 64 at H = 1024), else v3 (64x64 tiles) when that grid has at least two blocks per
+        multiprocessor, else v2 (32x32 tiles); a first rule, to be tuned from GPU measurements.
 db is always the deterministic column-sum kernel (no float atomics).
 
 algo (elman_forward's keyword; backward follows the forward's choice): "step" launches one step
@@ -31,6 +33,7 @@ from .launchers import Launchers, _cdiv
 GEMM_CHOICES = ("cublas", "own")
 STEP_CHOICES = ("auto",) + STEP_VERSIONS
 GEMM_ENV = "GPU_BPTT_GEMM"
+V4_MIN_MACS = 1 << 26  # auto's threshold for v4: multiply-adds of one step's recurrent product
 STEP_ENV = "GPU_BPTT_STEP_KERNEL"
 
 
@@ -154,6 +157,8 @@ class CudaBackend(Backend):
         """The step kernels' version for a (B, H) problem (see the module docstring)."""
         if self.step != "auto":
             return self.step
+        if B * H * H >= V4_MIN_MACS:
+            return "v4"
         return "v3" if _cdiv(B, 64) * _cdiv(H, 64) >= 2 * self.multiprocessors else "v2"
 
     def _lengths(self, lengths, T, B):
@@ -196,9 +201,10 @@ class CudaBackend(Backend):
         if algo == "persistent":
             return persistent.forward(self, p, h0, V, lens, activation)
         version = self.step_version(B, H)
+        scratch = self.xp.empty((B, H), dtype=p.dtype) if version == "v4" else None
         h = p  # each step overwrites p[t] with h[t]
         for t in range(T):
-            self.kernels.elman_fwd_step(h, h0, V, lens, t, activation, version)
+            self.kernels.elman_fwd_step(h, h0, V, lens, t, activation, version, scratch)
         return h
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
@@ -210,6 +216,8 @@ class CudaBackend(Backend):
         version = self.step_version(B, H)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
         du = self.xp.empty_like(h)  # every step writes its whole row
+        scratch = self.xp.empty((B, H), dtype=h.dtype) if version == "v4" else None
         for t in range(T - 1, -1, -1):
-            self.kernels.elman_bwd_step(du, dh, dh_last, h, VT, lens, t, activation, version)
+            self.kernels.elman_bwd_step(du, dh, dh_last, h, VT, lens, t, activation, version,
+                                        scratch)
         return du

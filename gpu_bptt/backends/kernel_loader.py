@@ -22,7 +22,7 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
 #: compile options for every kernel file (the NVRTC test uses the same)
 OPTIONS = ("-std=c++17",)
-STEP_VERSIONS = ("v1", "v2", "v3")
+STEP_VERSIONS = ("v1", "v2", "v3", "v4")
 GEMM_VARIANTS = ((False, False), (True, False), (False, True))  # (TA, TB): NN, TN, NT
 # Files whose kernels synchronize the grid: built for, and launched as, cooperative launches.
 COOPERATIVE_FILES = ("elman_persistent_fwd.cu", "elman_persistent_bwd.cu")

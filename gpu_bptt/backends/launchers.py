@@ -59,13 +59,22 @@ class Launchers:
         if version in STEP_TILES:
             tile = STEP_TILES[version]
             return (_cdiv(H, tile), _cdiv(B, tile), 1), BLOCK_256
+        if version == "v4":
+            return (_cdiv(B * H, 256), 1, 1), (256, 1, 1)
         raise ValueError(f"version: expected one of {STEP_VERSIONS}, got {version!r}")
 
     # -- kernels -----------------------------------------------------------------------------------
-    def elman_fwd_step(self, h, h0, V, lengths, t, activation, version="v2"):
+    def _product(self, a, b, scratch):
+        """a @ b through xp.matmul (cuBLAS on CuPy) into `scratch` (B, H) when one is given."""
+        if scratch is not None:
+            self.check("scratch", scratch, (a.shape[0], b.shape[1]), a.dtype)
+        return self.xp.matmul(a, b, out=scratch)
+
+    def elman_fwd_step(self, h, h0, V, lengths, t, activation, version="v2", scratch=None):
         """Step t of the forward recurrence, in place: h[t] = f(h[t] + h[t-1] @ V) (h[t] holds
         p[t] on entry; h[-1] = h0), zero where t >= lengths[b].
-        h (T, B, H) owned by the caller and updated; h0 (B, H); V (H, H); lengths (B,) int32."""
+        h (T, B, H) owned by the caller and updated; h0 (B, H); V (H, H); lengths (B,) int32;
+        scratch: optional (B, H) buffer for v4's product (allocated per call when None)."""
         T, B, H = h.shape
         dt = h.dtype
         self.check("h", h, (T, B, H), dt)
@@ -76,8 +85,12 @@ class Launchers:
             raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
         grid, block = self._step_geometry(version, B, H)
         fn = self.loader.function("elman_fwd_step.cu", template_name(f"elman_fwd_step_{version}", dt))
-        fn(grid, block, (h, h0, V, lengths, _i32(t), _i32(B), _i32(H),
-                         _i32(activations.ACTIVATION_CODES[activation])))
+        act = _i32(activations.ACTIVATION_CODES[activation])
+        if version == "v4":  # the product by the GEMM library, the epilogue by our kernel
+            acc = self._product(h0 if t == 0 else h[t - 1], V, scratch)
+            fn(grid, block, (h, acc, lengths, _i32(t), _i32(B), _i32(H), act))
+            return
+        fn(grid, block, (h, h0, V, lengths, _i32(t), _i32(B), _i32(H), act))
 
     def bwd_operands(self, du, dh, dh_last, h, M, m_name, lengths):
         """Check the operands shared by the backward kernels (step and persistent) and return them
@@ -97,19 +110,27 @@ class Launchers:
         return (du, d if dh is None else dh, _i32(dh is not None),
                 d if dh_last is None else dh_last, _i32(dh_last is not None), h, M, lengths)
 
-    def elman_bwd_step(self, du, dh, dh_last, h, VT, lengths, t, activation, version="v2"):
+    def elman_bwd_step(self, du, dh, dh_last, h, VT, lengths, t, activation, version="v2",
+                       scratch=None):
         """Step t of the reverse recurrence: du[t] = (dh[t] + [t == lengths[b]-1] dh_last +
         du[t+1] @ VT) * f'(h[t]), zero where t >= lengths[b]; du[T] = 0.
         du (T, B, H) owned by the caller, row t written (row t+1 read); dh (T, B, H) or None;
-        dh_last (B, H) or None; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,) int32."""
+        dh_last (B, H) or None; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,) int32;
+        scratch: optional (B, H) buffer for v4's product."""
         T, B, H = du.shape
         operands = self.bwd_operands(du, dh, dh_last, h, VT, "VT", lengths)
         if not 0 <= t < T:
             raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
         grid, block = self._step_geometry(version, B, H)
         fn = self.loader.function("elman_bwd_step.cu", template_name(f"elman_bwd_step_{version}", du.dtype))
-        fn(grid, block, operands + (_i32(t), _i32(T), _i32(B), _i32(H),
-                                    _i32(activations.ACTIVATION_CODES[activation])))
+        act = _i32(activations.ACTIVATION_CODES[activation])
+        if version == "v4":  # the product by the GEMM library, the epilogue by our kernel
+            du_, dh_, has_dh, dl_, has_dl, h_, _, lens = operands
+            acc = self._product(du[t + 1], VT, scratch) if t + 1 < T else self._dummy(du.dtype)
+            fn(grid, block, (du_, acc, _i32(t + 1 < T), dh_, has_dh, dl_, has_dl, h_, lens,
+                             _i32(t), _i32(B), _i32(H), act))
+            return
+        fn(grid, block, operands + (_i32(t), _i32(T), _i32(B), _i32(H), act))
 
     def gemm(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
         """out = op(a) @ op(b) [+ bias] [+ out], with op = transpose where asked (not both).

@@ -18,6 +18,8 @@ CASES = [
     (7, 2, 3, 9, "tanh", True, True, True, np.float32, "own", "v3"),
     (1, 4, 2, 6, "relu", True, False, True, np.float32, "own", "auto"),
     (7, 6, 5, 11, "sigmoid", False, True, False, np.float64, "cublas", "auto"),
+    (7, 5, 4, 37, "tanh", True, True, True, np.float32, "cublas", "v4"),
+    (33, 3, 6, 20, "relu", True, False, True, np.float64, "own", "v4"),
 ]
 
 
@@ -98,7 +100,8 @@ def test_registry_and_options(monkeypatch):
         EmulatorBackend(gemm="cublas", step="v7")
     auto = EmulatorBackend(gemm="cublas", step="auto")
     assert auto.step_version(4, 32) == "v2"
-    assert auto.step_version(256, 1024) == "v3"
+    assert auto.step_version(256, 1024) == "v4"  # a large product: cuBLAS + our epilogue
+    assert auto.step_version(32, 1024) == "v3"
     with pytest.raises(ValueError, match="algo"):
         gpu_bptt.elman_forward(np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)),
                                backend=auto, algo="fast")

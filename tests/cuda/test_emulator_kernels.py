@@ -22,7 +22,7 @@ def _case(B, H, T, dtype, seed):
 
 
 @pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,H", STEP_SHAPES)
 def test_fwd_step(order, version, dtype, B, H):
@@ -42,7 +42,7 @@ def test_fwd_step(order, version, dtype, B, H):
 
 
 @pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("version", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,H", STEP_SHAPES)
 def test_bwd_step(order, version, dtype, B, H):

@@ -19,6 +19,8 @@ CASES = [
     (33, 70, 40, 130, "identity", True, np.float32, "cublas", "v3"),
     (16, 256, 64, 300, "tanh", True, np.float32, "own", "auto"),
     (16, 96, 64, 200, "tanh", False, np.float64, "cublas", "auto"),
+    (9, 70, 40, 130, "sigmoid", True, np.float32, "cublas", "v4"),
+    (8, 512, 64, 1024, "tanh", True, np.float32, "cublas", "auto"),  # auto takes v4 here
 ]
 
 
