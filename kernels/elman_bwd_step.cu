@@ -51,10 +51,7 @@ __device__ inline void elman_bwd_step_tiled(T* du, const T* dh, int has_dh, cons
     constexpr int BK = 16;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    zero_tile(acc);
     if (t + 1 < steps)  // t is uniform over the launch, so the barriers inside are reached by all
         tile_gemm<T, BM, BN, BK, TM, TN, false, false>(du + (size_t)(t + 1) * B * H, H, VT, H, B, H,
                                                        H, m0, n0, acc, As, Bs);

@@ -62,10 +62,7 @@ __device__ inline void elman_fwd_step_tiled(T* h, const T* h0, const T* V, const
     const T* hp = t == 0 ? h0 : ht - (size_t)B * H;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    zero_tile(acc);
     tile_gemm<T, BM, BN, BK, TM, TN, false, false>(hp, H, V, H, B, H, H, m0, n0, acc, As, Bs);
     // One branch on the (launch-uniform) activation around the whole epilogue keeps the unrolled
     // loop free of switches; with a switch per element ptxas spilled at sm_80.

@@ -22,10 +22,7 @@ gemm_v1(const T* A, const T* B, T* C, const T* bias, int has_bias, int accumulat
     __shared__ T Bs[TileSmem<BM, BN, BK>::B_ELEMS];
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    zero_tile(acc);
     tile_gemm<T, BM, BN, BK, TM, TN, TA, TB>(A, lda, B, ldb, M, N, K, m0, n0, acc, As, Bs);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {

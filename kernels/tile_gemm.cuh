@@ -17,6 +17,14 @@ struct TileSmem {
     static constexpr int B_ELEMS = BK * (BN + 1);
 };
 
+template <typename T, int TM, int TN>
+__device__ inline void zero_tile(T (&acc)[TM][TN]) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+}
+
 template <typename T, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB>
 __device__ inline void tile_gemm(const T* A, int lda, const T* B, int ldb, int M, int N, int K,
                                  int m0, int n0, T (&acc)[TM][TN], T* As, T* Bs) {

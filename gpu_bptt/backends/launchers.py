@@ -77,10 +77,7 @@ class Launchers:
         scratch: optional (B, H) buffer for v4's product (allocated per call when None)."""
         T, B, H = h.shape
         dt = h.dtype
-        self.check("h", h, (T, B, H), dt)
-        self.check("h0", h0, (B, H), dt)
-        self.check("V", V, (H, H), dt)
-        self.check("lengths", lengths, (B,), np.int32)
+        self.fwd_operands(h, h0, V, lengths)
         if not 0 <= t < T:
             raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
         grid, block = self._step_geometry(version, B, H)
@@ -91,6 +88,16 @@ class Launchers:
             fn(grid, block, (h, acc, lengths, _i32(t), _i32(B), _i32(H), act))
             return
         fn(grid, block, (h, h0, V, lengths, _i32(t), _i32(B), _i32(H), act))
+
+    def fwd_operands(self, h, h0, V, lengths):
+        """Check the operands shared by the forward kernels (step and persistent): h (T, B, H),
+        h0 (B, H), V (H, H) of h's dtype, lengths (B,) int32; return them in kernel order."""
+        T, B, H = h.shape
+        self.check("h", h, (T, B, H), h.dtype)
+        self.check("h0", h0, (B, H), h.dtype)
+        self.check("V", V, (H, H), h.dtype)
+        self.check("lengths", lengths, (B,), np.int32)
+        return h, h0, V, lengths
 
     def bwd_operands(self, du, dh, dh_last, h, M, m_name, lengths):
         """Check the operands shared by the backward kernels (step and persistent) and return them

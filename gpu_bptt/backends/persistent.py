@@ -153,17 +153,12 @@ def _launch(backend, file, dtype, pl, args):
 def forward(backend, h, h0, V, lengths, activation):
     """The whole forward recurrence in place: h (T, B, H) holds p on entry and h on exit.
     h0 (B, H); V (H, H); lengths (B,) int32 in 1..T. All owned by the caller; h is updated."""
-    k = backend.kernels
     T, B, H = h.shape
-    dt = h.dtype
-    k.check("h", h, (T, B, H), dt)
-    k.check("h0", h0, (B, H), dt)
-    k.check("V", V, (H, H), dt)
-    k.check("lengths", lengths, (B,), np.int32)
-    pl = check(backend, B, H, dt)
+    operands = backend.kernels.fwd_operands(h, h0, V, lengths)
+    pl = check(backend, B, H, h.dtype)
     i32 = np.int32
-    _launch(backend, FWD_FILE, dt, pl, (h, h0, V, lengths, i32(T), i32(B), i32(H), i32(pl.cols),
-                                        i32(activations.ACTIVATION_CODES[activation])))
+    _launch(backend, FWD_FILE, h.dtype, pl, operands + (i32(T), i32(B), i32(H), i32(pl.cols),
+                                                       i32(activations.ACTIVATION_CODES[activation])))
     return h
 
 
