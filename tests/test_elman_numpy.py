@@ -168,3 +168,13 @@ def test_cache_from_arrays_takes_views_and_checks_shapes():
     arrays["h0"] = arrays["h0"][:2]
     with pytest.raises(ValueError, match=r"^h0: expected shape \(B, H\)"):
         gpu_bptt.ElmanCache.from_arrays(arrays, **out.cache.meta())
+
+
+def test_need_dx_false_skips_dx_only():
+    p = random_problem(5, 3, 4, 4, lengths=True)
+    out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], lengths=p["lengths"])
+    full = gpu_bptt.elman_backward(p["dh"], out.cache, dh_last=p["dh_last"])
+    part = gpu_bptt.elman_backward(p["dh"], out.cache, dh_last=p["dh_last"], need_dx=False)
+    assert part.dx is None
+    for k in ("dW", "dV", "db", "dh0"):
+        np.testing.assert_array_equal(getattr(part, k), getattr(full, k))

@@ -44,8 +44,9 @@ class Backend:
             p += b
         return p
 
-    def gradients(self, x, W, V, h0, h, du, need_db: bool):
-        """dx, dW, dV, db, dh0 from du (T, B, H): one reduction over T·B each (DESIGN §1)."""
+    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True):
+        """dx, dW, dV, db, dh0 from du (T, B, H): one reduction over T·B each (DESIGN §1).
+        db is None unless need_db, dx None unless need_dx (one GEMM saved)."""
         xp = self.xp
         T, B, I = x.shape
         H = V.shape[0]
@@ -55,7 +56,7 @@ class Backend:
         dV = xp.matmul(h0.T, du[0])
         if T > 1:
             dV += xp.matmul(h[:-1].reshape((T - 1) * B, H).T, du[1:].reshape((T - 1) * B, H))
-        dx = xp.matmul(du2, W.T).reshape(T, B, I)
+        dx = xp.matmul(du2, W.T).reshape(T, B, I) if need_dx else None
         dh0 = xp.matmul(du[0], V.T)
         db = du2.sum(axis=0) if need_db else None
         return dx, dW, dV, db, dh0

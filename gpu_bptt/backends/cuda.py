@@ -176,13 +176,13 @@ class CudaBackend(Backend):
         p = self.kernels.gemm(x.reshape(T * B, I), W, bias=b)
         return p.reshape(T, B, W.shape[1])
 
-    def gradients(self, x, W, V, h0, h, du, need_db: bool):
+    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True):
         T, B, I = x.shape
         H = V.shape[0]
         du2 = du.reshape(T * B, H)
         db = self.kernels.column_sum(du2) if need_db else None
         if self.gemm == "cublas":
-            dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False)
+            dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False, need_dx)
             return dx, dW, dV, db, dh0
         k = self.kernels
         dW = k.gemm(x.reshape(T * B, I), du2, trans_a=True)
@@ -190,7 +190,7 @@ class CudaBackend(Backend):
         if T > 1:  # h[t-1] for t >= 1 is h[0..T-2]: accumulate instead of building that array
             k.gemm(h[:-1].reshape((T - 1) * B, H), du[1:].reshape((T - 1) * B, H), trans_a=True,
                    out=dV, accumulate=True)
-        dx = k.gemm(du2, W, trans_b=True).reshape(T, B, I)
+        dx = k.gemm(du2, W, trans_b=True).reshape(T, B, I) if need_dx else None
         dh0 = k.gemm(du[0], V, trans_b=True)
         return dx, dW, dV, db, dh0
 

@@ -76,7 +76,7 @@ class ElmanOutput:
 
 @dataclass(frozen=True)
 class ElmanGrads:
-    dx: Any       # (T, B, I)
+    dx: Any       # (T, B, I), or None when elman_backward was told need_dx=False
     dW: Any       # (I, H)
     dV: Any       # (H, H)
     db: Optional[Any]  # (H,) or None when the forward had no bias
@@ -130,11 +130,12 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=cache)
 
 
-def elman_backward(dh, cache: ElmanCache, *, dh_last=None) -> ElmanGrads:
+def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> ElmanGrads:
     """BPTT through the level whose forward produced `cache`.
 
     dh: (T, B, H) ∂e/∂h[t] from the level above, or None; dh_last: (B, H) gradient on h_last, or
     None (at least one is given). Values at padded steps of dh are ignored. Neither is modified.
+    need_dx=False skips dx (None then): the bottom level of a network needs no input gradient.
     Returns ElmanGrads(dx, dW, dV, db, dh0), on the cache's backend, in its dtype."""
     if not isinstance(cache, ElmanCache):
         raise TypeError(f"cache: expected the ElmanCache of elman_forward, got {type(cache).__name__}")
@@ -149,5 +150,5 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None) -> ElmanGrads:
         dh_last = check_array(bk, "dh_last", dh_last, shape=(B, H), dtype=dtype, dims="(B, H)")
     du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.algo)
     dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
-                                       cache.has_bias)
+                                       cache.has_bias, bool(need_dx))
     return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)

@@ -21,9 +21,11 @@ def forward(x, W, V, b, h0, lengths, activation: str, backend: str, algo: str):
         return to_tensor(out.h), to_tensor(out.h_last)
 
 
-def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str, algo: str):
+def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str, algo: str,
+             need_dx: bool = True):
     """Gradients of the forward above. dh (T, B, H) and dh_last (B, H) may each be None.
-    -> (dx, dW, dV, db, dh0); db is always computed (one reduction), whether or not b existed."""
+    -> (dx, dW, dV, db, dh0); db is always computed (one reduction), whether or not b existed;
+    without need_dx, dx is an empty tensor (its GEMM is skipped)."""
     bk = get_backend(backend)
     T, B, H = h.shape
     with running_on(x.device):
@@ -35,5 +37,6 @@ def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str
         algo = bk.resolve_algo(algo, T, B, H, hx.dtype)
         cache = ElmanCache.from_arrays(arrays, activation=activation, has_bias=True, algo=algo,
                                        backend=bk)
-        g = elman_backward(to_array(dh), cache, dh_last=to_array(dh_last))
-        return tuple(to_tensor(a) for a in (g.dx, g.dW, g.dV, g.db, g.dh0))
+        g = elman_backward(to_array(dh), cache, dh_last=to_array(dh_last), need_dx=need_dx)
+        dx = to_tensor(g.dx) if need_dx else x.new_empty(0)
+        return (dx,) + tuple(to_tensor(a) for a in (g.dW, g.dV, g.db, g.dh0))

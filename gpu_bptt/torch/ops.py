@@ -65,14 +65,15 @@ if HAS_CUSTOM_OP:
     @torch.library.custom_op("gpu_bptt::elman_backward", mutates_args=())
     def elman_backward_op(dh: Optional[Tensor], dh_last: Optional[Tensor], x: Tensor, W: Tensor,
                           V: Tensor, h0: Optional[Tensor], h: Tensor, lengths: Optional[Tensor],
-                          activation: str, backend: str,
-                          algo: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return compute.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo)
+                          activation: str, backend: str, algo: str,
+                          need_dx: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return compute.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo,
+                                need_dx)
 
     @elman_backward_op.register_fake
-    def _(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo):
+    def _(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, need_dx):
         T, B, H = h.shape
-        return (x.new_empty(x.shape), W.new_empty(W.shape), V.new_empty(V.shape),
+        return (x.new_empty(x.shape if need_dx else (0,)), W.new_empty(W.shape), V.new_empty(V.shape),
                 h.new_empty((H,)), h.new_empty((B, H)))
 
     def _setup_context(ctx, inputs, output):
@@ -85,7 +86,7 @@ if HAS_CUSTOM_OP:
         needs = ctx.needs_input_grad[:len(_GRAD_INPUTS)]
         if not any(needs):
             return (None,) * 9
-        grads = elman_backward_op(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta)
+        grads = elman_backward_op(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta, needs[0])
         return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
 
     torch.library.register_autograd("gpu_bptt::elman_forward", _backward,
@@ -111,7 +112,8 @@ class ElmanFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad[:len(_GRAD_INPUTS)]
         if not any(needs):
             return (None,) * 9
-        grads = ElmanBackwardFunction.apply(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta)
+        grads = ElmanBackwardFunction.apply(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta,
+                                            needs[0])
         return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
 
 
@@ -119,8 +121,9 @@ class ElmanBackwardFunction(torch.autograd.Function):
     """The backward as its own node, so that differentiating it raises DOUBLE_BACKWARD."""
 
     @staticmethod
-    def forward(ctx, dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo):
-        return compute.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo)
+    def forward(ctx, dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, need_dx):
+        return compute.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo,
+                                need_dx)
 
     @staticmethod
     def backward(ctx, *grads):

@@ -116,3 +116,14 @@ def test_compile_report_lists_every_file():
     from gpu_bptt.backends.kernel_loader import kernel_files
 
     assert compile_report(emulator("forward")) == {f: None for f in kernel_files()}
+
+
+@pytest.mark.parametrize("gemm", ["cublas", "own"])
+def test_need_dx_false_skips_only_dx(gemm):
+    bk = emulator("forward", gemm=gemm)
+    args, (dh, dh_last) = _inputs(6, 3, 4, 9, True, np.float32, seed=3)
+    out, full = _run(bk, args, "tanh", dh, dh_last)
+    part = gpu_bptt.elman_backward(dh, out.cache, dh_last=dh_last, need_dx=False)
+    assert part.dx is None
+    for name in ("dW", "dV", "db", "dh0"):
+        assert np.array_equal(getattr(part, name), getattr(full, name)), name

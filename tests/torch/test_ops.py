@@ -46,8 +46,9 @@ def test_opcheck(lengths):
     q = {k: v.detach() for k, v in p.items() if v is not None}
     dh = torch.randn(h.shape, dtype=F64)
     bwd = torch.ops.gpu_bptt.elman_backward.default
-    torch.library.opcheck(bwd, (dh, None, q["x"], q["W"], q["V"], q["h0"], h.detach(),
-                                p["lengths"], "tanh", "numpy", "auto"))
+    for need_dx in (True, False):
+        torch.library.opcheck(bwd, (dh, None, q["x"], q["W"], q["V"], q["h0"], h.detach(),
+                                    p["lengths"], "tanh", "numpy", "auto", need_dx))
 
 
 @needs_custom_op
@@ -105,15 +106,20 @@ def test_double_backward_is_refused(impl):
 
 
 @pytest.mark.parametrize("impl", ["custom_op", "function"])
-def test_needs_input_grad_is_honoured(impl):
+def test_needs_input_grad_is_honoured(impl, monkeypatch):
     if impl == "custom_op" and not gt.HAS_CUSTOM_OP:
         pytest.skip("no torch.library.custom_op")
     p = problem()
     x = p["x"].detach()
     h, h_last = gt.elman(x, p["W"], p["V"].detach(), p["b"], None, impl=impl)
+    calls = []
+    real = gt.compute.elman_backward
+    monkeypatch.setattr(gt.compute, "elman_backward",
+                        lambda *a, **kw: calls.append(kw["need_dx"]) or real(*a, **kw))
     (h.sum() + h_last.sum()).backward()
     assert x.grad is None and p["V"].grad is None
     assert p["W"].grad is not None and p["b"].grad is not None
+    assert calls == [False], "an input that needs no gradient is not computed (dx's GEMM skipped)"
 
 
 def test_saved_tensor_hooks_and_inplace_check():
