@@ -4,7 +4,8 @@
 #   2. the GPU tests (`pytest -m gpu`);
 #   3. the GPU benchmark presets (large-batch, small-batch, long-seq) with every contender found
 #      (our cuda variants, cuDNN with TF32 off and on, the CuPy loop, JAX on the GPU).
-# Results and a log go to bench/results/; with a directory argument they are copied there too.
+# Results and a log go to bench/results/; with a directory argument the log, JSON and Markdown
+# are copied there too, with every file of the run (plots included) in one .tar.gz.
 # Needs the project installed with its cuda extra (and torch with CUDA for the cuDNN contenders).
 #   usage: bash bench/gpu_check.sh [COPY_TO_DIR]
 set -u
@@ -35,8 +36,12 @@ status=0
 } 2>&1 | tee "$log"
 grep -q "exit code: [^0]" "$log" && status=1
 if [ $# -ge 1 ]; then
+    # A few files only (a transfer may bring back a handful): the log, the JSON and the Markdown
+    # table as they are, and everything this run wrote (plots included) in one archive.
     mkdir -p "$1"
-    find "$RESULTS" -newer "$marker" -type f -exec cp {} "$1"/ \;
+    new=$(find "$RESULTS" -newer "$marker" -type f)
+    for f in $new; do case "$f" in *.log|*.json|*.md) cp "$f" "$1"/ ;; esac; done
+    [ -n "$new" ] && tar czf "$1/gpu-check-$stamp.tar.gz" $new
 fi
 rm -f "$marker"
 exit $status
