@@ -220,7 +220,7 @@ def run_batch(model, task, batch, backend, trunc=0, backward=True):
         if backward:
             dy = xp.zeros_like(y)
             dy[mask] = dyc[0] * y.dtype.type(share)
-            rnn.backward(dense.backward(dy))
+            rnn.backward(dense.backward(dy), need_dx=False)  # the data needs no gradient
     return total
 
 

@@ -146,3 +146,17 @@ def test_sgd_lowers_the_loss_on_a_sequence_task():
         losses.append(loss)
     first, last = np.mean(losses[:20]), np.mean(losses[-20:])
     assert last < 0.25 * first, (first, last)
+
+
+def test_backward_without_input_grad_gives_the_same_parameter_gradients():
+    r = np.random.default_rng(3)
+    net = two_level_net()
+    x, L = r.standard_normal((6, 3, 4)), np.array([6, 2, 4])
+    _, dy = nn.MSELoss()(net.forward(x, lengths=L), r.standard_normal((6, 3, 3)), lengths=L)
+    net.zero_grad()
+    dx = net.backward(dy)
+    full = {k: g.copy() for k, g in net.gradients().items()}
+    net.zero_grad()
+    assert net.backward(dy, need_input_grad=False) is None and dx.shape == x.shape
+    for k, g in net.gradients().items():
+        np.testing.assert_array_equal(g, full[k], err_msg=k)

@@ -85,11 +85,12 @@ class Elman(_Leaf):
         self._cache, self.h_last = out.cache, out.h_last
         return out.h
 
-    def backward(self, dh, *, dh_last=None):
-        """Accumulates dW, dV, db; returns dx (T, B, I). Sets self.dh0."""
+    def backward(self, dh, *, dh_last=None, need_dx=True):
+        """Accumulates dW, dV, db; returns dx (T, B, I), or None without need_dx (its GEMM is
+        skipped: the bottom level's input gradient is rarely wanted). Sets self.dh0."""
         if self._cache is None:
             raise RuntimeError("backward called before forward")
-        g = elman_backward(dh, self._cache, dh_last=dh_last)
+        g = elman_backward(dh, self._cache, dh_last=dh_last, need_dx=need_dx)
         self._grads["W"] += g.dW
         self._grads["V"] += g.dV
         if g.db is not None:
@@ -125,7 +126,8 @@ class Dense(_Leaf):
         self._x, self._y = x, y
         return y
 
-    def backward(self, dy, *, dh_last=None):
+    def backward(self, dy, *, dh_last=None, need_dx=True):
+        """Accumulates dW, db; returns dx (T, B, I), or None without need_dx."""
         if self._x is None:
             raise RuntimeError("backward called before forward")
         xp = self.backend.xp
@@ -134,7 +136,7 @@ class Dense(_Leaf):
         self._grads["W"] += xp.matmul(self._x.reshape(T * B, -1).T, du)
         if "b" in self._grads:
             self._grads["b"] += du.sum(axis=0)
-        return xp.matmul(du, self._params["W"].T).reshape(T, B, -1)
+        return xp.matmul(du, self._params["W"].T).reshape(T, B, -1) if need_dx else None
 
 
 class Sequential(Module):
@@ -160,9 +162,11 @@ class Sequential(Module):
             x = l.forward(x, lengths=lengths)
         return x
 
-    def backward(self, dy):
-        for l in reversed(self.layers):
-            dy = l.backward(dy)
+    def backward(self, dy, *, need_input_grad=True):
+        """Back through every level; returns the input's gradient, or None without
+        need_input_grad (the bottom level then skips that product)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            dy = self.layers[i].backward(dy, need_dx=need_input_grad or i > 0)
         return dy
 
     __call__ = forward
