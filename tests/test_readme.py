@@ -14,7 +14,7 @@ def test_readme_python_blocks_run():
     torch_blocks = [b for b in blocks if "gpu_bptt.torch" in b]
     for i, code in enumerate(b for b in blocks if b not in torch_blocks):
         exec(compile(code, f"README.md python block {i}", "exec"), ns)
-    assert ns["g"].dW.shape == (32, 64) and ns["loss"] > 0
+    assert ns["g"].dW.shape == (32, 64) and ns["loss"] > 0 and ns["res"].ok
     assert torch_blocks, "the README shows the PyTorch drop-in"
     pytest.importorskip("torch", reason="PyTorch is not installed: the README's torch example cannot run")
     for code in torch_blocks:
