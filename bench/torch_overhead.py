@@ -13,7 +13,6 @@ Also times a tiny problem (T=B=1, H=4), where the fixed cost per call shows.
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -22,6 +21,7 @@ import torch
 
 import gpu_bptt
 import gpu_bptt.torch as gt
+from gpu_bptt.bench.report import cpu_name
 
 
 def contenders(T, B, I, H, dtype):
@@ -85,17 +85,6 @@ def measure(fns, repeats, blocks=5, warmup=3):
                 f()
                 times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():

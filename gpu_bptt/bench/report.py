@@ -13,7 +13,8 @@ ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OM
             "CUPY_TF32", "XLA_FLAGS")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name, for result files."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -58,7 +59,7 @@ def machine_info(with_gpu: bool) -> dict:
     from ..cli import _blas_summary
 
     info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "commit": _commit(), "host": platform.node(), "cpu": _cpu_name(),
+            "commit": _commit(), "host": platform.node(), "cpu": cpu_name(),
             "cpu_count": os.cpu_count(), "blas": _blas_summary(), "versions": _versions(),
             "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ}}
     if with_gpu:
