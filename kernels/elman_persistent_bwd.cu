@@ -22,12 +22,11 @@ elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int ha
                         const T* h, const T* V, const int* lengths, int steps, int B, int H,
                         int cols, int act) {
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-    T* Ws = reinterpret_cast<T*>(persist_smem);
-    T* xs = Ws + (size_t)cols * H;
-    const int j0 = blockIdx.x * cols;
-    const int ncols = j0 < H ? min(cols, H - j0) : 0;
+    const PersistSlice<T> slice = persist_slice(V, H, cols, false);
+    T* const Ws = slice.Ws;
+    T* const xs = slice.xs;
+    const int j0 = slice.j0, ncols = slice.ncols;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    persist_load_slice(Ws, V, H, j0, ncols, false);
 
     for (int t = steps - 1; t >= 0; --t) {
         const bool has_next = t + 1 < steps;  // uniform: du[steps] = 0 needs no product

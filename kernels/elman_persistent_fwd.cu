@@ -19,12 +19,11 @@ __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_fwd_v1(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
                         int cols, int act) {
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-    T* Ws = reinterpret_cast<T*>(persist_smem);
-    T* xs = Ws + (size_t)cols * H;
-    const int j0 = blockIdx.x * cols;
-    const int ncols = j0 < H ? min(cols, H - j0) : 0;
+    const PersistSlice<T> slice = persist_slice(V, H, cols, true);
+    T* const Ws = slice.Ws;
+    T* const xs = slice.xs;
+    const int j0 = slice.j0, ncols = slice.ncols;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    persist_load_slice(Ws, V, H, j0, ncols, true);
 
     for (int t = 0; t < steps; ++t) {
         T* ht = h + (size_t)t * B * H;

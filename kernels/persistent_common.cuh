@@ -42,6 +42,27 @@ __device__ inline void persist_load_slice(T* Ws, const T* M, int H, int j0, int 
     }
 }
 
+// This block's place in the launch: its slice Ws of M (loaded here), the staging area xs after it,
+// and its output columns j0 .. j0 + ncols - 1 (none for a block past H).
+template <typename T>
+struct PersistSlice {
+    T* Ws;
+    T* xs;
+    int j0;
+    int ncols;
+};
+
+template <typename T>
+__device__ inline PersistSlice<T> persist_slice(const T* M, int H, int cols, bool by_column) {
+    PersistSlice<T> s;
+    s.Ws = reinterpret_cast<T*>(persist_smem);
+    s.xs = s.Ws + (size_t)cols * H;
+    s.j0 = blockIdx.x * cols;
+    s.ncols = s.j0 < H ? min(cols, H - s.j0) : 0;
+    persist_load_slice(s.Ws, M, H, s.j0, s.ncols, by_column);
+    return s;
+}
+
 // xs[bb][k] = src[b0 + bb][k] for bb < nb. src was written by other blocks before the last grid
 // barrier, so these are plain coherent loads (never __ldg, whose cache may hold stale lines).
 template <typename T>
