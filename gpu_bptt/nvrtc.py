@@ -88,9 +88,20 @@ def unavailable_reason():
     return None if _load() is not None else _lib_error
 
 
-def cuda_include_dirs():
+def header_major(inc):
+    """The CUDA major version of the headers in `inc` (from CUDART_VERSION), or None."""
+    try:
+        with open(os.path.join(inc, "cuda_runtime_api.h"), encoding="utf-8", errors="replace") as f:
+            m = re.search(r"#define\s+CUDART_VERSION\s+(\d+)", f.read())
+    except OSError:
+        return None
+    return int(m.group(1)) // 1000 if m else None
+
+
+def cuda_include_dirs(major=None):
     """Include directories holding <cooperative_groups.h> and the CCCL headers it needs, from
-    the nvidia-cuda-runtime / nvidia-cuda-cccl wheels or $CUDA_HOME/include; [] if none."""
+    the nvidia-cuda-runtime / nvidia-cuda-cccl wheels or $CUDA_HOME/include; [] if none.
+    major: only headers of this CUDA major version (they must match the NVRTC that reads them)."""
     roots = []
     for r in _nvidia_roots():
         try:
@@ -100,6 +111,8 @@ def cuda_include_dirs():
     if _cuda_home():
         roots.append(os.path.join(_cuda_home(), "include"))
     for inc in roots:
+        if major is not None and header_major(inc) != major:
+            continue
         if os.path.isfile(os.path.join(inc, "cooperative_groups.h")):
             cccl = os.path.join(inc, "cccl")
             return [inc, cccl] if os.path.isdir(cccl) else [inc]

@@ -1,11 +1,13 @@
 """Backend selection (DESIGN §2): explicit name, else $GPU_BPTT_BACKEND, else "auto".
 
-"auto" is cuda when CuPy imports and sees a device, otherwise numpy. Probing never compiles a
+"auto" is cuda when CuPy imports, sees a device and loads NVRTC and cuBLAS, otherwise numpy (with
+a warning when a device is seen but a library is missing). Probing never compiles a
 kernel; CuPy is imported only when the cuda backend is asked for or probed.
 """
 from __future__ import annotations
 
 import os
+import warnings
 
 from .base import Backend
 
@@ -58,8 +60,12 @@ def get_backend(name=None) -> Backend:
         raise TypeError(f"backend: expected a name or a Backend, got {type(name).__name__}")
     name = name.strip().lower()
     if name == "auto":
-        factory, _ = _probe("cuda")
+        factory, reason = _probe("cuda")
         name = "cuda" if factory is not None else "numpy"
+        from .cuda import DEVICE_SEEN_BUT
+
+        if reason and reason.startswith(DEVICE_SEEN_BUT):  # a GPU is there: say why it is unused
+            warnings.warn(f"backend 'auto' uses numpy: {reason}", RuntimeWarning, stacklevel=2)
     if name not in _instances:
         factory, reason = _probe(name)
         if factory is None:

@@ -27,7 +27,7 @@ import os
 
 from . import persistent
 from .base import Backend
-from .kernel_loader import STEP_VERSIONS, KernelLoader
+from .kernel_loader import OPTIONS, STEP_VERSIONS, KernelLoader
 from .launchers import Launchers, _cdiv
 
 GEMM_CHOICES = ("cublas", "own")
@@ -35,6 +35,7 @@ STEP_CHOICES = ("auto",) + STEP_VERSIONS
 GEMM_ENV = "GPU_BPTT_GEMM"
 V4_MIN_MACS = 1 << 26  # auto's threshold for v4: multiply-adds of one step's recurrent product
 STEP_ENV = "GPU_BPTT_STEP_KERNEL"
+DEVICE_SEEN_BUT = "CuPy sees a CUDA device but cannot load"  # starts the reasons "auto" warns about
 
 
 def cuda_unavailable_reason():
@@ -51,7 +52,35 @@ def cuda_unavailable_reason():
         return f"CuPy cannot talk to the CUDA driver: {type(e).__name__}: {e}"
     if n == 0:
         return "CuPy sees no CUDA device"
+    # CuPy loads NVRTC and cuBLAS only when first used; without them every kernel build or product
+    # would fail later, so say it here (the cuda12/cuda13 extras install both).
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as e:
+        return (f"{DEVICE_SEEN_BUT} NVRTC, which builds the kernels ({type(e).__name__}: {e}); "
+                "install gpu_bptt[cuda12] or gpu_bptt[cuda13], or a CUDA toolkit")
+    try:
+        from cupy.cuda import cublas  # noqa: F401  (the import loads the library)
+    except Exception as e:
+        return (f"{DEVICE_SEEN_BUT} cuBLAS ({type(e).__name__}: {e}); "
+                "install gpu_bptt[cuda12] or gpu_bptt[cuda13], or a CUDA toolkit")
     return None
+
+
+def include_options(cuda_path, nvrtc_major) -> tuple:
+    """-I options that CuPy's NVRTC needs for <cooperative_groups.h> (persistent kernels) and does
+    not add itself. CuPy adds `cuda_path`/include (cupy.cuda.get_cuda_path()), but finds no CUDA
+    path with CUDA 12's pip wheels, which give each library a folder of its own. Then the
+    nvidia-cuda-runtime wheel's include folder of the same major version as CuPy's NVRTC is added;
+    CuPy brings the CCCL headers that <cooperative_groups.h> includes."""
+    from .. import nvrtc
+
+    if cuda_path and os.path.isfile(os.path.join(cuda_path, "include", "cooperative_groups.h")):
+        return ()
+    dirs = nvrtc.cuda_include_dirs(major=nvrtc_major)
+    return (f"-I{dirs[0]}",) if dirs else ()
 
 
 def device_report() -> dict:
@@ -110,7 +139,9 @@ class CudaBackend(Backend):
     def __init__(self, gemm=None, step=None):
         import cupy
 
-        loader = KernelLoader(cupy.RawModule, device=lambda: cupy.cuda.Device().id, kind="cupy")
+        extra = include_options(cupy.cuda.get_cuda_path(), cupy.cuda.nvrtc.getVersion()[0])
+        loader = KernelLoader(cupy.RawModule, device=lambda: cupy.cuda.Device().id, kind="cupy",
+                              options=OPTIONS + extra)
         sms = int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["multiProcessorCount"])
         self._setup(cupy, loader, sms, gemm, step)
 

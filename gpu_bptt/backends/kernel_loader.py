@@ -22,6 +22,9 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
 #: compile options for every kernel file (the NVRTC test uses the same)
 OPTIONS = ("-std=c++17",)
+#: what cupy.RawModule adds to every NVRTC build itself (CuPy 14), so that the CPU-side compile
+#: checks build the code a GPU runs
+CUPY_ADDED_OPTIONS = ("-ftz=true", "--device-as-default-execution-space")
 STEP_VERSIONS = ("v1", "v2", "v3", "v4")
 GEMM_VARIANTS = ((False, False), (True, False), (False, True))  # (TA, TB): NN, TN, NT
 # Files whose kernels synchronize the grid: built for, and launched as, cooperative launches.

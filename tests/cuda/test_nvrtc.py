@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from gpu_bptt import nvrtc
-from gpu_bptt.backends.kernel_loader import OPTIONS, kernel_files, kernel_source, name_expressions
+from gpu_bptt.backends.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_files,
+                                             kernel_source, name_expressions)
 
 ARCHS = ("sm_80", "sm_90")
 TABLE = Path(__file__).resolve().parents[2] / "docs" / "kernel_resources.md"
@@ -24,7 +25,8 @@ def resources():
         for arch in ARCHS:
             res = nvrtc.compile_source(kernel_source(file), name=file, name_expressions=names,
                                        arch=arch, cubin=True,
-                                       options=OPTIONS + ("--ptxas-options=-v",))
+                                       options=OPTIONS + CUPY_ADDED_OPTIONS
+                                       + ("--ptxas-options=-v",))
             by_symbol = {r["kernel"]: r for r in nvrtc.parse_ptxas_resources(res.log)}
             for expr in names:
                 r = by_symbol.get(res.lowered_names[expr])

@@ -1,0 +1,110 @@
+"""What the cuda backend checks and adds around CuPy, without a GPU: the reasons it gives when
+CuPy lacks a device, NVRTC or cuBLAS (a fake `cupy` stands in), and the include folder it hands
+CuPy's NVRTC for <cooperative_groups.h> where CuPy finds none itself (CUDA 12's pip wheels)."""
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+
+import pytest
+
+from gpu_bptt import get_backend, nvrtc
+from gpu_bptt.backends.cuda import cuda_unavailable_reason, include_options
+
+
+def _fake_cupy(monkeypatch, devices=1, nvrtc_error=None, cublas=True):
+    cupy = types.ModuleType("cupy")
+    cuda = types.ModuleType("cupy.cuda")
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: devices)
+    nv = types.ModuleType("cupy.cuda.nvrtc")
+
+    def get_version():
+        if nvrtc_error:
+            raise nvrtc_error
+        return (12, 9)
+
+    nv.getVersion = get_version
+    cuda.runtime, cuda.nvrtc, cupy.cuda = runtime, nv, cuda
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nvrtc", nv)
+
+    def lazy(name):  # CuPy 14 loads its library modules in cupy.cuda's module __getattr__
+        if name == "cublas":
+            if cublas:
+                return types.ModuleType("cupy.cuda.cublas")
+            raise ImportError('Failure finding "libcublasLt.so.12"')
+        raise AttributeError(name)
+
+    cuda.__getattr__ = lazy
+
+
+def test_reason_none_when_device_and_libraries_load(monkeypatch):
+    _fake_cupy(monkeypatch)
+    assert cuda_unavailable_reason() is None
+
+
+def test_reason_no_device(monkeypatch):
+    _fake_cupy(monkeypatch, devices=0)
+    assert cuda_unavailable_reason() == "CuPy sees no CUDA device"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no GPU: numpy is the expected choice, nothing to warn of
+        assert get_backend("auto").name == "numpy"
+
+
+def test_reason_names_missing_nvrtc(monkeypatch):
+    _fake_cupy(monkeypatch, nvrtc_error=OSError('Failure finding "libnvrtc.so.12"'))
+    reason = cuda_unavailable_reason()
+    assert "NVRTC" in reason and "libnvrtc.so.12" in reason and "gpu_bptt[cuda12]" in reason
+
+
+def test_reason_names_missing_cublas(monkeypatch):
+    _fake_cupy(monkeypatch, cublas=False)
+    reason = cuda_unavailable_reason()
+    assert "cuBLAS" in reason and "gpu_bptt[cuda12]" in reason
+
+
+def test_auto_warns_when_a_device_is_seen_but_unusable(monkeypatch):
+    _fake_cupy(monkeypatch, cublas=False)
+    with pytest.warns(RuntimeWarning, match="backend 'auto' uses numpy: .*cuBLAS"):
+        assert get_backend("auto").name == "numpy"
+
+
+def _headers(root, version):
+    root.mkdir(parents=True)
+    (root / "cooperative_groups.h").write_text("// fake\n")
+    (root / "cuda_runtime_api.h").write_text(f"#define CUDART_VERSION  {version}\n")
+    return str(root)
+
+
+@pytest.fixture
+def wheels(tmp_path, monkeypatch):
+    """A fake site-packages/nvidia with CUDA 12's runtime wheel and CUDA 13's unified one."""
+    nv = tmp_path / "nvidia"
+    inc12 = _headers(nv / "cuda_runtime" / "include", 12090)
+    inc13 = _headers(nv / "cu13" / "include", 13050)
+    monkeypatch.setattr(nvrtc, "_nvidia_roots", lambda: [str(nv)])
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    return {12: inc12, 13: inc13}
+
+
+def test_include_options_match_nvrtc_major(wheels):
+    assert include_options(None, 12) == (f"-I{wheels[12]}",)
+    assert include_options(None, 13) == (f"-I{wheels[13]}",)
+    assert include_options(None, 11) == ()  # no headers of that version: CuPy's error will say so
+
+
+def test_include_options_empty_when_cupy_has_the_headers(wheels, tmp_path):
+    toolkit = tmp_path / "cuda"
+    _headers(toolkit / "include", 12090)
+    assert include_options(str(toolkit), 12) == ()
+    # a CUDA path without the header does not count
+    assert include_options(str(tmp_path / "nowhere"), 12) == (f"-I{wheels[12]}",)
+
+
+def test_header_major_reads_cudart_version(wheels, tmp_path):
+    assert nvrtc.header_major(wheels[12]) == 12
+    assert nvrtc.header_major(wheels[13]) == 13
+    assert nvrtc.header_major(str(tmp_path)) is None
