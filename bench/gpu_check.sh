@@ -1,47 +1,78 @@
 #!/usr/bin/env bash
-# Everything worth doing on a machine with a GPU, in one go (a GPU is rarely at hand):
-#   1. `gpu-bptt info` and nvidia-smi (device, driver, whether every kernel compiles);
-#   2. the GPU tests (`pytest -m gpu`);
-#   3. the GPU benchmark presets (large-batch, small-batch, long-seq) with every contender found
-#      (our cuda variants, cuDNN with TF32 off and on, the CuPy loop, JAX on the GPU).
-# Results and a log go to bench/results/; with a directory argument the log, JSON and Markdown
-# are copied there too, with every file of the run (plots included) in one .tar.gz.
-# Needs the project installed with its cuda extra (and torch with CUDA for the cuDNN contenders).
-#   usage: bash bench/gpu_check.sh [COPY_TO_DIR]
+# Everything worth doing on a machine with a GPU (a GPU is rarely at hand), in stages:
+#   info      `gpu-bptt info` and nvidia-smi: device, driver, whether every kernel compiles
+#   tests     the GPU tests (`pytest -m gpu`)
+#   targets   the large-batch and small-batch presets: the cuda backend's and the persistent
+#             kernels' targets against cuDNN, with every contender found (our cuda variants,
+#             cuDNN with TF32 off and on, the CuPy loop, JAX on the GPU)
+#   tune      `gpu-bptt bench --tune`: every step kernel version and the persistent algorithm over
+#             a (B, H) grid, next to what "auto" picks (the data for the auto rules)
+#   long-seq  the long-seq preset (T up to 16384)
+# Each stage runs under its own time limit (seconds, $LIMIT_<stage>, e.g. LIMIT_tune=300), so one
+# that overruns is cut short without losing the others; a bench run saves its finished sizes as it
+# goes. Expected on an H100 (a guess until measured): info+tests+targets within 10 minutes,
+# tune+long-seq within another 10.
+# Results and a log go to bench/results/ (or $GPU_CHECK_RESULTS). With a directory argument, this run's log, JSON and
+# Markdown are copied there too, with every file of the run (plots included) in one .tar.gz.
+# Needs the project's cuda extra (and torch with CUDA for the cuDNN contenders).
+#   usage: bash bench/gpu_check.sh [COPY_TO_DIR [STAGE ...]]     (default: every stage, in order)
 set -u
 cd "$(dirname "$0")/.."
-RESULTS=bench/results
+RESULTS=${GPU_CHECK_RESULTS:-bench/results}
 mkdir -p "$RESULTS"
 stamp=$(date -u +%Y%m%dT%H%M%S)
 log="$RESULTS/gpu-check-$stamp.log"
 marker=$(mktemp)  # files newer than this one are this run's
 PY=${PYTHON:-$(command -v python3 || command -v python)}
+copy_to=${1:-}
+[ $# -ge 1 ] && shift
+stages=${*:-info tests targets tune long-seq}
+# GPU timings come from device events: a few repeats give a stable median, and no pause is needed
+BENCH=(bench/bench_elman.py --out "$RESULTS" --repeats 10 --budget 3 --pause 0)
 
 if ! "$PY" -c "import cupy; cupy.cuda.runtime.getDeviceCount()" >/dev/null 2>&1; then
     echo "CuPy cannot see a GPU here; install gpu_bptt[cuda12] (or [cuda13]) on a GPU machine" | tee "$log"
     exit 2
 fi
-status=0
+
+stage() {  # stage NAME DEFAULT_LIMIT COMMAND...: run under a time limit, record its exit code
+    local name=$1 default=$2 var="LIMIT_${1//-/_}"
+    shift 2
+    local limit=${!var:-$default}
+    echo "== $name (limit ${limit}s): $*"
+    local t0=$SECONDS
+    PYTHONUNBUFFERED=1 timeout --kill-after=10 "$limit" "$@"
+    local rc=$?
+    [ $rc -eq 124 ] && echo "$name: cut short at its ${limit}s limit"
+    echo "$name exit code: $rc ($((SECONDS - t0))s)"
+}
+
 {
-    echo "== gpu-bptt info"
-    "$PY" -m gpu_bptt.cli info
-    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true
-    echo "== pytest -m gpu"
-    "$PY" -m pytest -m gpu -q -rs tests
-    echo "pytest exit code: $?"
-    echo "== benchmarks"
-    "$PY" bench/bench_elman.py --preset large-batch --preset small-batch --preset long-seq \
-        --out "$RESULTS" --markdown "$RESULTS/gpu-latest.md"
-    echo "bench exit code: $?"
+    echo "stages: $stages"
+    for s in $stages; do
+        case "$s" in
+            info)
+                stage info 120 "$PY" -m gpu_bptt.cli info
+                nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true ;;
+            tests) stage tests 300 "$PY" -m pytest -m gpu -q -rs tests ;;
+            targets) stage targets 300 "$PY" "${BENCH[@]}" --preset large-batch --preset small-batch \
+                         --markdown "$RESULTS/gpu-latest.md" ;;
+            tune) stage tune 240 "$PY" "${BENCH[@]}" --tune --markdown "$RESULTS/gpu-tune-latest.md" ;;
+            long-seq) stage long-seq 300 "$PY" "${BENCH[@]}" --preset long-seq \
+                          --markdown "$RESULTS/gpu-long-seq-latest.md" ;;
+            *) echo "unknown stage $s (stages: info tests targets tune long-seq)"; echo "$s exit code: 2" ;;
+        esac
+    done
 } 2>&1 | tee "$log"
+status=0
 grep -q "exit code: [^0]" "$log" && status=1
-if [ $# -ge 1 ]; then
+if [ -n "$copy_to" ]; then
     # A few files only (a transfer may bring back a handful): the log, the JSON and the Markdown
-    # table as they are, and everything this run wrote (plots included) in one archive.
-    mkdir -p "$1"
+    # as they are, and everything this run wrote (plots included) in one archive.
+    mkdir -p "$copy_to"
     new=$(find "$RESULTS" -newer "$marker" -type f)
-    for f in $new; do case "$f" in *.log|*.json|*.md) cp "$f" "$1"/ ;; esac; done
-    [ -n "$new" ] && tar czf "$1/gpu-check-$stamp.tar.gz" $new
+    for f in $new; do case "$f" in *.log|*.json|*.md) cp "$f" "$copy_to"/ ;; esac; done
+    [ -n "$new" ] && tar czf "$copy_to/gpu-check-$stamp.tar.gz" $new
 fi
 rm -f "$marker"
 exit $status

@@ -167,3 +167,29 @@ def test_backend_switches_hold_for_the_block_only(monkeypatch):
     run = run_bench(TINY[:1], [Ours("numpy[own]", make, env={"GPU_BPTT_GEMM": "own"})], **FAST)
     assert run["sizes"][0]["results"][0]["check"]["ok"]
     assert seen == ["own"] and "GPU_BPTT_GEMM" not in os.environ
+
+
+def test_gpu_check_runs_its_stages_and_copies_the_results(tmp_path):
+    """bench/gpu_check.sh with a stand-in CuPy that reports one device: each stage named runs and
+    records its exit code, an unknown stage fails the run, and the log and an archive of the run's
+    files are copied out."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    fake = tmp_path / "fake" / "cupy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "class cuda:\n    class runtime:\n        getDeviceCount = staticmethod(lambda: 1)\n")
+    env = dict(os.environ, PYTHONPATH=f"{fake.parent}{os.pathsep}{root}",
+               GPU_CHECK_RESULTS=str(tmp_path / "results"))
+    out = tmp_path / "out"
+    p = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), str(out), "info", "bogus"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr  # the unknown stage
+    assert "== info (limit 120s)" in p.stdout and "info exit code: 0" in p.stdout
+    assert "unknown stage bogus" in p.stdout and "bogus exit code: 2" in p.stdout
+    logs = list(out.glob("gpu-check-*.log"))
+    assert len(logs) == 1 and "info exit code" in logs[0].read_text()
+    assert len(list(out.glob("gpu-check-*.tar.gz"))) == 1

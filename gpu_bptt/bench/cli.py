@@ -27,6 +27,10 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--contenders", metavar="A,B,...",
                    help="names or prefixes (e.g. numpy,torch,cuda); default: all for the device")
     p.add_argument("--list", action="store_true", help="list the contenders here and exit")
+    p.add_argument("--tune", action="store_true",
+                   help="data for the cuda backend's auto rules: every step kernel version and "
+                        "the persistent algorithm at each (B, H) of a grid (or the --size "
+                        "given), next to what auto picks")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15, help="timed calls per phase (median reported)")
@@ -53,6 +57,8 @@ def cmd_bench(args) -> int:
         for k, why in skipped.items():
             print(f"{k:<28} not here: {why}")
         return 0
+    if args.tune:
+        return cmd_tune(args)
     presets = args.preset or []
     if not presets and not args.size:
         gpu = any(c.device == "gpu" for c in discover()[0])
@@ -65,10 +71,22 @@ def cmd_bench(args) -> int:
         print("no contender can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
               file=sys.stderr)
         return 2
-    run = run_bench(sizes, contenders, name="+".join(presets) or "custom", dtype=args.dtype,
-                    warmup=args.warmup, repeats=args.repeats, budget_s=args.budget,
-                    pause_s=args.pause, rounds=max(1, args.rounds), skipped=skipped, progress=Progress(quiet=args.quiet))
+    run = _run(args, sizes, contenders, "+".join(presets) or "custom", skipped)
     print(table(run))
+    return _save(args, run)
+
+
+def _run(args, sizes, contenders, name, skipped):
+    # A long run saves what it has after each size: a run cut short keeps its finished sizes.
+    save = None if args.no_json else (lambda partial: write_json(partial, args.out))
+    return run_bench(sizes, contenders, name=name, dtype=args.dtype, warmup=args.warmup,
+                     repeats=args.repeats, budget_s=args.budget, pause_s=args.pause,
+                     rounds=max(1, args.rounds), skipped=skipped,
+                     progress=Progress(quiet=args.quiet), on_size=save)
+
+
+def _save(args, run, extra_markdown="") -> int:
+    """JSON, plots and Markdown as asked; exit status 1 when a contender failed its check."""
     if not args.no_json:
         path = write_json(run, args.out)
         print(f"wrote {path}")
@@ -81,10 +99,30 @@ def cmd_bench(args) -> int:
             except ImportError:
                 print("plots skipped: matplotlib is not installed (pip install gpu_bptt[plot])")
     if args.markdown:
-        args.markdown.write_text(markdown(run))
+        args.markdown.write_text(markdown(run) + extra_markdown)
         print(f"wrote {args.markdown}")
-    rejected = [r["contender"] for b in run["sizes"] for r in b["results"] if not r["check"]["ok"]]
+    rejected = [r["contender"] for b in run["sizes"] for r in b["results"]
+                if not r["check"]["ok"] and not r.get("not_applicable")]
     return 1 if rejected else 0
+
+
+def cmd_tune(args) -> int:
+    from ..backends import available_backends
+    from . import tune
+
+    reason = available_backends()["cuda"]
+    if reason:
+        print(f"--tune needs the cuda backend: {reason}", file=sys.stderr)
+        return 2
+    from ..backends.cuda import CudaBackend
+
+    sizes = list(args.size or tune.TUNE_SIZES)
+    run = _run(args, sizes, tune.tune_contenders(CudaBackend), "tune", {})
+    run["tune"] = tune.summarize(run, CudaBackend(step="auto"))
+    print(table(run))
+    text = tune.grid(run["tune"])
+    print(text)
+    return _save(args, run, extra_markdown="\n```\n" + text + "\n```\n")
 
 
 def main(argv=None) -> int:

@@ -13,6 +13,10 @@ import os
 import numpy as np
 
 
+class NotApplicable(Exception):
+    """The contender cannot run this problem by design (e.g. past an algorithm's size limit)."""
+
+
 class Contender:
     name = "?"
     device = "cpu"        # "cpu" or "gpu": which presets it belongs to by default
@@ -83,6 +87,11 @@ class Ours(Contender):
         self._env = _env(**self.options["env"])
         self._env.__enter__()
         self.bk = self.options["make_backend"]()
+        algo, s = self.options["algo"], problem.size
+        try:  # an algorithm asked for by name where it cannot run is a limit, not a failure
+            self.bk.resolve_algo(algo, s.T, s.B, s.H, problem.dtype)
+        except ValueError as e:
+            raise NotApplicable(str(e)) from None
         self.a = {k: self.bk.asarray(v) for k, v in problem.arrays().items()}
 
     def forward(self):

@@ -111,7 +111,8 @@ def table(run: dict) -> str:
                         f"{'peak MiB':>9} {'fwd us/step':>11}  check"]
         for rec in block["results"]:
             if "error" in rec:
-                lines.append(f"  {rec['contender']:<26}ERROR: {rec['error']}")
+                tag = "" if rec.get("not_applicable") else "ERROR: "
+                lines.append(f"  {rec['contender']:<26}{tag}{rec['error']}")
                 continue
             if not rec["check"]["ok"]:
                 chk = rec["check"]

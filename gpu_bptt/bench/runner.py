@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from .contenders import NotApplicable
 from .measure import PHASES, check, cpu_gemm_rate, gpu_rates, peak_memory, summarize, time_phase
 from .report import machine_info
 from .sizes import Problem, make_problem, reference
@@ -52,7 +53,11 @@ def run_contender(c, problem: Problem, ref, *, warmup, repeats, budget_s, say=la
             for phase in PHASES:
                 say(phase, False)
                 rec["times"][phase] = summarize(time_phase(c, phase, warmup, repeats, budget_s))
-    except Exception as e:  # one contender failing (e.g. a size past an algorithm's limit) is reported
+    except NotApplicable as e:
+        rec["not_applicable"] = True
+        rec["error"] = f"not applicable: {e}"
+        rec["check"] = {"ok": False, "errors": {}, "worst": None, "tolerance": 0.0}
+    except Exception as e:  # one contender failing is reported, and the run goes on
         rec["error"] = f"{type(e).__name__}: {e}"
         rec.setdefault("check", {"ok": False, "errors": {"run": float("inf")}, "worst": "run",
                                  "tolerance": 0.0})
@@ -91,16 +96,20 @@ def _ratios(rec, size, rates, baseline_rec, itemsize):
 
 
 def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, repeats=15,
-              budget_s=20.0, pause_s=0.5, rounds=1, skipped=None, progress=None) -> dict:
+              budget_s=20.0, pause_s=0.5, rounds=1, skipped=None, progress=None,
+              on_size=None) -> dict:
     """Run every contender at every size; returns the run as a JSON-ready dict.
 
     rounds > 1 runs the sequence of contender blocks that many times per size and takes the median
-    over all samples, so that a load that comes and goes on the machine is shared fairly."""
+    over all samples, so that a load that comes and goes on the machine is shared fairly.
+    on_size(run): called after each size but the last with the run so far ("complete" is False
+    until the end), so that a caller can save partial results of a long run."""
     progress = progress or Progress(quiet=True)
     devices = {c.device for c in contenders}
     run = {"name": name, "dtype": dtype, "rounds": rounds, "warmup": warmup, "activation": "tanh", "bias": True,
            "machine": machine_info(with_gpu="gpu" in devices), "flop_count": FLOP_COUNT,
-           "contenders": [c.name for c in contenders], "skipped": dict(skipped or {}), "sizes": []}
+           "contenders": [c.name for c in contenders], "skipped": dict(skipped or {}), "sizes": [],
+           "complete": False}
     for i, size in enumerate(sizes):
         where = f"[{i + 1}/{len(sizes)}] {size}"
         progress(f"{where}: reference and machine rates")
@@ -132,5 +141,8 @@ def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, re
         main = "gpu" if "gpu" in devices else "cpu"
         run["sizes"].append({"size": size.as_dict(), "machine": rates[main], "rates": rates,
                              "baseline": BASELINE[main], "results": results})
+        if on_size is not None and i + 1 < len(sizes):
+            on_size(run)
+    run["complete"] = True
     progress.done()
     return run
