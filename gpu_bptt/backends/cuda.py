@@ -231,11 +231,10 @@ class CudaBackend(Backend):
         lens = self._lengths(lengths, T, B)
         if algo == "persistent":
             return persistent.forward(self, p, h0, V, lens, activation)
-        version = self.step_version(B, H)
-        scratch = self.xp.empty((B, H), dtype=p.dtype) if version == "v4" else None
         h = p  # each step overwrites p[t] with h[t]
+        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, self.step_version(B, H))
         for t in range(T):
-            self.kernels.elman_fwd_step(h, h0, V, lens, t, activation, version, scratch)
+            step(t)
         return h
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
@@ -244,11 +243,10 @@ class CudaBackend(Backend):
         if algo == "persistent":
             du = self.xp.empty_like(h)  # the kernel writes every entry
             return persistent.backward(self, du, dh, dh_last, h, V, lens, activation)
-        version = self.step_version(B, H)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
         du = self.xp.empty_like(h)  # every step writes its whole row
-        scratch = self.xp.empty((B, H), dtype=h.dtype) if version == "v4" else None
+        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation,
+                                        self.step_version(B, H))
         for t in range(T - 1, -1, -1):
-            self.kernels.elman_bwd_step(du, dh, dh_last, h, VT, lens, t, activation, version,
-                                        scratch)
+            step(t)
         return du

@@ -64,30 +64,44 @@ class Launchers:
         raise ValueError(f"version: expected one of {STEP_VERSIONS}, got {version!r}")
 
     # -- kernels -----------------------------------------------------------------------------------
-    def _product(self, a, b, scratch):
-        """a @ b through xp.matmul (cuBLAS on CuPy) into `scratch` (B, H) when one is given."""
-        if scratch is not None:
-            self.check("scratch", scratch, (a.shape[0], b.shape[1]), a.dtype)
-        return self.xp.matmul(a, b, out=scratch)
-
     def elman_fwd_step(self, h, h0, V, lengths, t, activation, version="v2", scratch=None):
         """Step t of the forward recurrence, in place: h[t] = f(h[t] + h[t-1] @ V) (h[t] holds
         p[t] on entry; h[-1] = h0), zero where t >= lengths[b].
         h (T, B, H) owned by the caller and updated; h0 (B, H); V (H, H); lengths (B,) int32;
-        scratch: optional (B, H) buffer for v4's product (allocated per call when None)."""
+        scratch: optional (B, H) buffer for v4's product (allocated when None)."""
+        self._check_t(t, h.shape[0])
+        self.fwd_stepper(h, h0, V, lengths, activation, version, scratch)(t)
+
+    def fwd_stepper(self, h, h0, V, lengths, activation, version="v2", scratch=None):
+        """A function of t that launches forward step t (as elman_fwd_step), for a whole sequence:
+        the operands are checked and the kernel looked up once, not at every step (the per-step
+        Python work is what bounds a step loop at small sizes). t must be in 0..T-1."""
         T, B, H = h.shape
-        dt = h.dtype
         self.fwd_operands(h, h0, V, lengths)
+        grid, block = self._step_geometry(version, B, H)
+        fn = self.loader.function("elman_fwd_step.cu",
+                                  template_name(f"elman_fwd_step_{version}", h.dtype))
+        tail = (_i32(B), _i32(H), _i32(activations.ACTIVATION_CODES[activation]))
+        if version == "v4":  # the product by the GEMM library, the epilogue by our kernel
+            acc = self._scratch(scratch, B, H, h.dtype)
+            matmul = self.xp.matmul
+
+            def launch(t):
+                matmul(h0 if t == 0 else h[t - 1], V, out=acc)
+                fn(grid, block, (h, acc, lengths, _i32(t)) + tail)
+            return launch
+        head = (h, h0, V, lengths)
+        return lambda t: fn(grid, block, head + (_i32(t),) + tail)
+
+    def _check_t(self, t, T):
         if not 0 <= t < T:
             raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
-        grid, block = self._step_geometry(version, B, H)
-        fn = self.loader.function("elman_fwd_step.cu", template_name(f"elman_fwd_step_{version}", dt))
-        act = _i32(activations.ACTIVATION_CODES[activation])
-        if version == "v4":  # the product by the GEMM library, the epilogue by our kernel
-            acc = self._product(h0 if t == 0 else h[t - 1], V, scratch)
-            fn(grid, block, (h, acc, lengths, _i32(t), _i32(B), _i32(H), act))
-            return
-        fn(grid, block, (h, h0, V, lengths, _i32(t), _i32(B), _i32(H), act))
+
+    def _scratch(self, scratch, B, H, dtype):
+        """v4's (B, H) product buffer: the caller's (checked) or a new one."""
+        if scratch is None:
+            return self.xp.empty((B, H), dtype=dtype)
+        return self.check("scratch", scratch, (B, H), dtype)
 
     def fwd_operands(self, h, h0, V, lengths):
         """Check the operands shared by the forward kernels (step and persistent): h (T, B, H),
@@ -124,20 +138,34 @@ class Launchers:
         du (T, B, H) owned by the caller, row t written (row t+1 read); dh (T, B, H) or None;
         dh_last (B, H) or None; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,) int32;
         scratch: optional (B, H) buffer for v4's product."""
+        self._check_t(t, du.shape[0])
+        self.bwd_stepper(du, dh, dh_last, h, VT, lengths, activation, version, scratch)(t)
+
+    def bwd_stepper(self, du, dh, dh_last, h, VT, lengths, activation, version="v2", scratch=None):
+        """A function of t that launches reverse step t (as elman_bwd_step), operands checked and
+        kernel looked up once per sequence (see fwd_stepper). t must be in 0..T-1."""
         T, B, H = du.shape
         operands = self.bwd_operands(du, dh, dh_last, h, VT, "VT", lengths)
-        if not 0 <= t < T:
-            raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
         grid, block = self._step_geometry(version, B, H)
-        fn = self.loader.function("elman_bwd_step.cu", template_name(f"elman_bwd_step_{version}", du.dtype))
+        fn = self.loader.function("elman_bwd_step.cu",
+                                  template_name(f"elman_bwd_step_{version}", du.dtype))
         act = _i32(activations.ACTIVATION_CODES[activation])
         if version == "v4":  # the product by the GEMM library, the epilogue by our kernel
             du_, dh_, has_dh, dl_, has_dl, h_, _, lens = operands
-            acc = self._product(du[t + 1], VT, scratch) if t + 1 < T else self._dummy(du.dtype)
-            fn(grid, block, (du_, acc, _i32(t + 1 < T), dh_, has_dh, dl_, has_dl, h_, lens,
-                             _i32(t), _i32(B), _i32(H), act))
-            return
-        fn(grid, block, operands + (_i32(t), _i32(T), _i32(B), _i32(H), act))
+            acc = self._scratch(scratch, B, H, du.dtype)
+            none = self._dummy(du.dtype)
+            matmul = self.xp.matmul
+            tail = (_i32(B), _i32(H), act)
+
+            def launch(t):
+                more = t + 1 < T
+                if more:
+                    matmul(du[t + 1], VT, out=acc)
+                fn(grid, block, (du_, acc if more else none, _i32(more), dh_, has_dh, dl_, has_dl,
+                                 h_, lens, _i32(t)) + tail)
+            return launch
+        tail = (_i32(T), _i32(B), _i32(H), act)
+        return lambda t: fn(grid, block, operands + (_i32(t),) + tail)
 
     def gemm(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
         """out = op(a) @ op(b) [+ bias] [+ out], with op = transpose where asked (not both).
