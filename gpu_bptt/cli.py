@@ -57,7 +57,8 @@ def cmd_info(args) -> int:
         print(f"  kernels: {'every kernel compiles' if not failures else 'COMPILE ERRORS'}")
         for f, e in failures.items():
             print(f"    {f}: {e}")
-        for line in persistent.describe(get_backend("cuda").persistent_limits()):
+        bk = get_backend("cuda")
+        for line in persistent.describe(bk.persistent_limits(), bk.persist):
             print(f"  {line}")
     return 0
 

@@ -7,12 +7,15 @@
 //   forward outputs (f' is computed from them); V (H, H) itself, not V.T: column j of V.T is row
 //   j of V, so each block copies contiguous rows; lengths (B,) int32 in 1..steps.
 // Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
-//   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes.
+//   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes, plus
+//   8 * 64 * sizeof(T) for v2.
 //   Block g keeps rows g*cols .. of V on chip for all steps and writes those columns of du[t];
 //   warp w handles its columns w, w + 8, ... (persistent_common.cuh has the mapping).
 //   Steps are separated by cooperative_groups::this_grid().sync().
-// Versions: v1 V slice in shared memory, one warp per column, lanes split k (default).
-// Types: float, double (template T). Names: elman_persistent_bwd_v1<float>, ..._v1<double>.
+// Versions: v1 V slice in shared memory, one warp per column, lanes split k (default);
+//   v2 the same slice, the block computes 8 columns at a time with all threads splitting k
+//   (fewer shared-memory reads per multiply-add; persistent_common.cuh).
+// Types: float, double (template T). Names: elman_persistent_bwd_v1<float>, ..._v2<double>.
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
 
@@ -59,6 +62,47 @@ elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int ha
                         }
                         du[i] = out;
                     }
+                }
+            }
+        }
+        if (t > 0) grid.sync();  // du[t] complete everywhere before any block reads it
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
+                        const T* h, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+    const PersistSlice<T> slice = persist_slice(V, H, cols, false);
+    T* const red = slice.xs + (size_t)min(B, PERSIST_BATCH) * H;
+    const int j0 = slice.j0, ncols = slice.ncols;
+    const int o = threadIdx.x, bb = o / PERSIST_GROUP, c = o % PERSIST_GROUP;
+
+    for (int t = steps - 1; t >= 0; --t) {
+        const bool has_next = t + 1 < steps;  // uniform: du[steps] = 0 needs no product
+        const T* dn = du + (size_t)(t + 1) * B * H;
+        for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
+            const int nb = min(PERSIST_BATCH, B - b0);
+            __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
+            if (has_next) persist_stage(slice.xs, dn, b0, nb, H);
+            __syncthreads();
+            for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
+                const int ng = min(PERSIST_GROUP, ncols - g0);
+                const T s = has_next ? persist_group_dot(slice.xs, slice.Ws, red, g0, ng, nb, H)
+                                     : T(0);
+                if (o < PERSIST_OUTS && bb < nb && c < ng) {
+                    const int b = b0 + bb, j = j0 + g0 + c;
+                    const int len = lengths[b];
+                    const size_t i = ((size_t)t * B + b) * H + j;
+                    T out = T(0);
+                    if (t < len) {
+                        T g = has_dh ? dh[i] : T(0);
+                        if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + j];
+                        out = (s + g) * act_grad_from_output(act, h[i]);
+                    }
+                    du[i] = out;
                 }
             }
         }

@@ -5,12 +5,15 @@
 //   row t-1 is final, as in elman_fwd_step.cu); h0 (B, H); V (H, H);
 //   lengths (B,) int32, every entry in 1..steps (the backend passes steps when none is given).
 // Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
-//   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes.
+//   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes, plus
+//   8 * 64 * sizeof(T) for v2.
 //   Block g keeps columns g*cols .. of V on chip for all steps and writes those columns of h[t];
 //   warp w of a block handles its columns w, w + 8, ... (persistent_common.cuh has the mapping).
 //   Steps are separated by cooperative_groups::this_grid().sync().
-// Versions: v1 V slice in shared memory, one warp per column, lanes split k (default).
-// Types: float, double (template T). Names: elman_persistent_fwd_v1<float>, ..._v1<double>.
+// Versions: v1 V slice in shared memory, one warp per column, lanes split k (default);
+//   v2 the same slice, the block computes 8 columns at a time with all threads splitting k
+//   (fewer shared-memory reads per multiply-add; persistent_common.cuh).
+// Types: float, double (template T). Names: elman_persistent_fwd_v1<float>, ..._v2<double>.
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
 
@@ -44,6 +47,38 @@ elman_persistent_fwd_v1(T* h, const T* h0, const T* V, const int* lengths, int s
                         T* out = ht + (size_t)b * H + j0 + jl;
                         *out = t < lengths[b] ? act_apply(act, *out + acc[bb]) : T(0);
                     }
+                }
+            }
+        }
+        if (t + 1 < steps) grid.sync();  // h[t] complete everywhere before any block reads it
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_fwd_v2(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+    const PersistSlice<T> slice = persist_slice(V, H, cols, true);
+    T* const red = slice.xs + (size_t)min(B, PERSIST_BATCH) * H;
+    const int j0 = slice.j0, ncols = slice.ncols;
+    const int o = threadIdx.x, bb = o / PERSIST_GROUP, c = o % PERSIST_GROUP;
+
+    for (int t = 0; t < steps; ++t) {
+        T* ht = h + (size_t)t * B * H;
+        const T* hp = t == 0 ? h0 : ht - (size_t)B * H;
+        for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
+            const int nb = min(PERSIST_BATCH, B - b0);
+            __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
+            persist_stage(slice.xs, hp, b0, nb, H);
+            __syncthreads();
+            for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
+                const int ng = min(PERSIST_GROUP, ncols - g0);
+                const T s = persist_group_dot(slice.xs, slice.Ws, red, g0, ng, nb, H);
+                if (o < PERSIST_OUTS && bb < nb && c < ng) {
+                    const int b = b0 + bb;
+                    T* out = ht + (size_t)b * H + j0 + g0 + c;
+                    *out = t < lengths[b] ? act_apply(act, *out + s) : T(0);
                 }
             }
         }

@@ -7,10 +7,16 @@
 //   Ws [cols][H]  the block's slice, row jl = output column j0 + jl, so the lanes of a warp read
 //                 consecutive k from consecutive words: no bank conflicts
 //   xs [bc][H]    one batch chunk of the previous state (h[t-1] or du[t+1]), bc = min(B, 8)
-//   bytes = (cols + bc) * H * sizeof(T)
-// Per step and batch chunk: the block stages xs from global memory, then warp w computes the
-//   columns jl = w, w + 8, ...: its lanes split k (k = lane + 32 i), each lane keeps one
-//   accumulator per batch row of the chunk, and a butterfly of shuffles sums over the warp.
+//   red [8][64]   v2 only: each warp's partial sums of one group's 64 outputs
+//   bytes = (cols + bc) * H * sizeof(T)  (+ 8 * 64 * sizeof(T) for v2)
+// Per step and batch chunk the block stages xs from global memory, then
+//   v1: warp w computes the columns jl = w, w + 8, ...: its lanes split k (k = lane + 32 i), each
+//       lane keeps one accumulator per batch row of the chunk, and a butterfly of shuffles sums
+//       over the warp. Each lane reads 8 xs values and one V value per 8 multiply-adds.
+//   v2: the block computes 8 columns at a time (a group): all 256 threads split k
+//       (k = tid + 256 i), each keeps 64 accumulators (8 batch rows x 8 columns), so it reads
+//       8 xs and 8 V values per 64 multiply-adds; a reduce-scatter of shuffles leaves lane l the
+//       warp's sums of outputs 2l and 2l + 1, and threads 0..63 add the 8 warps' sums from red.
 // Types: float, double (template T).
 #pragma once
 #include <cooperative_groups.h>
@@ -18,6 +24,8 @@
 #define PERSIST_WARPS 8
 #define PERSIST_THREADS (PERSIST_WARPS * 32)
 #define PERSIST_BATCH 8  // batch rows per chunk: accumulators per lane
+#define PERSIST_GROUP 8  // v2: columns per group
+#define PERSIST_OUTS (PERSIST_BATCH * PERSIST_GROUP)  // v2: outputs per group and chunk
 
 // Declared double so that the array is 8-byte aligned for both element types.
 extern __shared__ double persist_smem[];
@@ -94,4 +102,62 @@ __device__ inline void persist_dot(T (&acc)[PERSIST_BATCH], const T* xs, const T
                 acc[bb] += __shfl_xor_sync(0xffffffffu, acc[bb], off);
         }
     }
+}
+
+// v2, one stage of the warp's reduce-scatter over the first N values of v: a lane keeps one half
+// (the upper one where its lane bit N / 4 is set), adds the partner's copy of that half and sends
+// the other. The stages N = 64, 32, .., 4 leave lane l the warp's sums of outputs 2l and 2l + 1 in
+// v[0] and v[1]. A template per stage so that every index is a constant (v stays in registers).
+template <int N, typename T>
+__device__ inline void persist_reduce_stage(T (&v)[PERSIST_OUTS], int lane) {
+    constexpr int n = N / 2, off = N / 4;
+    const bool upper = (lane & off) != 0;
+#pragma unroll
+    for (int i = 0; i < n; ++i) {
+        const T send = upper ? v[i] : v[i + n];
+        const T keep = upper ? v[i + n] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+    }
+}
+
+// v2: the sums s[o] = sum_k xs[bb][k] * Ws[g0 + c][k], o = bb * PERSIST_GROUP + c, for the
+// column group g0 .. g0 + ng - 1 and batch rows bb < nb (others are 0), with the whole block
+// taking part. Returns s[threadIdx.x] on threads 0 .. PERSIST_OUTS - 1 (0 elsewhere). red holds
+// PERSIST_WARPS * PERSIST_OUTS elements. Contains __syncthreads(): call with uniform arguments.
+template <typename T>
+__device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, int ng, int nb,
+                                      int H) {
+    static_assert(PERSIST_OUTS == 64, "the reduce-scatter stages below assume 64 outputs");
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    T v[PERSIST_OUTS];
+#pragma unroll
+    for (int o = 0; o < PERSIST_OUTS; ++o) v[o] = T(0);
+    for (int k = tid; k < H; k += PERSIST_THREADS) {
+        T x[PERSIST_BATCH], w[PERSIST_GROUP];
+#pragma unroll
+        for (int bb = 0; bb < PERSIST_BATCH; ++bb) x[bb] = bb < nb ? xs[bb * H + k] : T(0);
+#pragma unroll
+        for (int c = 0; c < PERSIST_GROUP; ++c)
+            w[c] = c < ng ? Ws[(size_t)(g0 + c) * H + k] : T(0);
+#pragma unroll
+        for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
+#pragma unroll
+            for (int c = 0; c < PERSIST_GROUP; ++c) v[bb * PERSIST_GROUP + c] += x[bb] * w[c];
+        }
+    }
+    persist_reduce_stage<64>(v, lane);
+    persist_reduce_stage<32>(v, lane);
+    persist_reduce_stage<16>(v, lane);
+    persist_reduce_stage<8>(v, lane);
+    persist_reduce_stage<4>(v, lane);
+    red[warp * PERSIST_OUTS + 2 * lane] = v[0];
+    red[warp * PERSIST_OUTS + 2 * lane + 1] = v[1];
+    __syncthreads();
+    T sum = T(0);
+    if (tid < PERSIST_OUTS) {
+#pragma unroll
+        for (int w = 0; w < PERSIST_WARPS; ++w) sum += red[w * PERSIST_OUTS + tid];
+    }
+    __syncthreads();  // red may be written again
+    return sum;
 }

@@ -145,13 +145,17 @@ def test_every_cuda_variant_is_a_contender(monkeypatch):
     monkeypatch.setattr(cuda, "CudaBackend", FakeCuda, raising=False)
     monkeypatch.setattr(cuda, "GEMM_CHOICES", ("cublas", "own"), raising=False)
     monkeypatch.setattr(cuda, "STEP_VERSIONS", ("v1", "v2"), raising=False)
+    monkeypatch.setattr(cuda, "PERSIST_CHOICES", ("v2", "v1"), raising=False)
     found, _ = discover(["cuda"])
     assert [c.name for c in found] == [
         "cuda[step,v1,cublas]", "cuda[step,v1,own]", "cuda[step,v2,cublas]", "cuda[step,v2,own]",
-        "cuda[persistent,cublas]", "cuda[persistent,own]"]
+        "cuda[persistent,v1,cublas]", "cuda[persistent,v1,own]", "cuda[persistent,v2,cublas]",
+        "cuda[persistent,v2,own]"]
     assert all(c.device == "gpu" and c.timer == "cupy" for c in found)
     own = found[-1]
-    assert own.options["algo"] == "persistent" and own.options["env"]["GPU_BPTT_GEMM"] == "own"
+    assert own.options["algo"] == "persistent" and own.options["env"] == {
+        "GPU_BPTT_GEMM": "own", "GPU_BPTT_PERSIST_KERNEL": "v2"}
+    assert found[0].options["env"] == {"GPU_BPTT_GEMM": "cublas", "GPU_BPTT_STEP_KERNEL": "v1"}
 
 
 def test_backend_switches_hold_for_the_block_only(monkeypatch):

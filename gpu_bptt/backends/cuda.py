@@ -10,6 +10,7 @@ CPU: an array module `xp` and a KernelLoader around a `cupy.RawModule`-like clas
 Options (constructor arguments, else environment variables):
   gemm: "cublas" (default; xp.matmul) or "own" (kernels/gemm.cu) for the products outside the
         time loop (p = x @ W + b, dW, dV, dx, dh0).                    $GPU_BPTT_GEMM
+  persist: "v2" (default) or "v1": the persistent kernels' version.       $GPU_BPTT_PERSIST_KERNEL
   step: "auto" (default), "v1", "v2", "v3" or "v4": the step kernels' version. $GPU_BPTT_STEP_KERNEL
         v4 leaves the recurrent product to cuBLAS (xp.matmul) and fuses the rest in one kernel.
         "auto" takes v4 when the per-step product is large (B·H·H >= 2^26 multiply-adds, e.g.
@@ -35,6 +36,9 @@ STEP_CHOICES = ("auto",) + STEP_VERSIONS
 GEMM_ENV = "GPU_BPTT_GEMM"
 V4_MIN_MACS = 1 << 26  # auto's threshold for v4: multiply-adds of one step's recurrent product
 STEP_ENV = "GPU_BPTT_STEP_KERNEL"
+PERSIST_ENV = "GPU_BPTT_PERSIST_KERNEL"
+PERSIST_CHOICES = (persistent.DEFAULT_VERSION,) + tuple(
+    v for v in persistent.VERSIONS if v != persistent.DEFAULT_VERSION)
 DEVICE_SEEN_BUT = "CuPy sees a CUDA device but cannot load"  # starts the reasons "auto" warns about
 
 
@@ -136,22 +140,23 @@ class CudaBackend(Backend):
     name = "cuda"
     algos = ("auto", "step", "persistent")
 
-    def __init__(self, gemm=None, step=None):
+    def __init__(self, gemm=None, step=None, persist=None):
         import cupy
 
         extra = include_options(cupy.cuda.get_cuda_path(), cupy.cuda.nvrtc.getVersion()[0])
         loader = KernelLoader(cupy.RawModule, device=lambda: cupy.cuda.Device().id, kind="cupy",
                               options=OPTIONS + extra)
         sms = int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["multiProcessorCount"])
-        self._setup(cupy, loader, sms, gemm, step)
+        self._setup(cupy, loader, sms, gemm, step, persist)
 
-    def _setup(self, xp, loader, multiprocessors, gemm, step):
+    def _setup(self, xp, loader, multiprocessors, gemm, step, persist):
         super().__init__(xp)
         self.loader = loader
         self.kernels = Launchers(xp, loader)
         self.multiprocessors = multiprocessors
         self.gemm = _option(gemm, GEMM_ENV, GEMM_CHOICES, "gemm")
         self.step = _option(step, STEP_ENV, STEP_CHOICES, "step")
+        self.persist = _option(persist, PERSIST_ENV, PERSIST_CHOICES, "persist")
         self._persistent_limits = None
 
     # -- the persistent algorithm's view of the device ----------------------------------------------

@@ -30,13 +30,13 @@ def emulator_unavailable_reason():
 class EmulatorBackend(CudaBackend):
     name = "emulator"
 
-    def __init__(self, gemm=None, step=None, order=None):
+    def __init__(self, gemm=None, step=None, order=None, persist=None):
         from ..emulator import RawModule
 
         raw = functools.partial(RawModule, order=order) if order else RawModule
         loader = KernelLoader(raw, device=lambda: "cpu", kind=f"emulator:{order or 'default'}")
         self.order = order
-        self._setup(np, loader, EMULATED_MULTIPROCESSORS, gemm, step)
+        self._setup(np, loader, EMULATED_MULTIPROCESSORS, gemm, step, persist)
 
     def persistent_limits(self):
         """The emulated device: EMULATED_MULTIPROCESSORS blocks and the default 48 KB of dynamic

@@ -26,6 +26,7 @@ OPTIONS = ("-std=c++17",)
 #: checks build the code a GPU runs
 CUPY_ADDED_OPTIONS = ("-ftz=true", "--device-as-default-execution-space")
 STEP_VERSIONS = ("v1", "v2", "v3", "v4")
+PERSIST_VERSIONS = ("v1", "v2")
 GEMM_VARIANTS = ((False, False), (True, False), (False, True))  # (TA, TB): NN, TN, NT
 # Files whose kernels synchronize the grid: built for, and launched as, cooperative launches.
 COOPERATIVE_FILES = ("elman_persistent_fwd.cu", "elman_persistent_bwd.cu")
@@ -105,7 +106,7 @@ def name_expressions(file: str) -> tuple:
     if file == "column_sum.cu":
         return tuple(template_name("column_sum_v1", dt) for dt in dts)
     if file in COOPERATIVE_FILES:
-        return tuple(template_name(f"{file[:-3]}_v1", dt) for dt in dts)
+        return tuple(template_name(f"{file[:-3]}_{v}", dt) for v in PERSIST_VERSIONS for dt in dts)
     raise ValueError(f"file: no kernel list for {file!r}")
 
 

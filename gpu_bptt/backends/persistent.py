@@ -4,7 +4,9 @@ elman_persistent_fwd.cu and elman_persistent_bwd.cu), its limits, the "auto" rul
 Each of `grid` blocks (at most one per multiprocessor) keeps `cols = ceil(H / multiprocessors)`
 columns of V (rows, backward) in shared memory for all T steps, plus one chunk of at most 8 batch
 rows of the previous state, so a block needs (cols + min(B, 8)) * H * itemsize bytes of dynamic
-shared memory. The algorithm runs where that fits the device's per-block limit and the grid can
+shared memory (v2 adds 8 * 64 elements for its cross-warp sums). Kernel versions (the backend's
+`persist` option, $GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block
+computes 8 columns at a time with every thread splitting k (docs/persistent.md). The algorithm runs where that fits the device's per-block limit and the grid can
 be co-resident (every block resident at once, which a grid barrier needs).
 
 "auto" rule (a first guess, to be tuned from GPU measurements; see docs/persistent.md):
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import activations
-from .kernel_loader import template_name
+from .kernel_loader import PERSIST_VERSIONS, template_name
 
 log = logging.getLogger("gpu_bptt")
 
@@ -29,7 +31,9 @@ AUTO_MAX_BATCH = 32    # "auto" takes the persistent kernels up to this batch si
 DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a launch gets without raising the kernel attribute
 FWD_FILE = "elman_persistent_fwd.cu"
 BWD_FILE = "elman_persistent_bwd.cu"
-VERSION = "v1"
+VERSIONS = PERSIST_VERSIONS
+DEFAULT_VERSION = "v2"
+REDUCTION = 8 * 64  # v2's cross-warp sums (PERSIST_WARPS * PERSIST_OUTS), in elements
 
 
 @dataclass(frozen=True)
@@ -60,19 +64,21 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
-def smem_bytes(B, H, cols, itemsize) -> int:
-    """Dynamic shared memory of one block: V's slice (cols x H) and one batch chunk (bc x H)."""
-    return (cols + min(B, BATCH_CHUNK)) * H * itemsize
+def smem_bytes(B, H, cols, itemsize, version=DEFAULT_VERSION) -> int:
+    """Dynamic shared memory of one block: V's slice (cols x H), one batch chunk (bc x H) and, for
+    v2, the cross-warp sums."""
+    extra = REDUCTION if version == "v2" else 0
+    return ((cols + min(B, BATCH_CHUNK)) * H + extra) * itemsize
 
 
-def plan(limits: DeviceLimits, B, H, dtype, static_smem=0) -> Plan:
+def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem=0) -> Plan:
     """The launch geometry for a (B, H) problem; ValueError naming the limit where it cannot run."""
     itemsize = np.dtype(dtype).itemsize
     if not limits.cooperative:
         raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
                          "launches")
     cols = _cdiv(H, limits.multiprocessors)
-    smem = smem_bytes(B, H, cols, itemsize)
+    smem = smem_bytes(B, H, cols, itemsize, version)
     if smem + static_smem > limits.smem_per_block:
         raise ValueError(
             f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs "
@@ -80,17 +86,17 @@ def plan(limits: DeviceLimits, B, H, dtype, static_smem=0) -> Plan:
             f"{min(B, BATCH_CHUNK)} batch rows of {H} x {itemsize} bytes, over "
             f"{limits.multiprocessors} multiprocessors), above the device's "
             f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
-            f"{max_hidden(limits, B, dtype, static_smem)}")
+            f"{max_hidden(limits, B, dtype, version, static_smem)}")
     return Plan(grid=_cdiv(H, cols), cols=cols, smem=smem)
 
 
-def max_hidden(limits: DeviceLimits, B, dtype, static_smem=0) -> int:
-    """The largest H the persistent kernels take on this device at batch size B."""
+def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_smem=0) -> int:
+    """The largest H the persistent kernels (of `version`) take on this device at batch size B."""
     itemsize = np.dtype(dtype).itemsize
 
     def fits(H):
-        return smem_bytes(B, H, _cdiv(H, limits.multiprocessors), itemsize) + static_smem \
-            <= limits.smem_per_block
+        return smem_bytes(B, H, _cdiv(H, limits.multiprocessors), itemsize, version) \
+            + static_smem <= limits.smem_per_block
 
     lo, hi = 0, 1
     while fits(hi):  # the need grows with H, so bisection finds the last H that fits
@@ -123,24 +129,29 @@ def choose(backend, algo, B, H, dtype) -> str:
 def check(backend, B, H, dtype) -> Plan:
     """The plan for both directions on `backend`, after checking that the grid is co-resident."""
     limits = backend.persistent_limits()
-    pl = plan(limits, B, H, dtype)
+    pl = plan(limits, B, H, dtype, version_of(backend))
     for file in (FWD_FILE, BWD_FILE):
         per_sm = backend.persistent_blocks_per_sm(_function(backend, file, dtype), pl.smem)
         if per_sm is not None and pl.grid > per_sm * limits.multiprocessors:
             raise ValueError(
                 f"algo='persistent' cannot run: the grid of {pl.grid} blocks cannot be "
-                f"co-resident ({_stem(file)} fits {per_sm} block(s) of {THREADS} threads with "
+                f"co-resident ({_stem(file, version_of(backend))} fits {per_sm} block(s) of {THREADS} threads with "
                 f"{pl.smem} bytes of shared memory per multiprocessor, on "
                 f"{limits.multiprocessors} multiprocessors)")
     return pl
 
 
-def _stem(file):
-    return f"{file[:-3]}_{VERSION}"
+def version_of(backend) -> str:
+    """The persistent kernels' version a backend runs."""
+    return getattr(backend, "persist", DEFAULT_VERSION)
+
+
+def _stem(file, version):
+    return f"{file[:-3]}_{version}"
 
 
 def _function(backend, file, dtype):
-    return backend.loader.function(file, template_name(_stem(file), dtype))
+    return backend.loader.function(file, template_name(_stem(file, version_of(backend)), dtype))
 
 
 def _launch(backend, file, dtype, pl, args):
@@ -176,15 +187,16 @@ def backward(backend, du, dh, dh_last, h, V, lengths, activation):
     return du
 
 
-def describe(limits: DeviceLimits) -> list:
+def describe(limits: DeviceLimits, version=DEFAULT_VERSION) -> list:
     """Lines for `gpu-bptt info`: the persistent algorithm's limits on this device."""
-    h1 = {np.dtype(d).name: max_hidden(limits, 1, d) for d in (np.float32, np.float64)}
-    h8 = {np.dtype(d).name: max_hidden(limits, BATCH_CHUNK, d) for d in (np.float32, np.float64)}
+    h1 = {np.dtype(d).name: max_hidden(limits, 1, d, version) for d in (np.float32, np.float64)}
+    h8 = {np.dtype(d).name: max_hidden(limits, BATCH_CHUNK, d, version)
+          for d in (np.float32, np.float64)}
     lines = [f"persistent: {limits.multiprocessors} blocks at most (one per multiprocessor), "
              f"{limits.smem_per_block} bytes of shared memory per block, cooperative launch "
              f"{'supported' if limits.cooperative else 'NOT supported'}"]
     if limits.cooperative:
-        lines.append(f"persistent: largest H: float32 {h1['float32']} at B=1, {h8['float32']} at "
+        lines.append(f"persistent ({version}): largest H: float32 {h1['float32']} at B=1, {h8['float32']} at "
                      f"B>={BATCH_CHUNK}; float64 {h1['float64']} at B=1, {h8['float64']} at "
                      f"B>={BATCH_CHUNK}")
     lines.append(f"persistent: algo='auto' takes it when B <= {AUTO_MAX_BATCH} and V's slice "

@@ -135,15 +135,20 @@ def _ours(skipped):
     from ..backends import cuda as mod
 
     gemms = tuple(getattr(mod, "GEMM_CHOICES", ("cublas",)))
-    steps = tuple(getattr(mod, "STEP_VERSIONS", ())) or (None,)
+    # the kernel versions of each algorithm, and the switch that picks them
+    versions = {"step": (tuple(getattr(mod, "STEP_VERSIONS", ())),
+                         getattr(mod, "STEP_ENV", "GPU_BPTT_STEP_KERNEL")),
+                "persistent": (tuple(getattr(mod, "PERSIST_CHOICES", ())),
+                               getattr(mod, "PERSIST_ENV", "GPU_BPTT_PERSIST_KERNEL"))}
     algos = [a for a in getattr(mod.CudaBackend, "algos", ("auto",)) if a != "auto"] or ["auto"]
     for algo in algos:
-        for step in (steps if algo == "step" else (None,)):
+        kernels, switch = versions.get(algo, ((), None))
+        for version in sorted(kernels) or (None,):
             for gemm in gemms:
-                label = ",".join(s for s in (algo, step, gemm) if s)
+                label = ",".join(s for s in (algo, version, gemm) if s)
                 env = {getattr(mod, "GEMM_ENV", "GPU_BPTT_GEMM"): gemm}
-                if step:
-                    env[getattr(mod, "STEP_ENV", "GPU_BPTT_STEP_KERNEL")] = step
+                if version:
+                    env[switch] = version
                 # a fresh backend per variant: the switches are read when it is built
                 found.append(Ours(f"cuda[{label}]", mod.CudaBackend, algo=algo, device="gpu", env=env))
     return found

@@ -1,5 +1,5 @@
 """The data for the cuda backend's "auto" rules: at each (B, H) of a grid, every step kernel
-version and the persistent algorithm, timed as the benchmark times them, next to what "auto"
+version and every persistent kernel version, timed as the benchmark times them, next to what "auto"
 picks there. The rules themselves (cuda.step_version, persistent.choose) are edited by hand from
 what this shows; nothing is tuned at run time.
 
@@ -24,24 +24,28 @@ LOSS_OK = 0.10
 
 
 def tune_contenders(make_backend, device="gpu") -> list:
-    """Each variant "auto" chooses among, then "auto" itself, all with cuBLAS outside the loop.
+    """Every step and persistent kernel version, then "auto" itself (the backend's defaults), all
+    with cuBLAS outside the loop.
     make_backend: the CudaBackend class (or the EmulatorBackend, for tests)."""
     from ..backends import cuda
 
-    def variant(label, algo, step):
-        env = {cuda.GEMM_ENV: "cublas", cuda.STEP_ENV: step}
+    def variant(label, algo, step="auto", persist=None):
+        env = {cuda.GEMM_ENV: "cublas", cuda.STEP_ENV: step,
+               cuda.PERSIST_ENV: persist or cuda.PERSIST_CHOICES[0]}
         return Ours(f"cuda[{label}]", make_backend, algo=algo, device=device, env=env)
 
-    out = [variant(f"step,{v}", "step", v) for v in cuda.STEP_VERSIONS]
-    out.append(variant("persistent", "persistent", "auto"))
-    out.append(variant("auto", "auto", "auto"))
+    out = [variant(f"step,{v}", "step", step=v) for v in cuda.STEP_VERSIONS]
+    out += [variant(f"persistent,{v}", "persistent", persist=v) for v in sorted(cuda.PERSIST_CHOICES)]
+    out.append(variant("auto", "auto"))
     return out
 
 
 def auto_choice(backend, size, dtype) -> str:
-    """The variant label that "auto" runs at `size` on `backend` (its step option left at auto)."""
+    """The variant label that "auto" runs at `size` on `backend` (its options at their defaults)."""
     algo = backend.resolve_algo("auto", size.T, size.B, size.H, np.dtype(dtype))
-    return "persistent" if algo == "persistent" else f"step,{backend.step_version(size.B, size.H)}"
+    if algo == "persistent":
+        return f"persistent,{backend.persist}"
+    return f"step,{backend.step_version(size.B, size.H)}"
 
 
 def summarize(run, backend) -> list:
@@ -66,25 +70,28 @@ def summarize(run, backend) -> list:
     return rows
 
 
+def short(label) -> str:
+    """'step,v3' -> 's3', 'persistent,v2' -> 'p2': the grid's cell names."""
+    algo, _, version = label.partition(",")
+    return algo[0] + version.lstrip("v")
+
+
 def grid(rows) -> str:
     """Rows H, columns B; each cell the fastest variant, '*' where auto lost more than LOSS_OK."""
     Bs = sorted({r["size"]["B"] for r in rows})
     Hs = sorted({r["size"]["H"] for r in rows})
     cell = {(r["size"]["B"], r["size"]["H"]): r for r in rows}
-    width, corner = 16, "H \\ B"
-    lines = ["fastest variant (fwd+bwd) by H (rows) and B (columns); '*': auto was more than "
-             f"{LOSS_OK:.0%} slower (its pick in brackets)",
+    width, corner = 9, "H \\ B"
+    lines = ["fastest variant (fwd+bwd) by H (rows) and B (columns): sN = step,vN, pN = "
+             f"persistent,vN; '*': auto was more than {LOSS_OK:.0%} slower (its pick in brackets)",
              f"{corner:>6} " + "".join(f"{b:>{width}}" for b in Bs)]
     for h in Hs:
         out = []
         for b in Bs:
             r = cell.get((b, h))
-            if r is None or "best" not in r:
-                out.append(f"{'-':>{width}}")
-                continue
-            text = r["best"]
-            if r.get("auto_loss", 0.0) > LOSS_OK:
-                text = f"*{text} [{r['auto_picks'].replace('step,', '')}]"
+            text = "-" if r is None or "best" not in r else short(r["best"])
+            if r is not None and r.get("auto_loss", 0.0) > LOSS_OK:
+                text = f"*{text}[{short(r['auto_picks'])}]"
             out.append(f"{text:>{width}}")
         lines.append(f"{h:>6} " + "".join(out))
     losses = [r["auto_loss"] for r in rows if "auto_loss" in r]

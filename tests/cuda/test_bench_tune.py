@@ -11,7 +11,7 @@ from gpu_bptt.bench import tune
 from gpu_bptt.bench.report import table, write_json
 
 FAST = dict(warmup=1, repeats=2, budget_s=1.0, pause_s=0.0)
-LABELS = ["step,v1", "step,v2", "step,v3", "step,v4", "persistent", "auto"]
+LABELS = ["step,v1", "step,v2", "step,v3", "step,v4", "persistent,v1", "persistent,v2", "auto"]
 
 
 def _emulator():
@@ -39,6 +39,8 @@ def test_tune_times_every_variant_and_names_autos_pick():
         assert row["auto_loss"] == row["times_s"]["auto"] / row["best_s"] - 1
     text = tune.grid(rows)
     assert text.splitlines()[1].split()[-2:] == ["1", "5"]  # the B columns
+    assert tune.short("step,v3") == "s3" and tune.short("persistent,v2") == "p2"
+    assert text.splitlines()[2].split()[1].lstrip("*")[:2] == tune.short(rows[0]["best"])
     assert "auto within 10% of the fastest at" in text
 
 
@@ -46,7 +48,7 @@ def test_auto_pick_follows_the_backend_rules():
     Emu = _emulator()
     bk = Emu(step="auto")
     # the emulated device fits the persistent kernels at B <= 32 and small H ...
-    assert tune.auto_choice(bk, Size(4, 8, 4, 16), "float32") == "persistent"
+    assert tune.auto_choice(bk, Size(4, 8, 4, 16), "float32") == f"persistent,{bk.persist}"
     # ... and above the batch limit auto steps, with the version the step rule gives
     big = Size(4, 64, 4, 16)
     assert tune.auto_choice(bk, big, "float32") == f"step,{bk.step_version(64, 16)}"

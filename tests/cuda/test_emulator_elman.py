@@ -91,8 +91,14 @@ def test_registry_and_options(monkeypatch):
     assert get_backend("emulator").name == "emulator"
     monkeypatch.setenv("GPU_BPTT_GEMM", "own")
     monkeypatch.setenv("GPU_BPTT_STEP_KERNEL", "v1")
+    monkeypatch.setenv("GPU_BPTT_PERSIST_KERNEL", "v1")
     bk = EmulatorBackend()
-    assert (bk.gemm, bk.step) == ("own", "v1")
+    assert (bk.gemm, bk.step, bk.persist) == ("own", "v1", "v1")
+    assert EmulatorBackend(persist="V2").persist == "v2"
+    with pytest.raises(ValueError, match=r"^persist: expected one of \('v2', 'v1'\)"):
+        EmulatorBackend(persist="v3")
+    monkeypatch.delenv("GPU_BPTT_PERSIST_KERNEL")
+    assert EmulatorBackend().persist == "v2"  # the default
     monkeypatch.setenv("GPU_BPTT_GEMM", "magma")
     with pytest.raises(ValueError, match="gemm"):
         EmulatorBackend()

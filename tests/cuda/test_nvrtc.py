@@ -49,6 +49,14 @@ def test_no_register_spills(resources):
     assert not spills, "register spills:\n" + "\n".join(spills)
 
 
+def test_no_local_memory_stack(resources):
+    # A stack frame means a per-thread array indexed at run time lives in local memory (a loop
+    # that did not unroll): slow, though ptxas does not call it a spill.
+    stacks = [f"{r['name']} ({r['arch']}): {r['stack_bytes']} bytes" for r in resources
+              if r["stack_bytes"]]
+    assert not stacks, "kernels with a stack frame:\n" + "\n".join(stacks)
+
+
 def test_write_resource_table(resources):
     major, minor = nvrtc.version()
     lines = [

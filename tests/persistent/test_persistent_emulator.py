@@ -18,14 +18,17 @@ OUTPUTS = ("h", "h_last")
 GRADS = ("dx", "dW", "dV", "db", "dh0")
 
 
+VERSIONS = ("v1", "v2")
+
+
 @functools.lru_cache(maxsize=None)
-def emulator(order):
+def emulator(order, persist="v2"):
     from gpu_bptt.backends.emulator import EmulatorBackend, emulator_unavailable_reason
 
     reason = emulator_unavailable_reason()
     if reason:
         pytest.skip(f"the kernel emulator cannot run here: {reason}")
-    return EmulatorBackend(order=order)
+    return EmulatorBackend(order=order, persist=persist)
 
 
 def problem(T, B, I, H, dtype, seed, lengths=True, dh=True, dh_last=True):
@@ -60,12 +63,13 @@ def check(bk, args, act, dh, dh_last):
         assert_close(f"{name} vs step", getattr(g, name), getattr(step_g, name), dtype)
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("act", ACTIVATIONS)
-def test_each_activation_with_lengths_and_dh_last(order, act):
+def test_each_activation_with_lengths_and_dh_last(order, act, version):
     # H = 13 over 4 blocks: 4, 4, 4 and 1 columns; B = 3 < one chunk.
     args, dh, dh_last = problem(7, 3, 4, 13, np.float32, seed=ACTIVATIONS.index(act))
-    check(emulator(order), args, act, dh, dh_last)
+    check(emulator(order, version), args, act, dh, dh_last)
 
 
 # (T, B, I, H, dtype, lengths, dh, dh_last): batch chunks, more columns than warps, T = 1, only
@@ -78,14 +82,33 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-B{}-I{}-H{}-{}-len{:d}-dh{:d}-last{:d}".format(
     *c[:4], np.dtype(c[4]).name, *c[5:]))
-def test_shapes(order, case):
+def test_shapes(order, case, version):
     T, B, I, H, dtype, lengths, dh, dh_last = case
     args, dh, dh_last = problem(T, B, I, H, dtype, seed=T * 100 + B * 10 + H,
                                 lengths=lengths, dh=dh, dh_last=dh_last)
-    check(emulator(order), args, "tanh", dh, dh_last)
+    check(emulator(order, version), args, "tanh", dh, dh_last)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_hidden_size_past_one_pass_of_the_block(version):
+    """H = 300 > 256 threads: v2's threads take two k each, v1's lanes ten. It needs a grid of
+    more than the 4 emulated multiprocessors to fit 48 KB, so this backend reports 16."""
+    from gpu_bptt.backends import persistent as P
+    from gpu_bptt.backends.emulator import EmulatorBackend
+
+    class Wider(EmulatorBackend):
+        def persistent_limits(self):
+            return P.DeviceLimits(16, P.DEFAULT_SMEM, name="emulator, 16 blocks")
+
+    emulator("random", version)  # skips where the emulator cannot run
+    bk = Wider(order="random", persist=version)
+    args, dh, dh_last = problem(3, 9, 2, 300, np.float32, seed=11)
+    assert P.plan(bk.persistent_limits(), 9, 300, np.float32, version).grid == 16
+    check(bk, args, "tanh", dh, dh_last)
 
 
 def test_auto_takes_persistent_for_small_batches_and_logs_fallbacks(caplog):

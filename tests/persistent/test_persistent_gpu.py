@@ -21,14 +21,15 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cuda():
+@pytest.fixture(scope="module", params=("v1", "v2"))
+def cuda(request):
+    """The cuda backend with each persistent kernel version."""
     reason = cuda_unavailable_reason()
     if reason:
         pytest.skip(f"no CUDA device: {reason}")
-    from gpu_bptt.backends import get_backend
+    from gpu_bptt.backends.cuda import CudaBackend
 
-    return get_backend("cuda")
+    return CudaBackend(persist=request.param)
 
 
 def _problem(T, B, I, H, with_lengths, dtype, seed=0):
@@ -53,7 +54,7 @@ def test_persistent_matches_numpy_and_step_on_device(cuda, case):
     limits = cuda.persistent_limits()
     from gpu_bptt.backends import persistent
 
-    if H > persistent.max_hidden(limits, B, dtype):
+    if H > persistent.max_hidden(limits, B, dtype, cuda.persist):
         pytest.skip(f"H={H} does not fit this device's shared memory ({limits})")
     args, dh, dh_last = _problem(T, B, I, H, with_lengths, dtype)
     ref_out, ref_g = _run("numpy", "step", args, act, dh, dh_last)
@@ -85,7 +86,7 @@ def test_bit_identical_gradients_across_runs(cuda):
 def test_too_large_h_is_an_error_naming_the_limit(cuda):
     from gpu_bptt.backends import persistent
 
-    H = persistent.max_hidden(cuda.persistent_limits(), 8, np.float32) + 1
+    H = persistent.max_hidden(cuda.persistent_limits(), 8, np.float32, cuda.persist) + 1
     args, _, _ = _problem(1, 8, 1, H, False, np.float32)
     with pytest.raises(ValueError, match="V's slice does not fit on chip"):
         gpu_bptt.elman_forward(**args, backend=cuda, algo="persistent")
