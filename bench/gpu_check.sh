@@ -10,10 +10,10 @@
 #   long-seq  the long-seq preset (T up to 16384)
 # Each stage runs under its own time limit (seconds, $LIMIT_<stage>, e.g. LIMIT_tune=300), so one
 # that overruns is cut short without losing the others; a bench run saves its finished sizes as it
-# goes. Expected on an H100 (a guess until measured): info+tests+targets within 10 minutes,
-# tune+long-seq within another 10.
-# Results and a log go to bench/results/ (or $GPU_CHECK_RESULTS). With a directory argument, this run's log, JSON and
-# Markdown are copied there too, with every file of the run (plots included) in one .tar.gz.
+# goes. The default limits keep `info tests targets` and `tune long-seq` each under 10 minutes.
+# Results and a log go to bench/results/ (or $GPU_CHECK_RESULTS). With a directory argument, this
+# run's log, JSON and Markdown are copied there after every stage, and at the end every file of
+# the run (plots included) in one .tar.gz.
 # Needs the project's cuda extra (and torch with CUDA for the cuDNN contenders).
 #   usage: bash bench/gpu_check.sh [COPY_TO_DIR [STAGE ...]]     (default: every stage, in order)
 set -u
@@ -47,31 +47,37 @@ stage() {  # stage NAME DEFAULT_LIMIT COMMAND...: run under a time limit, record
     echo "$name exit code: $rc ($((SECONDS - t0))s)"
 }
 
-{
-    echo "stages: $stages"
-    for s in $stages; do
-        case "$s" in
-            info)
-                stage info 120 "$PY" -m gpu_bptt.cli info
-                nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true ;;
-            tests) stage tests 300 "$PY" -m pytest -m gpu -q -rs tests ;;
-            targets) stage targets 300 "$PY" "${BENCH[@]}" --preset large-batch --preset small-batch \
-                         --markdown "$RESULTS/gpu-latest.md" ;;
-            tune) stage tune 240 "$PY" "${BENCH[@]}" --tune --markdown "$RESULTS/gpu-tune-latest.md" ;;
-            long-seq) stage long-seq 300 "$PY" "${BENCH[@]}" --preset long-seq \
-                          --markdown "$RESULTS/gpu-long-seq-latest.md" ;;
-            *) echo "unknown stage $s (stages: info tests targets tune long-seq)"; echo "$s exit code: 2" ;;
-        esac
+collect() {  # copy this run's log, JSON and Markdown out (after every stage: a run cut short
+             # from outside still leaves what it finished)
+    [ -n "$copy_to" ] || return 0
+    mkdir -p "$copy_to"
+    for f in $(find "$RESULTS" -newer "$marker" -type f); do
+        case "$f" in *.log|*.json|*.md) cp "$f" "$copy_to"/ ;; esac
     done
-} 2>&1 | tee "$log"
+}
+
+echo "stages: $stages" | tee "$log"
+for s in $stages; do
+    case "$s" in
+        info)
+            stage info 90 "$PY" -m gpu_bptt.cli info
+            nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv || true ;;
+        tests) stage tests 240 "$PY" -m pytest -m gpu -q -rs tests ;;
+        targets) stage targets 260 "$PY" "${BENCH[@]}" --preset large-batch --preset small-batch \
+                     --markdown "$RESULTS/gpu-latest.md" ;;
+        tune) stage tune 240 "$PY" "${BENCH[@]}" --tune --markdown "$RESULTS/gpu-tune-latest.md" ;;
+        long-seq) stage long-seq 300 "$PY" "${BENCH[@]}" --preset long-seq \
+                      --markdown "$RESULTS/gpu-long-seq-latest.md" ;;
+        *) echo "unknown stage $s (stages: info tests targets tune long-seq)"; echo "$s exit code: 2" ;;
+    esac 2>&1 | tee -a "$log"
+    collect
+done
 status=0
 grep -q "exit code: [^0]" "$log" && status=1
 if [ -n "$copy_to" ]; then
-    # A few files only (a transfer may bring back a handful): the log, the JSON and the Markdown
-    # as they are, and everything this run wrote (plots included) in one archive.
-    mkdir -p "$copy_to"
+    # everything this run wrote (plots included) in one archive: a transfer may bring back a
+    # handful of files only
     new=$(find "$RESULTS" -newer "$marker" -type f)
-    for f in $new; do case "$f" in *.log|*.json|*.md) cp "$f" "$copy_to"/ ;; esac; done
     [ -n "$new" ] && tar czf "$copy_to/gpu-check-$stamp.tar.gz" $new
 fi
 rm -f "$marker"

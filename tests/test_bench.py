@@ -187,12 +187,12 @@ def test_gpu_check_runs_its_stages_and_copies_the_results(tmp_path):
     (fake / "__init__.py").write_text(
         "class cuda:\n    class runtime:\n        getDeviceCount = staticmethod(lambda: 1)\n")
     env = dict(os.environ, PYTHONPATH=f"{fake.parent}{os.pathsep}{root}",
-               GPU_CHECK_RESULTS=str(tmp_path / "results"))
+               GPU_CHECK_RESULTS=str(tmp_path / "results"), LIMIT_info="45")
     out = tmp_path / "out"
     p = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), str(out), "info", "bogus"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr  # the unknown stage
-    assert "== info (limit 120s)" in p.stdout and "info exit code: 0" in p.stdout
+    assert "== info (limit 45s)" in p.stdout and "info exit code: 0" in p.stdout
     assert "unknown stage bogus" in p.stdout and "bogus exit code: 2" in p.stdout
     logs = list(out.glob("gpu-check-*.log"))
     assert len(logs) == 1 and "info exit code" in logs[0].read_text()
