@@ -19,66 +19,35 @@
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
 
+// One output of step t: du[t][b][j] = (s + dh[t][b][j] + [t = last] dh_last[b][j]) * f'(h),
+// 0 from the example's length on.
 template <typename T>
-__global__ void __launch_bounds__(PERSIST_THREADS, 1)
-elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
-                        const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
-    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-    const PersistSlice<T> slice = persist_slice(V, H, cols, false);
-    T* const Ws = slice.Ws;
-    T* const xs = slice.xs;
-    const int j0 = slice.j0, ncols = slice.ncols;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-
-    for (int t = steps - 1; t >= 0; --t) {
-        const bool has_next = t + 1 < steps;  // uniform: du[steps] = 0 needs no product
-        const T* dn = du + (size_t)(t + 1) * B * H;
-        for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
-            const int nb = min(PERSIST_BATCH, B - b0);
-            __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
-            if (has_next) persist_stage(xs, dn, b0, nb, H);
-            __syncthreads();
-            for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
-                T acc[PERSIST_BATCH];
-                if (has_next) {
-                    persist_dot(acc, xs, Ws + (size_t)jl * H, nb, H);
-                } else {
-#pragma unroll
-                    for (int bb = 0; bb < PERSIST_BATCH; ++bb) acc[bb] = T(0);
-                }
-                const int j = j0 + jl;
-#pragma unroll
-                for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
-                    if (bb < nb && lane == bb) {
-                        const int b = b0 + bb;
-                        const int len = lengths[b];
-                        const size_t i = ((size_t)t * B + b) * H + j;
-                        T out = T(0);
-                        if (t < len) {
-                            T g = has_dh ? dh[i] : T(0);
-                            if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + j];
-                            out = (acc[bb] + g) * act_grad_from_output(act, h[i]);
-                        }
-                        du[i] = out;
-                    }
-                }
-            }
-        }
-        if (t > 0) grid.sync();  // du[t] complete everywhere before any block reads it
+__device__ inline void persist_bwd_out(T* du, const T* dh, int has_dh, const T* dh_last,
+                                       int has_dh_last, const T* h, const int* lengths, int t,
+                                       int b, int j, int B, int H, int act, T s) {
+    const int len = lengths[b];
+    const size_t i = ((size_t)t * B + b) * H + j;
+    T out = T(0);
+    if (t < len) {
+        T g = has_dh ? dh[i] : T(0);
+        if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + j];
+        out = (s + g) * act_grad_from_output(act, h[i]);
     }
+    du[i] = out;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(PERSIST_THREADS, 1)
-elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
-                        const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
+// Both versions: the same steps, chunks and barriers; VERSION picks the products (see
+// persistent_common.cuh).
+template <int VERSION, typename T>
+__device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_last,
+                                   int has_dh_last, const T* h, const T* V, const int* lengths,
+                                   int steps, int B, int H, int cols, int act) {
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
     const PersistSlice<T> slice = persist_slice(V, H, cols, false);
-    T* const red = slice.xs + (size_t)min(B, PERSIST_BATCH) * H;
+    T* const red = slice.xs + (size_t)min(B, PERSIST_BATCH) * H;  // v2's sums
     const int j0 = slice.j0, ncols = slice.ncols;
-    const int o = threadIdx.x, bb = o / PERSIST_GROUP, c = o % PERSIST_GROUP;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int o = threadIdx.x, bo = o / PERSIST_GROUP, co = o % PERSIST_GROUP;  // v2's output
 
     for (int t = steps - 1; t >= 0; --t) {
         const bool has_next = t + 1 < steps;  // uniform: du[steps] = 0 needs no product
@@ -88,24 +57,49 @@ elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int ha
             __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
             if (has_next) persist_stage(slice.xs, dn, b0, nb, H);
             __syncthreads();
-            for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
-                const int ng = min(PERSIST_GROUP, ncols - g0);
-                const T s = has_next ? persist_group_dot(slice.xs, slice.Ws, red, g0, ng, nb, H)
-                                     : T(0);
-                if (o < PERSIST_OUTS && bb < nb && c < ng) {
-                    const int b = b0 + bb, j = j0 + g0 + c;
-                    const int len = lengths[b];
-                    const size_t i = ((size_t)t * B + b) * H + j;
-                    T out = T(0);
-                    if (t < len) {
-                        T g = has_dh ? dh[i] : T(0);
-                        if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + j];
-                        out = (s + g) * act_grad_from_output(act, h[i]);
+            if constexpr (VERSION == 1) {
+                for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
+                    T acc[PERSIST_BATCH];
+                    if (has_next) {
+                        persist_dot(acc, slice.xs, slice.Ws + (size_t)jl * H, nb, H);
+                    } else {
+#pragma unroll
+                        for (int bb = 0; bb < PERSIST_BATCH; ++bb) acc[bb] = T(0);
                     }
-                    du[i] = out;
+#pragma unroll
+                    for (int bb = 0; bb < PERSIST_BATCH; ++bb)
+                        if (bb < nb && lane == bb)
+                            persist_bwd_out(du, dh, has_dh, dh_last, has_dh_last, h, lengths, t,
+                                            b0 + bb, j0 + jl, B, H, act, acc[bb]);
+                }
+            } else {
+                for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
+                    const int ng = min(PERSIST_GROUP, ncols - g0);
+                    const T s = has_next
+                                    ? persist_group_dot(slice.xs, slice.Ws, red, g0, ng, nb, H)
+                                    : T(0);
+                    if (o < PERSIST_OUTS && bo < nb && co < ng)
+                        persist_bwd_out(du, dh, has_dh, dh_last, has_dh_last, h, lengths, t,
+                                        b0 + bo, j0 + g0 + co, B, H, act, s);
                 }
             }
         }
         if (t > 0) grid.sync();  // du[t] complete everywhere before any block reads it
     }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
+                        const T* h, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    persist_bwd<1>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
+                        const T* h, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    persist_bwd<2>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act);
 }

@@ -17,52 +17,26 @@
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
 
+// One output of step t: h[t][b][j] = f(p[t][b][j] + s) (ht holds p[t] there), 0 from the example's
+// length on.
 template <typename T>
-__global__ void __launch_bounds__(PERSIST_THREADS, 1)
-elman_persistent_fwd_v1(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
-    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-    const PersistSlice<T> slice = persist_slice(V, H, cols, true);
-    T* const Ws = slice.Ws;
-    T* const xs = slice.xs;
-    const int j0 = slice.j0, ncols = slice.ncols;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-
-    for (int t = 0; t < steps; ++t) {
-        T* ht = h + (size_t)t * B * H;
-        const T* hp = t == 0 ? h0 : ht - (size_t)B * H;
-        for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
-            const int nb = min(PERSIST_BATCH, B - b0);
-            __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
-            persist_stage(xs, hp, b0, nb, H);
-            __syncthreads();
-            for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
-                T acc[PERSIST_BATCH];
-                persist_dot(acc, xs, Ws + (size_t)jl * H, nb, H);
-                // Lane bb writes batch row b0 + bb: at most 8 scattered words per column.
-#pragma unroll
-                for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
-                    if (bb < nb && lane == bb) {
-                        const int b = b0 + bb;
-                        T* out = ht + (size_t)b * H + j0 + jl;
-                        *out = t < lengths[b] ? act_apply(act, *out + acc[bb]) : T(0);
-                    }
-                }
-            }
-        }
-        if (t + 1 < steps) grid.sync();  // h[t] complete everywhere before any block reads it
-    }
+__device__ inline void persist_fwd_out(T* ht, const int* lengths, int t, int b, int j, int H,
+                                       int act, T s) {
+    T* out = ht + (size_t)b * H + j;
+    *out = t < lengths[b] ? act_apply(act, *out + s) : T(0);
 }
 
-template <typename T>
-__global__ void __launch_bounds__(PERSIST_THREADS, 1)
-elman_persistent_fwd_v2(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
+// Both versions: the same steps, chunks and barriers; VERSION picks the products (see
+// persistent_common.cuh).
+template <int VERSION, typename T>
+__device__ inline void persist_fwd(T* h, const T* h0, const T* V, const int* lengths, int steps,
+                                   int B, int H, int cols, int act) {
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
     const PersistSlice<T> slice = persist_slice(V, H, cols, true);
-    T* const red = slice.xs + (size_t)min(B, PERSIST_BATCH) * H;
+    T* const red = slice.xs + (size_t)min(B, PERSIST_BATCH) * H;  // v2's sums
     const int j0 = slice.j0, ncols = slice.ncols;
-    const int o = threadIdx.x, bb = o / PERSIST_GROUP, c = o % PERSIST_GROUP;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int o = threadIdx.x, bo = o / PERSIST_GROUP, co = o % PERSIST_GROUP;  // v2's output
 
     for (int t = 0; t < steps; ++t) {
         T* ht = h + (size_t)t * B * H;
@@ -72,16 +46,39 @@ elman_persistent_fwd_v2(T* h, const T* h0, const T* V, const int* lengths, int s
             __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
             persist_stage(slice.xs, hp, b0, nb, H);
             __syncthreads();
-            for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
-                const int ng = min(PERSIST_GROUP, ncols - g0);
-                const T s = persist_group_dot(slice.xs, slice.Ws, red, g0, ng, nb, H);
-                if (o < PERSIST_OUTS && bb < nb && c < ng) {
-                    const int b = b0 + bb;
-                    T* out = ht + (size_t)b * H + j0 + g0 + c;
-                    *out = t < lengths[b] ? act_apply(act, *out + s) : T(0);
+            if constexpr (VERSION == 1) {
+                for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
+                    T acc[PERSIST_BATCH];
+                    persist_dot(acc, slice.xs, slice.Ws + (size_t)jl * H, nb, H);
+                    // Lane bb writes batch row b0 + bb: at most 8 scattered words per column.
+#pragma unroll
+                    for (int bb = 0; bb < PERSIST_BATCH; ++bb)
+                        if (bb < nb && lane == bb)
+                            persist_fwd_out(ht, lengths, t, b0 + bb, j0 + jl, H, act, acc[bb]);
+                }
+            } else {
+                for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
+                    const int ng = min(PERSIST_GROUP, ncols - g0);
+                    const T s = persist_group_dot(slice.xs, slice.Ws, red, g0, ng, nb, H);
+                    if (o < PERSIST_OUTS && bo < nb && co < ng)
+                        persist_fwd_out(ht, lengths, t, b0 + bo, j0 + g0 + co, H, act, s);
                 }
             }
         }
         if (t + 1 < steps) grid.sync();  // h[t] complete everywhere before any block reads it
     }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_fwd_v1(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    persist_fwd<1>(h, h0, V, lengths, steps, B, H, cols, act);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_fwd_v2(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
+                        int cols, int act) {
+    persist_fwd<2>(h, h0, V, lengths, steps, B, H, cols, act);
 }
