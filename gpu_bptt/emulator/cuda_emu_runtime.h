@@ -107,11 +107,31 @@ struct Rng {
     }
 };
 
+// mode: 0 forward, 1 reverse, 2 random permutation, 3 ("warps") random as well: in that mode the
+// permutation orders warps (or blocks), not threads.
 inline void make_order(std::vector<int>& order, int mode, Rng& rng) {
     int n = (int)order.size();
     for (int i = 0; i < n; ++i) order[i] = mode == 1 ? n - 1 - i : i;
-    if (mode == 2)
+    if (mode >= 2)
         for (int i = n - 1; i > 0; --i) std::swap(order[i], order[(int)(rng.next() % (u64)(i + 1))]);
+}
+
+// Mode 3: run warp w (lanes in order) until none of its threads can continue (all wait at a block
+// barrier or have finished). Returns whether any thread ran; stops early when a block barrier
+// completes (B.restart) so that the next round draws a new warp order.
+inline bool run_warp_greedily(Block& B, int w) {
+    bool ran = false;
+    for (bool progress = true; progress;) {
+        progress = false;
+        for (int k = w * 32; k < B.n && k < w * 32 + 32; ++k) {
+            Fiber& f = B.f[k];
+            if (f.state != RUN) continue;
+            ran = progress = true;
+            switch_into(B, f);
+            if (B.aborted || B.restart) return true;
+        }
+    }
+    return ran;
 }
 
 inline std::string deadlock_report(Block& B) {
@@ -170,17 +190,23 @@ inline void run_block(Launch& L, Stacks& st, unsigned blin) {
 #endif
     tl_block = &B;
     Rng rng{L.seed * 0x2545f4914f6cdd1dull + blin + 1};
-    std::vector<int> order(B.n);
+    // Mode 3 runs one warp as far as it can before the next: the most skew between warps, which
+    // exposes a missing __syncthreads() between a warp's write and another warp's read.
+    std::vector<int> order(L.order == 3 ? nw : B.n);
     while (B.live > 0) {
         if (L.abort.load(std::memory_order_relaxed)) break;
         make_order(order, L.order, rng);
         bool ran = false;
         B.restart = false;
         for (int k : order) {
-            Fiber& f = B.f[k];
-            if (f.state != RUN) continue;
-            ran = true;
-            switch_into(B, f);
+            if (L.order == 3) {
+                ran = run_warp_greedily(B, k) || ran;
+            } else {
+                Fiber& f = B.f[k];
+                if (f.state != RUN) continue;
+                ran = true;
+                switch_into(B, f);
+            }
             if (B.aborted || B.restart) break;
         }
         if (B.aborted) break;

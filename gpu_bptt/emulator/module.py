@@ -8,7 +8,7 @@ import numpy as np
 
 from . import build
 
-ORDERS = {"forward": 0, "reverse": 1, "random": 2}
+ORDERS = {"forward": 0, "reverse": 1, "random": 2, "warps": 3}
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIM = (1024, 1024, 64)
 MAX_GRID_DIM = (2**31 - 1, 65535, 65535)
@@ -284,8 +284,10 @@ class RawModule:
     options: NVRTC-style options; -I/--include-path and -D are honoured, GPU-only ones ignored.
     name_expressions: template instances to build, e.g. ("step<float>", "step<double>").
     enable_cooperative_groups: launches are cooperative (all blocks run at once; grid.sync() works).
-    order, seed: thread order "forward" | "reverse" | "random" (default $GPU_BPTT_EMU_ORDER, else
-        forward) and the random order's seed (default $GPU_BPTT_EMU_SEED, else 0).
+    order, seed: thread order "forward" | "reverse" | "random" | "warps" (default
+        $GPU_BPTT_EMU_ORDER, else forward) and the random orders' seed (default $GPU_BPTT_EMU_SEED,
+        else 0). "warps" runs one warp, in a random order of warps, as far as it can go before the
+        next (most skew between warps).
     sanitize: build with AddressSanitizer and UBSan and run each launch in a child process
         (default $GPU_BPTT_EMU_SANITIZE).
     backend, translate_cucomplex, jitify: accepted for CuPy compatibility and ignored.

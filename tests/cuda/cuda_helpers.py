@@ -9,7 +9,7 @@ import pytest
 from tests.tolerances import assert_close  # noqa: F401  (the one tolerance table)
 
 DTYPES = (np.float32, np.float64)
-ORDERS = ("forward", "reverse", "random")
+ORDERS = ("forward", "reverse", "random", "warps")
 
 
 def require_emulator():

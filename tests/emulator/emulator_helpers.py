@@ -4,7 +4,7 @@ import os
 from gpu_bptt.emulator import RawModule
 
 KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-ORDERS = ("forward", "reverse", "random")
+ORDERS = ("forward", "reverse", "random", "warps")
 SEED = 1234
 
 

@@ -23,6 +23,22 @@ def test_missing_syncthreads_gives_a_wrong_result_in_some_order():
     assert wrong, "the missing barrier went unnoticed in every thread order"
 
 
+def test_warps_order_exposes_a_missing_barrier_between_warps():
+    """A race between warps separated by several shuffles: the thread-by-thread orders interleave
+    the warps finely and hide it; "warps" runs one warp far ahead and shows it."""
+    x = np.random.default_rng(6).integers(-4, 5, size=512).astype(np.float32)
+    ref = x.reshape(2, 256).sum(axis=1)
+    k = module("faults.cu").get_function("cross_warp_missing_sync")
+    wrong = set()
+    for order in ORDERS:
+        for seed in (SEED, SEED + 1, SEED + 2):
+            out = np.zeros(2, np.float32)
+            k(1, 256, (x, out), order=order, seed=seed)
+            if not np.array_equal(out, ref):
+                wrong.add(order)
+    assert wrong == {"warps"}, wrong
+
+
 def test_divergent_syncthreads_raises(order):
     k = module("faults.cu").get_function("divergent_sync")
     with pytest.raises(KernelFault, match=r"'divergent_sync'.*divergent barrier.*faults\.cu:9") as e:

@@ -12,7 +12,7 @@ import pytest
 import gpu_bptt
 from tests.tolerances import assert_close
 
-ORDERS = ("forward", "reverse", "random")
+ORDERS = ("forward", "reverse", "random", "warps")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 OUTPUTS = ("h", "h_last")
 GRADS = ("dx", "dW", "dV", "db", "dh0")

@@ -62,3 +62,22 @@ extern "C" __global__ void traps(int* x) {
     if (threadIdx.x == 3) __trap();
     x[threadIdx.x] = 1;
 }
+
+// Each warp sums its lanes with shuffles and writes part[warp]; thread 0 adds the parts. The two
+// passes reuse `part`, and the barrier that should keep pass 2's writes after pass 1's reads is
+// missing: a warp that runs far ahead of warp 0 overwrites its part before thread 0 reads it.
+extern "C" __global__ void cross_warp_missing_sync(const float* x, float* out) {
+    __shared__ float part[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int pass = 0; pass < 2; ++pass) {
+        float v = x[pass * blockDim.x + threadIdx.x];
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane == 0) part[warp] = v;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float s = 0.0f;
+            for (int w = 0; w < (int)(blockDim.x / 32); ++w) s += part[w];
+            out[pass] = s;
+        }
+    }
+}
