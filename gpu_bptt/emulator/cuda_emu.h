@@ -209,6 +209,7 @@ struct Block {
     const char* bar_file = "";
     unsigned bar_line = 0;
     bool restart = false, aborted = false;
+    bool polled = false;  // the last fiber gave way in poll(), not at a barrier or warp operation
     int fault = FAULT_OK;
     std::string error;
     std::vector<unsigned> warp_arrived, warp_live;
@@ -428,7 +429,10 @@ inline void poll() {
     Block* B;
     Fiber& f = current(B);
     if (B->L->abort.load(std::memory_order_relaxed)) fiber_fault(*B, FAULT_OK, "");
-    if ((++f.polls & 255u) == 0) yield(*B, f);
+    if ((++f.polls & 255u) == 0) {
+        B->polled = true;
+        yield(*B, f);
+    }
 }
 
 // ---------------------------------------------------------------- block and grid barriers

@@ -118,7 +118,8 @@ inline void make_order(std::vector<int>& order, int mode, Rng& rng) {
 
 // Mode 3: run warp w (lanes in order) until none of its threads can continue (all wait at a block
 // barrier or have finished). Returns whether any thread ran; stops early when a block barrier
-// completes (B.restart) so that the next round draws a new warp order.
+// completes (B.restart) so that the next round draws a new warp order, and when a thread gave way
+// in an atomic or fence (it may spin on a flag another warp sets: the other warps get their turn).
 inline bool run_warp_greedily(Block& B, int w) {
     bool ran = false;
     for (bool progress = true; progress;) {
@@ -127,8 +128,9 @@ inline bool run_warp_greedily(Block& B, int w) {
             Fiber& f = B.f[k];
             if (f.state != RUN) continue;
             ran = progress = true;
+            B.polled = false;
             switch_into(B, f);
-            if (B.aborted || B.restart) return true;
+            if (B.aborted || B.restart || B.polled) return true;
         }
     }
     return ran;

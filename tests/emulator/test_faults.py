@@ -108,6 +108,17 @@ def test_spin_wait_that_never_ends_times_out():
     assert out[0] == 1
 
 
+def test_spin_wait_on_another_warp_finishes_in_every_order():
+    """A spin in warp 0 on a flag warp 1 sets: an atomic gives way, also in the "warps" order,
+    which would otherwise run warp 0 alone for ever (seed 0 puts warp 0 first)."""
+    k = module("faults.cu").get_function("spin_flag")
+    for order in ORDERS:
+        for seed in range(4):
+            flag, out = np.zeros(1, np.int32), np.zeros(1, np.int32)
+            k(1, 64, (flag, out, np.int32(0)), order=order, seed=seed, timeout=20)
+            assert out[0] == 1, (order, seed)
+
+
 def test_trap_raises():
     with pytest.raises(KernelFault, match=r"'traps'.*__trap\(\).*\(3,0,0\)"):
         module("faults.cu").get_function("traps")(1, 32, (np.zeros(32, np.int32),))
