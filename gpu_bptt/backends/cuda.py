@@ -146,31 +146,37 @@ class CudaBackend(Backend):
         extra = include_options(cupy.cuda.get_cuda_path(), cupy.cuda.nvrtc.getVersion()[0])
         loader = KernelLoader(cupy.RawModule, device=lambda: cupy.cuda.Device().id, kind="cupy",
                               options=OPTIONS + extra)
-        sms = int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["multiProcessorCount"])
-        self._setup(cupy, loader, sms, gemm, step, persist)
+        self._setup(cupy, loader, gemm, step, persist)
 
-    def _setup(self, xp, loader, multiprocessors, gemm, step, persist):
+    def _setup(self, xp, loader, gemm, step, persist):
         super().__init__(xp)
         self.loader = loader
         self.kernels = Launchers(xp, loader)
-        self.multiprocessors = multiprocessors
         self.gemm = _option(gemm, GEMM_ENV, GEMM_CHOICES, "gemm")
         self.step = _option(step, STEP_ENV, STEP_CHOICES, "step")
         self.persist = _option(persist, PERSIST_ENV, PERSIST_CHOICES, "persist")
-        self._persistent_limits = None
+        self._limits = {}  # device id -> persistent.DeviceLimits
 
-    # -- the persistent algorithm's view of the device ----------------------------------------------
+    # -- the current device (CuPy's, at each call: one backend serves every device) ----------------
+    @property
+    def multiprocessors(self) -> int:
+        return self.persistent_limits().multiprocessors
+
     def persistent_limits(self) -> persistent.DeviceLimits:
-        """Multiprocessors, per-block shared memory (opt-in) and cooperative-launch support."""
-        if self._persistent_limits is None:
-            import cupy
+        """The current device's multiprocessors, per-block shared memory (opt-in) and
+        cooperative-launch support (read once per device)."""
+        import cupy
 
-            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-            smem = int(props.get("sharedMemPerBlockOptin") or props["sharedMemPerBlock"])
-            self._persistent_limits = persistent.DeviceLimits(
-                self.multiprocessors, smem, bool(props.get("cooperativeLaunch", 1)),
-                name=device_report().get("device", ""))
-        return self._persistent_limits
+        dev = cupy.cuda.Device().id
+        if dev not in self._limits:
+            props = cupy.cuda.runtime.getDeviceProperties(dev)
+            name = props["name"]
+            self._limits[dev] = persistent.DeviceLimits(
+                int(props["multiProcessorCount"]),
+                int(props.get("sharedMemPerBlockOptin") or props["sharedMemPerBlock"]),
+                bool(props.get("cooperativeLaunch", 1)),
+                name=name.decode() if isinstance(name, bytes) else str(name))
+        return self._limits[dev]
 
     def persistent_blocks_per_sm(self, fn, smem):
         """Blocks of `fn` (persistent.THREADS threads, `smem` bytes dynamic shared memory) that fit

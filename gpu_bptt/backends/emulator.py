@@ -36,7 +36,7 @@ class EmulatorBackend(CudaBackend):
         raw = functools.partial(RawModule, order=order) if order else RawModule
         loader = KernelLoader(raw, device=lambda: "cpu", kind=f"emulator:{order or 'default'}")
         self.order = order
-        self._setup(np, loader, EMULATED_MULTIPROCESSORS, gemm, step, persist)
+        self._setup(np, loader, gemm, step, persist)
 
     def persistent_limits(self):
         """The emulated device: EMULATED_MULTIPROCESSORS blocks and the default 48 KB of dynamic

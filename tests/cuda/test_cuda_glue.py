@@ -42,10 +42,14 @@ def fake_cupy(monkeypatch):
     cupy.__version__ = "stand-in"
     cupy.RawModule = Module
     cuda = types.ModuleType("cupy.cuda")
+    # two devices: the second has twice the multiprocessors; cupy.cuda.Device() is the current one
+    props = [dict(PROPS), dict(PROPS, name=b"Second GPU", multiProcessorCount=8)]
+    current = [0]
     cuda.runtime = types.SimpleNamespace(
-        getDeviceCount=lambda: 1, getDeviceProperties=lambda i: dict(PROPS),
+        getDeviceCount=lambda: 2, getDeviceProperties=lambda i: dict(props[i]),
         runtimeGetVersion=lambda: 12090, driverGetVersion=lambda: 12080)
-    cuda.Device = lambda *a: types.SimpleNamespace(id=0, compute_capability="90")
+    cuda.Device = lambda *a: types.SimpleNamespace(id=current[0], compute_capability="90")
+    cupy.current_device = current  # for the tests: which device is current
     cuda.get_cuda_path = lambda: None
     cuda.nvrtc = types.SimpleNamespace(getVersion=lambda: (12, 9))
     cuda.driver = types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=occupancy_query)
@@ -70,8 +74,21 @@ def test_device_report_and_limits_from_the_properties(fake_cupy):
     assert rep["device"] == "Stand-in GPU" and rep["multiprocessors"] == 4
     assert (rep["compute_capability"], rep["cuda_runtime"], rep["cuda_driver"], rep["nvrtc"]) == (
         "9.0", "12.9", "12.8", "12.9")
-    limits = CudaBackend().persistent_limits()
+    bk = CudaBackend()
+    limits = bk.persistent_limits()
     assert (limits.multiprocessors, limits.smem_per_block, limits.cooperative) == (4, 64 * 1024, True)
+    assert limits.name == "Stand-in GPU"
+
+
+def test_limits_follow_the_current_device(fake_cupy):
+    """One backend serves every device: the limits and the step rule read the current one."""
+    from gpu_bptt.backends.cuda import CudaBackend
+
+    bk = CudaBackend(step="auto")
+    assert bk.multiprocessors == 4 and bk.step_version(192, 256) == "v3"  # 12 tiles >= 2 x 4
+    sys.modules["cupy"].current_device[0] = 1
+    assert bk.persistent_limits().name == "Second GPU" and bk.multiprocessors == 8
+    assert bk.step_version(192, 256) == "v2"  # 12 tiles < 2 x 8
 
 
 @pytest.mark.parametrize("algo", ["step", "persistent"])
