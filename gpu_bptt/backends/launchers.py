@@ -46,11 +46,12 @@ class Launchers:
         return a
 
     def _dummy(self, dtype):
-        """A valid one-element buffer passed where an optional array is absent (flag = 0)."""
-        dt = np.dtype(dtype)
-        if dt not in self._dummies:
-            self._dummies[dt] = self.xp.zeros(1, dtype=dt)
-        return self._dummies[dt]
+        """A valid one-element buffer passed where an optional array is absent (flag = 0), one per
+        dtype and device (a kernel must not get another device's pointer)."""
+        key = (np.dtype(dtype), self.loader.device())
+        if key not in self._dummies:
+            self._dummies[key] = self.xp.zeros(1, dtype=key[0])
+        return self._dummies[key]
 
     @staticmethod
     def _step_geometry(version, B, H):
