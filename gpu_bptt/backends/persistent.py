@@ -16,6 +16,7 @@ fallback is logged on the "gpu_bptt" logger at DEBUG level with its reason.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,9 +108,14 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
     return lo
 
 
+class CannotCompile(ValueError):
+    """The persistent kernels do not build here (e.g. <cooperative_groups.h> is not found)."""
+
+
 def choose(backend, algo, B, H, dtype) -> str:
     """"step" or "persistent" for a resolved request (see the module docstring for "auto").
-    "persistent" where it cannot run raises ValueError naming the limit."""
+    "persistent" where it cannot run raises ValueError naming the limit. "auto" falls back to the
+    step kernels, logged at DEBUG for a size limit, with a warning where the kernels do not build."""
     if algo == "step":
         return "step"
     if algo == "auto" and B > AUTO_MAX_BATCH:
@@ -121,7 +127,10 @@ def choose(backend, algo, B, H, dtype) -> str:
     except ValueError as e:
         if algo == "persistent":
             raise
-        log.debug("gpu_bptt: algo='auto' runs the step kernels: %s", e)
+        if isinstance(e, CannotCompile):
+            warnings.warn(f"algo='auto' runs the step kernels: {e}", RuntimeWarning, stacklevel=4)
+        else:
+            log.debug("gpu_bptt: algo='auto' runs the step kernels: %s", e)
         return "step"
     return "persistent"
 
@@ -131,7 +140,16 @@ def check(backend, B, H, dtype) -> Plan:
     limits = backend.persistent_limits()
     pl = plan(limits, B, H, dtype, version_of(backend))
     for file in (FWD_FILE, BWD_FILE):
-        per_sm = backend.persistent_blocks_per_sm(_function(backend, file, dtype), pl.smem)
+        try:
+            fn = _function(backend, file, dtype)
+        except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise CannotCompile(
+                f"algo='persistent' cannot run: {file} does not compile here ({type(e).__name__}: "
+                f"{first}); `gpu-bptt info` shows the compiler's report. The persistent kernels "
+                f"include <cooperative_groups.h>: install gpu_bptt[cuda12] or [cuda13] (CUDA's "
+                f"runtime headers) or set CUDA_PATH to a CUDA toolkit") from e
+        per_sm = backend.persistent_blocks_per_sm(fn, pl.smem)
         if per_sm is not None and pl.grid > per_sm * limits.multiprocessors:
             raise ValueError(
                 f"algo='persistent' cannot run: the grid of {pl.grid} blocks cannot be "

@@ -101,6 +101,20 @@ def test_grid_that_cannot_be_co_resident_is_an_error_or_a_fallback():
     assert P.choose(bk, "auto", 2, 16, np.float32) == "step"
 
 
+def test_kernels_that_do_not_compile_are_an_error_or_a_warned_fallback():
+    class NoHeaders(FakeBackend):
+        def function(self, file, name):
+            raise RuntimeError('kern.cu(65): catastrophic error: could not open source file '
+                               '"cooperative_groups.h"\nCompilation terminated.')
+
+    bk = NoHeaders(P.DeviceLimits(4, 48 * 1024))
+    with pytest.raises(ValueError, match=r"algo='persistent' cannot run: elman_persistent_fwd.cu "
+                                         r"does not compile here \(RuntimeError: .*cooperative_groups"):
+        P.choose(bk, "persistent", 2, 16, np.float32)
+    with pytest.warns(RuntimeWarning, match=r"algo='auto' runs the step kernels: .* does not compile"):
+        assert P.choose(bk, "auto", 2, 16, np.float32) == "step"
+
+
 def test_describe_reports_limits_and_rule():
     lines = P.describe(P.KNOWN_DEVICES["sm_90"])
     assert "132 blocks" in lines[0] and "232448 bytes" in lines[0]
