@@ -4,10 +4,11 @@ elman_persistent_fwd.cu and elman_persistent_bwd.cu), its limits, the "auto" rul
 Each of `grid` blocks (at most one per multiprocessor) keeps `cols = ceil(H / multiprocessors)`
 columns of V (rows, backward) in shared memory for all T steps, plus one chunk of at most 8 batch
 rows of the previous state, so a block needs (cols + min(B, 8)) * H * itemsize bytes of dynamic
-shared memory (v2 adds 8 * 64 elements for its cross-warp sums). Kernel versions (the backend's
-`persist` option, $GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block
-computes 8 columns at a time with every thread splitting k (docs/persistent.md). The algorithm runs where that fits the device's per-block limit and the grid can
-be co-resident (every block resident at once, which a grid barrier needs).
+shared memory (v2 adds 8 * 64 elements for its cross-warp sums). The algorithm runs where that
+fits the device's per-block limit and the grid can be co-resident (every block resident at once,
+which a grid barrier needs). Kernel versions (the backend's `persist` option,
+$GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block computes 8 columns at a
+time with every thread splitting k (docs/persistent.md).
 
 "auto" rule (a first guess, to be tuned from GPU measurements; see docs/persistent.md):
 persistent when B <= AUTO_MAX_BATCH and the algorithm can run, otherwise the step kernels. Every
@@ -115,7 +116,8 @@ class CannotCompile(ValueError):
 def choose(backend, algo, B, H, dtype) -> str:
     """"step" or "persistent" for a resolved request (see the module docstring for "auto").
     "persistent" where it cannot run raises ValueError naming the limit. "auto" falls back to the
-    step kernels, logged at DEBUG for a size limit, with a warning where the kernels do not build."""
+    step kernels: logged at DEBUG for a size limit, with a warning where the kernels do not
+    build."""
     if algo == "step":
         return "step"
     if algo == "auto" and B > AUTO_MAX_BATCH:
@@ -153,8 +155,8 @@ def check(backend, B, H, dtype) -> Plan:
         if per_sm is not None and pl.grid > per_sm * limits.multiprocessors:
             raise ValueError(
                 f"algo='persistent' cannot run: the grid of {pl.grid} blocks cannot be "
-                f"co-resident ({_stem(file, version_of(backend))} fits {per_sm} block(s) of {THREADS} threads with "
-                f"{pl.smem} bytes of shared memory per multiprocessor, on "
+                f"co-resident ({_stem(file, version_of(backend))} fits {per_sm} block(s) of "
+                f"{THREADS} threads with {pl.smem} bytes of shared memory per multiprocessor, on "
                 f"{limits.multiprocessors} multiprocessors)")
     return pl
 
@@ -214,9 +216,9 @@ def describe(limits: DeviceLimits, version=DEFAULT_VERSION) -> list:
              f"{limits.smem_per_block} bytes of shared memory per block, cooperative launch "
              f"{'supported' if limits.cooperative else 'NOT supported'}"]
     if limits.cooperative:
-        lines.append(f"persistent ({version}): largest H: float32 {h1['float32']} at B=1, {h8['float32']} at "
-                     f"B>={BATCH_CHUNK}; float64 {h1['float64']} at B=1, {h8['float64']} at "
-                     f"B>={BATCH_CHUNK}")
+        lines.append(f"persistent ({version}): largest H: float32 {h1['float32']} at B=1, "
+                     f"{h8['float32']} at B>={BATCH_CHUNK}; float64 {h1['float64']} at B=1, "
+                     f"{h8['float64']} at B>={BATCH_CHUNK}")
     lines.append(f"persistent: algo='auto' takes it when B <= {AUTO_MAX_BATCH} and V's slice "
                  f"fits, else the step kernels (the reason is logged at DEBUG on 'gpu_bptt')")
     return lines

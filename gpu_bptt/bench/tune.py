@@ -35,7 +35,8 @@ def tune_contenders(make_backend, device="gpu") -> list:
         return Ours(f"cuda[{label}]", make_backend, algo=algo, device=device, env=env)
 
     out = [variant(f"step,{v}", "step", step=v) for v in cuda.STEP_VERSIONS]
-    out += [variant(f"persistent,{v}", "persistent", persist=v) for v in sorted(cuda.PERSIST_CHOICES)]
+    out += [variant(f"persistent,{v}", "persistent", persist=v)
+            for v in sorted(cuda.PERSIST_CHOICES)]
     out.append(variant("auto", "auto"))
     return out
 
@@ -60,7 +61,8 @@ def summarize(run, backend) -> list:
             if "times" in rec:
                 times[label] = rec["times"]["fwdbwd"]["median_s"]
         variants = {k: v for k, v in times.items() if k != "auto"}
-        row = {"size": block["size"], "times_s": times, "auto_picks": auto_choice(backend, size, run["dtype"])}
+        row = {"size": block["size"], "times_s": times,
+               "auto_picks": auto_choice(backend, size, run["dtype"])}
         if variants:
             best = min(variants, key=variants.get)
             row.update(best=best, best_s=variants[best])

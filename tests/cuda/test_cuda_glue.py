@@ -76,7 +76,8 @@ def test_device_report_and_limits_from_the_properties(fake_cupy):
         "9.0", "12.9", "12.8", "12.9")
     bk = CudaBackend()
     limits = bk.persistent_limits()
-    assert (limits.multiprocessors, limits.smem_per_block, limits.cooperative) == (4, 64 * 1024, True)
+    assert (limits.multiprocessors, limits.smem_per_block, limits.cooperative) == (
+        4, 64 * 1024, True)
     assert limits.name == "Stand-in GPU"
 
 

@@ -18,7 +18,8 @@ def _run(backend, **kw):
 @pytest.mark.parametrize("kw, persistent", [
     (dict(task="adding"), True),  # B <= 32: auto takes the persistent kernels
     (dict(task="sine", bptt_trunc=4, optimizer="sgd", batch=40), False),  # B > 32: step kernels
-    (dict(task="copy", optimizer="adam"), True)], ids=["adding", "sine-B40-trunc4-sgd", "copy-adam"])
+    (dict(task="copy", optimizer="adam"), True),
+], ids=["adding", "sine-B40-trunc4-sgd", "copy-adam"])
 def test_training_on_the_emulator_follows_numpy(kw, persistent, monkeypatch):
     require_emulator()
     from gpu_bptt.backends import persistent as P
