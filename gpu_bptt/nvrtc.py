@@ -267,3 +267,18 @@ def parse_ptxas_resources(log):
             if (m := _CMEM.search(line)):
                 cur["const_bytes"] = int(m.group(1))
     return out
+
+
+def resources(source, *, name, name_expressions, arch, options=()):
+    """{name expression: parse_ptxas_resources row} for every template instance of `source`, built
+    as a CUBIN for `arch` with ptxas' report; NvrtcError if ptxas reports nothing for one."""
+    res = compile_source(source, name=name, name_expressions=name_expressions, arch=arch,
+                         cubin=True, options=tuple(options) + ("--ptxas-options=-v",))
+    by_symbol = {r["kernel"]: r for r in parse_ptxas_resources(res.log)}
+    out = {}
+    for expr in name_expressions:
+        row = by_symbol.get(res.lowered_names[expr])
+        if row is None:
+            raise NvrtcError(f"{name} {arch}: no ptxas report for {expr}", res.log)
+        out[expr] = row
+    return out

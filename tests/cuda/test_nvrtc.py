@@ -21,17 +21,11 @@ def resources():
         pytest.skip(f"NVRTC is not available: {reason}")
     rows = []
     for file in kernel_files():
-        names = name_expressions(file)
         for arch in ARCHS:
-            res = nvrtc.compile_source(kernel_source(file), name=file, name_expressions=names,
-                                       arch=arch, cubin=True,
-                                       options=OPTIONS + CUPY_ADDED_OPTIONS
-                                       + ("--ptxas-options=-v",))
-            by_symbol = {r["kernel"]: r for r in nvrtc.parse_ptxas_resources(res.log)}
-            for expr in names:
-                r = by_symbol.get(res.lowered_names[expr])
-                assert r is not None, f"{file} {arch}: no ptxas report for {expr}\n{res.log}"
-                rows.append(dict(r, file=file, arch=arch, name=expr))
+            report = nvrtc.resources(kernel_source(file), name=file, arch=arch,
+                                     name_expressions=name_expressions(file),
+                                     options=OPTIONS + CUPY_ADDED_OPTIONS)
+            rows += [dict(r, file=file, arch=arch, name=expr) for expr, r in report.items()]
     return rows
 
 

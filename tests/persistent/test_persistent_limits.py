@@ -130,15 +130,11 @@ def ptxas():
         pytest.skip(f"NVRTC cannot compile the persistent kernels here: {reason}")
     rows = {}
     for file in (P.FWD_FILE, P.BWD_FILE):
-        names = name_expressions(file)
         for arch in ("sm_80", "sm_90"):
-            res = nvrtc.compile_source(kernel_source(file), name=file, name_expressions=names,
-                                       arch=arch, cubin=True,
-                                       options=OPTIONS + CUPY_ADDED_OPTIONS
-                                       + ("--ptxas-options=-v",))
-            by_symbol = {r["kernel"]: r for r in nvrtc.parse_ptxas_resources(res.log)}
-            for expr in names:
-                rows[(expr, arch)] = by_symbol[res.lowered_names[expr]]
+            report = nvrtc.resources(kernel_source(file), name=file, arch=arch,
+                                     name_expressions=name_expressions(file),
+                                     options=OPTIONS + CUPY_ADDED_OPTIONS)
+            rows.update({(expr, arch): r for expr, r in report.items()})
     return rows
 
 
