@@ -71,12 +71,28 @@ __device__ inline PersistSlice<T> persist_slice(const T* M, int H, int cols, boo
     return s;
 }
 
+// The 16-byte vector of 4 floats or 2 doubles.
+template <int Bytes> struct PersistVec;
+template <> struct PersistVec<4> { using type = float4; };
+template <> struct PersistVec<8> { using type = double2; };
+
 // xs[bb][k] = src[b0 + bb][k] for bb < nb. src was written by other blocks before the last grid
 // barrier, so these are plain coherent loads (never __ldg, whose cache may hold stale lines).
+// Where both ends are 16-byte aligned and the chunk is whole vectors, 16-byte loads: a quarter of
+// the instructions, and more bytes in flight per thread for a copy that waits on L2.
 template <typename T>
 __device__ inline void persist_stage(T* xs, const T* src, int b0, int nb, int H) {
+    using Vec = typename PersistVec<sizeof(T)>::type;
+    constexpr int per = sizeof(Vec) / sizeof(T);
     const T* s = src + (size_t)b0 * H;
     const int n = nb * H;
+    if (n % per == 0 && ((reinterpret_cast<size_t>(s) | reinterpret_cast<size_t>(xs)) & 15) == 0) {
+        const Vec* sv = reinterpret_cast<const Vec*>(s);
+        Vec* xv = reinterpret_cast<Vec*>(xs);
+#pragma unroll 4
+        for (int idx = threadIdx.x; idx < n / per; idx += blockDim.x) xv[idx] = sv[idx];
+        return;
+    }
     for (int idx = threadIdx.x; idx < n; idx += blockDim.x) xs[idx] = s[idx];
 }
 
