@@ -12,9 +12,9 @@
 //   Block g keeps rows g*cols .. of V on chip for all steps and writes those columns of du[t];
 //   warp w handles its columns w, w + 8, ... (persistent_common.cuh has the mapping).
 //   Steps are separated by cooperative_groups::this_grid().sync().
-// Versions: v1 V slice in shared memory, one warp per column, lanes split k (default);
-//   v2 the same slice, the block computes 8 columns at a time with all threads splitting k
-//   (fewer shared-memory reads per multiply-add; persistent_common.cuh).
+// Versions: v1 V slice in shared memory, one warp per column, lanes split k;
+//   v2 (default) the same slice, the block computes 8 columns at a time with all threads
+//   splitting k (fewer shared-memory reads per multiply-add; persistent_common.cuh).
 // Types: float, double (template T). Names: elman_persistent_bwd_v1<float>, ..._v2<double>.
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
@@ -43,8 +43,7 @@ __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_l
                                    int has_dh_last, const T* h, const T* V, const int* lengths,
                                    int steps, int B, int H, int cols, int act) {
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-    const PersistSlice<T> slice = persist_slice(V, H, cols, false);
-    T* const red = slice.xs + (size_t)min(B, PERSIST_BATCH) * H;  // v2's sums
+    const PersistSlice<T> slice = persist_slice(V, B, H, cols, false);
     const int j0 = slice.j0, ncols = slice.ncols;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int o = threadIdx.x, bo = o / PERSIST_GROUP, co = o % PERSIST_GROUP;  // v2's output
@@ -75,9 +74,9 @@ __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_l
             } else {
                 for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
                     const int ng = min(PERSIST_GROUP, ncols - g0);
-                    const T s = has_next
-                                    ? persist_group_dot(slice.xs, slice.Ws, red, g0, ng, nb, H)
-                                    : T(0);
+                    const T s = has_next ? persist_group_dot(slice.xs, slice.Ws, slice.red, g0,
+                                                             ng, nb, H)
+                                         : T(0);
                     if (o < PERSIST_OUTS && bo < nb && co < ng)
                         persist_bwd_out(du, dh, has_dh, dh_last, has_dh_last, h, lengths, t,
                                         b0 + bo, j0 + g0 + co, B, H, act, s);

@@ -50,21 +50,25 @@ __device__ inline void persist_load_slice(T* Ws, const T* M, int H, int j0, int 
     }
 }
 
-// This block's place in the launch: its slice Ws of M (loaded here), the staging area xs after it,
-// and its output columns j0 .. j0 + ncols - 1 (none for a block past H).
+// This block's place in the launch: its slice Ws of M (loaded here), the staging area xs after it
+// (min(B, PERSIST_BATCH) rows), v2's sums red after that, and its output columns
+// j0 .. j0 + ncols - 1 (none for a block past H).
 template <typename T>
 struct PersistSlice {
     T* Ws;
     T* xs;
+    T* red;
     int j0;
     int ncols;
 };
 
 template <typename T>
-__device__ inline PersistSlice<T> persist_slice(const T* M, int H, int cols, bool by_column) {
+__device__ inline PersistSlice<T> persist_slice(const T* M, int B, int H, int cols,
+                                                bool by_column) {
     PersistSlice<T> s;
     s.Ws = reinterpret_cast<T*>(persist_smem);
     s.xs = s.Ws + (size_t)cols * H;
+    s.red = s.xs + (size_t)min(B, PERSIST_BATCH) * H;
     s.j0 = blockIdx.x * cols;
     s.ncols = s.j0 < H ? min(cols, H - s.j0) : 0;
     persist_load_slice(s.Ws, M, H, s.j0, s.ncols, by_column);
