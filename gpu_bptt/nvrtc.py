@@ -4,18 +4,20 @@ Used to prove that kernels are valid CUDA (tests on CPU-only machines) and to re
 resource reports (registers, spills, shared memory). The library comes from the
 `nvidia-cuda-nvrtc` wheel (extra `gpu_bptt[nvrtc]`) or a CUDA install under $CUDA_HOME.
 NVRTC builds in the basic device headers but not <cooperative_groups.h>; that one (and the CCCL
-headers it includes) comes from the `nvidia-cuda-runtime` and `nvidia-cuda-cccl` wheels.
+headers it includes) comes from the `nvidia-cuda-runtime` and `nvidia-cuda-cccl` wheels, and must
+be of the library's CUDA major: where several majors are installed (the cuda12 extra beside the
+test extra's CUDA 13), the newest major with both is used.
 """
 from __future__ import annotations
 
 import ctypes
-import glob
 import os
 import re
 from dataclasses import dataclass, field
 
 _lib = None
 _lib_error = None
+_includes = []  # include folders of the same CUDA major as _lib
 
 
 def _nvidia_roots():
@@ -30,16 +32,83 @@ def _cuda_home():
     return os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
 
 
+_LIB = re.compile(r"libnvrtc\.so\.(\d+)$")  # not libnvrtc.alt.so.N, not the builtins
+
+
+def _lib_dirs():
+    """Folders that may hold libnvrtc: every wheel's lib/, then $CUDA_HOME/lib64."""
+    dirs = [os.path.join(root, d, "lib") for root in _nvidia_roots() for d in _listdir(root)]
+    return dirs + ([os.path.join(_cuda_home(), "lib64")] if _cuda_home() else [])
+
+
+def _include_dirs():
+    """Folders that may hold the CUDA headers: every wheel's include/, then $CUDA_HOME/include."""
+    dirs = [os.path.join(root, d, "include") for root in _nvidia_roots() for d in _listdir(root)]
+    return dirs + ([os.path.join(_cuda_home(), "include")] if _cuda_home() else [])
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+def _libraries():
+    """{CUDA major: path of its libnvrtc.so.N}, the first found for each major."""
+    out = {}
+    for d in _lib_dirs():
+        for name in _listdir(d):
+            if (m := _LIB.match(name)):
+                out.setdefault(int(m.group(1)), os.path.join(d, name))
+    return out
+
+
+def _cccl_major(inc):
+    """The CCCL major version of the headers in `inc`, or None."""
+    try:
+        with open(os.path.join(inc, "cuda", "std", "__cccl", "version.h"), encoding="utf-8",
+                  errors="replace") as f:
+            m = re.search(r"#define\s+CCCL_VERSION\s+(\d+)", f.read())
+    except OSError:
+        return None
+    return int(m.group(1)) // 1000000 if m else None
+
+
+def _header_sets():
+    """{CUDA major: include folders} for every complete set of headers NVRTC needs for
+    <cooperative_groups.h>: the runtime's headers and the CCCL ones (<nv/target>) of the same
+    CUDA major. CUDA 13's wheel and a toolkit keep CCCL inside include/ or include/cccl; CUDA 12's
+    CCCL wheel has a folder of its own, holding CCCL 2.x (CUDA 13 ships CCCL 3.x)."""
+    incs = _include_dirs()
+    out = {}
+    for inc in incs:
+        major = header_major(inc)
+        if major is None or major in out or not os.path.isfile(
+                os.path.join(inc, "cooperative_groups.h")):
+            continue
+        dirs = [inc] + [c for c in [os.path.join(inc, "cccl")] if os.path.isdir(c)]
+        if not any(map(_has_nv_target, dirs)):
+            dirs += [c for c in incs if header_major(c) is None and _has_nv_target(c)
+                     and _cccl_major(c) in (None, major - 10)][:1]
+        if any(map(_has_nv_target, dirs)):
+            out[major] = dirs
+    return out
+
+
+def _has_nv_target(inc):
+    return os.path.isfile(os.path.join(inc, "nv", "target"))
+
+
 def _candidates():
-    """Paths to try for libnvrtc: wheels first (newest CUDA major first), then CUDA_HOME, then
-    the system loader."""
-    out = []
-    for root in _nvidia_roots():
-        out += sorted(glob.glob(os.path.join(root, "*", "lib", "libnvrtc.so*")), reverse=True)
-    out = [p for p in out if "builtins" not in os.path.basename(p)]
-    if _cuda_home():
-        out += sorted(glob.glob(os.path.join(_cuda_home(), "lib64", "libnvrtc.so*")), reverse=True)
-    return out + ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"]
+    """[(path, include folders)] to try for NVRTC, best first. The library and the headers must
+    come from one CUDA major (NVRTC 12 cannot read CUDA 13's headers, nor the reverse): every
+    major with both, newest first; then the libraries without their headers, newest first (plain
+    kernels still compile); then the system loader's names."""
+    libs, heads = _libraries(), _header_sets()
+    order = sorted(libs, key=lambda m: (m in heads, m), reverse=True)
+    return [(libs[m], heads.get(m, [])) for m in order] + [
+        (name, []) for name in ("libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12")]
 
 
 def _declare(lib):
@@ -67,15 +136,15 @@ def _declare(lib):
 
 
 def _load():
-    global _lib, _lib_error
+    global _lib, _lib_error, _includes
     if _lib is None and _lib_error is None:
-        for path in _candidates():
+        for path, includes in _candidates():
             try:
                 lib = ctypes.CDLL(path)
             except OSError:
                 continue
             _declare(lib)
-            _lib = lib
+            _lib, _includes = lib, includes
             break
         else:
             _lib_error = ("the NVRTC library was not found; install it with "
@@ -98,33 +167,28 @@ def header_major(inc):
     return int(m.group(1)) // 1000 if m else None
 
 
-def cuda_include_dirs(major=None):
-    """Include directories holding <cooperative_groups.h> and the CCCL headers it needs, from
-    the nvidia-cuda-runtime / nvidia-cuda-cccl wheels or $CUDA_HOME/include; [] if none.
-    major: only headers of this CUDA major version (they must match the NVRTC that reads them)."""
-    roots = []
-    for r in _nvidia_roots():
-        try:
-            roots += [os.path.join(r, d, "include") for d in sorted(os.listdir(r), reverse=True)]
-        except OSError:
-            pass
-    if _cuda_home():
-        roots.append(os.path.join(_cuda_home(), "include"))
-    for inc in roots:
-        if major is not None and header_major(inc) != major:
-            continue
-        if os.path.isfile(os.path.join(inc, "cooperative_groups.h")):
-            cccl = os.path.join(inc, "cccl")
-            return [inc, cccl] if os.path.isdir(cccl) else [inc]
+def cuda_include_dirs(major):
+    """The first include folder holding <cooperative_groups.h> of CUDA `major` (wheels, then
+    $CUDA_HOME/include), as a one-item list; [] if none. For CuPy's NVRTC, which brings its own
+    CCCL headers."""
+    for inc in _include_dirs():
+        if header_major(inc) == major and os.path.isfile(os.path.join(inc, "cooperative_groups.h")):
+            return [inc]
     return []
 
 
 def headers_unavailable_reason():
-    """None when <cooperative_groups.h> can be found for NVRTC, else a sentence saying why not."""
-    if cuda_include_dirs():
+    """None when NVRTC and the headers of <cooperative_groups.h> of its CUDA major are found, else
+    a sentence saying why not."""
+    if _load() is None:
+        return _lib_error
+    if _includes:
         return None
-    return ("<cooperative_groups.h> was not found for NVRTC; install `nvidia-cuda-runtime` and "
-            "`nvidia-cuda-cccl`, or set CUDA_HOME")
+    major = version()[0]
+    return (f"<cooperative_groups.h> and the CCCL headers of CUDA {major} (the NVRTC found is "
+            f"{major}) were not found; install `nvidia-cuda-runtime` and `nvidia-cuda-cccl` of "
+            f"CUDA {major} (gpu_bptt[nvrtc] brings NVRTC and both for the newest CUDA), or set "
+            "CUDA_HOME")
 
 
 class NvrtcError(RuntimeError):
@@ -186,7 +250,7 @@ def compile_source(source, *, name="kernel.cu", options=(), name_expressions=(),
         output of `--ptxas-options=-v` lands in the log), otherwise PTX for the matching compute_XX.
     name_expressions: e.g. ("f<float>",); their mangled names come back in `lowered_names`.
     headers: {include name: text} served from memory.
-    include_dirs: searched first, then cuda_include_dirs().
+    include_dirs: searched first, then the CUDA headers of the loaded NVRTC's major version.
     Raises NvrtcError (carrying the log) when compilation fails.
     """
     lib = _require()
@@ -198,7 +262,7 @@ def compile_source(source, *, name="kernel.cu", options=(), name_expressions=(),
     try:
         for expr in name_expressions:
             _check(lib, lib.nvrtcAddNameExpression(prog, expr.encode()), "nvrtcAddNameExpression")
-        dirs = list(include_dirs) + [d for d in cuda_include_dirs() if d not in include_dirs]
+        dirs = list(include_dirs) + [d for d in _includes if d not in include_dirs]
         opts = [f"--gpu-architecture={arch if cubin else arch.replace('sm_', 'compute_')}"]
         opts += [f"--include-path={d}" for d in dirs] + list(options)
         rc = lib.nvrtcCompileProgram(prog, len(opts), _c_strings(opts))
