@@ -1,4 +1,4 @@
-// kernels/elman_bwd_step.cu — one reverse step of BPTT through the Elman recurrence (DESIGN §1)
+// kernels/elman_bwd_step.cu — one reverse step of BPTT through the Elman recurrence (docs/architecture.md §1)
 //   du[t] = (dh[t] + [t == last(b)] dh_last + du[t+1] @ V.T) * f'(h[t]),  du[T] = 0
 //   last(b) = lengths[b] - 1; du[t, b, :] = 0 where t >= lengths[b] (padding passes no gradient)
 // Shapes, row-major: du (T, B, H) output, written row t per launch (reads row t+1); dh (T, B, H)

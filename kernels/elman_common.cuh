@@ -1,4 +1,4 @@
-// kernels/elman_common.cuh — activation functions shared by the Elman step kernels (DESIGN §1)
+// kernels/elman_common.cuh — activation functions shared by the Elman step kernels (docs/architecture.md §1)
 //   act_apply(code, u)            h = f(u)
 //   act_grad_from_output(code, h) f'(u) written in terms of h = f(u), so backward needs only h
 // Codes must equal gpu_bptt.activations.ACTIVATION_CODES (a test parses this file to check).

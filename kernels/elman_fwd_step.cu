@@ -1,4 +1,4 @@
-// kernels/elman_fwd_step.cu — one forward step of the Elman recurrence (DESIGN §1)
+// kernels/elman_fwd_step.cu — one forward step of the Elman recurrence (docs/architecture.md §1)
 //   h[t] = f(p[t] + h[t-1] @ V),  h[-1] = h0,  p = x @ W + b precomputed for all t by one GEMM
 //   h[t, b, :] = 0 where t >= lengths[b] (padding)
 // Shapes, row-major: h (T, B, H) holds p[t'] for t' >= t on entry and h[t'] for t' < t; step t

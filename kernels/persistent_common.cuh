@@ -3,7 +3,7 @@
 //   each block keeps a slice of the recurrent matrix in shared memory for the whole sequence.
 // Block: PERSIST_THREADS = 256 threads (8 warps), one block per multiprocessor. Block g owns the
 //   output columns j0 = g * cols .. j0 + ncols - 1 (the last block may own fewer, or none).
-// Dynamic shared memory (one extern array per file; see DESIGN §3), in elements of T:
+// Dynamic shared memory (one extern array per file; see docs/architecture.md §3), in elements of T:
 //   Ws [cols][H]  the block's slice, row jl = output column j0 + jl, so the lanes of a warp read
 //                 consecutive k from consecutive words: no bank conflicts
 //   xs [bc][H]    one batch chunk of the previous state (h[t-1] or du[t+1]), bc = min(B, 8)

@@ -1,4 +1,4 @@
-"""Backend selection (DESIGN §2): explicit name, else $GPU_BPTT_BACKEND, else "auto".
+"""Backend selection (docs/architecture.md §2): explicit name, else $GPU_BPTT_BACKEND, else "auto".
 
 "auto" is cuda when CuPy imports, sees a device and loads NVRTC and cuBLAS, otherwise numpy (with
 a warning when a device is seen but a library is missing). Probing never compiles a

@@ -45,7 +45,7 @@ class Backend:
         return p
 
     def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True):
-        """dx, dW, dV, db, dh0 from du (T, B, H): one reduction over T·B each (DESIGN §1).
+        """dx, dW, dV, db, dh0 from du (T, B, H): one reduction over T·B each (docs/architecture.md §1).
         db is None unless need_db, dx None unless need_dx (one GEMM saved)."""
         xp = self.xp
         T, B, I = x.shape

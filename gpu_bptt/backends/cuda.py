@@ -1,4 +1,4 @@
-"""The cuda backend: CuPy arrays, raw CUDA kernels from kernels/ (DESIGN §2).
+"""The cuda backend: CuPy arrays, raw CUDA kernels from kernels/ (docs/architecture.md §2).
 
 Inputs may be NumPy or CuPy arrays; results are CuPy arrays on the current device. Every launch
 and every CuPy operation goes to CuPy's current stream. Availability is probed without compiling

@@ -1,5 +1,5 @@
 """The emulator backend: the cuda backend's own code with NumPy arrays and the kernels executed on
-the CPU by gpu_bptt.emulator (DESIGN §3). Slow; it exists to verify the cuda path without a GPU.
+the CPU by gpu_bptt.emulator (docs/architecture.md §3). Slow; it exists to verify the cuda path without a GPU.
 
 Results are NumPy arrays. `order` ("forward", "reverse", "random", or None for the emulator's
 default / $GPU_BPTT_EMU_ORDER) is the order in which the threads of a block are scheduled.

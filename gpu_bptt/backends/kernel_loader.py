@@ -1,4 +1,4 @@
-"""Kernel sources and the one cached loader for kernels/ (DESIGN §4).
+"""Kernel sources and the one cached loader for kernels/ (docs/architecture.md §4).
 
 Sources are read from the installed package `gpu_bptt.kernels` (the wheel ships kernels/*.cu and
 *.cuh there), or from the checkout's top-level kernels/ when running from source. Local

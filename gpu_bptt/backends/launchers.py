@@ -1,7 +1,7 @@
 """Launchers: one Python function per kernel, validating its arguments before the launch.
 
 They run on an array module `xp` (cupy, or numpy under the emulator) and a KernelLoader, the two
-seams of the cuda backend (DESIGN §2). Launches go to CuPy's current stream. Errors name the
+seams of the cuda backend (docs/architecture.md §2). Launches go to CuPy's current stream. Errors name the
 argument: ValueError for shapes, TypeError for dtypes, ValueError for non-contiguous arrays.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The NumPy backend: the reference every kernel is checked against.
 
-A plain time loop with only the recurrence inside it (DESIGN §4). `elman_fwd_step` and
+A plain time loop with only the recurrence inside it (docs/architecture.md §4). `elman_fwd_step` and
 `elman_bwd_step` are the NumPy twins of the CUDA step kernels of the same names.
 
 Speed notes (it is also the CPU backend users run): each step writes into buffers allocated once

@@ -1,4 +1,4 @@
-"""The Elman cell, functionally: forward and BPTT backward (DESIGN §1), on any backend.
+"""The Elman cell, functionally: forward and BPTT backward (docs/architecture.md §1), on any backend.
 
     u[t] = x[t] @ W + h[t-1] @ V + b,   h[t] = f(u[t]),   h[-1] = h0
     du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t])
@@ -97,7 +97,7 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
     lengths: (B,) integers in 1..T or None (all T). All float arrays share one dtype, float32 or
     float64, which the outputs keep. The caller owns every argument; none is modified.
-    backend: name, Backend or None (DESIGN §2). algo: "auto", "step" or "persistent".
+    backend: name, Backend or None (docs/architecture.md §2). algo: "auto", "step" or "persistent".
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
     xp = bk.xp

@@ -1,4 +1,4 @@
-"""The emulator: CUDA kernels from our unchanged .cu sources, run on the CPU (DESIGN §3).
+"""The emulator: CUDA kernels from our unchanged .cu sources, run on the CPU (docs/architecture.md §3).
 
 `RawModule` mirrors `cupy.RawModule`: kernels are fetched with `get_function(name)` and launched
 as `kernel(grid, block, args, shared_mem=...)` with NumPy arrays (as pointers) and NumPy scalars.

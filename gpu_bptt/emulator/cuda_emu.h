@@ -1,4 +1,4 @@
-// cuda_emu.h: runs CUDA C++ kernels on the CPU (DESIGN §3).
+// cuda_emu.h: runs CUDA C++ kernels on the CPU (docs/architecture.md §3).
 //
 // Force-included (g++ -include) in front of an unchanged .cu file. Each CUDA block runs on one OS
 // thread, each CUDA thread is a fiber on that thread, so `__shared__` is `thread_local` and

@@ -1,4 +1,4 @@
-"""RawModule / RawKernel with CuPy's interface, running kernels on NumPy arrays (DESIGN §3)."""
+"""RawModule / RawKernel with CuPy's interface, running kernels on NumPy arrays (docs/architecture.md §3)."""
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,4 @@
-"""`elman`: the Elman level on tensors, differentiable, in the project's convention (DESIGN §1)."""
+"""`elman`: the Elman level on tensors, differentiable, in the project's convention (docs/architecture.md §1)."""
 from __future__ import annotations
 
 import torch
