@@ -14,7 +14,6 @@ A temporary file left by a killed write is removed by the next process that take
 """
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
@@ -24,6 +23,11 @@ import zipfile
 import zlib
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:   # not a POSIX system
+    fcntl = None
 
 META = "checkpoint.json"
 LOCK = ".lock"
@@ -186,6 +190,9 @@ class RunLock:
         self.folder, self.fd, self.stale = folder, None, None
 
     def __enter__(self):
+        if fcntl is None:
+            raise RunDirError("run directories are locked with fcntl, which this system lacks; "
+                              "train with --no-save here")
         path = os.path.join(self.folder, LOCK)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

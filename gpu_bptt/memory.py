@@ -88,13 +88,11 @@ def _size(n) -> str:
     return f"{n / 1000:.1f} TB"
 
 
-def check(cfg, task, backend):
-    """ConfigError (exit 2) when the run's estimate exceeds what the machine has."""
-    from .train import ConfigError
-
+def shortfall(cfg, task, backend):
+    """None when the run fits, else the one-line reason (the estimate and what the machine has)."""
     need = estimate(cfg, task)
     have, what = available(backend)
-    if have is not None and need > have:
-        raise ConfigError(f"the run needs about {_size(need)} of memory (--hidden {cfg.hidden}, "
-                          f"--batch {cfg.batch}, --seq-len {cfg.seq_len}), more than the {_size(have)} "
-                          f"of {what} here; choose smaller sizes")
+    if have is None or need <= have:
+        return None
+    return (f"the run needs about {_size(need)} of memory (--hidden {cfg.hidden}, --batch {cfg.batch}, "
+            f"--seq-len {cfg.seq_len}), more than the {_size(have)} of {what} here; choose smaller sizes")

@@ -375,7 +375,7 @@ def _hold(out, stream):
             removed = checkpoint.remove_temporaries(out)
         except OSError as e:
             raise checkpoint.RunDirError(f"--out {out}: cannot write there: {_why(e)}") from None
-        if lock.stale and lock.stale != os.getpid():
+        if lock.stale:
             print(f"note: {out} was held by process {lock.stale}, which is no longer running; "
                   "this run takes it over", file=stream)
         if removed:
@@ -443,7 +443,9 @@ def _prepare(cfg):
         backend = get_backend(cfg.backend)
     except (TypeError, ValueError) as e:   # an unknown $GPU_BPTT_BACKEND
         raise ConfigError(str(e)) from None
-    memory.check(cfg, task, backend)
+    too_big = memory.shortfall(cfg, task, backend)
+    if too_big:
+        raise ConfigError(too_big)
     return task, backend
 
 
