@@ -474,7 +474,11 @@ def _train(cfg, stream):
             if not cfg.overwrite:
                 raise ConfigError(f"--out: {cfg.out} already holds a checkpoint; continue it with --resume, "
                                   "start over with --overwrite, or choose another --out")
-            checkpoint.remove(cfg.out)
+            try:
+                checkpoint.remove(cfg.out)
+            except OSError as e:
+                raise checkpoint.RunDirError(f"--overwrite: cannot remove the checkpoint in {cfg.out}: "
+                                             f"{_why(e)}") from None
         return _loop(cfg, task, backend, saved, stream, t_start)
 
 

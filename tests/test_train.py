@@ -531,6 +531,17 @@ def test_file_system_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
         assert main(["train", *TINY, "--steps", "2", "--backend", "numpy", "--out", str(out)]) == 2
         assert capsys.readouterr().err.splitlines() == [f"gpu-bptt train: error: {message}"]
     assert os.listdir(read_only) == []
+    monkeypatch.undo()
+    run = ["train", *TINY, "--steps", "2", "--backend", "numpy", "--out", str(tmp_path / "r")]
+    assert main(run) == 0
+
+    def no_permission(path):
+        raise OSError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(os, "remove", no_permission)
+    assert main(run + ["--overwrite"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"gpu-bptt train: error: --overwrite: cannot remove the checkpoint in {tmp_path / 'r'}: Permission denied"]
 
 
 @pytest.mark.parametrize("args", [["--hidden", "100000"], ["--batch", "1000000000"]])
