@@ -147,7 +147,7 @@ def remove(folder):
 def remove_temporaries(folder) -> list:
     """Delete the temporary files of writes that were killed midway; returns their names.
     Call only while holding the folder's RunLock (a live writer's file would go too)."""
-    found = glob.glob(os.path.join(folder, "." + "*" + TMP_SUFFIX))
+    found = glob.glob(os.path.join(folder, ".*" + TMP_SUFFIX))   # _atomic_write's names
     for p in found:
         os.remove(p)
     return [os.path.basename(p) for p in found]

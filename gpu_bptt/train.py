@@ -590,8 +590,8 @@ def describe(res: Result) -> str:
     else:
         head = [f"{res.task}: {res.steps} steps, {res.seconds:.1f} s on the {res.backend} backend{stopped}"]
     lines = head + [
-             f"  training loss (mean of last {min(SMOOTH, max(len(res.losses), 1))} steps): {res.final_loss:.4g}",
-             f"  held-out {res.metric}: {res.eval_metric:.4g}   baseline ({res.baseline_name}): {res.baseline:.4g}"]
+        f"  training loss (mean of last {min(SMOOTH, max(len(res.losses), 1))} steps): {res.final_loss:.4g}",
+        f"  held-out {res.metric}: {res.eval_metric:.4g}   baseline ({res.baseline_name}): {res.baseline:.4g}"]
     if res.eval_metric < res.baseline:
         lines.append(f"  -> {res.baseline / max(res.eval_metric, 1e-300):.1f}x below the baseline")
     else:
