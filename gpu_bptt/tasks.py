@@ -59,6 +59,7 @@ class Task:
     baseline_name = "?"   # the trivial predictor the metric is compared against
     input_size = output_size = 0
     eval_size = 1024      # held-out sequences
+    data_bytes = 0        # memory the task holds besides its batches (charlm: the text)
 
     def __init__(self, seq_len, min_len=None):
         if seq_len < 1:
@@ -200,6 +201,22 @@ class SineTask(Task):
         return float(np.concatenate(err).mean())
 
 
+def _read_text(path, name) -> str:
+    """The UTF-8 text of `path`; TaskError for an unreadable or binary file (`name`: as given)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise TaskError(f"--text: {name} cannot be read: {e.strerror or e}") from None
+    if b"\0" in raw:
+        raise TaskError(f"--text: {name} is not a text file (it holds NUL bytes, at offset {raw.index(0)})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TaskError(f"--text: {name} is not UTF-8 text (an invalid byte at offset {e.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")   # as open() in text mode reads it
+
+
 class CharLMTask(Task):
     """Next-character prediction on a text file. The vocabulary is the file's characters; the last
     10% of the text is held out. Training windows start anywhere in the first 90% and, by default,
@@ -220,8 +237,7 @@ class CharLMTask(Task):
         self.path = os.path.abspath(text)
         if not os.path.isfile(self.path):
             raise TaskError(f"--text: no such file: {text}")
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            data = f.read()
+        data = _read_text(self.path, text)
         split = int(len(data) * 0.9)
         if split < self.seq_len + 1 or len(data) - split < 2:
             need = math.ceil((self.seq_len + 1) / 0.9) + 20
@@ -231,6 +247,7 @@ class CharLMTask(Task):
         index = {c: i for i, c in enumerate(self.vocab)}
         ids = np.array([index[c] for c in data], np.int64)
         self.train_ids, self.eval_ids = ids[:split], ids[split:]
+        self.data_bytes = ids.nbytes
         self.input_size = self.output_size = len(self.vocab)
 
     def _windows(self, ids, starts, lengths):

@@ -98,6 +98,26 @@ def test_cli_writes_json_and_lists_contenders(tmp_path, capsys):
     assert "numpy" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--repeats", "0"], "--repeats: must be >= 1, got 0"),
+    (["--rounds", "0"], "--rounds: must be >= 1, got 0"),
+    (["--warmup", "-1"], "--warmup: must be >= 0, got -1"),
+    (["--budget", "0"], "--budget: must be > 0, got 0.0"),
+    (["--pause", "-1"], "--pause: must be >= 0, got -1.0"),
+    (["--out", "{file}"], "--out {file}: is a file, not a folder"),
+    (["--out", "{file}/sub"], "--out {file}/sub: cannot create the folder: Not a directory"),
+    (["--markdown", "{dir}"], "--markdown {dir}: is a folder, not a file"),
+])
+def test_cli_refuses_bad_options_with_one_line(args, message, tmp_path, capsys):
+    where = {"file": tmp_path / "a-file", "dir": tmp_path}
+    where["file"].write_text("x")
+    args = [a.format(**where) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    assert main(["--preset", "tiny", "--contenders", "numpy", "--quiet", "--no-plot", *out, *args]) == 2
+    assert capsys.readouterr().err.splitlines() == ["gpu-bptt bench: error: " + message.format(**where)]
+    assert not (tmp_path / "out").exists()
+
+
 def test_discovery_never_needs_cupy():
     found, skipped = discover()
     names = [c.name for c in found]

@@ -1,10 +1,14 @@
 """The training loop: learning, truncated BPTT, checkpoints and resume, non-finite losses, the CLI."""
+import errno
+import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from gpu_bptt import checkpoint, nn
 from gpu_bptt.backends import get_backend
 from gpu_bptt.cli import main
 from gpu_bptt.progress import Progress
-from gpu_bptt.tasks import AddingTask
+from gpu_bptt.tasks import AddingTask, make_task
 from gpu_bptt.train import Config, build_model, resolve, run_batch, train
 
 from .tolerances import assert_close
@@ -40,14 +44,43 @@ def test_a_short_run_lowers_the_loss_below_the_baseline():
     assert res.steps == 300 and res.backend == "numpy" and res.metric == "MSE"
 
 
-@pytest.mark.parametrize("task", ["adding", "copy", "charlm"])
-def test_other_tasks_train_without_error(task, tmp_path):
+def _first_loss_float64(cfg, task):
+    """The loss of the first step, computed apart from the library: the initial model (the
+    documented init seed [seed, 1]) on the first batch of the training stream ([seed, 2]), in
+    float64, softmax cross-entropy over each example's valid steps."""
+    model = build_model(task, cfg, get_backend("numpy"), np.random.default_rng([cfg.seed, 1]))
+    P = {k: v.astype(np.float64) for k, v in model.parameters().items()}
+    b = task.sample(np.random.default_rng([cfg.seed, 2]), cfg.batch)
+    T, B = b.x.shape[:2]
+    L = np.full(B, T) if b.lengths is None else b.lengths
+    f = {"tanh": np.tanh, "relu": lambda u: np.maximum(u, 0)}[cfg.activation]
+    h, nll = np.zeros((B, cfg.hidden)), []
+    for t in range(T):
+        h = f(b.x[t] @ P["0.W"] + h @ P["0.V"] + P["0.b"])
+        y = h @ P["1.W"] + P["1.b"]
+        logp = y - y.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        nll += [-logp[i, b.target[t, i]] for i in range(B) if t < L[i]]
+    return float(np.mean(nll))
+
+
+@pytest.mark.parametrize("task, kw, ratio", [
+    # memoryless baseline 3·ln 8 / 7; measured 0.42 of it
+    ("copy", dict(seq_len=7, hidden=32, batch=32, steps=150, lr=0.01), 0.6),
+    # "abcabd " needs two characters of memory; unigram baseline 1.56 nats, measured 0.04 of it
+    ("charlm", dict(seq_len=12, hidden=16, batch=16, steps=60, lr=0.02), 0.2),
+])
+def test_copy_and_charlm_learn_and_start_from_the_reference_loss(task, kw, ratio, tmp_path):
     text = None
     if task == "charlm":
         text = tmp_path / "t.txt"
         text.write_text("abcabd " * 40, encoding="utf-8")
-    res = train(tiny(task=task, seq_len=12, steps=20, text=None if text is None else str(text)))
-    assert np.isfinite(res.losses).all() and np.isfinite(res.eval_metric) and res.baseline > 0
+        text = str(text)
+    cfg = resolve(tiny(task=task, text=text, **kw))
+    res = train(cfg)
+    expect = _first_loss_float64(cfg, make_task(task, cfg.seq_len, cfg.min_len, text))
+    assert res.losses[0] == pytest.approx(expect, rel=1e-5)   # float32 against float64
+    assert res.eval_metric < ratio * res.baseline, (res.eval_metric, res.baseline)
 
 
 def _model_and_batch(task, trunc_seed=0):
@@ -124,21 +157,24 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, extra):
     assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
 
 
-def test_checkpoint_files_are_replaced_whole(tmp_path, monkeypatch):
+def test_checkpoint_files_are_replaced_whole(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     train(tiny(steps=10, out=str(out), checkpoint_every=5))
-    assert sorted(os.listdir(out)) in (["checkpoint-00000010.npz", "checkpoint.json"],
-                                       ["checkpoint-00000010.npz", "checkpoint.json", "loss.png"])
+    assert sorted(os.listdir(out)) in ([".lock", "checkpoint-00000010.npz", "checkpoint.json"],
+                                       [".lock", "checkpoint-00000010.npz", "checkpoint.json", "loss.png"])
     before = (out / "checkpoint.json").read_bytes()
     _, p_before = params(out)
 
-    def broken_savez(f, **arrays):
+    def full_disk(f, **arrays):
         f.write(b"PK half an archive")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
-        train(Config(steps=15, out=str(out), resume=True, progress=False))
+    monkeypatch.setattr(np, "savez", full_disk)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--steps", "15", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"gpu-bptt train: error: cannot write the checkpoint of step 15 into {out}: "
+                                f"No space left on device. The last good checkpoint (step 10) is kept in {out}."]
     assert (out / "checkpoint.json").read_bytes() == before
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
     _, p_after = params(out)
@@ -239,6 +275,7 @@ def test_resume_keeps_the_checkpoint_settings(tmp_path, capsys):
     (["--optimizer", "rmsprop"], "--optimizer: unknown 'rmsprop'"),
     (["--backend", "tpu"], "--backend: unknown 'tpu'"),
     (["--min-len", "40"], "--min-len: must be in 1..30"),
+    (["--seed", "-1"], "--seed: must be an integer >= 0, got -1"),
     (["--resume"], "no checkpoint in"),
 ])
 def test_bad_arguments_exit_with_a_message(args, message, tmp_path, capsys):
@@ -296,11 +333,313 @@ def test_default_out_never_collides_and_resume_takes_the_newest(tmp_path, monkey
     from gpu_bptt.train import default_out
 
     monkeypatch.chdir(tmp_path)
-    assert default_out("adding", resume=False) == os.path.join("runs", "adding")
+    assert default_out("adding", resume=False) == (os.path.join("runs", "adding"), None)
     for d in ("adding", "adding-2"):
         os.makedirs(os.path.join("runs", d))
         open(os.path.join("runs", d, "checkpoint.json"), "w").write("{}")
     assert checkpoint.exists(os.path.join("runs", "adding-2"))
-    assert default_out("adding", resume=False) == os.path.join("runs", "adding-3")
-    assert default_out("adding", resume=True) == os.path.join("runs", "adding-2")
-    assert default_out("sine", resume=True) == os.path.join("runs", "sine")
+    assert default_out("adding", resume=False) == (os.path.join("runs", "adding-3"), None)
+    assert default_out("adding", resume=True) == (os.path.join("runs", "adding-2"), None)
+    assert default_out("sine", resume=True) == (os.path.join("runs", "sine"), None)
+
+
+# -- checkpoints, run directories, file system and memory --------------------------------------------
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _edit_meta(edit):
+    def apply(out):
+        meta = json.loads((out / "checkpoint.json").read_text())
+        meta = edit(meta)
+        (out / "checkpoint.json").write_text(json.dumps(meta))
+    return apply
+
+
+def _edit_arrays(edit):
+    """Change the .npz and record its new SHA-256: a consistent pair whose contents are wrong."""
+    def apply(out):
+        meta = json.loads((out / "checkpoint.json").read_text())
+        npz = out / meta["arrays"]
+        with np.load(npz) as z:
+            arrays = {k: z[k] for k in z.files}
+        edit(arrays)
+        with open(npz, "wb") as f:
+            np.savez(f, **arrays)
+        meta["sha256"] = _sha(npz)
+        (out / "checkpoint.json").write_text(json.dumps(meta))
+    return apply
+
+
+def _truncate_npz(out):
+    npz = out / "checkpoint-00000006.npz"
+    npz.write_bytes(npz.read_bytes()[:300])
+
+
+def _old_format(meta):
+    del meta["sha256"]
+    return {**meta, "format": 1}
+
+
+NPZ, JSON = "checkpoint-00000006.npz", "checkpoint.json"
+BAD_CHECKPOINTS = {
+    "truncated npz": (_truncate_npz, NPZ, "does not match"),
+    "truncated npz, format 1": (lambda out: (_edit_meta(_old_format)(out), _truncate_npz(out)), NPZ,
+                                "cannot be read"),
+    "json is a list": (_edit_meta(lambda m: [m]), JSON, "expected a JSON object, got list"),
+    "no step": (_edit_meta(lambda m: {k: v for k, v in m.items() if k != "step"}), JSON,
+                "'step' must be a positive integer, got None"),
+    "string step": (_edit_meta(lambda m: {**m, "step": "6"}), JSON, "'step' must be a positive integer, got '6'"),
+    "negative step": (_edit_meta(lambda m: {**m, "step": -5}), JSON, "'step' must be a positive integer, got -5"),
+    "npz of another step": (_edit_meta(lambda m: {**m, "step": 5}), JSON, "'arrays' must name checkpoint-00000005.npz"),
+    "missing optimizer slot": (_edit_arrays(lambda a: a.pop("opt/m/0.V")), NPZ, "the array opt/m/0.V is missing"),
+    "unexpected array": (_edit_arrays(lambda a: a.update({"opt/velocity/0.V": a["opt/m/0.V"]})), NPZ,
+                         "unexpected array opt/velocity/0.V"),
+    "float64 parameter": (_edit_arrays(lambda a: a.update({"param/0.W": a["param/0.W"].astype(np.float64)})),
+                          NPZ, "param/0.W is float64 of shape (2, 8), expected float32 of shape (2, 8)"),
+    "wrong shape": (_edit_arrays(lambda a: a.update({"opt/v/1.b": np.zeros(3, np.float32)})), NPZ,
+                    "opt/v/1.b is float32 of shape (3,), expected float32 of shape (1,)"),
+    "short loss history": (_edit_arrays(lambda a: a.update({"losses": a["losses"][:4]})), NPZ, "losses is float64"),
+    "no config": (_edit_meta(lambda m: {**m, "config": {"task": "adding"}}), JSON, "'config' must be an object with"),
+    "string size": (_edit_meta(lambda m: {**m, "config": {**m["config"], "hidden": "8"}}), JSON,
+                    "'config': --hidden: must be a positive integer, got 8"),
+    "other optimizer state": (_edit_meta(lambda m: {**m, "optimizer": {**m["optimizer"], "scalars": {
+        **m["optimizer"]["scalars"], "lr": 0.5}}}), JSON, "'optimizer' is"),
+    "adam count": (_edit_meta(lambda m: {**m, "optimizer": {**m["optimizer"], "scalars": {
+        **m["optimizer"]["scalars"], "t": 2}}}), JSON, "'optimizer' is"),
+    "rng": (_edit_meta(lambda m: {**m, "rng": {"state": 3}}), JSON, "'rng' is not the state"),
+    "time": (_edit_meta(lambda m: {**m, "train_seconds": -1}), JSON, "'train_seconds' must be a number >= 0"),
+}
+
+
+@pytest.fixture(scope="module")
+def good_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("good")
+    for seed in (0, 1):
+        train(tiny(steps=6, out=str(base / f"seed{seed}"), seed=seed))
+    return base
+
+
+@pytest.mark.parametrize("case", list(BAD_CHECKPOINTS) + ["npz of another run"])
+def test_a_bad_checkpoint_is_refused_whole_with_one_line(case, good_runs, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(good_runs / "seed0", out)
+    if case == "npz of another run":
+        shutil.copy(good_runs / "seed1" / NPZ, out / NPZ)
+        file, message = NPZ, "does not match"
+    else:
+        damage, file, message = BAD_CHECKPOINTS[case]
+        damage(out)
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    assert main(["train", "--resume", "--out", str(out), "--steps", "8", "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"gpu-bptt train: error: {out / file}") and message in err[0], err
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before   # nothing used, nothing written
+
+
+def test_a_stale_lock_and_temporary_files_of_a_killed_run_are_cleared(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    (out / ".lock").write_text(f"{dead.pid}\n")            # what kill -9 leaves behind
+    (out / ".checkpoint-00000500.npz.k2j3.tmp").write_bytes(b"PK half")
+    assert main(["train", *TINY, "--steps", "3", "--backend", "numpy", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{out} was held by process {dead.pid}, which is no longer running; this run takes it over" in err
+    assert f"removed .checkpoint-00000500.npz.k2j3.tmp from {out}" in err
+    assert not list(out.glob("*.tmp")) and checkpoint.load(out)[0]["step"] == 3
+    assert (out / ".lock").read_text() == ""                # released: names no holder
+
+
+def test_a_folder_held_by_a_run_is_skipped_without_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    held = os.path.join("runs", "adding")
+    os.makedirs(held)
+    with checkpoint.RunLock(held):
+        assert main(["train", *TINY, "--steps", "2", "--backend", "numpy"]) == 0
+        assert (f"gpu-bptt train: {held} (process {os.getpid()}) in use by another run; this run writes "
+                f"to {held}-2") in capsys.readouterr().err
+        # the lock is taken between the choice of the folder and the run: the next one is chosen
+        real, calls = checkpoint.holder, []
+        monkeypatch.setattr(checkpoint, "holder", lambda f: calls.append(f) or (None if len(calls) == 1 else real(f)))
+        assert main(["train", *TINY, "--steps", "2", "--backend", "numpy"]) == 0
+    assert checkpoint.load(held + "-2")[0]["step"] == 2 and checkpoint.load(held + "-3")[0]["step"] == 2
+    assert not checkpoint.exists(held)
+
+
+def test_without_fcntl_a_run_with_files_is_refused_not_left_unlocked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(checkpoint, "fcntl", None)
+    assert main(["train", *TINY, "--steps", "2", "--backend", "numpy", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gpu-bptt train: error: run directories are locked with fcntl, which this system lacks; "
+        "train with --no-save here"]
+
+
+def _wait_for(condition, proc, timeout=60):
+    t0 = time.monotonic()
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout, "the training subprocess did not get going"
+        time.sleep(0.05)
+
+
+def test_a_second_run_is_refused_and_sigterm_saves_like_ctrl_c(tmp_path, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_bptt.cli", "train", *TINY, "--steps", "1000000",
+                             "--checkpoint-every", "7", "--backend", "numpy", "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: checkpoint.exists(out), proc)   # past step 7: the handlers are in place
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            assert main(["train", *TINY, "--steps", "2", "--backend", "numpy", "--out", str(out), *extra]) == 2
+            assert capsys.readouterr().err.splitlines() == [
+                f"gpu-bptt train: error: {out} is in use by process {proc.pid} (another training run writes there)"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    step = checkpoint.load(out)[0]["step"]
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"stopped by SIGTERM at step {step}: a checkpoint of step {step} is in {out}" in err
+    assert "Traceback" not in err
+
+
+def test_file_system_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    cases = [(a_file, f"--out {a_file}: is a file, not a folder"),
+             (a_file / "sub", f"--out {a_file / 'sub'}: cannot create the folder: Not a directory"),
+             (read_only, f"--out {read_only}: cannot write there: Read-only file system")]
+    real_open = os.open
+
+    def open_read_only(path, flags, *args, **kw):
+        # root ignores permission bits: the refusal is injected where the system would give it
+        if os.path.dirname(os.path.abspath(path)) == str(read_only) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, "Read-only file system", path)
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", open_read_only)
+    for out, message in cases:
+        assert main(["train", *TINY, "--steps", "2", "--backend", "numpy", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"gpu-bptt train: error: {message}"]
+    assert os.listdir(read_only) == []
+    monkeypatch.undo()
+    run = ["train", *TINY, "--steps", "2", "--backend", "numpy", "--out", str(tmp_path / "r")]
+    assert main(run) == 0
+
+    def no_permission(path):
+        raise OSError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(os, "remove", no_permission)
+    assert main(run + ["--overwrite"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"gpu-bptt train: error: --overwrite: cannot remove the checkpoint in {tmp_path / 'r'}: Permission denied"]
+
+
+@pytest.mark.parametrize("args", [["--hidden", "100000"], ["--batch", "1000000000"]])
+def test_sizes_that_cannot_fit_are_refused_before_allocating(args, monkeypatch, capsys):
+    from gpu_bptt import memory
+
+    # 64 GB: what a large workstation has (the real figure is used by the run below)
+    monkeypatch.setattr(memory, "available", lambda backend: (64 * 10**9, "available memory"))
+    t0 = time.perf_counter()
+    assert main(["train", "--quiet", "--no-save", "--backend", "numpy", *args]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert time.perf_counter() - t0 < 5
+    assert len(err) == 1 and err[0].startswith("gpu-bptt train: error: the run needs about ")
+    assert "more than the 64.0 GB of available memory here" in err[0] and args[1] in err[0]
+    monkeypatch.undo()
+    assert main(["train", "--quiet", "--no-save", "--backend", "numpy", "--batch", "1000000000"]) == 2
+    assert "of available memory here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings", [
+    dict(task="adding", seq_len=8, hidden=600, batch=4),              # the weights dominate
+    dict(task="adding", seq_len=60, hidden=96, batch=600),            # one step's activations
+    dict(task="copy", seq_len=20, hidden=32, batch=2000, optimizer="sgd"),
+])
+def test_the_memory_estimate_follows_the_measured_peak(settings):
+    import tracemalloc
+
+    from gpu_bptt import memory
+
+    cfg = resolve(Config(steps=2, backend="numpy", progress=False, **settings))
+    estimate = memory.estimate(cfg, make_task(cfg.task, cfg.seq_len))
+    tracemalloc.start()
+    try:
+        train(cfg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the estimate counts the large arrays only, not the small ones and Python's own objects
+    assert 0.8 * peak < estimate < 1.3 * peak, (estimate, peak)
+
+
+def test_on_the_cuda_backend_the_gpu_free_memory_counts():
+    from types import SimpleNamespace
+
+    from gpu_bptt import memory
+
+    runtime = SimpleNamespace(memGetInfo=lambda: (5_000_000, 80_000_000_000))
+    cp = SimpleNamespace(cuda=SimpleNamespace(runtime=runtime),
+                         get_default_memory_pool=lambda: SimpleNamespace(free_bytes=lambda: 700_000))
+    gpu = SimpleNamespace(name="cuda", xp=cp)
+    assert memory.available(gpu) == (5_700_000, "free memory on the GPU")
+    cfg = resolve(tiny(steps=1, hidden=400))   # about 11 MB
+    assert "more than the 5.7 MB of free memory on the GPU here" in memory.shortfall(cfg, make_task("adding", 8), gpu)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"abc\x00def" * 20, "is not a text file (it holds NUL bytes, at offset 3)"),
+    (b"abcdef" * 20 + b"\xff\xfe", "is not UTF-8 text (an invalid byte at offset 120)"),
+])
+def test_a_binary_text_file_is_refused(content, message, tmp_path, capsys):
+    path = tmp_path / "data.bin"
+    path.write_bytes(content)
+    assert main(["train", "--task", "charlm", "--text", str(path), "--no-save", "--quiet", "--seq-len", "8"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"gpu-bptt train: error: --text: {path} {message}"]
+
+
+def test_resume_below_the_step_says_so_and_the_summary_gives_both_times(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", *TINY, "--steps", "6", "--backend", "numpy", "--out", out]) == 0
+    first = checkpoint.load(out)[0]["train_seconds"]
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", out, "--steps", "4", "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"gpu-bptt train: error: --steps 4: the run in {out} is already at step 6; to continue it, "
+        "pass a larger --steps"]
+    assert main(["train", "--resume", "--out", out, "--quiet"]) == 0     # at its own target
+    cap = capsys.readouterr()
+    assert f"note: the run in {out} is already at step 6 (its --steps): nothing to train" in cap.err
+    assert cap.out.startswith("adding: nothing to train (already at step 6)")
+    assert main(["train", "--resume", "--out", out, "--steps", "9", "--quiet", "--json"]) == 0
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out)
+    assert summary["start_step"] == 6 and summary["steps"] == 9 and summary["train_seconds"] > first
+    lines = cap.err.splitlines()
+    assert lines[0].startswith(f"adding: steps 7-9 in {summary['seconds']:.1f} s on the numpy backend, "
+                               "resumed at step 6")
+    assert lines[1] == f"  whole run: 9 steps, {summary['train_seconds']:.1f} s of training"
+
+
+def test_the_backend_variable_counts_when_backend_is_not_given(monkeypatch, capsys):
+    run = ["train", *TINY, "--steps", "1", "--no-save", "--json"]
+    monkeypatch.setenv("GPU_BPTT_BACKEND", "bogus")
+    assert main(run) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gpu-bptt train: error: backend: unknown 'bogus' (from $GPU_BPTT_BACKEND); "
+        "expected one of ('auto', 'numpy', 'cuda', 'emulator')"]
+    assert main(run + ["--backend", "numpy"]) == 0                    # the option wins
+    assert json.loads(capsys.readouterr().out)["backend"] == "numpy"
+    monkeypatch.setenv("GPU_BPTT_BACKEND", "emulator")
+    assert main(run) == 0
+    assert json.loads(capsys.readouterr().out)["backend"] == "emulator"

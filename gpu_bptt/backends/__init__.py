@@ -54,11 +54,14 @@ def get_backend(name=None) -> Backend:
     """The backend object for `name` (None: $GPU_BPTT_BACKEND, else "auto"). A Backend passes through."""
     if isinstance(name, Backend):
         return name
-    if name is None:
+    from_env = name is None
+    if from_env:
         name = os.environ.get(ENV_VAR) or "auto"
     if not isinstance(name, str):
         raise TypeError(f"backend: expected a name or a Backend, got {type(name).__name__}")
     name = name.strip().lower()
+    if from_env and name not in ("auto",) + NAMES:
+        raise ValueError(f"backend: unknown {name!r} (from ${ENV_VAR}); expected one of {('auto',) + NAMES}")
     if name == "auto":
         factory, reason = _probe("cuda")
         name = "cuda" if factory is not None else "numpy"

@@ -48,6 +48,27 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _bad_argument(args):
+    """The one-line message for an unusable option, or None; creates --out when JSON is written."""
+    for option, value, ok, want in (("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
+                                    ("--warmup", args.warmup, args.warmup >= 0, ">= 0"),
+                                    ("--rounds", args.rounds, args.rounds >= 1, ">= 1"),
+                                    ("--budget", args.budget, args.budget > 0, "> 0"),
+                                    ("--pause", args.pause, args.pause >= 0, ">= 0")):
+        if not ok:
+            return f"{option}: must be {want}, got {value}"
+    if args.markdown is not None and args.markdown.is_dir():
+        return f"--markdown {args.markdown}: is a folder, not a file"
+    if not args.no_json:
+        if args.out.exists() and not args.out.is_dir():
+            return f"--out {args.out}: is a file, not a folder"
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return f"--out {args.out}: cannot create the folder: {e.strerror or e}"
+    return None
+
+
 def cmd_bench(args) -> int:
     names = [n.strip() for n in args.contenders.split(",") if n.strip()] if args.contenders else None
     if args.list:
@@ -57,6 +78,10 @@ def cmd_bench(args) -> int:
         for k, why in skipped.items():
             print(f"{k:<28} not here: {why}")
         return 0
+    bad = _bad_argument(args)
+    if bad:
+        print(f"gpu-bptt bench: error: {bad}", file=sys.stderr)
+        return 2
     if args.tune:
         return cmd_tune(args)
     presets = args.preset or []
@@ -81,7 +106,7 @@ def _run(args, sizes, contenders, name, skipped):
     save = None if args.no_json else (lambda partial: write_json(partial, args.out))
     return run_bench(sizes, contenders, name=name, dtype=args.dtype, warmup=args.warmup,
                      repeats=args.repeats, budget_s=args.budget, pause_s=args.pause,
-                     rounds=max(1, args.rounds), skipped=skipped,
+                     rounds=args.rounds, skipped=skipped,
                      progress=Progress(quiet=args.quiet), on_size=save)
 
 
