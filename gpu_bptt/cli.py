@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import signal
 import sys
 
 from .train import add_train_parser
@@ -75,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`gpu-bptt info | head`): end quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

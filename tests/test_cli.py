@@ -30,3 +30,12 @@ def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "gpu_bptt.cli", "info"], capture_output=True,
                          text=True, check=True)
     assert out.stdout.startswith("gpu_bptt ")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`gpu-bptt info | head -1`: no BrokenPipeError traceback, the shell's status for SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_bptt.cli", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err, err
