@@ -83,5 +83,6 @@ def check_lengths(bk, lengths, T, B):
     bad = (a < 1) | (a > T)
     if bad.any():
         i = int(bad.argmax())
-        raise ValueError(f"lengths: every entry must be in 1..T = 1..{T}; lengths[{i}] = {int(a[i])}")
+        raise ValueError(f"lengths: every entry must be in 1..T = 1..{T}; "
+                         f"lengths[{i}] = {int(a[i])}")
     return a.astype(np.int32) if on_device else bk.asarray(a.astype(np.int32))

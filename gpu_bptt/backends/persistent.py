@@ -128,7 +128,8 @@ def choose(backend, algo, B, H, dtype) -> str:
     except ValueError as e:
         if algo == "persistent":
             raise
-        warn_once(f"algo='auto' runs the step kernels: {e}", stacklevel=5)
+        # attributed to the line that called elman_forward (choose < resolve_algo < elman_forward)
+        warn_once(f"algo='auto' runs the step kernels: {e}", stacklevel=4)
         return "step"
     return "persistent"
 
@@ -190,7 +191,7 @@ def _launch(backend, file, dtype, pl, args):
     fn = _function(backend, file, dtype)
     if pl.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
         fn.max_dynamic_shared_size_bytes = pl.smem
-    status = backend.xp.empty(1, dtype=np.int32)  # the kernel's grid check (one word, always written)
+    status = backend.xp.empty(1, dtype=np.int32)  # the kernel's grid check (always written)
     with warnings.catch_warnings():
         # CuPy shrinks a 1-D cooperative grid larger than its occupancy query allows, with only a
         # warning (cupy/cuda/function.pyx, _launch); every block owns fixed columns, so a shrunk
@@ -204,9 +205,9 @@ def _launch(backend, file, dtype, pl, args):
                                "nothing was launched") from None
     ran = int(status[0])  # a 4-byte read: waits for the launch to finish
     if ran:
-        raise RuntimeError(f"{_stem(file, version_of(backend))}: only {ran} of the {pl.grid} blocks "
-                           f"ran, too few for H columns at {pl.cols} per block; the kernel wrote "
-                           "nothing (a runtime that shrank the cooperative grid)")
+        raise RuntimeError(f"{_stem(file, version_of(backend))}: only {ran} of the {pl.grid} "
+                           f"blocks ran ({pl.cols} columns each), too few to cover H; the kernel "
+                           "wrote nothing (a runtime shrank the cooperative grid)")
 
 
 def forward(backend, h, h0, V, lengths, activation):

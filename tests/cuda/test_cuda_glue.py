@@ -47,6 +47,7 @@ class CupyLaunch:
 
 SHRINK = [None, True]
 LAUNCHES = []
+OCCUPANCY = "occupancyMaxActiveBlocksPerMultiprocessor"  # cupy.cuda.driver's binding
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def fake_cupy(monkeypatch):
     cupy.current_device = current  # for the tests: which device is current
     cuda.get_cuda_path = lambda: None
     cuda.nvrtc = types.SimpleNamespace(getVersion=lambda: (12, 9))
-    cuda.driver = types.SimpleNamespace(occupancyMaxActiveBlocksPerMultiprocessor=occupancy_query)
+    cuda.driver = types.SimpleNamespace(**{OCCUPANCY: occupancy_query})
     cuda.__getattr__ = lambda name: types.ModuleType(f"cupy.cuda.{name}")  # cublas loads
     cupy.cuda = cuda
     monkeypatch.setitem(sys.modules, "cupy", cupy)
@@ -162,7 +163,8 @@ def test_info_prints_device_kernels_and_persistent_limits(fake_cupy, capsys):
 def _problem(T=4, B=2, I=3, H=24, seed=11):
     r = rng(seed)
     args = dict(x=r.standard_normal((T, B, I)), W=r.standard_normal((I, H)) / 2,
-                V=r.standard_normal((H, H)) / 5, b=r.standard_normal(H), h0=r.standard_normal((B, H)))
+                V=r.standard_normal((H, H)) / 5, b=r.standard_normal(H),
+                h0=r.standard_normal((B, H)))
     return args, r.standard_normal((T, B, H))
 
 
@@ -172,7 +174,7 @@ def test_persistent_refused_when_co_residency_is_unknown(fake_cupy, monkeypatch)
     'persistent' is refused and 'auto' falls back with a warning, once."""
     from gpu_bptt.backends.cuda import CudaBackend
 
-    monkeypatch.delattr(sys.modules["cupy"].cuda.driver, "occupancyMaxActiveBlocksPerMultiprocessor")
+    monkeypatch.delattr(sys.modules["cupy"].cuda.driver, OCCUPANCY)
     bk = CudaBackend()
     args, _ = _problem()
     with pytest.raises(ValueError, match=r"algo='persistent' cannot run: whether the grid of 4 "
@@ -256,7 +258,7 @@ def test_auto_fallback_warns_once_per_cause_and_the_algorithm_is_recorded(fake_c
 def test_info_says_when_persistent_cannot_run(fake_cupy, monkeypatch, capsys):
     from gpu_bptt.cli import main
 
-    monkeypatch.delattr(sys.modules["cupy"].cuda.driver, "occupancyMaxActiveBlocksPerMultiprocessor")
+    monkeypatch.delattr(sys.modules["cupy"].cuda.driver, OCCUPANCY)
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "options: gemm=cublas step=auto persist=v2" in out
