@@ -1,8 +1,8 @@
 """Backend selection (DESIGN §2): explicit name, else $GPU_BPTT_BACKEND, else "auto".
 
 "auto" is cuda when CuPy imports, sees a device and loads NVRTC and cuBLAS, otherwise numpy (with
-a warning, once per cause, when a device is seen but a library is missing). Probing never compiles a
-kernel; CuPy is imported only when the cuda backend is asked for or probed.
+a warning, once per cause, when a device is seen but a library is missing). Probing never
+compiles a kernel; CuPy is imported only when the cuda backend is asked for or probed.
 """
 from __future__ import annotations
 
