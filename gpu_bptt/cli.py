@@ -60,7 +60,9 @@ def cmd_info(args) -> int:
         for f, e in failures.items():
             print(f"    {f}: {e}")
         bk = get_backend("cuda")
-        for line in persistent.describe(bk.persistent_limits(), bk.persist):
+        print(f"  options: gemm={bk.gemm} step={bk.step} persist={bk.persist}")
+        for line in persistent.describe(bk.persistent_limits(), bk.persist,
+                                        persistent.unavailable_reason(bk)):
             print(f"  {line}")
     return 0
 

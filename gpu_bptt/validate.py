@@ -70,16 +70,19 @@ def to_host(a):
 
 
 def check_lengths(bk, lengths, T, B):
-    """lengths: None or (B,) integers in 1..T -> backend int32 array (or None)."""
+    """lengths: None or (B,) integers in 1..T -> backend int32 array (or None). An array already
+    on the backend's device is checked there (one boolean read), not copied to the host and back."""
     if lengths is None:
         return None
-    host = to_host(lengths)
-    if host.dtype.kind not in "iu":
-        raise TypeError(f"lengths: expected integers, got dtype {host.dtype}")
-    if host.shape != (B,):
-        raise ValueError(f"lengths: expected shape (B,) = ({B},), got {host.shape}")
-    bad = (host < 1) | (host > T)
+    on_device = bk.xp is not np and isinstance(lengths, bk.xp.ndarray)
+    a = lengths if on_device else to_host(lengths)
+    if np.dtype(a.dtype).kind not in "iu":
+        raise TypeError(f"lengths: expected integers, got dtype {a.dtype}")
+    if a.shape != (B,):
+        raise ValueError(f"lengths: expected shape (B,) = ({B},), got {a.shape}")
+    bad = (a < 1) | (a > T)
     if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"lengths: every entry must be in 1..T = 1..{T}; lengths[{i}] = {host[i]}")
-    return bk.asarray(host.astype(np.int32))
+        i = int(bad.argmax())
+        raise ValueError(f"lengths: every entry must be in 1..T = 1..{T}; "
+                         f"lengths[{i}] = {int(a[i])}")
+    return a.astype(np.int32) if on_device else bk.asarray(a.astype(np.int32))

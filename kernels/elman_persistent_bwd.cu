@@ -12,6 +12,8 @@
 //   Block g keeps rows g*cols .. of V on chip for all steps and writes those columns of du[t];
 //   warp w handles its columns w, w + 8, ... (persistent_common.cuh has the mapping).
 //   Steps are separated by cooperative_groups::this_grid().sync().
+//   status (1,) int32: 0 on exit, or the blocks that ran when they do not cover H (nothing else
+//   written; persistent_common.cuh, persist_grid_covers).
 // Versions: v1 V slice in shared memory, one warp per column, lanes split k;
 //   v2 (default) the same slice, the block computes 8 columns at a time with all threads
 //   splitting k (fewer shared-memory reads per multiply-add; persistent_common.cuh).
@@ -41,7 +43,8 @@ __device__ inline void persist_bwd_out(T* du, const T* dh, int has_dh, const T* 
 template <int VERSION, typename T>
 __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_last,
                                    int has_dh_last, const T* h, const T* V, const int* lengths,
-                                   int steps, int B, int H, int cols, int act) {
+                                   int steps, int B, int H, int cols, int act, int* status) {
+    if (!persist_grid_covers(status, H, cols)) return;
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
     const PersistSlice<T> slice = persist_slice(V, B, H, cols, false);
     const int j0 = slice.j0, ncols = slice.ncols;
@@ -91,14 +94,16 @@ template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
                         const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
-    persist_bwd<1>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act);
+                        int cols, int act, int* status) {
+    persist_bwd<1>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act,
+                     status);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
                         const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
-    persist_bwd<2>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act);
+                        int cols, int act, int* status) {
+    persist_bwd<2>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act,
+                     status);
 }

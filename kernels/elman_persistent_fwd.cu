@@ -10,6 +10,8 @@
 //   Block g keeps columns g*cols .. of V on chip for all steps and writes those columns of h[t];
 //   warp w of a block handles its columns w, w + 8, ... (persistent_common.cuh has the mapping).
 //   Steps are separated by cooperative_groups::this_grid().sync().
+//   status (1,) int32: 0 on exit, or the blocks that ran when they do not cover H (nothing else
+//   written; persistent_common.cuh, persist_grid_covers).
 // Versions: v1 V slice in shared memory, one warp per column, lanes split k;
 //   v2 (default) the same slice, the block computes 8 columns at a time with all threads
 //   splitting k (fewer shared-memory reads per multiply-add; persistent_common.cuh).
@@ -30,7 +32,8 @@ __device__ inline void persist_fwd_out(T* ht, const int* lengths, int t, int b, 
 // persistent_common.cuh).
 template <int VERSION, typename T>
 __device__ inline void persist_fwd(T* h, const T* h0, const T* V, const int* lengths, int steps,
-                                   int B, int H, int cols, int act) {
+                                   int B, int H, int cols, int act, int* status) {
+    if (!persist_grid_covers(status, H, cols)) return;
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
     const PersistSlice<T> slice = persist_slice(V, B, H, cols, true);
     const int j0 = slice.j0, ncols = slice.ncols;
@@ -71,13 +74,13 @@ __device__ inline void persist_fwd(T* h, const T* h0, const T* V, const int* len
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_fwd_v1(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
-    persist_fwd<1>(h, h0, V, lengths, steps, B, H, cols, act);
+                        int cols, int act, int* status) {
+    persist_fwd<1>(h, h0, V, lengths, steps, B, H, cols, act, status);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_fwd_v2(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act) {
-    persist_fwd<2>(h, h0, V, lengths, steps, B, H, cols, act);
+                        int cols, int act, int* status) {
+    persist_fwd<2>(h, h0, V, lengths, steps, B, H, cols, act, status);
 }

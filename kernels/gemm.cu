@@ -6,9 +6,10 @@
 //   TB = false: B (K, N), ldb >= N; TB = true: B (N, K), ldb >= K
 //   bias (N,) when has_bias, else any pointer; accumulate != 0 adds the old C (a second product
 //   into the same output, as for dV).
-// Launch: grid (ceil(N/64), ceil(M/64)), block (16, 16); 64x64 output tile per block, 4x4 per
-//   thread, A and B tiles in shared memory (tile_gemm.cuh). Each output is one thread's sum in a
-//   fixed order: deterministic, no atomics.
+// Launch: grid (ceil(M/64), ceil(N/64)), block (16, 16): M (T·B for p and dx) on grid.x, whose
+//   limit is 2^31 - 1 blocks (grid.y's is 65535); 64x64 output tile per block, 4x4 per thread,
+//   A and B tiles in shared memory (tile_gemm.cuh). Each output is one thread's sum in a fixed
+//   order: deterministic, no atomics.
 // Versions: v1 (this one). Types: float, double. Names: gemm_v1<float, false, true>, ... for
 //   (TA, TB) in NN, TN, NT.
 #include "tile_gemm.cuh"
@@ -20,7 +21,7 @@ gemm_v1(const T* A, const T* B, T* C, const T* bias, int has_bias, int accumulat
     constexpr int BM = 64, BN = 64, BK = 16, TM = 4, TN = 4;
     __shared__ T As[TileSmem<BM, BN, BK>::A_ELEMS];
     __shared__ T Bs[TileSmem<BM, BN, BK>::B_ELEMS];
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     T acc[TM][TN];
     zero_tile(acc);
     tile_gemm<T, BM, BN, BK, TM, TN, TA, TB>(A, lda, B, ldb, M, N, K, m0, n0, acc, As, Bs);

@@ -30,6 +30,16 @@
 // Declared double so that the array is 8-byte aligned for both element types.
 extern __shared__ double persist_smem[];
 
+// Whether the grid covers every output column (gridDim.x * cols >= H). Block 0 writes 0 to
+// *status when it does, else the number of blocks that ran; a short grid (a runtime that shrank
+// the launch) then returns from every block before the first grid barrier, and the launcher
+// raises instead of returning columns nobody wrote.
+__device__ inline bool persist_grid_covers(int* status, int H, int cols) {
+    const bool ok = (long long)gridDim.x * cols >= H;
+    if (blockIdx.x == 0 && threadIdx.x == 0) *status = ok ? 0 : (int)gridDim.x;
+    return ok;
+}
+
 // Copy the block's slice of the recurrent matrix M (H, H) into Ws.
 //   by_column = true:  Ws[jl][k] = M[k][j0 + jl]  (forward: columns of V)
 //   by_column = false: Ws[jl][k] = M[j0 + jl][k]  (backward: rows of V, i.e. columns of V.T)

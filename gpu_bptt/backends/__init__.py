@@ -1,8 +1,8 @@
 """Backend selection (docs/architecture.md §2): explicit name, else $GPU_BPTT_BACKEND, else "auto".
 
 "auto" is cuda when CuPy imports, sees a device and loads NVRTC and cuBLAS, otherwise numpy (with
-a warning when a device is seen but a library is missing). Probing never compiles a
-kernel; CuPy is imported only when the cuda backend is asked for or probed.
+a warning, once per cause, when a device is seen but a library is missing). Probing never
+compiles a kernel; CuPy is imported only when the cuda backend is asked for or probed.
 """
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ class BackendUnavailable(RuntimeError):
 
 
 _instances: dict = {}
+_warned: set = set()  # the messages warn_once has given
+
+
+def warn_once(message: str, stacklevel: int = 2):
+    """A RuntimeWarning, given once per process for each message (a fallback's cause, reason
+    included), so a training loop says it once and a new cause is still heard."""
+    if message not in _warned:
+        _warned.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
 
 
 def _probe(name: str):
@@ -68,7 +77,7 @@ def get_backend(name=None) -> Backend:
         from .cuda import DEVICE_SEEN_BUT
 
         if reason and reason.startswith(DEVICE_SEEN_BUT):  # a GPU is there: say why it is unused
-            warnings.warn(f"backend 'auto' uses numpy: {reason}", RuntimeWarning, stacklevel=2)
+            warn_once(f"backend 'auto' uses numpy: {reason}", stacklevel=2)
     if name not in _instances:
         factory, reason = _probe(name)
         if factory is None:

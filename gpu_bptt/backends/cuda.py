@@ -24,7 +24,9 @@ kernel per t; "persistent" runs the whole recurrence in one cooperative launch w
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 from . import persistent
 from .base import Backend
@@ -52,8 +54,8 @@ def cuda_unavailable_reason():
         return f"CuPy failed to import: {type(e).__name__}: {e}"
     try:
         n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # no driver, or a driver too old for this CuPy build
-        return f"CuPy cannot talk to the CUDA driver: {type(e).__name__}: {e}"
+    except Exception as e:  # no driver, no device, or a driver too old for this CuPy build
+        return _driver_reason(e)
     if n == 0:
         return "CuPy sees no CUDA device"
     # CuPy loads NVRTC and cuBLAS only when first used; without them every kernel build or product
@@ -71,6 +73,31 @@ def cuda_unavailable_reason():
         return (f"{DEVICE_SEEN_BUT} cuBLAS ({type(e).__name__}: {e}); "
                 "install gpu_bptt[cuda12] or gpu_bptt[cuda13], or a CUDA toolkit")
     return None
+
+
+CUDA_ERROR_NO_DEVICE = 100  # cudaErrorNoDevice (the runtime's status, CUDARuntimeError.status)
+DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+
+
+def _driver_reason(e) -> str:
+    """Why the CUDA runtime cannot start, in words that lead somewhere: without any NVIDIA driver
+    it reports cudaErrorInsufficientDriver ("driver version is insufficient"), which would send a
+    user to upgrade a driver that is not there; that message is kept where a driver is present."""
+    if getattr(e, "status", None) == CUDA_ERROR_NO_DEVICE:
+        return f"no CUDA device found (the NVIDIA driver sees no GPU: {e})"
+    if not driver_loadable():
+        return (f"no NVIDIA driver found ({DRIVER_LIBRARY} cannot be loaded): this machine has no "
+                "usable NVIDIA GPU")
+    return f"CuPy cannot talk to the CUDA driver: {type(e).__name__}: {e}"
+
+
+def driver_loadable() -> bool:
+    """Whether the NVIDIA driver's library loads (it is installed with the driver, not CUDA)."""
+    try:
+        ctypes.CDLL(DRIVER_LIBRARY)
+    except OSError:
+        return False
+    return True
 
 
 def include_options(cuda_path, nvrtc_major) -> tuple:
@@ -188,7 +215,7 @@ class CudaBackend(Backend):
         try:
             return int(cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
                 fn.kernel.ptr, persistent.THREADS, smem))
-        except AttributeError:  # a CuPy without these bindings: the launch itself will check
+        except AttributeError:  # a CuPy without these bindings: persistent.check refuses
             return None
 
     def resolve_algo(self, algo, T, B, H, dtype) -> str:
@@ -202,6 +229,11 @@ class CudaBackend(Backend):
         if B * H * H >= V4_MIN_MACS:
             return "v4"
         return "v3" if _cdiv(B, 64) * _cdiv(H, 64) >= 2 * self.multiprocessors else "v2"
+
+    def algo_label(self, algo, B, H) -> str:
+        """What runs for a resolved algo at (B, H), e.g. "persistent v2" or "step v3, gemm own"."""
+        version = self.persist if algo == "persistent" else self.step_version(B, H)
+        return f"{algo} {version}" + (", gemm own" if self.gemm == "own" else "")
 
     def _lengths(self, lengths, T, B):
         import numpy as np

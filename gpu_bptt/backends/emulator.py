@@ -47,7 +47,9 @@ class EmulatorBackend(CudaBackend):
                                        name="emulator")
 
     def persistent_blocks_per_sm(self, fn, smem):
-        return None  # a cooperative launch runs every block at once
+        # every block of a cooperative launch runs at once (up to the emulator's cap of 1024), so
+        # the persistent grid's one block per multiprocessor is always co-resident
+        return 1
 
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)

@@ -14,6 +14,7 @@ from .kernel_loader import STEP_VERSIONS, template_name
 BLOCK_256 = (16, 16, 1)  # the tiled kernels' block: (BN / TN, BM / TM)
 STEP_TILES = {"v2": 32, "v3": 64}
 GEMM_TILE = 64
+MAX_GRID_Y = 65535  # CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
 
 
 def _cdiv(a, b):
@@ -194,7 +195,10 @@ class Launchers:
         else:
             self.check("out", out, (M, N), dt)
         fn = self.loader.function("gemm.cu", template_name("gemm_v1", dt, bool(trans_a), bool(trans_b)))
-        grid = (_cdiv(N, GEMM_TILE), _cdiv(M, GEMM_TILE), 1)
+        # M (T·B for p and dx) goes on grid.x: grid.y takes at most MAX_GRID_Y blocks
+        grid = (_cdiv(M, GEMM_TILE), _cdiv(N, GEMM_TILE), 1)
+        if grid[1] > MAX_GRID_Y:
+            raise ValueError(f"b: N = {N} columns exceed the GEMM's {MAX_GRID_Y * GEMM_TILE}")
         fn(grid, BLOCK_256, (a, b, out, self._dummy(dt) if bias is None else bias,
                              _i32(bias is not None), _i32(accumulate), _i32(M), _i32(N), _i32(K),
                              _i32(a.shape[1]), _i32(b.shape[1]), _i32(N)))

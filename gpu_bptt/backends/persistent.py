@@ -12,7 +12,8 @@ time with every thread splitting k (docs/persistent.md).
 
 "auto" rule (a first guess, to be tuned from GPU measurements; see docs/persistent.md):
 persistent when B <= AUTO_MAX_BATCH and the algorithm can run, otherwise the step kernels. Every
-fallback is logged on the "gpu_bptt" logger at DEBUG level with its reason.
+fallback below that batch size (a limit, a build error) is a RuntimeWarning with its reason,
+once per cause; the batch rule itself is logged on the "gpu_bptt" logger at DEBUG level.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import activations
+from . import warn_once
 from .kernel_loader import PERSIST_VERSIONS, template_name
 
 log = logging.getLogger("gpu_bptt")
@@ -36,6 +38,7 @@ BWD_FILE = "elman_persistent_bwd.cu"
 VERSIONS = PERSIST_VERSIONS
 DEFAULT_VERSION = "v2"
 REDUCTION = 8 * 64  # v2's cross-warp sums (PERSIST_WARPS * PERSIST_OUTS), in elements
+CUPY_SHRINK = "The grid size will be reduced"  # the start of CuPy 14's warning when it does
 
 
 @dataclass(frozen=True)
@@ -109,15 +112,11 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
     return lo
 
 
-class CannotCompile(ValueError):
-    """The persistent kernels do not build here (e.g. <cooperative_groups.h> is not found)."""
-
-
 def choose(backend, algo, B, H, dtype) -> str:
     """"step" or "persistent" for a resolved request (see the module docstring for "auto").
-    "persistent" where it cannot run raises ValueError naming the limit. "auto" falls back to the
-    step kernels: logged at DEBUG for a size limit, with a warning where the kernels do not
-    build."""
+    "persistent" where it cannot run raises ValueError naming the limit. "auto" at B <= 32 where
+    the persistent kernels cannot run (a limit, a build error) runs the step kernels with a
+    RuntimeWarning saying why, once per cause."""
     if algo == "step":
         return "step"
     if algo == "auto" and B > AUTO_MAX_BATCH:
@@ -129,12 +128,20 @@ def choose(backend, algo, B, H, dtype) -> str:
     except ValueError as e:
         if algo == "persistent":
             raise
-        if isinstance(e, CannotCompile):
-            warnings.warn(f"algo='auto' runs the step kernels: {e}", RuntimeWarning, stacklevel=4)
-        else:
-            log.debug("gpu_bptt: algo='auto' runs the step kernels: %s", e)
+        # attributed to the line that called elman_forward (choose < resolve_algo < elman_forward)
+        warn_once(f"algo='auto' runs the step kernels: {e}", stacklevel=4)
         return "step"
     return "persistent"
+
+
+def unavailable_reason(backend):
+    """None when the persistent kernels build and launch here at all (the smallest problem),
+    else why not: what `gpu-bptt info` reports."""
+    try:
+        check(backend, 1, 1, np.float32)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def check(backend, B, H, dtype) -> Plan:
@@ -146,13 +153,18 @@ def check(backend, B, H, dtype) -> Plan:
             fn = _function(backend, file, dtype)
         except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise CannotCompile(
+            raise ValueError(
                 f"algo='persistent' cannot run: {file} does not compile here ({type(e).__name__}: "
                 f"{first}); `gpu-bptt info` shows the compiler's report. The persistent kernels "
                 f"include <cooperative_groups.h>: install gpu_bptt[cuda12] or [cuda13] (CUDA's "
                 f"runtime headers) or set CUDA_PATH to a CUDA toolkit") from e
         per_sm = backend.persistent_blocks_per_sm(fn, pl.smem)
-        if per_sm is not None and pl.grid > per_sm * limits.multiprocessors:
+        if per_sm is None:
+            raise ValueError(
+                f"algo='persistent' cannot run: whether the grid of {pl.grid} blocks can be "
+                f"co-resident is unknown (this CuPy has no occupancy query, "
+                f"cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor)")
+        if pl.grid > per_sm * limits.multiprocessors:
             raise ValueError(
                 f"algo='persistent' cannot run: the grid of {pl.grid} blocks cannot be "
                 f"co-resident ({_stem(file, version_of(backend))} fits {per_sm} block(s) of "
@@ -175,10 +187,27 @@ def _function(backend, file, dtype):
 
 
 def _launch(backend, file, dtype, pl, args):
+    """One cooperative launch of pl.grid blocks; raises rather than let any block be missing."""
     fn = _function(backend, file, dtype)
     if pl.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
         fn.max_dynamic_shared_size_bytes = pl.smem
-    fn((pl.grid, 1, 1), (THREADS, 1, 1), args, shared_mem=pl.smem)
+    status = backend.xp.empty(1, dtype=np.int32)  # the kernel's grid check (always written)
+    with warnings.catch_warnings():
+        # CuPy shrinks a 1-D cooperative grid larger than its occupancy query allows, with only a
+        # warning (cupy/cuda/function.pyx, _launch); every block owns fixed columns, so a shrunk
+        # grid would leave some unwritten.
+        warnings.filterwarnings("error", message=CUPY_SHRINK, category=UserWarning)
+        try:
+            fn((pl.grid, 1, 1), (THREADS, 1, 1), args + (status,), shared_mem=pl.smem)
+        except UserWarning as e:
+            raise RuntimeError(f"{_stem(file, version_of(backend))}: CuPy would launch fewer than "
+                               f"the {pl.grid} co-resident blocks the kernel needs ({e}); "
+                               "nothing was launched") from None
+    ran = int(status[0])  # a 4-byte read: waits for the launch to finish
+    if ran:
+        raise RuntimeError(f"{_stem(file, version_of(backend))}: only {ran} of the {pl.grid} "
+                           f"blocks ran ({pl.cols} columns each), too few to cover H; the kernel "
+                           "wrote nothing (a runtime shrank the cooperative grid)")
 
 
 def forward(backend, h, h0, V, lengths, activation):
@@ -207,8 +236,9 @@ def backward(backend, du, dh, dh_last, h, V, lengths, activation):
     return du
 
 
-def describe(limits: DeviceLimits, version=DEFAULT_VERSION) -> list:
-    """Lines for `gpu-bptt info`: the persistent algorithm's limits on this device."""
+def describe(limits: DeviceLimits, version=DEFAULT_VERSION, reason=None) -> list:
+    """Lines for `gpu-bptt info`: the persistent algorithm's limits on this device, and `reason`
+    (unavailable_reason's) when it cannot run here at all."""
     h1 = {np.dtype(d).name: max_hidden(limits, 1, d, version) for d in (np.float32, np.float64)}
     h8 = {np.dtype(d).name: max_hidden(limits, BATCH_CHUNK, d, version)
           for d in (np.float32, np.float64)}
@@ -219,6 +249,10 @@ def describe(limits: DeviceLimits, version=DEFAULT_VERSION) -> list:
         lines.append(f"persistent ({version}): largest H: float32 {h1['float32']} at B=1, "
                      f"{h8['float32']} at B>={BATCH_CHUNK}; float64 {h1['float64']} at B=1, "
                      f"{h8['float64']} at B>={BATCH_CHUNK}")
-    lines.append(f"persistent: algo='auto' takes it when B <= {AUTO_MAX_BATCH} and V's slice "
-                 f"fits, else the step kernels (the reason is logged at DEBUG on 'gpu_bptt')")
+    if reason:
+        lines.append(f"persistent: UNAVAILABLE here, algo='auto' always runs the step kernels: "
+                     f"{reason}")
+    else:
+        lines.append(f"persistent: algo='auto' takes it when B <= {AUTO_MAX_BATCH} and V's slice "
+                     f"fits, else the step kernels (with a warning when B <= {AUTO_MAX_BATCH})")
     return lines

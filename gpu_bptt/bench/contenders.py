@@ -38,6 +38,10 @@ class Contender:
     def sync(self):
         pass
 
+    def used(self):
+        """The algorithm the last forward ran, for contenders that choose one; else None."""
+        return None
+
     def outputs(self) -> dict:
         raise NotImplementedError
 
@@ -105,6 +109,11 @@ class Ours(Contender):
         from ..cells import elman_backward
 
         self.g = elman_backward(self.a["dh"], self.out.cache)
+
+    def used(self):
+        cache = self.out.cache
+        label = getattr(self.bk, "algo_label", None)  # the cuda backend names the kernel versions
+        return label(cache.algo, *cache.h.shape[1:]) if label else cache.algo
 
     def sync(self):
         if self.device == "gpu":

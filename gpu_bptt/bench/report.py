@@ -129,7 +129,8 @@ def table(run: dict) -> str:
                 f"{_num(r.get('copy_fwdbwd') and 100 * r['copy_fwdbwd'], '6.1f')} "
                 f"{_num(r.get('speedup_fwdbwd') and format(r['speedup_fwdbwd'], '.2f') + 'x', '>17')} "
                 f"{_num(mem and mem / 2**20, '9.1f')} {_num(rec.get('fwd_us_per_step'), '11.2f')}  "
-                f"ok {max(rec['check']['errors'].values()):.0e}")
+                f"ok {max(rec['check']['errors'].values()):.0e}"
+                + (f"  ran {rec['algo']}" if "algo" in rec else ""))
         lines.append("")
     if run.get("skipped"):
         lines.append("not run: " + "; ".join(f"{k}: {v}" for k, v in run["skipped"].items()))

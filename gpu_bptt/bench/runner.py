@@ -48,6 +48,9 @@ def run_contender(c, problem: Problem, ref, *, warmup, repeats, budget_s, say=la
         rec["peak_bytes"] = peak_memory(c)
         say("check", False)
         rec["check"] = check(c, ref, problem.dtype)
+        used = c.used()  # what an "auto" choice ran (a fallback included), for the JSON and table
+        if used:
+            rec["algo"] = used
         if rec["check"]["ok"]:
             rec["times"] = {}
             for phase in PHASES:

@@ -9,14 +9,37 @@ import warnings
 
 import pytest
 
-from gpu_bptt import get_backend, nvrtc
+from gpu_bptt import backends, get_backend, nvrtc
+from gpu_bptt.backends import cuda
 from gpu_bptt.backends.cuda import cuda_unavailable_reason, include_options
+
+
+class CUDARuntimeError(RuntimeError):
+    """CuPy's (cupy_backends.cuda.api.runtime): the message and the runtime's status code."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+# What CuPy 14 (cupy-cuda12x) raises from getDeviceCount() on a machine without any NVIDIA driver,
+# and with a driver but no GPU
+NO_DRIVER = CUDARuntimeError(35, "cudaErrorInsufficientDriver: CUDA driver version is "
+                                 "insufficient for CUDA runtime version")
+NO_DEVICE = CUDARuntimeError(100, "cudaErrorNoDevice: no CUDA-capable device is detected")
 
 
 def _fake_cupy(monkeypatch, devices=1, nvrtc_error=None, cublas=True):
     cupy = types.ModuleType("cupy")
     cuda = types.ModuleType("cupy.cuda")
-    runtime = types.SimpleNamespace(getDeviceCount=lambda: devices)
+
+    def device_count():
+        if isinstance(devices, Exception):
+            raise devices
+        return devices
+
+    runtime = types.SimpleNamespace(getDeviceCount=device_count)
+    monkeypatch.setattr(backends, "_warned", set())  # each test hears its own warnings
     nv = types.ModuleType("cupy.cuda.nvrtc")
 
     def get_version():
@@ -53,6 +76,33 @@ def test_reason_no_device(monkeypatch):
         assert get_backend("auto").name == "numpy"
 
 
+def test_reason_without_any_driver_says_so(monkeypatch):
+    """No NVIDIA driver at all: CuPy's runtime says the driver is "insufficient", which would send
+    a user to upgrade a driver that is not there."""
+    _fake_cupy(monkeypatch, devices=NO_DRIVER)
+    monkeypatch.setattr(cuda, "driver_loadable", lambda: False)
+    reason = cuda_unavailable_reason()
+    assert reason.startswith("no NVIDIA driver found (libcuda.so.1 cannot be loaded)"), reason
+    assert "insufficient" not in reason
+    with pytest.raises(backends.BackendUnavailable, match="'cuda' is unavailable: no NVIDIA driver"):
+        get_backend("cuda")
+
+
+def test_reason_keeps_the_runtime_message_where_a_driver_is_present(monkeypatch):
+    _fake_cupy(monkeypatch, devices=NO_DRIVER)
+    monkeypatch.setattr(cuda, "driver_loadable", lambda: True)  # a driver too old for this CuPy
+    assert cuda_unavailable_reason() == (
+        "CuPy cannot talk to the CUDA driver: CUDARuntimeError: cudaErrorInsufficientDriver: CUDA "
+        "driver version is insufficient for CUDA runtime version")
+
+
+def test_reason_driver_without_device(monkeypatch):
+    _fake_cupy(monkeypatch, devices=NO_DEVICE)
+    monkeypatch.setattr(cuda, "driver_loadable", lambda: True)
+    reason = cuda_unavailable_reason()
+    assert reason.startswith("no CUDA device found (the NVIDIA driver sees no GPU: "), reason
+
+
 def test_reason_names_missing_nvrtc(monkeypatch):
     _fake_cupy(monkeypatch, nvrtc_error=OSError('Failure finding "libnvrtc.so.12"'))
     reason = cuda_unavailable_reason()
@@ -68,6 +118,9 @@ def test_reason_names_missing_cublas(monkeypatch):
 def test_auto_warns_when_a_device_is_seen_but_unusable(monkeypatch):
     _fake_cupy(monkeypatch, cublas=False)
     with pytest.warns(RuntimeWarning, match="backend 'auto' uses numpy: .*cuBLAS"):
+        assert get_backend("auto").name == "numpy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per cause: a training loop is not flooded
         assert get_backend("auto").name == "numpy"
 
 

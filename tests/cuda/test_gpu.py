@@ -98,3 +98,34 @@ def test_device_and_compile_reports(cuda):
     for key in ("device", "compute_capability", "cupy", "cuda_runtime", "cuda_driver"):
         assert rep.get(key), key
     assert compile_report(cuda()) == {f: None for f in kernel_files()}
+
+
+def test_own_gemm_past_65535_row_tiles(cuda):
+    """T·B = 4,194,241 rows: more row tiles than grid.y takes; the own GEMM puts them on grid.x."""
+    import cupy
+
+    k = cuda(gemm="own").kernels
+    r = rng(5)
+    a, b = r.standard_normal((65535 * 64 + 1, 2)).astype(np.float32), r.standard_normal((2, 3))
+    out = k.gemm(cupy.asarray(a), cupy.asarray(b.astype(np.float32)))
+    assert_close("gemm", out.get(), a @ b.astype(np.float32))
+
+
+def test_lengths_on_the_device_stay_there(cuda, monkeypatch):
+    """A CuPy lengths array is checked on the device: never copied to the host (to_host)."""
+    import cupy
+    from gpu_bptt import validate
+
+    args, dh, _ = _inputs(6, 3, 4, 16, True, np.float32, seed=9)
+    ref = gpu_bptt.elman_forward(**args, backend="numpy")
+    dev = dict(args, lengths=cupy.asarray(args["lengths"]))
+
+    def no_host_copy(a):
+        raise AssertionError("lengths were copied to the host")
+
+    monkeypatch.setattr(validate, "to_host", no_host_copy)
+    out = gpu_bptt.elman_forward(**{k: cupy.asarray(v) for k, v in dev.items()}, backend=cuda())
+    assert_close("h", out.h.get(), ref.h)
+    bad = cupy.asarray(np.array([6, 7, 1], dtype=np.int32))
+    with pytest.raises(ValueError, match=r"lengths\[1\] = 7"):
+        gpu_bptt.elman_forward(**dict(dev, lengths=bad), backend=cuda())

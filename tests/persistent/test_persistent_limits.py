@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_plan_error_names_the_limit():
 class FakeBackend:
     """Just what choose() asks of a backend, with a configurable occupancy."""
 
-    def __init__(self, limits, per_sm=None):
+    def __init__(self, limits, per_sm=1):
         self.limits, self.per_sm = limits, per_sm
         self.loader = self
 
@@ -81,27 +82,49 @@ class FakeBackend:
         return name
 
 
-def test_choose_auto_rule_and_logged_fallbacks(caplog):
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    from gpu_bptt import backends
+
+    monkeypatch.setattr(backends, "_warned", set())
+
+
+def test_choose_auto_rule_and_warned_fallbacks(caplog, fresh_warnings):
     bk = FakeBackend(P.DeviceLimits(4, 48 * 1024))
     assert P.choose(bk, "step", 1, 8, np.float32) == "step"
     assert P.choose(bk, "auto", P.AUTO_MAX_BATCH, 8, np.float32) == "persistent"
     assert P.choose(bk, "persistent", 1000, 8, np.float32) == "persistent"
-    with caplog.at_level(logging.DEBUG, logger="gpu_bptt"):
-        assert P.choose(bk, "auto", P.AUTO_MAX_BATCH + 1, 8, np.float32) == "step"
-        assert P.choose(bk, "auto", 2, 512, np.float32) == "step"
+    with caplog.at_level(logging.DEBUG, logger="gpu_bptt"):  # the rule itself: logged only
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert P.choose(bk, "auto", P.AUTO_MAX_BATCH + 1, 8, np.float32) == "step"
     msgs = [r.getMessage() for r in caplog.records]
     assert any(f"B={P.AUTO_MAX_BATCH + 1} > {P.AUTO_MAX_BATCH}" in m for m in msgs), msgs
-    assert any("V's slice does not fit on chip: H=512" in m for m in msgs), msgs
+    with pytest.warns(RuntimeWarning, match="algo='auto' runs the step kernels: algo='persistent' "
+                                            "cannot run: V's slice does not fit on chip: H=512"):
+        assert P.choose(bk, "auto", 2, 512, np.float32) == "step"
 
 
-def test_grid_that_cannot_be_co_resident_is_an_error_or_a_fallback():
+def test_grid_that_cannot_be_co_resident_is_an_error_or_a_fallback(fresh_warnings):
     bk = FakeBackend(P.DeviceLimits(4, 48 * 1024), per_sm=0)
     with pytest.raises(ValueError, match="cannot be co-resident"):
         P.choose(bk, "persistent", 2, 16, np.float32)
-    assert P.choose(bk, "auto", 2, 16, np.float32) == "step"
+    with pytest.warns(RuntimeWarning, match="cannot be co-resident"):
+        assert P.choose(bk, "auto", 2, 16, np.float32) == "step"
 
 
-def test_kernels_that_do_not_compile_are_an_error_or_a_warned_fallback():
+def test_unknown_co_residency_is_an_error_or_a_fallback(fresh_warnings):
+    """No occupancy query (None): the launch could be shrunk or fail, so it is not attempted."""
+    bk = FakeBackend(P.DeviceLimits(4, 48 * 1024), per_sm=None)
+    with pytest.raises(ValueError, match="co-resident is unknown"):
+        P.choose(bk, "persistent", 2, 16, np.float32)
+    with pytest.warns(RuntimeWarning, match="co-resident is unknown"):
+        assert P.choose(bk, "auto", 2, 16, np.float32) == "step"
+    assert "co-resident is unknown" in P.unavailable_reason(bk)
+    assert P.unavailable_reason(FakeBackend(P.DeviceLimits(4, 48 * 1024))) is None
+
+
+def test_kernels_that_do_not_compile_are_an_error_or_a_warned_fallback(fresh_warnings):
     class NoHeaders(FakeBackend):
         def function(self, file, name):
             raise RuntimeError('kern.cu(65): catastrophic error: could not open source file '
@@ -113,6 +136,9 @@ def test_kernels_that_do_not_compile_are_an_error_or_a_warned_fallback():
         P.choose(bk, "persistent", 2, 16, np.float32)
     with pytest.warns(RuntimeWarning, match=r"algo='auto' runs the step kernels: .* does not compile"):
         assert P.choose(bk, "auto", 2, 16, np.float32) == "step"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per cause
+        assert P.choose(bk, "auto", 2, 16, np.float32) == "step"
 
 
 def test_describe_reports_limits_and_rule():
@@ -121,6 +147,9 @@ def test_describe_reports_limits_and_rule():
     assert "persistent (v2): largest H: float32 2640 at B=1, 2244 at B>=8" in lines[1]
     assert "float32 2641 at B=1" in P.describe(P.KNOWN_DEVICES["sm_90"], "v1")[1]
     assert f"B <= {P.AUTO_MAX_BATCH}" in lines[2]
+    lines = P.describe(P.KNOWN_DEVICES["sm_90"], reason="no occupancy query")
+    assert lines[2] == ("persistent: UNAVAILABLE here, algo='auto' always runs the step kernels: "
+                        "no occupancy query")
 
 
 @pytest.fixture(scope="module")
