@@ -89,8 +89,17 @@ class NumpyBackend(Backend):
         ends = _ends_by_step(dh_last, lengths, T, B)
         VT = np.ascontiguousarray(V.T)
         acc = np.empty((B, H), dtype=h.dtype)
+        valid = None if lengths is None else np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+        dh_buf = None
         for t in range(T - 1, -1, -1):
             dh_t = None if dh is None else dh[t]
+            if dh_t is not None and valid is not None and not valid[t].all():
+                # Padded rows of dh are replaced, not multiplied by 0: NaN·0 and inf·0 are NaN.
+                if dh_buf is None:
+                    dh_buf = np.empty((B, H), dtype=h.dtype)
+                dh_buf.fill(0)
+                np.copyto(dh_buf, dh_t, where=valid[t][:, None])
+                dh_t = dh_buf
             if t in ends:  # dh_last enters at each example's last valid step
                 dh_t = _plus_last(dh_t, dh_last, ends[t], B, H, h.dtype)
             elman_bwd_step(dh_t, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
