@@ -35,7 +35,7 @@ def common_float_dtype(**arrays):
 def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
     """Validate and return `a` as an array of backend `bk`, C-contiguous unless the backend takes
     strided views (backends only read inputs: the caller's buffer is never written). `shape` may
-    hold None for free dimensions."""
+    hold None for free dimensions; `dims` names them for messages, e.g. "(I, H)"."""
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     try:
@@ -49,17 +49,23 @@ def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
     if shape is not None:
         ndim = len(shape)
     if ndim is not None and a.ndim != ndim:
-        want = dims or f"{ndim} dimensions"
-        raise ValueError(f"{name}: expected shape {want}, got {tuple(a.shape)}")
-    if shape is not None:
-        for want, got in zip(shape, a.shape):
-            if want is not None and want != got:
-                expect = tuple("*" if s is None else s for s in shape)
-                raise ValueError(f"{name}: expected shape {dims or ''} = {expect}, got {tuple(a.shape)}".replace("  ", " "))
+        raise ValueError(f"{name}: expected {ndim} dimension{'' if ndim == 1 else 's'}{' ' + dims if dims else ''}, "
+                         f"got shape {_fmt(a.shape)}")
+    if shape is not None and any(w is not None and w != g for w, g in zip(shape, a.shape)):
+        # Free dimensions are shown by their letter in `dims`: "(I, H) = (4, H)".
+        letters = dims.strip("()").replace(" ", "").split(",") if dims else ["*"] * ndim
+        want = _fmt([letters[i] if w is None else w for i, w in enumerate(shape)])
+        raise ValueError(f"{name}: expected shape {dims + ' = ' if dims else ''}{want}, got {_fmt(a.shape)}")
     out = bk.asarray(a)
     if not out.flags.c_contiguous and not bk.takes_strided:
         out = bk.xp.ascontiguousarray(out)
     return out
+
+
+def _fmt(entries):
+    """A shape as Python writes a tuple, with letters unquoted: (4, H), (6,)."""
+    entries = [str(e) for e in entries]
+    return f"({', '.join(entries)}{',' if len(entries) == 1 else ''})"
 
 
 def to_host(a):

@@ -10,6 +10,8 @@ receives du, so the backward holds one (T, B, H) work array and never copies dh.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from .. import activations
@@ -66,6 +68,16 @@ class NumpyBackend(Backend):
 
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)
+
+    def digest(self, a):
+        """CRC-32 of a's bytes (row by row where `a` is a strided view): on the CPU about twice
+        as fast as the generic sum; it misses a change with a chance of about 2^-32."""
+        if a.flags.c_contiguous:
+            return zlib.crc32(a)
+        crc = 0
+        for row in a:
+            crc = zlib.crc32(np.ascontiguousarray(row), crc)
+        return crc
 
     def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
         T, B, H = p.shape
