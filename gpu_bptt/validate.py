@@ -1,9 +1,46 @@
 """Input checks for public entry points: errors name the argument and say what was expected."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_size(name, v) -> int:
+    """A size: an int >= 1 (NumPy integers too). A bool, float or string is refused: 2.7 or "4"
+    is a mistake to report, not a size to round."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+    if v < 1:
+        raise ValueError(f"{name}: must be >= 1, got {v}")
+    return int(v)
+
+
+def check_real(name, v, *, low=0.0, high=math.inf, low_closed=False) -> float:
+    """A real number in (low, high), or [low, high) with low_closed, as a float. NaN and the
+    infinities are refused (no range here includes them)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not ((low <= v if low_closed else low < v) and v < high):
+        where = (f"a finite number {'>=' if low_closed else '>'} {low:g}" if high == math.inf
+                 else f"in {'[' if low_closed else '('}{low:g}, {high:g})")
+        raise ValueError(f"{name}: must be {where}, got {v}")
+    return v
+
+
+def check_float_dtype(dtype):
+    """np.dtype(dtype) if it is float32 or float64; TypeError naming `dtype` otherwise."""
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would be float64
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype if dt is None else dt}")
+    return dt
 
 
 def _dtype_of(a):

@@ -79,7 +79,7 @@ def test_sgd_is_the_seeds_rule_and_momentum():
     opt.step()
     opt.step()
     np.testing.assert_allclose(W2, [1.0 - 0.1 - (0.09 + 0.1)])
-    with pytest.raises(ValueError, match="^lr: must be > 0"):
+    with pytest.raises(ValueError, match="^lr: must be a finite number > 0, got 0.0$"):
         nn.SGD({"W": W}, lr=0, grads={"W": g})
     with pytest.raises(ValueError, match="^momentum: must be in"):
         nn.SGD({"W": W}, lr=0.1, momentum=1.0, grads={"W": g})
@@ -118,6 +118,52 @@ def test_layer_input_errors():
         nn.Elman(3, 4, init_V="orthogonal")
     with pytest.raises(ValueError, match="hidden_size"):
         nn.Elman(3, 0)
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: nn.Elman(2.7, 6), TypeError, r"^input_size: expected an int, got float 2.7$"),
+    (lambda: nn.Elman("4", 6), TypeError, r"^input_size: expected an int, got str '4'$"),
+    (lambda: nn.Elman(True, 6), TypeError, r"^input_size: expected an int, got bool True$"),
+    (lambda: nn.Elman(4, 6.0), TypeError, r"^hidden_size: expected an int, got float 6.0$"),
+    (lambda: nn.Elman(4, -1), ValueError, r"^hidden_size: must be >= 1, got -1$"),
+    (lambda: nn.Elman(4, 6, algo="bogus"), ValueError, r"^algo: expected one of \('auto', 'step', 'persistent'\), got 'bogus'$"),
+    (lambda: nn.Elman(4, 6, algo="persistent"), ValueError, r"^algo: 'persistent' is not supported by the numpy backend"),
+    (lambda: nn.Elman(4, 6, dtype="bogus"), TypeError, r"^dtype: expected float32 or float64, got 'bogus'$"),
+    (lambda: nn.Elman(4, 6, dtype=np.int32), TypeError, r"^dtype: expected float32 or float64, got int32$"),
+    (lambda: nn.Dense(4.5, 2), TypeError, r"^input_size: expected an int, got float 4.5$"),
+    (lambda: nn.Dense(4, False), TypeError, r"^output_size: expected an int, got bool False$"),
+    (lambda: nn.Dense(4, 0), ValueError, r"^output_size: must be >= 1, got 0$"),
+])
+def test_layers_reject_bad_arguments_when_built(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_layer_sizes_take_numpy_integers():
+    l = nn.Elman(np.int64(3), np.int32(4))
+    assert (l.input_size, l.hidden_size) == (3, 4) and type(l.input_size) is int
+
+
+def _opt_args():
+    return {"W": np.ones(2)}, {"W": np.ones(2)}
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda p, g: nn.SGD(p, lr=np.inf, grads=g), ValueError, r"^lr: must be a finite number > 0, got inf$"),
+    (lambda p, g: nn.SGD(p, lr=np.nan, grads=g), ValueError, r"^lr: must be a finite number > 0, got nan$"),
+    (lambda p, g: nn.SGD(p, lr=-0.1, grads=g), ValueError, r"^lr: must be a finite number > 0, got -0.1$"),
+    (lambda p, g: nn.SGD(p, lr="0.1", grads=g), TypeError, r"^lr: expected a number, got str '0.1'$"),
+    (lambda p, g: nn.SGD(p, lr=0.1, momentum=np.nan, grads=g), ValueError, r"^momentum: must be in \[0, 1\), got nan$"),
+    (lambda p, g: nn.Adam(p, lr=np.inf, grads=g), ValueError, r"^lr: must be a finite number > 0"),
+    (lambda p, g: nn.Adam(p, betas=(0.9, np.nan), grads=g), ValueError, r"^betas\[1\]: must be in \[0, 1\), got nan$"),
+    (lambda p, g: nn.Adam(p, betas=0.9, grads=g), TypeError, r"^betas: expected a pair \(beta1, beta2\), got 0.9$"),
+    (lambda p, g: nn.Adam(p, eps=np.inf, grads=g), ValueError, r"^eps: must be a finite number > 0, got inf$"),
+    (lambda p, g: nn.clip_grad_norm(g, np.nan), ValueError, r"^max_norm: must be a finite number > 0, got nan$"),
+    (lambda p, g: nn.clip_grad_norm(g, "1"), TypeError, r"^max_norm: expected a number, got str '1'$"),
+])
+def test_optimizers_reject_bad_hyperparameters(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make(*_opt_args())
 
 
 def test_sgd_lowers_the_loss_on_a_sequence_task():

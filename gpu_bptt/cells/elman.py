@@ -76,6 +76,13 @@ class ElmanCache:
                    algo=algo, backend=bk)
 
 
+def check_algo(algo):
+    """ValueError unless `algo` is one of ALGOS (whether a backend honours it is its own check)."""
+    if not isinstance(algo, str) or algo not in ALGOS:
+        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    return algo
+
+
 def _check_cache_algo(bk, algo):
     """The algorithm a cache records: one the forward can have run on backend `bk`."""
     ran = tuple(a for a in ALGOS if a != "auto")
@@ -122,8 +129,7 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     bk = get_backend(backend)
     xp = bk.xp
     activation = activations.check_activation(activation)
-    if not isinstance(algo, str) or algo not in ALGOS:
-        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    check_algo(algo)
     dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0)
     x = check_array(bk, "x", x, ndim=3, dtype=dtype, dims="(T, B, I)")
     T, B, I = x.shape
