@@ -136,15 +136,16 @@ def grad_norm(grads) -> float:
 
 def clip_grad_norm(grads, max_norm) -> float:
     """Scale every gradient so the global L2 norm is at most max_norm; returns the norm before.
-    grads: dict name -> array, or a module."""
+    grads: dict name -> array, or a module. The rule is torch.nn.utils.clip_grad_norm_'s: scale
+    by max_norm / (norm + 1e-6) where that is below 1."""
     if hasattr(grads, "gradients"):
         grads = grads.gradients()
     max_norm = check_real("max_norm", max_norm)
     norm = grad_norm(grads)
     if not math.isfinite(norm):
         raise FloatingPointError(f"gradient norm is {norm}; clipping cannot repair non-finite gradients")
-    if norm > max_norm:
-        s = max_norm / (norm + 1e-12)
+    s = max_norm / (norm + 1e-6)
+    if s < 1:
         for g in grads.values():
             g *= s
     return norm
