@@ -5,7 +5,7 @@ import pytest
 from gpu_bptt import nn
 from gpu_bptt.gradcheck import network_gradcheck
 
-from .tolerances import GRADCHECK
+from .tolerances import GRADCHECK, assert_close
 
 
 def two_level_net(I=4, O=3, act2="tanh"):
@@ -192,6 +192,35 @@ def test_sgd_lowers_the_loss_on_a_sequence_task():
         losses.append(loss)
     first, last = np.mean(losses[:20]), np.mean(losses[-20:])
     assert last < 0.25 * first, (first, last)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Elman(4, 5, dtype=np.float64, rng=1),
+    lambda: nn.Dense(4, 5, activation="tanh", dtype=np.float64, rng=1),
+    lambda: nn.Sequential(nn.Elman(4, 5, dtype=np.float64, rng=1), nn.Dense(5, 5, dtype=np.float64, rng=2)),
+], ids=["Elman", "Dense", "Sequential"])
+def test_backward_accumulates_into_the_gradients(make):
+    """Two backward calls double every gradient; calls with dy1 and dy2 sum to one with dy1 + dy2."""
+    r = np.random.default_rng(8)
+    x, L = r.standard_normal((6, 3, 4)), np.array([6, 2, 4])
+    dy1, dy2 = r.standard_normal((6, 3, 5)), r.standard_normal((6, 3, 5))
+    layer = make()
+    layer.forward(x, lengths=L)
+
+    def grads_after(*dys):
+        layer.zero_grad()
+        for dy in dys:
+            layer.backward(dy)
+        return {k: g.copy() for k, g in layer.gradients().items()}
+
+    once, twice = grads_after(dy1), grads_after(dy1, dy1)
+    assert len(once) == len(layer.parameters())
+    for k, g in once.items():
+        assert np.abs(g).max() > 0, k
+        np.testing.assert_array_equal(twice[k], 2 * g, err_msg=k)  # g + g is exact
+    summed, joint = grads_after(dy1, dy2), grads_after(dy1 + dy2)
+    for k, g in joint.items():
+        assert_close(k, summed[k], g)
 
 
 def test_backward_without_input_grad_gives_the_same_parameter_gradients():
