@@ -87,19 +87,19 @@ def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
         ndim = len(shape)
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimension{'' if ndim == 1 else 's'}{' ' + dims if dims else ''}, "
-                         f"got shape {_fmt(a.shape)}")
+                         f"got shape {format_shape(a.shape)}")
     if shape is not None and any(w is not None and w != g for w, g in zip(shape, a.shape)):
         # Free dimensions are shown by their letter in `dims`: "(I, H) = (4, H)".
         letters = dims.strip("()").replace(" ", "").split(",") if dims else ["*"] * ndim
-        want = _fmt([letters[i] if w is None else w for i, w in enumerate(shape)])
-        raise ValueError(f"{name}: expected shape {dims + ' = ' if dims else ''}{want}, got {_fmt(a.shape)}")
+        want = format_shape([letters[i] if w is None else w for i, w in enumerate(shape)])
+        raise ValueError(f"{name}: expected shape {dims + ' = ' if dims else ''}{want}, got {format_shape(a.shape)}")
     out = bk.asarray(a)
     if not out.flags.c_contiguous and not bk.takes_strided:
         out = bk.xp.ascontiguousarray(out)
     return out
 
 
-def _fmt(entries):
+def format_shape(entries):
     """A shape as Python writes a tuple, with letters unquoted: (4, H), (6,)."""
     entries = [str(e) for e in entries]
     return f"({', '.join(entries)}{',' if len(entries) == 1 else ''})"
