@@ -85,14 +85,15 @@ def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
         raise TypeError(f"{name}: dtype {dt} differs from the other arrays' {np.dtype(dtype)}")
     if shape is not None:
         ndim = len(shape)
+    got = format_shape(a.shape)
     if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name}: expected {ndim} dimension{'' if ndim == 1 else 's'}{' ' + dims if dims else ''}, "
-                         f"got shape {format_shape(a.shape)}")
+        want = f"{ndim} dimension{'' if ndim == 1 else 's'}{' ' + dims if dims else ''}"
+        raise ValueError(f"{name}: expected {want}, got shape {got}")
     if shape is not None and any(w is not None and w != g for w, g in zip(shape, a.shape)):
         # Free dimensions are shown by their letter in `dims`: "(I, H) = (4, H)".
         letters = dims.strip("()").replace(" ", "").split(",") if dims else ["*"] * ndim
         want = format_shape([letters[i] if w is None else w for i, w in enumerate(shape)])
-        raise ValueError(f"{name}: expected shape {dims + ' = ' if dims else ''}{want}, got {format_shape(a.shape)}")
+        raise ValueError(f"{name}: expected shape {dims + ' = ' if dims else ''}{want}, got {got}")
     out = bk.asarray(a)
     if not out.flags.c_contiguous and not bk.takes_strided:
         out = bk.xp.ascontiguousarray(out)
