@@ -63,3 +63,25 @@ def test_values_at_padded_steps_change_no_gradient(where, garbage, dtype):
         numpy_ref = grads("numpy", "step", args, clean, dh_last)
         for k in GRADS:
             assert_close(k, getattr(got, k), getattr(numpy_ref, k), dtype)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")  # dW, p
+@pytest.mark.parametrize("garbage", GARBAGE)
+@pytest.mark.parametrize("where", ["numpy-step", "emulator-step", "emulator-persistent"])
+def test_values_of_x_at_padded_steps_leave_h_zero_there(where, garbage):
+    """h is exactly 0 at padded steps whatever x holds there, and dx, dV, db, dh0 do not change.
+    dW = Σ x[t].T @ du[t] is one GEMM over every step: it ignores finite values of x at padded
+    steps (times du = 0) but not NaN or inf, on every backend."""
+    name, algo = where.split("-")
+    backend = emulator() if name == "emulator" else "numpy"
+    args, dh, dh_last = problem(np.float64)
+    L = args["lengths"]
+    dirty = dict(args, x=with_garbage(args["x"], L, GARBAGE[garbage]))
+    ref_out = gpu_bptt.elman_forward(**args, backend=backend, algo=algo)
+    out = gpu_bptt.elman_forward(**dirty, backend=backend, algo=algo)
+    np.testing.assert_array_equal(out.h, ref_out.h)
+    np.testing.assert_array_equal(out.h_last, ref_out.h_last)
+    ref = gpu_bptt.elman_backward(dh, ref_out.cache, dh_last=dh_last)
+    got = gpu_bptt.elman_backward(dh, out.cache, dh_last=dh_last)
+    for k in GRADS if garbage == "huge" else ("dx", "dV", "db", "dh0"):
+        np.testing.assert_array_equal(getattr(got, k), getattr(ref, k), err_msg=k)

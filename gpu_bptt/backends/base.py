@@ -94,13 +94,15 @@ class Backend:
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
         """du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t]), dh_last entering at each example's last
-        valid step, du[t, b] = 0 for padded steps. dh may be None (zeros). Returns du (T, B, H)."""
+        valid step, du[t, b] = 0 for padded steps whatever dh holds there (NaN and inf included).
+        dh may be None (zeros). Returns du (T, B, H)."""
         raise NotImplementedError
 
 
-def step_mask(xp, lengths, T, dtype):
-    """(T, B, 1) mask, 1 where t < lengths[b]; None when lengths is None."""
+def valid_steps(xp, lengths, T):
+    """(T, B) bool, True where t < lengths[b]; None when lengths is None. Padded entries are
+    set to 0 through it, never multiplied by 0 (NaN·0 and inf·0 are NaN)."""
     if lengths is None:
         return None
-    return (xp.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, :, None]
+    return xp.arange(T)[:, None] < lengths[None, :]
 

@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 from .. import activations
-from .base import Backend, step_mask
+from .base import Backend, valid_steps
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -81,14 +81,14 @@ class NumpyBackend(Backend):
 
     def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
         T, B, H = p.shape
-        mask = step_mask(np, lengths, T, p.dtype)
+        valid = valid_steps(np, lengths, T)
         h = p  # h[t] overwrites p[t] once it is consumed
         acc = np.empty((B, H), dtype=p.dtype)
         h_prev = h0
         for t in range(T):
             elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc)
-            if mask is not None:
-                h[t] *= mask[t]
+            if valid is not None:  # set, not multiplied by 0: x there may hold NaN or inf
+                h[t][~valid[t]] = 0
             h_prev = h[t]
         return h
 
@@ -96,12 +96,12 @@ class NumpyBackend(Backend):
         T, B, H = h.shape
         # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
         du = fprime_into(activation, h, np.empty_like(h))
-        if lengths is not None:
-            du *= step_mask(np, lengths, T, h.dtype)
+        valid = valid_steps(np, lengths, T)
+        if valid is not None:
+            du *= valid[:, :, None]  # f'(u) is finite there: h is exactly 0 at padded steps
         ends = _ends_by_step(dh_last, lengths, T, B)
         VT = np.ascontiguousarray(V.T)
         acc = np.empty((B, H), dtype=h.dtype)
-        valid = None if lengths is None else np.arange(T)[:, None] < np.asarray(lengths)[None, :]
         dh_buf = None
         for t in range(T - 1, -1, -1):
             dh_t = None if dh is None else dh[t]
