@@ -1,9 +1,46 @@
 """Input checks for public entry points: errors name the argument and say what was expected."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_size(name, v) -> int:
+    """A size: an int >= 1 (NumPy integers too). A bool, float or string is refused: 2.7 or "4"
+    is a mistake to report, not a size to round."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
+    if v < 1:
+        raise ValueError(f"{name}: must be >= 1, got {v}")
+    return int(v)
+
+
+def check_real(name, v, *, low=0.0, high=math.inf, low_closed=False) -> float:
+    """A real number in (low, high), or [low, high) with low_closed, as a float. NaN and the
+    infinities are refused (no range here includes them)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not ((low <= v if low_closed else low < v) and v < high):
+        where = (f"a finite number {'>=' if low_closed else '>'} {low:g}" if high == math.inf
+                 else f"in {'[' if low_closed else '('}{low:g}, {high:g})")
+        raise ValueError(f"{name}: must be {where}, got {v}")
+    return v
+
+
+def check_float_dtype(dtype):
+    """np.dtype(dtype) if it is float32 or float64; TypeError naming `dtype` otherwise."""
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would be float64
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype if dt is None else dt}")
+    return dt
 
 
 def _dtype_of(a):
@@ -35,7 +72,7 @@ def common_float_dtype(**arrays):
 def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
     """Validate and return `a` as an array of backend `bk`, C-contiguous unless the backend takes
     strided views (backends only read inputs: the caller's buffer is never written). `shape` may
-    hold None for free dimensions."""
+    hold None for free dimensions; `dims` names them for messages, e.g. "(I, H)"."""
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     try:
@@ -48,18 +85,25 @@ def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
         raise TypeError(f"{name}: dtype {dt} differs from the other arrays' {np.dtype(dtype)}")
     if shape is not None:
         ndim = len(shape)
+    got = format_shape(a.shape)
     if ndim is not None and a.ndim != ndim:
-        want = dims or f"{ndim} dimensions"
-        raise ValueError(f"{name}: expected shape {want}, got {tuple(a.shape)}")
-    if shape is not None:
-        for want, got in zip(shape, a.shape):
-            if want is not None and want != got:
-                expect = tuple("*" if s is None else s for s in shape)
-                raise ValueError(f"{name}: expected shape {dims or ''} = {expect}, got {tuple(a.shape)}".replace("  ", " "))
+        want = f"{ndim} dimension{'' if ndim == 1 else 's'}{' ' + dims if dims else ''}"
+        raise ValueError(f"{name}: expected {want}, got shape {got}")
+    if shape is not None and any(w is not None and w != g for w, g in zip(shape, a.shape)):
+        # Free dimensions are shown by their letter in `dims`: "(I, H) = (4, H)".
+        letters = dims.strip("()").replace(" ", "").split(",") if dims else ["*"] * ndim
+        want = format_shape([letters[i] if w is None else w for i, w in enumerate(shape)])
+        raise ValueError(f"{name}: expected shape {dims + ' = ' if dims else ''}{want}, got {got}")
     out = bk.asarray(a)
     if not out.flags.c_contiguous and not bk.takes_strided:
         out = bk.xp.ascontiguousarray(out)
     return out
+
+
+def format_shape(entries):
+    """A shape as Python writes a tuple, with letters unquoted: (4, H), (6,)."""
+    entries = [str(e) for e in entries]
+    return f"({', '.join(entries)}{',' if len(entries) == 1 else ''})"
 
 
 def to_host(a):

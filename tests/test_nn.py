@@ -5,7 +5,7 @@ import pytest
 from gpu_bptt import nn
 from gpu_bptt.gradcheck import network_gradcheck
 
-from .tolerances import GRADCHECK
+from .tolerances import GRADCHECK, assert_close
 
 
 def two_level_net(I=4, O=3, act2="tanh"):
@@ -79,7 +79,7 @@ def test_sgd_is_the_seeds_rule_and_momentum():
     opt.step()
     opt.step()
     np.testing.assert_allclose(W2, [1.0 - 0.1 - (0.09 + 0.1)])
-    with pytest.raises(ValueError, match="^lr: must be > 0"):
+    with pytest.raises(ValueError, match="^lr: must be a finite number > 0, got 0.0$"):
         nn.SGD({"W": W}, lr=0, grads={"W": g})
     with pytest.raises(ValueError, match="^momentum: must be in"):
         nn.SGD({"W": W}, lr=0.1, momentum=1.0, grads={"W": g})
@@ -120,6 +120,52 @@ def test_layer_input_errors():
         nn.Elman(3, 0)
 
 
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: nn.Elman(2.7, 6), TypeError, r"^input_size: expected an int, got float 2.7$"),
+    (lambda: nn.Elman("4", 6), TypeError, r"^input_size: expected an int, got str '4'$"),
+    (lambda: nn.Elman(True, 6), TypeError, r"^input_size: expected an int, got bool True$"),
+    (lambda: nn.Elman(4, 6.0), TypeError, r"^hidden_size: expected an int, got float 6.0$"),
+    (lambda: nn.Elman(4, -1), ValueError, r"^hidden_size: must be >= 1, got -1$"),
+    (lambda: nn.Elman(4, 6, algo="bogus"), ValueError, r"^algo: expected one of \('auto', 'step', 'persistent'\), got 'bogus'$"),
+    (lambda: nn.Elman(4, 6, algo="persistent"), ValueError, r"^algo: 'persistent' is not supported by the numpy backend"),
+    (lambda: nn.Elman(4, 6, dtype="bogus"), TypeError, r"^dtype: expected float32 or float64, got 'bogus'$"),
+    (lambda: nn.Elman(4, 6, dtype=np.int32), TypeError, r"^dtype: expected float32 or float64, got int32$"),
+    (lambda: nn.Dense(4.5, 2), TypeError, r"^input_size: expected an int, got float 4.5$"),
+    (lambda: nn.Dense(4, False), TypeError, r"^output_size: expected an int, got bool False$"),
+    (lambda: nn.Dense(4, 0), ValueError, r"^output_size: must be >= 1, got 0$"),
+])
+def test_layers_reject_bad_arguments_when_built(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_layer_sizes_take_numpy_integers():
+    l = nn.Elman(np.int64(3), np.int32(4))
+    assert (l.input_size, l.hidden_size) == (3, 4) and type(l.input_size) is int
+
+
+def _opt_args():
+    return {"W": np.ones(2)}, {"W": np.ones(2)}
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda p, g: nn.SGD(p, lr=np.inf, grads=g), ValueError, r"^lr: must be a finite number > 0, got inf$"),
+    (lambda p, g: nn.SGD(p, lr=np.nan, grads=g), ValueError, r"^lr: must be a finite number > 0, got nan$"),
+    (lambda p, g: nn.SGD(p, lr=-0.1, grads=g), ValueError, r"^lr: must be a finite number > 0, got -0.1$"),
+    (lambda p, g: nn.SGD(p, lr="0.1", grads=g), TypeError, r"^lr: expected a number, got str '0.1'$"),
+    (lambda p, g: nn.SGD(p, lr=0.1, momentum=np.nan, grads=g), ValueError, r"^momentum: must be in \[0, 1\), got nan$"),
+    (lambda p, g: nn.Adam(p, lr=np.inf, grads=g), ValueError, r"^lr: must be a finite number > 0"),
+    (lambda p, g: nn.Adam(p, betas=(0.9, np.nan), grads=g), ValueError, r"^betas\[1\]: must be in \[0, 1\), got nan$"),
+    (lambda p, g: nn.Adam(p, betas=0.9, grads=g), TypeError, r"^betas: expected a pair \(beta1, beta2\), got 0.9$"),
+    (lambda p, g: nn.Adam(p, eps=np.inf, grads=g), ValueError, r"^eps: must be a finite number > 0, got inf$"),
+    (lambda p, g: nn.clip_grad_norm(g, np.nan), ValueError, r"^max_norm: must be a finite number > 0, got nan$"),
+    (lambda p, g: nn.clip_grad_norm(g, "1"), TypeError, r"^max_norm: expected a number, got str '1'$"),
+])
+def test_optimizers_reject_bad_hyperparameters(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make(*_opt_args())
+
+
 def test_sgd_lowers_the_loss_on_a_sequence_task():
     """Predict the running sum of a ±1 sequence's last three inputs: needs memory across steps."""
     r = np.random.default_rng(0)
@@ -146,6 +192,35 @@ def test_sgd_lowers_the_loss_on_a_sequence_task():
         losses.append(loss)
     first, last = np.mean(losses[:20]), np.mean(losses[-20:])
     assert last < 0.25 * first, (first, last)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Elman(4, 5, dtype=np.float64, rng=1),
+    lambda: nn.Dense(4, 5, activation="tanh", dtype=np.float64, rng=1),
+    lambda: nn.Sequential(nn.Elman(4, 5, dtype=np.float64, rng=1), nn.Dense(5, 5, dtype=np.float64, rng=2)),
+], ids=["Elman", "Dense", "Sequential"])
+def test_backward_accumulates_into_the_gradients(make):
+    """Two backward calls double every gradient; calls with dy1 and dy2 sum to one with dy1 + dy2."""
+    r = np.random.default_rng(8)
+    x, L = r.standard_normal((6, 3, 4)), np.array([6, 2, 4])
+    dy1, dy2 = r.standard_normal((6, 3, 5)), r.standard_normal((6, 3, 5))
+    layer = make()
+    layer.forward(x, lengths=L)
+
+    def grads_after(*dys):
+        layer.zero_grad()
+        for dy in dys:
+            layer.backward(dy)
+        return {k: g.copy() for k, g in layer.gradients().items()}
+
+    once, twice = grads_after(dy1), grads_after(dy1, dy1)
+    assert len(once) == len(layer.parameters())
+    for k, g in once.items():
+        assert np.abs(g).max() > 0, k
+        np.testing.assert_array_equal(twice[k], 2 * g, err_msg=k)  # g + g is exact
+    summed, joint = grads_after(dy1, dy2), grads_after(dy1 + dy2)
+    for k, g in joint.items():
+        assert_close(k, summed[k], g)
 
 
 def test_backward_without_input_grad_gives_the_same_parameter_gradients():

@@ -22,12 +22,13 @@ def p():
 
 
 @pytest.mark.parametrize("kw, exc, match", [
-    (dict(x=np.zeros((5, 3), np.float32)), ValueError, r"^x: expected shape"),
+    (dict(x=np.zeros((5, 3), np.float32)), ValueError, r"^x: expected 3 dimensions \(T, B, I\), got shape \(5, 3\)$"),
     (dict(x=np.zeros((0, 3, 4), np.float32)), ValueError, r"^x: .*T, B, I >= 1"),
     (dict(x=np.zeros((5, 0, 4), np.float32)), ValueError, r"^x: .*T, B, I >= 1"),
-    (dict(W=np.zeros((3, 6), np.float32)), ValueError, r"^W: expected shape \(I, H\)"),
-    (dict(V=np.zeros((6, 5), np.float32)), ValueError, r"^V: expected shape \(H, H\)"),
-    (dict(b=np.zeros(5, np.float32)), ValueError, r"^b: expected shape"),
+    (dict(W=np.zeros((3, 6), np.float32)), ValueError, r"^W: expected shape \(I, H\) = \(4, H\), got \(3, 6\)$"),
+    (dict(W=np.zeros(4, np.float32)), ValueError, r"^W: expected 2 dimensions \(I, H\), got shape \(4,\)$"),
+    (dict(V=np.zeros((6, 5), np.float32)), ValueError, r"^V: expected shape \(H, H\) = \(6, 6\), got \(6, 5\)$"),
+    (dict(b=np.zeros(5, np.float32)), ValueError, r"^b: expected shape \(H,\) = \(6,\), got \(5,\)$"),
     (dict(h0=np.zeros((2, 6), np.float32)), ValueError, r"^h0: expected shape \(B, H\)"),
     (dict(x=np.zeros((5, 3, 4), np.int64)), TypeError, r"^x: expected float32 or float64"),
     (dict(V=np.zeros((6, 6), np.float64)), TypeError, r"^V: dtype float64 differs from x's float32"),
@@ -59,6 +60,23 @@ def test_backward_rejects(p):
         gpu_bptt.elman_backward(None, out.cache)
     with pytest.raises(TypeError, match=r"^cache: expected the ElmanCache"):
         gpu_bptt.elman_backward(p["dh"], {"h": out.h})
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    (dict(algo="bogus"), ValueError, r"^algo: expected the algorithm the forward ran, one of \('step', 'persistent'\), got 'bogus'$"),
+    (dict(algo="auto"), ValueError, r"^algo: expected the algorithm the forward ran"),
+    (dict(algo="persistent"), ValueError, r"^algo: 'persistent' is not supported by the numpy backend"),
+    (dict(activation="softplus"), ValueError, r"^activation: expected one of"),
+    (dict(h=np.zeros((5, 3), np.float32)), ValueError, r"^h: expected 3 dimensions \(T, B, H\), got shape \(5, 3\)$"),
+    (dict(W=np.zeros((3, 6), np.float32)), ValueError, r"^W: expected shape \(I, H\) = \(4, 6\), got \(3, 6\)$"),
+])
+def test_cache_from_arrays_rejects(p, change, exc, match):
+    cache = fwd(p).cache
+    arrays, meta = dict(cache.arrays()), cache.meta()
+    for k, v in change.items():
+        (arrays if k in arrays else meta)[k] = v
+    with pytest.raises(exc, match=match):
+        gpu_bptt.ElmanCache.from_arrays(arrays, **meta)
 
 
 def test_unavailable_backend_says_why(monkeypatch):

@@ -28,12 +28,37 @@ class Backend:
 
         return to_host(a)
 
-    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype) -> str:
-        """Map "auto" to a concrete algorithm; raise ValueError naming the limit otherwise."""
+    def check_algo(self, algo: str):
+        """ValueError unless this backend honours `algo`."""
         if algo not in self.algos:
             raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
                              f"(supported: {self.algos})")
+
+    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype) -> str:
+        """Map "auto" to a concrete algorithm; raise ValueError naming the limit otherwise."""
+        self.check_algo(algo)
         return "step" if algo == "auto" else algo
+
+    #: 32-bit words per chunk of `digest`: bounds its temporaries (three uint64 arrays this long)
+    digest_chunk: int = 1 << 20
+
+    def digest(self, a):
+        """A fingerprint of float array `a`: Σ_i word_i·(2i+1) mod 2^64 over its 32-bit words.
+        Any change within one word shows (an odd weight is invertible modulo 2^64), and so does a
+        swap of two float32 elements in arrays under 2^32 words. Computed in chunks so that the
+        temporaries stay small; stays on the device (no sync). elman_forward keeps the digests of
+        x and h, and elman_backward compares them."""
+        xp = self.xp
+        words = xp.ascontiguousarray(a).reshape(-1).view(xp.uint32)
+        n = words.size
+        chunk = min(self.digest_chunk, n)
+        weights = xp.arange(1, 2 * chunk, 2, dtype=xp.uint64)
+        sums = xp.empty(-(-n // chunk), dtype=xp.uint64)
+        for k, start in enumerate(range(0, n, chunk)):
+            c = words[start:start + chunk].astype(xp.uint64)
+            # array arithmetic throughout: uint64 wraps modulo 2^64 there without a warning
+            sums[k] = (c * (weights[:c.size] + xp.uint64(2 * start))).sum()
+        return sums.sum()
 
     # -- products outside the time loop ------------------------------------------------------------
     def input_projection(self, x, W, b):
@@ -69,13 +94,15 @@ class Backend:
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
         """du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t]), dh_last entering at each example's last
-        valid step, du[t, b] = 0 for padded steps. dh may be None (zeros). Returns du (T, B, H)."""
+        valid step, du[t, b] = 0 for padded steps whatever dh holds there (NaN and inf included).
+        dh may be None (zeros). Returns du (T, B, H)."""
         raise NotImplementedError
 
 
-def step_mask(xp, lengths, T, dtype):
-    """(T, B, 1) mask, 1 where t < lengths[b]; None when lengths is None."""
+def valid_steps(xp, lengths, T):
+    """(T, B) bool, True where t < lengths[b]; None when lengths is None. Padded entries are
+    set to 0 through it, never multiplied by 0 (NaN·0 and inf·0 are NaN)."""
     if lengths is None:
         return None
-    return (xp.arange(T)[:, None] < lengths[None, :]).astype(dtype)[:, :, None]
+    return xp.arange(T)[:, None] < lengths[None, :]
 

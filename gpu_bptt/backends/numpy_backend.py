@@ -10,10 +10,12 @@ receives du, so the backward holds one (T, B, H) work array and never copies dh.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from .. import activations
-from .base import Backend, step_mask
+from .base import Backend, valid_steps
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -67,16 +69,26 @@ class NumpyBackend(Backend):
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)
 
+    def digest(self, a):
+        """CRC-32 of a's bytes (row by row where `a` is a strided view): on the CPU about twice
+        as fast as the generic sum; it misses a change with a chance of about 2^-32."""
+        if a.flags.c_contiguous:
+            return zlib.crc32(a)
+        crc = 0
+        for row in a:
+            crc = zlib.crc32(np.ascontiguousarray(row), crc)
+        return crc
+
     def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
         T, B, H = p.shape
-        mask = step_mask(np, lengths, T, p.dtype)
+        valid = valid_steps(np, lengths, T)
         h = p  # h[t] overwrites p[t] once it is consumed
         acc = np.empty((B, H), dtype=p.dtype)
         h_prev = h0
         for t in range(T):
             elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc)
-            if mask is not None:
-                h[t] *= mask[t]
+            if valid is not None:  # set, not multiplied by 0: x there may hold NaN or inf
+                h[t][~valid[t]] = 0
             h_prev = h[t]
         return h
 
@@ -84,13 +96,22 @@ class NumpyBackend(Backend):
         T, B, H = h.shape
         # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
         du = fprime_into(activation, h, np.empty_like(h))
-        if lengths is not None:
-            du *= step_mask(np, lengths, T, h.dtype)
+        valid = valid_steps(np, lengths, T)
+        if valid is not None:
+            du *= valid[:, :, None]  # f'(u) is finite there: h is exactly 0 at padded steps
         ends = _ends_by_step(dh_last, lengths, T, B)
         VT = np.ascontiguousarray(V.T)
         acc = np.empty((B, H), dtype=h.dtype)
+        dh_buf = None
         for t in range(T - 1, -1, -1):
             dh_t = None if dh is None else dh[t]
+            if dh_t is not None and valid is not None and not valid[t].all():
+                # Padded rows of dh are replaced, not multiplied by 0: NaN·0 and inf·0 are NaN.
+                if dh_buf is None:
+                    dh_buf = np.empty((B, H), dtype=h.dtype)
+                dh_buf.fill(0)
+                np.copyto(dh_buf, dh_t, where=valid[t][:, None])
+                dh_t = dh_buf
             if t in ends:  # dh_last enters at each example's last valid step
                 dh_t = _plus_last(dh_t, dh_last, ends[t], B, H, h.dtype)
             elman_bwd_step(dh_t, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)

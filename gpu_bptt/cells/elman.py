@@ -23,7 +23,14 @@ ALGOS = ("auto", "step", "persistent")
 @dataclass(frozen=True)
 class ElmanCache:
     """What backward needs, no more. `arrays()` lists the arrays (a framework can keep them as its
-    own tensors); `ElmanCache.from_arrays(arrays, **meta)` rebuilds the cache from them."""
+    own tensors); `ElmanCache.from_arrays(arrays, **meta)` rebuilds the cache from them.
+
+    In-place changes between forward and backward: elman_forward keeps copies of W, V and h0
+    (small), so backward uses the values the forward saw even when the caller updates its weights
+    in place. x and h (the output the caller received) are large, so the cache refers to them and
+    keeps a digest of each; elman_backward raises ValueError if either changed, as PyTorch does for
+    tensors saved for backward. A cache rebuilt by from_arrays has no digests: the framework that
+    holds the arrays guards them (PyTorch's saved tensors do)."""
 
     x: Any        # (T, B, I)
     W: Any        # (I, H)
@@ -35,6 +42,7 @@ class ElmanCache:
     has_bias: bool
     algo: str     # the concrete algorithm the forward ran ("step" or "persistent")
     backend: Backend
+    digests: Optional[dict] = None  # {"x": .., "h": ..} taken by the forward; None: not checked
 
     ARRAY_NAMES = ("x", "W", "V", "h0", "h", "lengths")
 
@@ -51,9 +59,10 @@ class ElmanCache:
         if missing:
             raise ValueError(f"arrays: missing {missing}")
         bk = get_backend(backend)
-        h = arrays["h"]
-        T, B, H = h.shape
+        algo = _check_cache_algo(bk, algo)
         dtype = common_float_dtype(**{k: arrays[k] for k in ("x", "W", "V", "h0", "h")})
+        h = check_array(bk, "h", arrays["h"], ndim=3, dtype=dtype, dims="(T, B, H)")
+        T, B, H = h.shape
         x = check_array(bk, "x", arrays["x"], shape=(T, B, None), dtype=dtype, dims="(T, B, I)")
         # Checked as elman_forward checks its inputs: views (a framework's transposed weights, say)
         # are made contiguous for backends whose kernels index dense row-major buffers.
@@ -61,10 +70,26 @@ class ElmanCache:
                    W=check_array(bk, "W", arrays["W"], shape=(x.shape[2], H), dtype=dtype, dims="(I, H)"),
                    V=check_array(bk, "V", arrays["V"], shape=(H, H), dtype=dtype, dims="(H, H)"),
                    h0=check_array(bk, "h0", arrays["h0"], shape=(B, H), dtype=dtype, dims="(B, H)"),
-                   h=check_array(bk, "h", h, shape=(T, B, H), dtype=dtype, dims="(T, B, H)"),
+                   h=h,
                    lengths=check_lengths(bk, arrays["lengths"], T, B),
                    activation=activations.check_activation(activation), has_bias=bool(has_bias),
                    algo=algo, backend=bk)
+
+
+def check_algo(algo):
+    """ValueError unless `algo` is one of ALGOS (whether a backend honours it is its own check)."""
+    if not isinstance(algo, str) or algo not in ALGOS:
+        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    return algo
+
+
+def _check_cache_algo(bk, algo):
+    """The algorithm a cache records: one the forward can have run on backend `bk`."""
+    ran = tuple(a for a in ALGOS if a != "auto")
+    if not isinstance(algo, str) or algo not in ran:
+        raise ValueError(f"algo: expected the algorithm the forward ran, one of {ran}, got {algo!r}")
+    bk.check_algo(algo)
+    return algo
 
 
 @dataclass(frozen=True)
@@ -96,16 +121,17 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
 
     x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
     lengths: (B,) integers in 1..T or None (all T). All float arrays share one dtype, float32 or
-    float64, which the outputs keep. The caller owns every argument; none is modified.
+    float64, which the outputs keep. The caller owns every argument; none is modified. The cache
+    keeps copies of W, V, h0 and refers to x and the returned h: change those two in place before
+    elman_backward and it raises ValueError (see ElmanCache).
     backend: name, Backend or None (docs/architecture.md §2). algo: "auto", "step" or "persistent".
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
     xp = bk.xp
     activation = activations.check_activation(activation)
-    if not isinstance(algo, str) or algo not in ALGOS:
-        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    check_algo(algo)
     dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0)
-    x = check_array(bk, "x", x, ndim=3, dtype=dtype)
+    x = check_array(bk, "x", x, ndim=3, dtype=dtype, dims="(T, B, I)")
     T, B, I = x.shape
     if T == 0 or B == 0 or I == 0:
         raise ValueError(f"x: expected (T, B, I) with T, B, I >= 1, got shape {x.shape}")
@@ -119,14 +145,17 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     if h0 is None:
         h0 = xp.zeros((B, H), dtype=dtype)
     else:
-        h0 = check_array(bk, "h0", h0, shape=(B, H), dtype=dtype, dims="(B, H)")
+        # copied (B·H, small) like W and V below: the cache must not see in-place changes
+        h0 = check_array(bk, "h0", h0, shape=(B, H), dtype=dtype, dims="(B, H)").copy()
     lengths = check_lengths(bk, lengths, T, B)
     algo = bk.resolve_algo(algo, T, B, H, dtype)
 
     p = bk.input_projection(x, W, b)
     h = bk.elman_fwd_seq(p, V, h0, activation, lengths, algo)
-    cache = ElmanCache(x=x, W=W, V=V, h0=h0, h=h, lengths=lengths, activation=activation,
-                       has_bias=b is not None, algo=algo, backend=bk)
+    # W, V are small: copied, so the caller may update them in place before backward.
+    cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
+                       activation=activation, has_bias=b is not None, algo=algo, backend=bk,
+                       digests={"x": bk.digest(x), "h": bk.digest(h)})
     return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=cache)
 
 
@@ -148,6 +177,11 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
         dh = check_array(bk, "dh", dh, shape=(T, B, H), dtype=dtype, dims="(T, B, H)")
     if dh_last is not None:
         dh_last = check_array(bk, "dh_last", dh_last, shape=(B, H), dtype=dtype, dims="(B, H)")
+    for name, digest in (cache.digests or {}).items():
+        if bool(bk.digest(getattr(cache, name)) != digest):
+            raise ValueError(f"cache: {name} was changed in place after elman_forward; backward needs "
+                             f"the values the forward saw (keep {name} unchanged until then, or "
+                             f"change a copy)")
     du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.algo)
     dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
                                        cache.has_bias, bool(need_dx))

@@ -11,6 +11,8 @@ import numpy as np
 from .. import activations
 from ..backends import get_backend
 from ..cells import elman_backward, elman_forward
+from ..cells.elman import check_algo
+from ..validate import check_float_dtype, check_size
 from . import init
 
 
@@ -34,8 +36,6 @@ class _Leaf(Module):
     def __init__(self, backend, dtype, params: dict):
         self.backend = get_backend(backend)
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
         self._params = {k: self.backend.asarray(v) for k, v in params.items() if v is not None}
         self._grads = {k: self.backend.xp.zeros_like(v) for k, v in self._params.items()}
 
@@ -61,18 +61,19 @@ class Elman(_Leaf):
 
     def __init__(self, input_size, hidden_size, *, activation="tanh", bias=True, init_V="uniform",
                  dtype=np.float32, backend=None, rng=None, algo="auto"):
-        if int(input_size) < 1 or int(hidden_size) < 1:
-            raise ValueError(f"input_size, hidden_size: must be >= 1, got {input_size}, {hidden_size}")
+        I, H = check_size("input_size", input_size), check_size("hidden_size", hidden_size)
+        dtype = check_float_dtype(dtype)
         if init_V not in ("uniform", "identity"):
             raise ValueError(f"init_V: expected 'uniform' or 'identity', got {init_V!r}")
         self.activation = activations.check_activation(activation)
+        check_algo(algo)
         rng = np.random.default_rng(rng)
-        I, H = int(input_size), int(hidden_size)
         k = 1 / np.sqrt(H)
         W = init.uniform(rng, (I, H), k, dtype)
         V = init.identity(H, dtype) if init_V == "identity" else init.uniform(rng, (H, H), k, dtype)
         b = init.uniform(rng, (H,), k, dtype) if bias else None
         super().__init__(backend, dtype, {"W": W, "V": V, "b": b})
+        self.backend.check_algo(algo)
         self.input_size, self.hidden_size, self.algo = I, H, algo
         self._cache = None
 
@@ -104,15 +105,15 @@ class Dense(_Leaf):
 
     def __init__(self, input_size, output_size, *, activation="identity", bias=True,
                  dtype=np.float32, backend=None, rng=None):
-        if int(input_size) < 1 or int(output_size) < 1:
-            raise ValueError(f"input_size, output_size: must be >= 1, got {input_size}, {output_size}")
+        I, O = check_size("input_size", input_size), check_size("output_size", output_size)
+        dtype = check_float_dtype(dtype)
         self.activation = activations.check_activation(activation)
         rng = np.random.default_rng(rng)
-        k = 1 / np.sqrt(int(input_size))
-        W = init.uniform(rng, (input_size, output_size), k, dtype)
-        b = init.uniform(rng, (output_size,), k, dtype) if bias else None
+        k = 1 / np.sqrt(I)
+        W = init.uniform(rng, (I, O), k, dtype)
+        b = init.uniform(rng, (O,), k, dtype) if bias else None
         super().__init__(backend, dtype, {"W": W, "b": b})
-        self.input_size, self.output_size = int(input_size), int(output_size)
+        self.input_size, self.output_size = I, O
         self._x = self._y = None
 
     def forward(self, x, *, lengths=None, h0=None):

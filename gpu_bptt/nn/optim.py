@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import math
 
+from ..validate import check_real
 
-def _params_and_grads(params, grads, lr):
-    """(params, grads) dicts from a module or the two dicts, with lr checked."""
+
+def _params_and_grads(params, grads):
+    """(params, grads) dicts from a module or the two dicts."""
     if hasattr(params, "parameters"):
         params, grads = params.parameters(), params.gradients()
     if grads is None or set(grads) != set(params):
         raise ValueError("grads: expected one gradient per parameter (pass a module or both dicts)")
-    if not (lr > 0):
-        raise ValueError(f"lr: must be > 0, got {lr}")
     return params, grads
+
+
+def _fraction(name, v):
+    """A decay rate in [0, 1) (momentum, Adam's betas)."""
+    return check_real(name, v, low=0.0, high=1.0, low_closed=True)
 
 
 class SGD:
@@ -24,10 +29,9 @@ class SGD:
     or a module. Updates the parameters in place: v ← momentum·v - lr·g; W ← W + v."""
 
     def __init__(self, params, lr, momentum=0.0, grads=None):
-        params, grads = _params_and_grads(params, grads, lr)
-        if not (0 <= momentum < 1):
-            raise ValueError(f"momentum: must be in [0, 1), got {momentum}")
-        self.params, self.grads, self.lr, self.momentum = params, grads, float(lr), float(momentum)
+        params, grads = _params_and_grads(params, grads)
+        self.params, self.grads = params, grads
+        self.lr, self.momentum = check_real("lr", lr), _fraction("momentum", momentum)
         self.velocity = {k: None for k in params}
 
     def step(self):
@@ -57,14 +61,12 @@ class Adam:
     params, grads: as for SGD."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, grads=None):
-        params, grads = _params_and_grads(params, grads, lr)
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"betas: each must be in [0, 1), got {betas}")
-        if not (eps > 0):
-            raise ValueError(f"eps: must be > 0, got {eps}")
+        params, grads = _params_and_grads(params, grads)
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
         self.params, self.grads = params, grads
-        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(b1), float(b2), float(eps)
+        self.lr, self.eps = check_real("lr", lr), check_real("eps", eps)
+        self.beta1, self.beta2 = (_fraction(f"betas[{i}]", b) for i, b in enumerate(betas))
         self.t = 0
         self.m = {k: None for k in params}
         self.v = {k: None for k in params}
@@ -134,16 +136,16 @@ def grad_norm(grads) -> float:
 
 def clip_grad_norm(grads, max_norm) -> float:
     """Scale every gradient so the global L2 norm is at most max_norm; returns the norm before.
-    grads: dict name -> array, or a module."""
+    grads: dict name -> array, or a module. The rule is torch.nn.utils.clip_grad_norm_'s: scale
+    by max_norm / (norm + 1e-6) where that is below 1."""
     if hasattr(grads, "gradients"):
         grads = grads.gradients()
-    if not (max_norm > 0):
-        raise ValueError(f"max_norm: must be > 0, got {max_norm}")
+    max_norm = check_real("max_norm", max_norm)
     norm = grad_norm(grads)
     if not math.isfinite(norm):
         raise FloatingPointError(f"gradient norm is {norm}; clipping cannot repair non-finite gradients")
-    if norm > max_norm:
-        s = max_norm / (norm + 1e-12)
+    s = max_norm / (norm + 1e-6)
+    if s < 1:
         for g in grads.values():
             g *= s
     return norm

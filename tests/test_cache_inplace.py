@@ -1,0 +1,95 @@
+"""In-place changes between elman_forward and elman_backward: W, V and h0 are copied into the cache,
+so backward uses the values the forward saw; x and the returned h are guarded by digests, so a
+change to either raises ValueError instead of giving silently wrong gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpu_bptt
+from gpu_bptt.backends.base import Backend
+
+GRADS = ("dx", "dW", "dV", "db", "dh0")
+
+
+def emulator():
+    from gpu_bptt.backends.emulator import EmulatorBackend, emulator_unavailable_reason
+
+    reason = emulator_unavailable_reason()
+    if reason:
+        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+    return EmulatorBackend(order="forward")
+
+
+@pytest.fixture(params=["numpy", "emulator"])
+def backend(request):
+    return emulator() if request.param == "emulator" else "numpy"
+
+
+def problem(seed=0, dtype=np.float64):
+    r = np.random.default_rng(seed)
+    T, B, I, H = 5, 3, 4, 6
+    mk = lambda *s: (r.standard_normal(s) * 0.5).astype(dtype)
+    return dict(x=mk(T, B, I), W=mk(I, H), V=mk(H, H), b=mk(H), h0=mk(B, H),
+                lengths=np.array([5, 2, 4])), mk(T, B, H)
+
+
+@pytest.mark.parametrize("name", ["W", "V", "h0"])
+def test_weights_updated_in_place_after_forward_do_not_change_the_gradients(backend, name):
+    args, dh = problem()
+    ref_out = gpu_bptt.elman_forward(**{k: (v.copy() if k != "lengths" else v) for k, v in args.items()},
+                                     backend=backend)
+    ref = gpu_bptt.elman_backward(dh, ref_out.cache)
+    out = gpu_bptt.elman_forward(**args, backend=backend)
+    args[name] -= 0.1 * np.sign(args[name])  # an optimizer step taken before backward
+    g = gpu_bptt.elman_backward(dh, out.cache)
+    for k in GRADS:
+        np.testing.assert_array_equal(getattr(g, k), getattr(ref, k), err_msg=k)
+
+
+def _bump(a):
+    a.reshape(-1)[7] = np.nextafter(a.reshape(-1)[7], np.inf)  # the smallest possible change
+
+
+def _swap(a):
+    flat = a.reshape(-1)
+    flat[[2, 9]] = flat[[9, 2]]  # same values, other places (an in-place shuffle)
+
+
+@pytest.mark.parametrize("change", [_bump, _swap])
+@pytest.mark.parametrize("name", ["x", "h"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_x_or_h_changed_in_place_raises(backend, name, change, dtype):
+    args, dh = problem(dtype=dtype)
+    out = gpu_bptt.elman_forward(**args, backend=backend)
+    change(args["x"] if name == "x" else out.h)
+    with pytest.raises(ValueError, match=rf"^cache: {name} was changed in place after elman_forward"):
+        gpu_bptt.elman_backward(dh, out.cache)
+
+
+def test_a_rebuilt_cache_is_not_checked():
+    """from_arrays is for frameworks that keep the arrays as their own tensors and guard them."""
+    args, dh = problem()
+    out = gpu_bptt.elman_forward(**args)
+    rebuilt = gpu_bptt.ElmanCache.from_arrays(out.cache.arrays(), **out.cache.meta())
+    assert out.cache.digests is not None and rebuilt.digests is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_generic_digest_sees_every_single_change_and_every_swap(dtype):
+    """The xp-generic digest (the cuda and emulator backends' one), with chunks of 5 elements so
+    that 23 elements span five chunks, the last one partial."""
+    bk = Backend(np)
+    bk.digest_chunk = 5
+    a = np.random.default_rng(1).standard_normal(23).astype(dtype)
+    a[10] = -a[3]  # a swap of x and -x changes the sign bits only
+    base = bk.digest(a)
+    assert bk.digest(a.copy()) == base
+    for i in range(a.size):
+        b = a.copy()
+        b[i] = np.nextafter(b[i], np.inf)
+        assert bk.digest(b) != base, f"a change at {i} went unseen"
+        for j in range(i + 1, a.size):
+            b = a.copy()
+            b[[i, j]] = b[[j, i]]
+            assert bk.digest(b) != base, f"a swap of {i} and {j} went unseen"
