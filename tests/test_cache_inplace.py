@@ -93,3 +93,27 @@ def test_generic_digest_sees_every_single_change_and_every_swap(dtype):
             b = a.copy()
             b[[i, j]] = b[[j, i]]
             assert bk.digest(b) != base, f"a swap of {i} and {j} went unseen"
+
+
+def test_no_cache_means_no_copies_and_no_digests(monkeypatch):
+    """need_cache=False (inference; the torch path, whose saved tensors PyTorch guards) pays for
+    neither the copies nor the digests, and computes the same h."""
+    args, _ = problem()
+    ref = gpu_bptt.elman_forward(**args, backend="numpy")
+
+    def refuse(self, a):
+        raise AssertionError("digest taken without a cache")
+    from gpu_bptt.backends.numpy_backend import NumpyBackend
+    monkeypatch.setattr(NumpyBackend, "digest", refuse)
+    out = gpu_bptt.elman_forward(**args, backend="numpy", need_cache=False)
+    assert out.cache is None
+    np.testing.assert_array_equal(out.h, ref.h)
+    np.testing.assert_array_equal(out.h_last, ref.h_last)
+
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    from gpu_bptt.torch import RNN
+
+    rnn = RNN(4, 6, backend="numpy").double()
+    x = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    rnn(x)[0].sum().backward()  # no digest on the way: the torch path keeps no cache
+    assert x.grad is not None and torch.isfinite(x.grad).all()

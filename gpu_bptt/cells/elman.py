@@ -96,7 +96,7 @@ def _check_cache_algo(bk, algo):
 class ElmanOutput:
     h: Any        # (T, B, H)
     h_last: Any   # (B, H)
-    cache: ElmanCache
+    cache: Optional[ElmanCache]  # None when elman_forward was told need_cache=False
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _last_state(xp, h, lengths):
 
 
 def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, backend=None,
-                  algo="auto") -> ElmanOutput:
+                  algo="auto", need_cache=True) -> ElmanOutput:
     """Run the recurrent level over a whole sequence.
 
     x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
@@ -125,6 +125,8 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     keeps copies of W, V, h0 and refers to x and the returned h: change those two in place before
     elman_backward and it raises ValueError (see ElmanCache).
     backend: name, Backend or None (docs/architecture.md §2). algo: "auto", "step" or "persistent".
+    need_cache=False: no backward will follow (inference, or a framework that keeps the arrays
+    itself), so the cache, its copies and digests are skipped and `cache` is None.
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
     xp = bk.xp
@@ -152,6 +154,8 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
 
     p = bk.input_projection(x, W, b)
     h = bk.elman_fwd_seq(p, V, h0, activation, lengths, algo)
+    if not need_cache:
+        return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=None)
     # W, V are small: copied, so the caller may update them in place before backward.
     cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
                        activation=activation, has_bias=b is not None, algo=algo, backend=bk,

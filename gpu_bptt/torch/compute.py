@@ -17,7 +17,7 @@ def forward(x, W, V, b, h0, lengths, activation: str, backend: str, algo: str):
     with running_on(x.device):
         out = elman_forward(to_array(x), to_array(W), to_array(V), to_array(b), to_array(h0),
                             activation=activation, lengths=to_array(lengths), backend=backend,
-                            algo=algo)
+                            algo=algo, need_cache=False)  # backward rebuilds it from saved tensors
         return to_tensor(out.h), to_tensor(out.h_last)
 
 
