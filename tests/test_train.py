@@ -13,14 +13,13 @@ import time
 import numpy as np
 import pytest
 
-from gpu_bptt import checkpoint, nn
+from gpu_bptt import checkpoint
 from gpu_bptt.backends import get_backend
 from gpu_bptt.cli import main
 from gpu_bptt.progress import Progress
 from gpu_bptt.tasks import AddingTask, make_task
 from gpu_bptt.train import Config, build_model, resolve, run_batch, train
 
-from .tolerances import assert_close
 
 # Small enough that every run below takes well under a second.
 TINY = ["--seq-len", "8", "--hidden", "8", "--batch", "8", "--quiet"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import activations
+from ..validate import format_shape
 from .kernel_loader import STEP_VERSIONS, template_name
 
 BLOCK_256 = (16, 16, 1)  # the tiled kernels' block: (BN / TN, BM / TM)
@@ -40,8 +41,8 @@ class Launchers:
         if np.dtype(a.dtype) != np.dtype(dtype):
             raise TypeError(f"{name}: expected dtype {np.dtype(dtype)}, got {a.dtype}")
         if len(shape) != a.ndim or any(s is not None and s != g for s, g in zip(shape, a.shape)):
-            want = tuple("*" if s is None else s for s in shape)
-            raise ValueError(f"{name}: expected shape {want}, got {tuple(a.shape)}")
+            want = format_shape("*" if s is None else s for s in shape)
+            raise ValueError(f"{name}: expected shape {want}, got {format_shape(a.shape)}")
         if not a.flags.c_contiguous:
             raise ValueError(f"{name}: must be C-contiguous")
         return a

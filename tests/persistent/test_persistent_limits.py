@@ -4,7 +4,6 @@ but dynamic shared memory deciding co-residency)."""
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from pathlib import Path
 
