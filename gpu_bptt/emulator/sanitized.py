@@ -7,6 +7,7 @@ report. Slow (about a second a launch) and meant for tests.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import pickle
@@ -71,14 +72,27 @@ def run_sanitized(kernel, args, grid, block, shared_mem, coop, order, seed, time
             original[...] = back
 
 
+def _poison_slack(m, poison):
+    """Poison the bytes around each aligned copy of an argument (its allocation is larger, for the
+    alignment), so that a read just past an array is reported as it is past a malloc'd one."""
+    for raw, copy in m.aligned:
+        start, end = raw.ctypes.data, raw.ctypes.data + raw.nbytes
+        lo, hi = copy.ctypes.data, copy.ctypes.data + copy.nbytes
+        poison(ctypes.c_void_p(start), ctypes.c_size_t(lo - start))
+        poison(ctypes.c_void_p(hi), ctypes.c_size_t(end - hi))
+
+
 def _child(inp, outp):
     with open(inp, "rb") as f:
         d = pickle.load(f)
     lib, entries = load_library(d["so"])
     address, params = entries[d["name"]]
     m = Marshalled(d["name"], params, [None] * len(params), d["args"])
+    asan = ctypes.CDLL(None)  # the preloaded runtime
+    _poison_slack(m, asan.__asan_poison_memory_region)
     rc, msg = launch(lib, address, d["grid"], d["block"], d["shared_mem"], m.argv, d["coop"],
                      d["order"], d["seed"], d["timeout"])
+    _poison_slack(m, asan.__asan_unpoison_memory_region)
     m.finish()
     with open(outp, "wb") as f:
         pickle.dump(dict(rc=rc, msg=msg, args=[a if isinstance(a, np.ndarray) else None for a in d["args"]]), f)

@@ -10,6 +10,10 @@ from tests.tolerances import assert_close  # noqa: F401  (the one tolerance tabl
 
 DTYPES = (np.float32, np.float64)
 ORDERS = ("forward", "reverse", "random", "warps")
+#: The kernel tests' runs: each kernel in every thread order, and the "reverse" run in the
+#: bounds-checking build, so every kernel also runs under the sanitizer (at non-tile-multiple
+#: shapes) without a fifth run; a sanitized launch takes ~0.2 s, so not all four.
+KERNEL_RUNS = ("forward", "reverse+sanitize", "random", "warps")
 
 
 def require_emulator():
@@ -20,13 +24,25 @@ def require_emulator():
         pytest.skip(f"the kernel emulator cannot run here: {reason}")
 
 
+def require_sanitizer():
+    from gpu_bptt.emulator import sanitizer_unavailable_reason
+
+    reason = sanitizer_unavailable_reason()
+    if reason:
+        pytest.skip(f"the emulator's bounds-checking build cannot run here: {reason}")
+
+
 @functools.lru_cache(maxsize=None)
 def emulator(order, gemm="cublas", step="v2"):
-    """An EmulatorBackend (cached per options; compiled modules are shared by the loader)."""
+    """An EmulatorBackend (cached per options; compiled modules are shared by the loader).
+    `order` is a thread order, or one followed by "+sanitize" (see KERNEL_RUNS)."""
     require_emulator()
     from gpu_bptt.backends.emulator import EmulatorBackend
 
-    return EmulatorBackend(gemm=gemm, step=step, order=order)
+    order, _, sanitize = order.partition("+")
+    if sanitize:
+        require_sanitizer()
+    return EmulatorBackend(gemm=gemm, step=step, order=order, sanitize=bool(sanitize) or None)
 
 
 def rng(seed=0):

@@ -38,3 +38,13 @@ def test_sanitized_launch_returns_results(sanitized):
     y = np.zeros(32, np.float32)
     sanitized.get_function("dynamic_smem_oob")(1, 31, (np.arange(32, dtype=np.float32), y), shared_mem=32 * 4)
     np.testing.assert_array_equal(y[:30], np.arange(1, 31, dtype=np.float32))
+
+
+@pytest.mark.parametrize("n", [33, 41])
+def test_access_just_past_an_array_argument_is_reported(sanitized, n):
+    """Arguments are copied to 256-byte aligned buffers (as cudaMalloc aligns); the slack of that
+    copy is poisoned, so that one element past the array is reported as on a malloc'd buffer."""
+    x = np.arange(n - 1, dtype=np.float32)
+    with pytest.raises(KernelFault, match=r"(?s)'axpb'.*AddressSanitizer.*faults\.cu") as e:
+        sanitized.get_function("axpb")(2, 32, (x, np.int32(n), np.float32(3), np.float64(-1)))
+    assert e.value.kind == "sanitizer"
