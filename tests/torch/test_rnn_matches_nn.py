@@ -91,11 +91,31 @@ def test_packed_sequence_unsorted_lengths(batch_first, impl):
 
 
 def test_state_dict_round_trip():
-    ours, ref = twins(3, 4, num_layers=2, bias=True)
-    assert list(ours.state_dict()) == list(ref.state_dict())
-    for (n1, p1), (n2, p2) in zip(ours.named_parameters(), ref.named_parameters()):
-        assert n1 == n2 and p1.shape == p2.shape
+    """ours -> torch.nn.RNN -> a fresh one of ours: the same names, values and outputs. Layer 1 has
+    I == H, so a mix-up of weight_ih and weight_hh would pass a shape check but not this."""
+    models = []
+    for seed, cls in ((1, gt.RNN), (2, torch.nn.RNN), (3, gt.RNN)):
+        torch.manual_seed(seed)  # three different initial states
+        models.append(cls(3, 4, num_layers=2, bias=True, dtype=F64))
+    ours, ref, back = models
+    want = {k: v.clone() for k, v in ours.state_dict().items()}
+    assert list(want) == list(ref.state_dict())
+    assert not any(torch.equal(v, ref.state_dict()[k]) for k, v in want.items())
     ref.load_state_dict(ours.state_dict())
+    back.load_state_dict(ref.state_dict())
+    for name, m in (("torch.nn.RNN", ref), ("the copy", back)):
+        got = m.state_dict()
+        for k, v in want.items():
+            assert torch.equal(got[k], v), f"{name}: {k} differs after loading"
+        for (n1, p1), (n2, p2) in zip(ours.named_parameters(), m.named_parameters()):
+            assert n1 == n2 and torch.equal(p1, p2), f"{name}: parameter {n2} != {n1}"
+    x = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(6), dtype=F64)
+    out, h_n = ours(x)
+    ref_out, ref_h = ref(x)
+    assert_close("output after loading into torch.nn.RNN", ref_out.detach(), out.detach(), atol=1e-10)
+    assert_close("h_n after loading into torch.nn.RNN", ref_h.detach(), h_n.detach(), atol=1e-10)
+    back_out, back_h = back(x)
+    assert torch.equal(back_out, out) and torch.equal(back_h, h_n), "the copy computes otherwise"
 
 
 @pytest.mark.parametrize("kw, name", [({"dropout": 0.5}, "dropout"),
