@@ -4,8 +4,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import pytest
 
+from tests.skips import EMULATOR, SANITIZER, skip
 from tests.tolerances import assert_close  # noqa: F401  (the one tolerance table)
 
 DTYPES = (np.float32, np.float64)
@@ -21,7 +21,7 @@ def require_emulator():
 
     reason = emulator_unavailable_reason()
     if reason:
-        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+        skip(EMULATOR, f"the kernel emulator cannot run here: {reason}")
 
 
 def require_sanitizer():
@@ -29,7 +29,7 @@ def require_sanitizer():
 
     reason = sanitizer_unavailable_reason()
     if reason:
-        pytest.skip(f"the emulator's bounds-checking build cannot run here: {reason}")
+        skip(SANITIZER, f"the emulator's bounds-checking build cannot run here: {reason}")
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,6 +12,7 @@ import pytest
 from gpu_bptt import nvrtc
 from gpu_bptt.backends.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_files,
                                              kernel_source, name_expressions)
+from tests.skips import NVRTC, skip
 
 ARCHS = ("sm_80", "sm_90")
 TABLE = Path(__file__).resolve().parents[2] / "docs" / "kernel_resources.md"
@@ -22,7 +23,7 @@ REWRITE = "GPU_BPTT_WRITE_RESOURCES"  # =1: rewrite the table instead of only co
 def resources():
     reason = nvrtc.unavailable_reason()
     if reason:
-        pytest.skip(f"NVRTC is not available: {reason}")
+        skip(NVRTC, f"NVRTC is not available: {reason}")
     rows = []
     for file in kernel_files():
         for arch in ARCHS:

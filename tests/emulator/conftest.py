@@ -2,13 +2,14 @@ import pytest
 
 from gpu_bptt.emulator import unavailable_reason
 from emulator_helpers import ORDERS
+from tests.skips import EMULATOR, skip
 
 
 @pytest.fixture(autouse=True)
 def _needs_emulator():
     reason = unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        skip(EMULATOR, reason)
 
 
 @pytest.fixture(params=ORDERS)

@@ -3,16 +3,15 @@ import numpy as np
 import pytest
 
 from emulator_helpers import module
-from gpu_bptt.emulator import KernelFault
+from gpu_bptt.emulator import KernelFault, sanitizer_unavailable_reason
+from tests.skips import SANITIZER, skip
 
 
 @pytest.fixture(scope="module")
 def sanitized():
-    try:
-        from gpu_bptt.emulator.sanitized import asan_runtime
-        asan_runtime()
-    except RuntimeError as e:
-        pytest.skip(str(e))
+    reason = sanitizer_unavailable_reason()
+    if reason:
+        skip(SANITIZER, reason)
     return module("faults.cu", sanitize=True)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gpu_bptt
+from tests.skips import EMULATOR, SANITIZER, skip
 from tests.tolerances import assert_close
 
 # Every thread order; the reverse run in the bounds-checking build (tests/cuda/cuda_helpers.py).
@@ -31,9 +32,12 @@ def emulator(order, persist="v2", smem_per_block=None):
     from gpu_bptt.emulator import sanitizer_unavailable_reason, unavailable_reason
 
     order, _, sanitize = order.partition("+")
-    reason = sanitizer_unavailable_reason() if sanitize else unavailable_reason()
+    reason = unavailable_reason()
     if reason:
-        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+        skip(EMULATOR, f"the kernel emulator cannot run here: {reason}")
+    reason = sanitize and sanitizer_unavailable_reason()
+    if reason:
+        skip(SANITIZER, f"the emulator's bounds-checking build cannot run here: {reason}")
     extra = {} if smem_per_block is None else dict(smem_per_block=smem_per_block)
     return EmulatorBackend(order=order, persist=persist, sanitize=bool(sanitize) or None, **extra)
 

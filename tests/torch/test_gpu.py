@@ -4,6 +4,7 @@ import pytest
 from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
 
 import gpu_bptt  # noqa: E402
+from ..skips import GPU, TORCH, import_or_skip, skip
 
 pytestmark = pytest.mark.gpu
 
@@ -18,7 +19,7 @@ def _cuda_reason():
 def need_cuda():
     reason = _cuda_reason()
     if reason:
-        pytest.skip(f"needs a CUDA device with the cuda backend: {reason}")
+        skip(GPU, f"needs a CUDA device with the cuda backend: {reason}")
 
 
 def _check_against_nn(ours, ref, x, h0):
@@ -57,7 +58,7 @@ def test_runs_on_the_current_stream():
 
 
 def test_memory_comes_from_pytorch():
-    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    cupy = import_or_skip("cupy", GPU, "CuPy is not installed")
     ours, _ = twins(8, 64, device="cuda")
     x = torch.randn(100, 16, 8, dtype=F64, device="cuda")
     pool = cupy.get_default_memory_pool()
@@ -70,7 +71,7 @@ def test_memory_comes_from_pytorch():
 
 def test_compile_fullgraph_on_cuda():
     if not gt.HAS_CUSTOM_OP:
-        pytest.skip("no torch.library.custom_op")
+        skip(TORCH, "no torch.library.custom_op")
     ours, _ = twins(3, 32, device="cuda", num_layers=2)
     compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
     x = torch.randn(9, 4, 3, dtype=F64, device="cuda")

@@ -4,6 +4,7 @@ import pytest
 from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
 
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+from ..skips import EMULATOR, TORCH, skip
 
 IMPLS = ["custom_op", "function"]
 
@@ -19,7 +20,7 @@ CASES = {  # name: (T, B, I, H, constructor options)
 @pytest.fixture(params=IMPLS)
 def impl(request, monkeypatch):
     if request.param == "custom_op" and not gt.HAS_CUSTOM_OP:
-        pytest.skip(f"torch {torch.__version__} has no torch.library.custom_op/register_autocast")
+        skip(TORCH, f"torch {torch.__version__} has no torch.library.custom_op/register_autocast")
     if request.param == "function":
         # Force the autograd.Function fallback everywhere RNN calls elman.
         monkeypatch.setattr(gt.ops, "HAS_CUSTOM_OP", False)
@@ -140,7 +141,7 @@ def test_cuda_backend_code_through_the_emulator(algo):
 
     reason = emulator_unavailable_reason()
     if reason:
-        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+        skip(EMULATOR, f"the kernel emulator cannot run here: {reason}")
     T, B, I, H = 6, 3, 3, 5
     torch.manual_seed(0)
     ref = torch.nn.RNN(I, H, num_layers=2, dtype=F64)
