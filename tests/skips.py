@@ -1,4 +1,5 @@
-"""Why a test skips, as a cause code that tests/conftest.py reads (not the message's wording).
+"""Why a test skips, as a cause code that tests/conftest.py reads (not the message's wording):
+skip(cause, reason) marks the message "[skip: <cause>] <reason>".
 
 In CI ($GPU_BPTT_STRICT_SKIPS=1) a skip passes only with a cause in HARDWARE_CAUSES: the tests
 that need a GPU, or a machine without one, or a larger one. Any other skip there is a broken
@@ -8,6 +9,7 @@ Elsewhere every skip is counted by cause in a warning block at the end of the ru
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
@@ -35,7 +37,7 @@ CAUSES = {
            "PyTorch integration was NOT tested",
 }
 
-_raised: dict = {}  # skip message -> cause: a report keeps only the message
+_CODE = re.compile(r"\[skip: ([a-z-]+)\] ")  # how skip() marks its message with the cause
 
 
 def skip(cause, reason, allow_module_level=False):
@@ -43,8 +45,7 @@ def skip(cause, reason, allow_module_level=False):
     __tracebackhide__ = True  # pytest reports the caller's line
     if cause not in CAUSES:
         raise ValueError(f"cause: expected one of {tuple(CAUSES)}, got {cause!r}")
-    _raised[reason] = cause
-    pytest.skip(reason, allow_module_level=allow_module_level)
+    pytest.skip(f"[skip: {cause}] {reason}", allow_module_level=allow_module_level)
 
 
 def import_or_skip(module, cause, reason):
@@ -65,4 +66,5 @@ def message_of(report):
 
 def cause_of(report):
     """The cause code of a skipped report, or None for a skip raised without one."""
-    return _raised.get(message_of(report))
+    m = _CODE.match(message_of(report))
+    return m.group(1) if m and m.group(1) in CAUSES else None
