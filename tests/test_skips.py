@@ -88,6 +88,7 @@ def test_summary_counts_skips_by_cause(tmp_path):
     assert "2 skipped: the kernel emulator cannot run" in summary, summary
     assert "1 skipped: PyTorch (or a feature of it) is missing" in summary, summary
     assert "1 skipped: no cause given, e.g. no CUDA device, says the text" in summary, summary
-    for what in ("no usable CUDA device", "a CUDA device is present", "too small for the case"):
+    for what in ("no usable CUDA device", "a CUDA device is present",
+                 "the CUDA device is too small for the case"):
         assert f"1 skipped: {what}" in summary, summary
     assert "WARNING: 4 skip(s) above are not about the GPU" in summary, summary
