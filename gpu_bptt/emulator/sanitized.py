@@ -63,6 +63,7 @@ class _Child:
         self.proc = subprocess.Popen([sys.executable, "-m", "gpu_bptt.emulator.sanitized"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.stderr, env=env)
+        self.timed_out = False
 
     def run(self, request, timeout):
         """The child's answer, or None when it ended (a sanitizer report) or timed out."""
@@ -73,6 +74,7 @@ class _Child:
             self.proc.stdin.flush()
             if select.select([self.proc.stdout], [], [], timeout)[0]:
                 return pickle.load(self.proc.stdout)
+            self.timed_out = True
         except (BrokenPipeError, EOFError, pickle.UnpicklingError):
             pass
         self.close()
@@ -110,8 +112,11 @@ def run_sanitized(kernel, args, grid, block, shared_mem, coop, order, seed, time
             _child = _Child()
         result = _child.run(request, timeout + 60)
         if result is None:
-            status, report = _child.proc.returncode, _child.report()
-            _child = None
+            child, _child = _child, None
+            if child.timed_out:
+                raise KernelFault(f"kernel {kernel.name!r}: the sanitizer build did not answer "
+                                  f"within {timeout + 60:.0f} s", "timeout")
+            status, report = child.proc.returncode, child.report()
             raise KernelFault(f"kernel {kernel.name!r}: the sanitizer build reported an error "
                               f"(exit status {status}):\n{_report(report)}", "sanitizer")
     if result["rc"]:

@@ -47,3 +47,17 @@ def test_access_just_past_an_array_argument_is_reported(sanitized, n):
     with pytest.raises(KernelFault, match=r"(?s)'axpb'.*AddressSanitizer.*faults\.cu") as e:
         sanitized.get_function("axpb")(2, 32, (x, np.int32(n), np.float32(3), np.float64(-1)))
     assert e.value.kind == "sanitizer"
+
+
+def test_launches_after_a_report_and_a_timeout_still_run(sanitized):
+    """A report ends the child that runs sanitized launches; the next launch gets a new one."""
+    x = np.arange(8, dtype=np.float32)
+    with pytest.raises(KernelFault) as e:
+        sanitized.get_function("axpb")(1, 32, (x, np.int32(9), np.float32(2), np.float64(0)))
+    assert e.value.kind == "sanitizer"
+    flag, out = np.zeros(1, np.int32), np.zeros(1, np.int32)
+    with pytest.raises(KernelFault, match="did not finish within") as e:
+        sanitized.get_function("spin_flag")(1, 64, (flag, out, np.int32(1)), timeout=0.5)
+    assert e.value.kind == "timeout"
+    sanitized.get_function("axpb")(1, 32, (x, np.int32(8), np.float32(2), np.float64(1)))
+    np.testing.assert_array_equal(x, 2 * np.arange(8, dtype=np.float32) + 1)
