@@ -12,7 +12,7 @@ DTYPES = (np.float32, np.float64)
 ORDERS = ("forward", "reverse", "random", "warps")
 #: The kernel tests' runs: each kernel in every thread order, and the "reverse" run in the
 #: bounds-checking build, so every kernel also runs under the sanitizer (at non-tile-multiple
-#: shapes) without a fifth run; a sanitized launch takes ~0.2 s, so not all four.
+#: shapes) without a fifth run; that build is slower to compile and to run, so not all four.
 KERNEL_RUNS = ("forward", "reverse+sanitize", "random", "warps")
 
 
