@@ -57,6 +57,27 @@ def import_or_skip(module, cause, reason):
         skip(cause, f"{reason} ({e})", allow_module_level=True)
 
 
+def require_emulator():
+    """Skip (cause EMULATOR) where the kernel emulator cannot run."""
+    __tracebackhide__ = True
+    from gpu_bptt.backends.emulator import emulator_unavailable_reason
+
+    reason = emulator_unavailable_reason()
+    if reason:
+        skip(EMULATOR, f"the kernel emulator cannot run here: {reason}")
+
+
+def require_sanitizer():
+    """Skip (cause EMULATOR or SANITIZER) where the emulator's bounds-checking build cannot run."""
+    __tracebackhide__ = True
+    require_emulator()
+    from gpu_bptt.emulator import sanitizer_unavailable_reason
+
+    reason = sanitizer_unavailable_reason()
+    if reason:
+        skip(SANITIZER, f"the emulator's bounds-checking build cannot run here: {reason}")
+
+
 def message_of(report):
     """The reason a skipped report gives."""
     longrepr = report.longrepr

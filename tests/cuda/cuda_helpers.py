@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from tests.skips import EMULATOR, SANITIZER, skip
+from tests.skips import require_emulator, require_sanitizer  # noqa: F401  (shared here)
 from tests.tolerances import assert_close  # noqa: F401  (the one tolerance table)
 
 DTYPES = (np.float32, np.float64)
@@ -14,22 +14,6 @@ ORDERS = ("forward", "reverse", "random", "warps")
 #: bounds-checking build, so every kernel also runs under the sanitizer (at non-tile-multiple
 #: shapes) without a fifth run; that build is slower to compile and to run, so not all four.
 KERNEL_RUNS = ("forward", "reverse+sanitize", "random", "warps")
-
-
-def require_emulator():
-    from gpu_bptt.backends.emulator import emulator_unavailable_reason
-
-    reason = emulator_unavailable_reason()
-    if reason:
-        skip(EMULATOR, f"the kernel emulator cannot run here: {reason}")
-
-
-def require_sanitizer():
-    from gpu_bptt.emulator import sanitizer_unavailable_reason
-
-    reason = sanitizer_unavailable_reason()
-    if reason:
-        skip(SANITIZER, f"the emulator's bounds-checking build cannot run here: {reason}")
 
 
 @functools.lru_cache(maxsize=None)

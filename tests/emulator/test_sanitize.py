@@ -3,15 +3,13 @@ import numpy as np
 import pytest
 
 from emulator_helpers import module
-from gpu_bptt.emulator import KernelFault, sanitizer_unavailable_reason
-from tests.skips import SANITIZER, skip
+from gpu_bptt.emulator import KernelFault
+from tests.skips import require_sanitizer
 
 
 @pytest.fixture(scope="module")
 def sanitized():
-    reason = sanitizer_unavailable_reason()
-    if reason:
-        skip(SANITIZER, reason)
+    require_sanitizer()
     return module("faults.cu", sanitize=True)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpu_bptt
-from tests.skips import EMULATOR, SANITIZER, skip
+from tests.skips import require_emulator, require_sanitizer
 from tests.tolerances import assert_close
 
 # Every thread order; the reverse run in the bounds-checking build (tests/cuda/cuda_helpers.py).
@@ -29,15 +29,9 @@ def emulator(order, persist="v2", smem_per_block=None):
     """An EmulatorBackend; `order` may end in "+sanitize" (the bounds-checking build);
     smem_per_block as EmulatorBackend's (None: its default, 48 KB)."""
     from gpu_bptt.backends.emulator import EmulatorBackend
-    from gpu_bptt.emulator import sanitizer_unavailable_reason, unavailable_reason
 
     order, _, sanitize = order.partition("+")
-    reason = unavailable_reason()
-    if reason:
-        skip(EMULATOR, f"the kernel emulator cannot run here: {reason}")
-    reason = sanitize and sanitizer_unavailable_reason()
-    if reason:
-        skip(SANITIZER, f"the emulator's bounds-checking build cannot run here: {reason}")
+    require_sanitizer() if sanitize else require_emulator()
     extra = {} if smem_per_block is None else dict(smem_per_block=smem_per_block)
     return EmulatorBackend(order=order, persist=persist, sanitize=bool(sanitize) or None, **extra)
 

@@ -4,7 +4,7 @@ import pytest
 from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
 
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
-from ..skips import EMULATOR, TORCH, skip
+from ..skips import TORCH, require_emulator, skip
 
 IMPLS = ["custom_op", "function"]
 
@@ -137,11 +137,7 @@ def test_wrong_hidden_shape_raises():
 def test_cuda_backend_code_through_the_emulator(algo):
     """The GPU path's backend code (kernels, launchers, contiguity of the framework's weight views),
     run on the CPU: packed, two layers, against torch.nn.RNN."""
-    from gpu_bptt.backends.emulator import emulator_unavailable_reason
-
-    reason = emulator_unavailable_reason()
-    if reason:
-        skip(EMULATOR, f"the kernel emulator cannot run here: {reason}")
+    require_emulator()
     T, B, I, H = 6, 3, 3, 5
     torch.manual_seed(0)
     ref = torch.nn.RNN(I, H, num_layers=2, dtype=F64)
