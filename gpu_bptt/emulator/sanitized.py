@@ -81,13 +81,18 @@ class _Child:
         return None
 
     def report(self):
+        """What the child wrote to stderr during the last launch (the file is closed after)."""
         self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")
+        text = self.stderr.read().decode(errors="replace")
+        self.stderr.close()
+        return text
 
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
 
 
 _child = None
@@ -97,6 +102,7 @@ _lock = threading.Lock()
 def _close_child():
     if _child is not None:
         _child.close()
+        _child.stderr.close()
 
 
 atexit.register(_close_child)
@@ -114,6 +120,7 @@ def run_sanitized(kernel, args, grid, block, shared_mem, coop, order, seed, time
         if result is None:
             child, _child = _child, None
             if child.timed_out:
+                child.stderr.close()
                 raise KernelFault(f"kernel {kernel.name!r}: the sanitizer build did not answer "
                                   f"within {timeout + 60:.0f} s", "timeout")
             status, report = child.proc.returncode, child.report()
