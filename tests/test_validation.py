@@ -6,6 +6,7 @@ import gpu_bptt
 from gpu_bptt.backends import BackendUnavailable
 
 from .conftest import random_problem
+from .skips import GPU_PRESENT, skip
 
 
 def fwd(p, **kw):
@@ -83,7 +84,7 @@ def test_unavailable_backend_says_why(monkeypatch):
     reasons = gpu_bptt.available_backends()
     assert reasons["numpy"] is None
     if reasons["cuda"] is None:
-        pytest.skip("a CUDA device is present: the missing-GPU error cannot be provoked here")
+        skip(GPU_PRESENT, "a CUDA device is present: the missing-GPU error cannot be provoked here")
     with pytest.raises(BackendUnavailable, match=r"backend 'cuda' is unavailable: .*(CuPy|device|driver)"):
         gpu_bptt.get_backend("cuda")
 

@@ -26,5 +26,19 @@ def unavailable_reason():
     return None
 
 
-__all__ = ["RawModule", "RawKernel", "unavailable_reason", "EmulatorError", "CompileError",
-           "KernelFault", "LaunchError", "cache_dir"]
+def sanitizer_unavailable_reason():
+    """None when the bounds-checking build (sanitize=True) can run here, else why not."""
+    reason = unavailable_reason()
+    if reason:
+        return reason
+    from .sanitized import asan_runtime
+
+    try:
+        asan_runtime()
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+__all__ = ["RawModule", "RawKernel", "unavailable_reason", "sanitizer_unavailable_reason",
+           "EmulatorError", "CompileError", "KernelFault", "LaunchError", "cache_dir"]

@@ -90,7 +90,7 @@ def _env_seed(seed):
     return int(seed) & (2**64 - 1)
 
 
-def _env_flag(value, var):
+def env_flag(value, var):
     if value is not None:
         return bool(value)
     return os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
@@ -139,6 +139,7 @@ class Marshalled:
         if len(args) != len(params):
             raise TypeError(f"kernel {kernel!r} takes {len(params)} arguments, got {len(args)}")
         self.keep, self.copies, self.arrays = [], [], []
+        self.aligned = []  # (allocation, aligned copy inside it): the sanitizer poisons the rest
         slots = []
         by_address = {}
         for i, (p, a) in enumerate(zip(params, args)):
@@ -173,6 +174,7 @@ class Marshalled:
                     copy = raw[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
                     copy[...] = a
                     by_address[addr] = copy
+                    self.aligned.append((raw, copy))
                     if not p["const"] and a.flags.writeable:
                         self.copies.append((a, copy))
                     self.keep.append(raw)
@@ -317,7 +319,7 @@ class RawModule:
         self.enable_cooperative_groups = bool(enable_cooperative_groups)
         self.order = order
         self.seed = seed
-        self.sanitize = _env_flag(sanitize, "GPU_BPTT_EMU_SANITIZE")
+        self.sanitize = env_flag(sanitize, "GPU_BPTT_EMU_SANITIZE")
         self.kernels_in_source = build.find_kernels(code)
         self._paths = {}
         self._kernels = {}

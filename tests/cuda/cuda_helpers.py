@@ -4,29 +4,29 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import pytest
 
+from tests.skips import require_emulator, require_sanitizer  # noqa: F401  (shared here)
 from tests.tolerances import assert_close  # noqa: F401  (the one tolerance table)
 
 DTYPES = (np.float32, np.float64)
 ORDERS = ("forward", "reverse", "random", "warps")
-
-
-def require_emulator():
-    from gpu_bptt.backends.emulator import emulator_unavailable_reason
-
-    reason = emulator_unavailable_reason()
-    if reason:
-        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+#: The kernel tests' runs: each kernel in every thread order, and the "reverse" run in the
+#: bounds-checking build, so every kernel also runs under the sanitizer (at non-tile-multiple
+#: shapes) without a fifth run; that build is slower to compile and to run, so not all four.
+KERNEL_RUNS = ("forward", "reverse+sanitize", "random", "warps")
 
 
 @functools.lru_cache(maxsize=None)
 def emulator(order, gemm="cublas", step="v2"):
-    """An EmulatorBackend (cached per options; compiled modules are shared by the loader)."""
+    """An EmulatorBackend (cached per options; compiled modules are shared by the loader).
+    `order` is a thread order, or one followed by "+sanitize" (see KERNEL_RUNS)."""
     require_emulator()
     from gpu_bptt.backends.emulator import EmulatorBackend
 
-    return EmulatorBackend(gemm=gemm, step=step, order=order)
+    order, _, sanitize = order.partition("+")
+    if sanitize:
+        require_sanitizer()
+    return EmulatorBackend(gemm=gemm, step=step, order=order, sanitize=bool(sanitize) or None)
 
 
 def rng(seed=0):

@@ -1,5 +1,5 @@
 """The full Elman forward and backward on the emulator backend (the cuda backend's own code on the
-CPU) against the numpy reference backend, in all three thread orders."""
+CPU) against the numpy reference backend, in all four thread orders."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,10 +1,11 @@
-"""Each kernel on the CPU emulator against its NumPy twin, in all three thread orders."""
+"""Each kernel on the CPU emulator against its NumPy twin, in all four thread orders (one of them in
+the bounds-checking build) at shapes that are not multiples of the tiles."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cuda_helpers import DTYPES, ORDERS, assert_close, emulator, rng
+from cuda_helpers import DTYPES, KERNEL_RUNS, assert_close, emulator, rng
 from gpu_bptt import activations
 from gpu_bptt.backends.numpy_backend import elman_bwd_step, elman_fwd_step
 
@@ -21,7 +22,7 @@ def _case(B, H, T, dtype, seed):
     return r, lengths, mk
 
 
-@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,H", STEP_SHAPES)
@@ -41,7 +42,7 @@ def test_fwd_step(order, version, dtype, B, H):
         assert np.array_equal(np.delete(h, t, 0), np.delete(before, t, 0)), "other rows changed"
 
 
-@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,H", STEP_SHAPES)
@@ -72,7 +73,7 @@ def test_bwd_step(order, version, dtype, B, H):
         assert np.isnan(du[:t]).all(), "rows before t must not be written"
 
 
-@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
 def test_gemm(order, dtype, ta, tb):
@@ -91,7 +92,7 @@ def test_gemm(order, dtype, ta, tb):
     assert_close("gemm accumulate", out, 2 * ref + bias)
 
 
-@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("R,N,chunk", [(1, 37, None), (7, 70, None), (300, 33, 64), (33, 5, 4)])
 def test_column_sum(order, dtype, R, N, chunk):

@@ -8,6 +8,7 @@ import pytest
 from cuda_helpers import DTYPES, assert_close, rng
 import gpu_bptt
 from gpu_bptt.backends.cuda import cuda_unavailable_reason
+from tests.skips import GPU, skip
 
 pytestmark = pytest.mark.gpu
 
@@ -28,7 +29,7 @@ CASES = [
 def cuda():
     reason = cuda_unavailable_reason()
     if reason:
-        pytest.skip(f"no CUDA device: {reason}")
+        skip(GPU, f"no CUDA device: {reason}")
     from gpu_bptt.backends.cuda import CudaBackend
 
     return CudaBackend

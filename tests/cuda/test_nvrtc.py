@@ -1,7 +1,10 @@
-"""Every kernel file compiles through NVRTC for sm_80 and sm_90, with no register spills; the
-ptxas resource table is written to docs/kernel_resources.md (shown by the docs)."""
+"""Every kernel file compiles through NVRTC for sm_80 and sm_90, with no register spills, and
+docs/kernel_resources.md is the ptxas resource table of the current kernels ($GPU_BPTT_WRITE_RESOURCES=1
+rewrites it)."""
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
 
 import pytest
@@ -9,16 +12,18 @@ import pytest
 from gpu_bptt import nvrtc
 from gpu_bptt.backends.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_files,
                                              kernel_source, name_expressions)
+from tests.skips import NVRTC, skip
 
 ARCHS = ("sm_80", "sm_90")
 TABLE = Path(__file__).resolve().parents[2] / "docs" / "kernel_resources.md"
+REWRITE = "GPU_BPTT_WRITE_RESOURCES"  # =1: rewrite the table instead of only comparing
 
 
 @pytest.fixture(scope="module")
 def resources():
     reason = nvrtc.unavailable_reason()
     if reason:
-        pytest.skip(f"NVRTC is not available: {reason}")
+        skip(NVRTC, f"NVRTC is not available: {reason}")
     rows = []
     for file in kernel_files():
         for arch in ARCHS:
@@ -51,22 +56,36 @@ def test_no_local_memory_stack(resources):
     assert not stacks, "kernels with a stack frame:\n" + "\n".join(stacks)
 
 
-def test_write_resource_table(resources):
+def resource_table(rows) -> str:
+    """docs/kernel_resources.md as ptxas reports `rows` with this NVRTC."""
     major, minor = nvrtc.version()
     lines = [
         "# Kernel resources",
         "",
         "Registers per thread, static shared memory per block and spills as ptxas reports them",
-        f"(NVRTC {major}.{minor}, `--ptxas-options=-v`). Written by `tests/cuda/test_nvrtc.py`,",
-        "which fails on any spill; rerun it after changing a kernel and commit the result.",
+        f"(NVRTC {major}.{minor}, `--ptxas-options=-v`). Checked by `tests/cuda/test_nvrtc.py`, which",
+        "fails on any spill and when this table differs from what ptxas reports; after changing a",
+        f"kernel, rewrite it with `{REWRITE}=1 python -m pytest -q tests/cuda/test_nvrtc.py`",
+        "and commit the result.",
         "",
         "| kernel | arch | registers | shared memory (bytes) | spills (bytes) | stack (bytes) |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for r in resources:
+    for r in rows:
         spill = (r["spill_stores"] or 0) + (r["spill_loads"] or 0)
         lines.append(f"| `{r['name']}` | {r['arch']} | {r['registers']} | {r['shared_bytes']} | "
                      f"{spill} | {r['stack_bytes'] or 0} |")
-    TABLE.parent.mkdir(exist_ok=True)
-    TABLE.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    assert TABLE.read_text(encoding="utf-8").count("\n| `") == len(resources)
+    return "\n".join(lines) + "\n"
+
+
+def test_resource_table_is_current(resources):
+    want = resource_table(resources)
+    if os.environ.get(REWRITE) == "1":
+        TABLE.write_text(want, encoding="utf-8")
+    have = TABLE.read_text(encoding="utf-8") if TABLE.exists() else ""
+    diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), "committed", "ptxas",
+                                     lineterm="", n=0))
+    if diff:
+        pytest.fail(f"docs/{TABLE.name} differs from what ptxas reports; rewrite it with "
+                    f"`{REWRITE}=1 python -m pytest -q tests/cuda/test_nvrtc.py` and commit it:\n"
+                    + "\n".join(diff[:40]), pytrace=False)

@@ -1,14 +1,12 @@
 import pytest
 
-from gpu_bptt.emulator import unavailable_reason
 from emulator_helpers import ORDERS
+from tests.skips import require_emulator
 
 
 @pytest.fixture(autouse=True)
 def _needs_emulator():
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
+    require_emulator()
 
 
 @pytest.fixture(params=ORDERS)

@@ -6,6 +6,7 @@ import pytest
 
 from emulator_helpers import KERNELS
 from gpu_bptt import nvrtc
+from tests.skips import NVRTC, skip
 
 TEMPLATES = {"warp_reduce.cu": ("block_sum<float>", "block_sum<double>")}
 
@@ -13,10 +14,10 @@ TEMPLATES = {"warp_reduce.cu": ("block_sum<float>", "block_sum<double>")}
 def _require_nvrtc(path):
     reason = nvrtc.unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        skip(NVRTC, reason)
     with open(path, encoding="utf-8") as f:
         if "<cooperative_groups.h>" in f.read() and nvrtc.headers_unavailable_reason():
-            pytest.skip(nvrtc.headers_unavailable_reason())
+            skip(NVRTC, nvrtc.headers_unavailable_reason())
 
 
 @pytest.mark.parametrize("arch", ["sm_90", "sm_80"])
@@ -41,7 +42,7 @@ def test_kernels_compile_with_nvrtc(name, arch):
 
 def test_compile_error_carries_the_log():
     if nvrtc.unavailable_reason():
-        pytest.skip(nvrtc.unavailable_reason())
+        skip(NVRTC, nvrtc.unavailable_reason())
     with pytest.raises(nvrtc.NvrtcError, match="undefined_thing"):
         nvrtc.compile_source('extern "C" __global__ void k() { undefined_thing(); }')
 

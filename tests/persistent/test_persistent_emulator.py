@@ -1,6 +1,7 @@
 """The persistent kernels on the emulator backend (the cuda backend's own code, kernels run on the
-CPU with 4 emulated multiprocessors), in all three thread orders: forward and backward equal the
-numpy reference and the step kernels within the dtype's tolerance."""
+CPU with 4 emulated multiprocessors), in all four thread orders, one of them in the bounds-checking
+build: forward and backward equal the numpy reference and the step kernels within the dtype's
+tolerance."""
 from __future__ import annotations
 
 import functools
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 
 import gpu_bptt
+from tests.skips import require_emulator, require_sanitizer
 from tests.tolerances import assert_close
 
-ORDERS = ("forward", "reverse", "random", "warps")
+# Every thread order; the reverse run in the bounds-checking build (tests/cuda/cuda_helpers.py).
+ORDERS = ("forward", "reverse+sanitize", "random", "warps")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 OUTPUTS = ("h", "h_last")
 GRADS = ("dx", "dW", "dV", "db", "dh0")
@@ -21,13 +24,15 @@ VERSIONS = ("v1", "v2")
 
 
 @functools.lru_cache(maxsize=None)
-def emulator(order, persist="v2"):
-    from gpu_bptt.backends.emulator import EmulatorBackend, emulator_unavailable_reason
+def emulator(order, persist="v2", smem_per_block=None):
+    """An EmulatorBackend; `order` may end in "+sanitize" (the bounds-checking build);
+    smem_per_block as EmulatorBackend's (None: its default, 48 KB)."""
+    from gpu_bptt.backends.emulator import EmulatorBackend
 
-    reason = emulator_unavailable_reason()
-    if reason:
-        pytest.skip(f"the kernel emulator cannot run here: {reason}")
-    return EmulatorBackend(order=order, persist=persist)
+    order, _, sanitize = order.partition("+")
+    require_sanitizer() if sanitize else require_emulator()
+    extra = {} if smem_per_block is None else dict(smem_per_block=smem_per_block)
+    return EmulatorBackend(order=order, persist=persist, sanitize=bool(sanitize) or None, **extra)
 
 
 def problem(T, B, I, H, dtype, seed, lengths=True, dh=True, dh_last=True):
@@ -52,7 +57,8 @@ def check(bk, args, act, dh, dh_last):
     ref_out, ref_g = run("numpy", "step", args, act, dh, dh_last)
     out, g = run(bk, "persistent", args, act, dh, dh_last)
     assert out.cache.algo == "persistent"
-    step_out, step_g = run(bk, "step", args, act, dh, dh_last)
+    # the step kernels of the same order, outside the (slow) bounds-checking build
+    step_out, step_g = run(emulator(bk.order, bk.persist), "step", args, act, dh, dh_last)
     assert step_out.cache.algo == "step"
     for name in OUTPUTS:
         assert_close(name, getattr(out, name), getattr(ref_out, name), dtype)
@@ -108,6 +114,35 @@ def test_hidden_size_past_one_pass_of_the_block(version):
     args, dh, dh_last = problem(3, 9, 2, 300, np.float32, seed=11)
     assert P.plan(bk.persistent_limits(), 9, 300, np.float32, version).grid == 16
     check(bk, args, "tanh", dh, dh_last)
+
+
+# H = 300 > 256 threads, so v2's threads take two k each (v1's lanes ten), on an emulated device
+# with an H100's opt-in limit of 227 KB per block: over 4 multiprocessors V's slice needs about
+# 100 KB (float32) or 190 KB (float64), so each launch needs the kernel attribute raised above the
+# default 48 KB, as on a GPU. B = 9: two batch chunks.
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("B,dtype", [(9, np.float32), (3, np.float64)], ids=["B9-float32", "B3-float64"])
+def test_beyond_one_pass_above_48_kb(order, version, B, dtype):
+    from gpu_bptt.backends import persistent as P
+    from gpu_bptt.backends.emulator import SMEM_H100
+
+    bk = emulator(order, version, SMEM_H100)
+    assert P.plan(bk.persistent_limits(), B, 300, dtype, version).smem > P.DEFAULT_SMEM
+    args, dh, dh_last = problem(3, B, 2, 300, dtype, seed=B)
+    check(bk, args, "tanh", dh, dh_last)
+
+
+def test_smem_per_block_is_checked():
+    from gpu_bptt.backends.emulator import SMEM_H100, EmulatorBackend
+
+    emulator("forward")  # skips where the emulator cannot run
+    with pytest.raises(ValueError, match=r"smem_per_block: expected 49152 to 232448 bytes, got 1024"):
+        EmulatorBackend(smem_per_block=1024)
+    with pytest.raises(ValueError, match="smem_per_block"):
+        EmulatorBackend(smem_per_block=SMEM_H100 + 1)
+    with pytest.raises(TypeError, match="smem_per_block: expected an int, got float"):
+        EmulatorBackend(smem_per_block=64e3)
 
 
 def test_auto_takes_persistent_for_small_batches_and_warns_of_fallbacks(monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 
 import gpu_bptt
 from gpu_bptt.backends.cuda import cuda_unavailable_reason
+from tests.skips import GPU, GPU_SIZE, skip
 from tests.tolerances import assert_close
 
 pytestmark = pytest.mark.gpu
@@ -26,7 +27,7 @@ def cuda(request):
     """The cuda backend with each persistent kernel version."""
     reason = cuda_unavailable_reason()
     if reason:
-        pytest.skip(f"no CUDA device: {reason}")
+        skip(GPU, f"no CUDA device: {reason}")
     from gpu_bptt.backends.cuda import CudaBackend
 
     return CudaBackend(persist=request.param)
@@ -55,7 +56,7 @@ def test_persistent_matches_numpy_and_step_on_device(cuda, case):
     from gpu_bptt.backends import persistent
 
     if H > persistent.max_hidden(limits, B, dtype, cuda.persist):
-        pytest.skip(f"H={H} does not fit this device's shared memory ({limits})")
+        skip(GPU_SIZE, f"H={H} does not fit this device's shared memory ({limits})")
     args, dh, dh_last = _problem(T, B, I, H, with_lengths, dtype)
     ref_out, ref_g = _run("numpy", "step", args, act, dh, dh_last)
     out, g = _run(cuda, "persistent", args, act, dh, dh_last)

@@ -14,6 +14,7 @@ from gpu_bptt import nvrtc
 from gpu_bptt.backends import persistent as P
 from gpu_bptt.backends.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_source,
                                              name_expressions)
+from tests.skips import NVRTC, skip
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "persistent.md"
 
@@ -155,7 +156,7 @@ def test_describe_reports_limits_and_rule():
 def ptxas():
     reason = nvrtc.unavailable_reason() or nvrtc.headers_unavailable_reason()
     if reason:
-        pytest.skip(f"NVRTC cannot compile the persistent kernels here: {reason}")
+        skip(NVRTC, f"NVRTC cannot compile the persistent kernels here: {reason}")
     rows = {}
     for file in (P.FWD_FILE, P.BWD_FILE):
         for arch in ("sm_80", "sm_90"):

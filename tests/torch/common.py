@@ -1,7 +1,7 @@
 """Shared helpers of the PyTorch tests: a reference torch.nn.RNN twin and a loss touching every output."""
-import pytest
+from ..skips import TORCH, import_or_skip
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install \"gpu_bptt[torch]\")")
+torch = import_or_skip("torch", TORCH, "PyTorch is not installed (pip install \"gpu_bptt[torch]\")")
 
 import gpu_bptt.torch as gt  # noqa: E402
 

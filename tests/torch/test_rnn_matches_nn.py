@@ -4,6 +4,7 @@ import pytest
 from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
 
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+from ..skips import TORCH, require_emulator, skip
 
 IMPLS = ["custom_op", "function"]
 
@@ -19,7 +20,7 @@ CASES = {  # name: (T, B, I, H, constructor options)
 @pytest.fixture(params=IMPLS)
 def impl(request, monkeypatch):
     if request.param == "custom_op" and not gt.HAS_CUSTOM_OP:
-        pytest.skip(f"torch {torch.__version__} has no torch.library.custom_op/register_autocast")
+        skip(TORCH, f"torch {torch.__version__} has no torch.library.custom_op/register_autocast")
     if request.param == "function":
         # Force the autograd.Function fallback everywhere RNN calls elman.
         monkeypatch.setattr(gt.ops, "HAS_CUSTOM_OP", False)
@@ -91,11 +92,31 @@ def test_packed_sequence_unsorted_lengths(batch_first, impl):
 
 
 def test_state_dict_round_trip():
-    ours, ref = twins(3, 4, num_layers=2, bias=True)
-    assert list(ours.state_dict()) == list(ref.state_dict())
-    for (n1, p1), (n2, p2) in zip(ours.named_parameters(), ref.named_parameters()):
-        assert n1 == n2 and p1.shape == p2.shape
+    """ours -> torch.nn.RNN -> a fresh one of ours: the same names, values and outputs. Layer 1 has
+    I == H, so a mix-up of weight_ih and weight_hh would pass a shape check but not this."""
+    models = []
+    for seed, cls in ((1, gt.RNN), (2, torch.nn.RNN), (3, gt.RNN)):
+        torch.manual_seed(seed)  # three different initial states
+        models.append(cls(3, 4, num_layers=2, bias=True, dtype=F64))
+    ours, ref, back = models
+    want = {k: v.clone() for k, v in ours.state_dict().items()}
+    assert list(want) == list(ref.state_dict())
+    assert not any(torch.equal(v, ref.state_dict()[k]) for k, v in want.items())
     ref.load_state_dict(ours.state_dict())
+    back.load_state_dict(ref.state_dict())
+    for name, m in (("torch.nn.RNN", ref), ("the copy", back)):
+        got = m.state_dict()
+        for k, v in want.items():
+            assert torch.equal(got[k], v), f"{name}: {k} differs after loading"
+        for (n1, p1), (n2, p2) in zip(ours.named_parameters(), m.named_parameters()):
+            assert n1 == n2 and torch.equal(p1, p2), f"{name}: parameter {n2} != {n1}"
+    x = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(6), dtype=F64)
+    out, h_n = ours(x)
+    ref_out, ref_h = ref(x)
+    assert_close("output after loading into torch.nn.RNN", ref_out.detach(), out.detach(), atol=1e-10)
+    assert_close("h_n after loading into torch.nn.RNN", ref_h.detach(), h_n.detach(), atol=1e-10)
+    back_out, back_h = back(x)
+    assert torch.equal(back_out, out) and torch.equal(back_h, h_n), "the copy computes otherwise"
 
 
 @pytest.mark.parametrize("kw, name", [({"dropout": 0.5}, "dropout"),
@@ -116,11 +137,7 @@ def test_wrong_hidden_shape_raises():
 def test_cuda_backend_code_through_the_emulator(algo):
     """The GPU path's backend code (kernels, launchers, contiguity of the framework's weight views),
     run on the CPU: packed, two layers, against torch.nn.RNN."""
-    from gpu_bptt.backends.emulator import emulator_unavailable_reason
-
-    reason = emulator_unavailable_reason()
-    if reason:
-        pytest.skip(f"the kernel emulator cannot run here: {reason}")
+    require_emulator()
     T, B, I, H = 6, 3, 3, 5
     torch.manual_seed(0)
     ref = torch.nn.RNN(I, H, num_layers=2, dtype=F64)
