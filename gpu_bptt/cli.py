@@ -51,7 +51,7 @@ def cmd_info(args) -> int:
         auto = f"error: {e}"
     print(f"default backend: {auto}")
     if status.get("cuda") is None:
-        from gpu_bptt.backends import cuda, persistent
+        from gpu_bptt.backends.cuda import backend as cuda, persistent
 
         for key, value in cuda.device_report().items():
             print(f"  {key:<18} {value}")

@@ -155,7 +155,7 @@ def test_every_cuda_variant_is_a_contender(monkeypatch):
     """With a (fake) cuda backend present, each algo x step kernel x GEMM choice is one contender,
     built with the switches the backend documents."""
     import gpu_bptt.backends as backends
-    from gpu_bptt.backends import cuda
+    from gpu_bptt.backends.cuda import backend as cuda
     from gpu_bptt.backends.numpy_backend import NumpyBackend
 
     class FakeCuda(NumpyBackend):

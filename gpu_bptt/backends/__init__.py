@@ -74,7 +74,7 @@ def get_backend(name=None) -> Backend:
     if name == "auto":
         factory, reason = _probe("cuda")
         name = "cuda" if factory is not None else "numpy"
-        from .cuda import DEVICE_SEEN_BUT
+        from .cuda.backend import DEVICE_SEEN_BUT
 
         if reason and reason.startswith(DEVICE_SEEN_BUT):  # a GPU is there: say why it is unused
             warn_once(f"backend 'auto' uses numpy: {reason}", stacklevel=2)

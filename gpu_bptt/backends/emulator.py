@@ -17,9 +17,8 @@ import functools
 
 import numpy as np
 
-from . import persistent
-from .cuda import CudaBackend
-from .kernel_loader import KernelLoader
+from .cuda import CudaBackend, persistent
+from .cuda.kernel_loader import KernelLoader
 
 #: what the emulator backend reports as its multiprocessor count (the "auto" step rule and the
 #: persistent grid use it)

@@ -141,7 +141,7 @@ def _ours(skipped):
     if reason:
         skipped["cuda"] = reason
         return found
-    from ..backends import cuda as mod
+    from ..backends.cuda import backend as mod
 
     gemms = tuple(getattr(mod, "GEMM_CHOICES", ("cublas",)))
     # the kernel versions of each algorithm, and the switch that picks them

@@ -70,7 +70,7 @@ def machine_info(with_gpu: bool) -> dict:
 
 def gpu_info() -> dict:
     try:
-        from ..backends import cuda
+        from ..backends.cuda import backend as cuda
 
         if hasattr(cuda, "device_report"):
             return cuda.device_report()

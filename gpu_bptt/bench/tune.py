@@ -27,7 +27,7 @@ def tune_contenders(make_backend, device="gpu") -> list:
     """Every step and persistent kernel version, then "auto" itself (the backend's defaults), all
     with cuBLAS outside the loop.
     make_backend: the CudaBackend class (or the EmulatorBackend, for tests)."""
-    from ..backends import cuda
+    from ..backends.cuda import backend as cuda
 
     def variant(label, algo, step="auto", persist=None):
         env = {cuda.GEMM_ENV: "cublas", cuda.STEP_ENV: step,

@@ -90,7 +90,7 @@ def fake_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
     import gpu_bptt.backends as backends
-    from gpu_bptt.backends import kernel_loader
+    from gpu_bptt.backends.cuda import kernel_loader
 
     # fresh caches of backends and modules, put back afterwards: the stand-in's modules must never
     # serve a real CuPy later in the same process
@@ -103,7 +103,7 @@ def fake_cupy(monkeypatch):
 
 
 def test_device_report_and_limits_from_the_properties(fake_cupy):
-    from gpu_bptt.backends.cuda import CudaBackend, device_report
+    from gpu_bptt.backends.cuda.backend import CudaBackend, device_report
 
     rep = device_report()
     assert rep["device"] == "Stand-in GPU" and rep["multiprocessors"] == 4
@@ -310,7 +310,7 @@ class Recorder:
 def test_own_gemm_grid_fits_cuda_limits_past_4m_rows():
     """p = x @ W with T·B = 4,194,241 rows (65,536 tiles of 64): the rows go on grid.x, whose
     limit is 2^31 - 1 blocks; grid.y and grid.z take at most 65535."""
-    from gpu_bptt.backends.launchers import Launchers
+    from gpu_bptt.backends.cuda.launchers import Launchers
 
     loader = Recorder()
     k = Launchers(np, loader)

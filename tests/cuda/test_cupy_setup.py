@@ -10,8 +10,8 @@ import warnings
 import pytest
 
 from gpu_bptt import backends, get_backend, nvrtc
-from gpu_bptt.backends import cuda
-from gpu_bptt.backends.cuda import cuda_unavailable_reason, include_options
+from gpu_bptt.backends.cuda import backend as cuda
+from gpu_bptt.backends.cuda.backend import cuda_unavailable_reason, include_options
 
 
 class CUDARuntimeError(RuntimeError):

@@ -118,8 +118,8 @@ def test_registry_and_options(monkeypatch):
 
 
 def test_compile_report_lists_every_file():
-    from gpu_bptt.backends.cuda import compile_report
-    from gpu_bptt.backends.kernel_loader import kernel_files
+    from gpu_bptt.backends.cuda.backend import compile_report
+    from gpu_bptt.backends.cuda.kernel_loader import kernel_files
 
     assert compile_report(emulator("forward")) == {f: None for f in kernel_files()}
 

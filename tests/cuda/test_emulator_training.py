@@ -22,7 +22,7 @@ def _run(backend, **kw):
 ], ids=["adding", "sine-B40-trunc4-sgd", "copy-adam"])
 def test_training_on_the_emulator_follows_numpy(kw, persistent, monkeypatch):
     require_emulator()
-    from gpu_bptt.backends import persistent as P
+    from gpu_bptt.backends.cuda import persistent as P
 
     launches = []
     real = P.forward

@@ -92,8 +92,8 @@ def test_kernels_on_device_match_twins(cuda):
 
 
 def test_device_and_compile_reports(cuda):
-    from gpu_bptt.backends.cuda import compile_report, device_report
-    from gpu_bptt.backends.kernel_loader import kernel_files
+    from gpu_bptt.backends.cuda.backend import compile_report, device_report
+    from gpu_bptt.backends.cuda.kernel_loader import kernel_files
 
     rep = device_report()
     for key in ("device", "compute_capability", "cupy", "cuda_runtime", "cuda_driver"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gpu_bptt import activations
-from gpu_bptt.backends import kernel_loader as kl
+from gpu_bptt.backends.cuda import kernel_loader as kl
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 
@@ -90,7 +90,7 @@ def test_loader_builds_once_per_file_options_device():
 
 def test_import_compiles_nothing_and_never_imports_cupy():
     code = ("import sys, gpu_bptt; import gpu_bptt.backends.cuda, gpu_bptt.backends.emulator; "
-            "from gpu_bptt.backends import kernel_loader as kl; "
+            "from gpu_bptt.backends.cuda import kernel_loader as kl; "
             "assert 'cupy' not in sys.modules, 'cupy imported'; "
             "assert not kl._MODULES, 'a module was built at import'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

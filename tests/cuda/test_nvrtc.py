@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gpu_bptt import nvrtc
-from gpu_bptt.backends.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_files,
+from gpu_bptt.backends.cuda.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_files,
                                              kernel_source, name_expressions)
 from tests.skips import NVRTC, skip
 

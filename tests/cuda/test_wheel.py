@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpu_bptt.backends.kernel_loader import kernel_files
+from gpu_bptt.backends.cuda.kernel_loader import kernel_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
 CHECK = """
 import sys
-from gpu_bptt.backends.kernel_loader import kernel_dir, kernel_files, kernel_source, read_kernel
+from gpu_bptt.backends.cuda.kernel_loader import kernel_dir, kernel_files, kernel_source, read_kernel
 where = str(kernel_dir())
 assert "site-packages" in where, where
 files = kernel_files()

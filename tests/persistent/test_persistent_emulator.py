@@ -102,7 +102,7 @@ def test_shapes(order, case, version):
 def test_hidden_size_past_one_pass_of_the_block(version):
     """H = 300 > 256 threads: v2's threads take two k each, v1's lanes ten. It needs a grid of
     more than the 4 emulated multiprocessors to fit 48 KB, so this backend reports 16."""
-    from gpu_bptt.backends import persistent as P
+    from gpu_bptt.backends.cuda import persistent as P
     from gpu_bptt.backends.emulator import EmulatorBackend
 
     class Wider(EmulatorBackend):
@@ -124,7 +124,7 @@ def test_hidden_size_past_one_pass_of_the_block(version):
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("B,dtype", [(9, np.float32), (3, np.float64)], ids=["B9-float32", "B3-float64"])
 def test_beyond_one_pass_above_48_kb(order, version, B, dtype):
-    from gpu_bptt.backends import persistent as P
+    from gpu_bptt.backends.cuda import persistent as P
     from gpu_bptt.backends.emulator import SMEM_H100
 
     bk = emulator(order, version, SMEM_H100)

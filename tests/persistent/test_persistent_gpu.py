@@ -53,7 +53,7 @@ def test_persistent_matches_numpy_and_step_on_device(cuda, case):
 
     T, B, I, H, act, with_lengths, dtype = case
     limits = cuda.persistent_limits()
-    from gpu_bptt.backends import persistent
+    from gpu_bptt.backends.cuda import persistent
 
     if H > persistent.max_hidden(limits, B, dtype, cuda.persist):
         skip(GPU_SIZE, f"H={H} does not fit this device's shared memory ({limits})")
@@ -85,7 +85,7 @@ def test_bit_identical_gradients_across_runs(cuda):
 
 
 def test_too_large_h_is_an_error_naming_the_limit(cuda):
-    from gpu_bptt.backends import persistent
+    from gpu_bptt.backends.cuda import persistent
 
     H = persistent.max_hidden(cuda.persistent_limits(), 8, np.float32, cuda.persist) + 1
     args, _, _ = _problem(1, 8, 1, H, False, np.float32)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from gpu_bptt import nvrtc
-from gpu_bptt.backends import persistent as P
-from gpu_bptt.backends.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_source,
+from gpu_bptt.backends.cuda import persistent as P
+from gpu_bptt.backends.cuda.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_source,
                                              name_expressions)
 from tests.skips import NVRTC, skip
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import activations
-from ..validate import format_shape
+from ... import activations
+from ...validate import format_shape
 from .kernel_loader import STEP_VERSIONS, template_name
 
 BLOCK_256 = (16, 16, 1)  # the tiled kernels' block: (BN / TN, BM / TM)

@@ -29,7 +29,7 @@ import os
 import sys
 
 from . import persistent
-from .base import Backend
+from ..base import Backend
 from .kernel_loader import OPTIONS, STEP_VERSIONS, KernelLoader
 from .launchers import Launchers, _cdiv
 
@@ -106,7 +106,7 @@ def include_options(cuda_path, nvrtc_major) -> tuple:
     path with CUDA 12's pip wheels, which give each library a folder of its own. Then the
     nvidia-cuda-runtime wheel's include folder of the same major version as CuPy's NVRTC is added;
     CuPy brings the CCCL headers that <cooperative_groups.h> includes."""
-    from .. import nvrtc
+    from ... import nvrtc
 
     if cuda_path and os.path.isfile(os.path.join(cuda_path, "include", "cooperative_groups.h")):
         return ()
@@ -149,7 +149,7 @@ def compile_report(backend=None) -> dict:
     """{kernel file: None if every kernel in it compiles, else the error} on the cuda backend (or
     the given CudaBackend/EmulatorBackend instance)."""
     if backend is None:
-        from . import get_backend
+        from .. import get_backend
 
         backend = get_backend("cuda")
     return backend.loader.compile_all()

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import activations
-from . import warn_once
+from ... import activations
+from .. import warn_once
 from .kernel_loader import PERSIST_VERSIONS, template_name
 
 log = logging.getLogger("gpu_bptt")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 KERNEL_PACKAGE = "gpu_bptt.kernels"
-_CHECKOUT_DIR = Path(__file__).resolve().parents[2] / "kernels"
+_CHECKOUT_DIR = Path(__file__).resolve().parents[3] / "kernels"
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
 #: compile options for every kernel file (the NVRTC test uses the same)
