@@ -574,7 +574,7 @@ def _plot(path, res):
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    checkpoint._atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    checkpoint.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
 
 
