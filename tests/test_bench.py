@@ -217,3 +217,32 @@ def test_gpu_check_runs_its_stages_and_copies_the_results(tmp_path):
     logs = list(out.glob("gpu-check-*.log"))
     assert len(logs) == 1 and "info exit code" in logs[0].read_text()
     assert len(list(out.glob("gpu-check-*.tar.gz"))) == 1
+
+
+def test_the_status_line_is_the_training_bars(monkeypatch):
+    """The bench shows what it measures on the StatusLine that the training bar is drawn on
+    (gpu_bptt.progress): in a log one line per contender block, on a terminal every stage
+    redrawn in place and the line cleared before the table."""
+    import io
+
+    from gpu_bptt import progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, tty = io.StringIO(), Tty()
+    for stream in (log, tty):
+        run_bench(TINY[:1], [numpy_contender()], progress=progress.StatusLine(stream), **FAST)
+    assert log.getvalue().splitlines() == [f"[1/1] {TINY[0]}: reference and machine rates",
+                                           f"[1/1] {TINY[0]} numpy: setup"]
+    text = tty.getvalue()
+    stages = [s for s in text.split("\r") if s]
+    assert stages[-1] == "\x1b[K"   # cleared at the end
+    assert [s.split(": ")[-1] for s in stages[1:-1]] == [
+        "setup\x1b[K", "memory\x1b[K", "check\x1b[K", "fwd\x1b[K", "bwd\x1b[K", "fwdbwd\x1b[K"]
+    # the training bar on the same kind of stream: one line, ended rather than cleared
+    bar = progress.Progress(10, 0, 4, stream=Tty())
+    bar.update(10, 0.5)
+    bar.close()
+    assert bar.out.stream.getvalue().startswith("\rstep 10/10") and bar.out.stream.getvalue().endswith("\n")
