@@ -1,4 +1,4 @@
-"""Limit the CPU BLAS to n threads for a while.
+"""The CPU BLAS: limit it to n threads for a while, and say which one it is.
 
 An RNN's per-step products (B×H by H×H) are small: a threaded BLAS spends more on waking and
 synchronizing its threads than it saves, and when the cores are busy with other work each step
@@ -66,3 +66,26 @@ def blas_threads(n):
     finally:
         for (_, set_), k in zip(controls, before):
             set_(int(k))
+
+
+def blas_summary() -> str:
+    """The BLAS NumPy was built with and, with threadpoolctl, the ones loaded and their threads
+    (for `gpu-bptt info` and the benchmark's record of the machine)."""
+    import numpy as np
+
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        text = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # older NumPy: no dict mode
+        text = "unknown (NumPy too old to report it)"
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [f"{p.get('internal_api')} ({p.get('num_threads')} threads)" for p in threadpool_info()
+                 if p.get("user_api") == "blas"]
+        if pools:
+            text += "; runtime: " + ", ".join(pools)
+    except ImportError:
+        pass
+    return text

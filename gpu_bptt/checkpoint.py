@@ -52,7 +52,7 @@ class RunDirBusy(RunDirError):
         super().__init__(f"{folder} is in use by {who} (another training run writes there)")
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     """Call write(file object) on a temporary file beside `path`, then move it into place."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TMP_SUFFIX)
@@ -69,7 +69,7 @@ def _atomic_write(path, write):
 
 
 def atomic_write_text(path, text):
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _sha256(path) -> str:
@@ -92,7 +92,7 @@ def save(folder, meta: dict, arrays: dict):
     """Write one checkpoint: `arrays` (name -> NumPy array) and `meta` (JSON-able, with "step")."""
     name = npz_name(meta["step"])
     npz = os.path.join(folder, name)
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
+    atomic_write(npz, lambda f: np.savez(f, **arrays))
     meta = {"format": FORMAT, **meta, "arrays": name, "sha256": _sha256(npz)}
     atomic_write_text(os.path.join(folder, META), json.dumps(meta, indent=1) + "\n")
     for old in glob.glob(os.path.join(folder, "checkpoint-*.npz")):
@@ -147,7 +147,7 @@ def remove(folder):
 def remove_temporaries(folder) -> list:
     """Delete the temporary files of writes that were killed midway; returns their names.
     Call only while holding the folder's RunLock (a live writer's file would go too)."""
-    found = glob.glob(os.path.join(folder, ".*" + TMP_SUFFIX))   # _atomic_write's names
+    found = glob.glob(os.path.join(folder, ".*" + TMP_SUFFIX))   # atomic_write's names
     for p in found:
         os.remove(p)
     return [os.path.basename(p) for p in found]

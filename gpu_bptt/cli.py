@@ -7,29 +7,9 @@ import platform
 import signal
 import sys
 
-from .train import add_train_parser
 from .bench import add_bench_parser
-
-
-def _blas_summary() -> str:
-    import numpy as np
-
-    try:
-        cfg = np.show_config(mode="dicts")
-        blas = cfg.get("Build Dependencies", {}).get("blas", {})
-        text = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:  # older NumPy: no dict mode
-        text = "unknown (NumPy too old to report it)"
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [f"{p.get('internal_api')} ({p.get('num_threads')} threads)" for p in threadpool_info()
-                 if p.get("user_api") == "blas"]
-        if pools:
-            text += "; runtime: " + ", ".join(pools)
-    except ImportError:
-        pass
-    return text
+from .blas_threads import blas_summary
+from .train import add_train_parser
 
 
 def cmd_info(args) -> int:
@@ -40,7 +20,7 @@ def cmd_info(args) -> int:
 
     print(f"gpu_bptt {gpu_bptt.__version__}")
     print(f"python   {platform.python_version()} ({platform.machine()})")
-    print(f"numpy    {np.__version__}; BLAS: {_blas_summary()}")
+    print(f"numpy    {np.__version__}; BLAS: {blas_summary()}")
     print("backends:")
     status = available_backends()
     for name, reason in status.items():

@@ -1,7 +1,7 @@
-"""A one-line progress display on stderr: step, loss, sequences/s, time left.
+"""Progress on stderr: one status line, and the training run's bar built on it.
 
-On a terminal the line is redrawn in place (at most ten times a second); in a log file (not a
-terminal) a line is written at every tenth of the run instead, so logs stay short.
+On a terminal the line is redrawn in place; in a log file (not a terminal) each line shown is
+written as a line of its own, so what a caller shows there decides how long the log gets.
 """
 from __future__ import annotations
 
@@ -14,17 +14,45 @@ def _clock(seconds):
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds // 60 % 60:02d}"
 
 
+class StatusLine:
+    """One status line on `stream` (default stderr). `show(text, major)`: on a terminal every text
+    replaces the line; in a log only major ones are written. `close(keep)`: on a terminal, end
+    the line (keep) or clear it."""
+
+    def __init__(self, stream=None, enabled=True):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._drawn = False
+
+    def show(self, text, major=True):
+        if not self.enabled or not (self.tty or major):
+            return
+        if self.tty:
+            self.stream.write("\r" + text + "\x1b[K")
+            self._drawn = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self, keep=True):
+        if self._drawn:
+            self.stream.write("\n" if keep else "\r\x1b[K")
+            self.stream.flush()
+            self._drawn = False
+
+
 class Progress:
+    """The training bar: step, loss, sequences/s, time left. On a terminal it is redrawn at most
+    ten times a second; in a log a line is written at every tenth of the run."""
+
     def __init__(self, total, start, batch, stream=None, enabled=True, width=24):
         self.total, self.start, self.batch = total, start, batch
-        self.stream = sys.stderr if stream is None else stream
-        self.enabled = enabled and total > start
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.out = StatusLine(stream, enabled and total > start)
         self.width = width
         self.t0 = time.perf_counter()
         self._last_draw = 0.0
         self._next_tenth = 1
-        self._drawn = False
 
     def rate(self, step) -> float:
         """Sequences per second over this invocation."""
@@ -41,23 +69,18 @@ class Progress:
                 f"loss {loss:.4g}  {rate:,.0f} seq/s  {_clock(left)} left")
 
     def update(self, step, loss):
-        if not self.enabled:
+        if not self.out.enabled:
             return
-        now = time.perf_counter()
-        if self.tty:
+        if self.out.tty:
+            now = time.perf_counter()
             if now - self._last_draw >= 0.1 or step == self.total:
-                self.stream.write("\r" + self.line(step, loss) + "\x1b[K")
-                self.stream.flush()
-                self._last_draw, self._drawn = now, True
+                self.out.show(self.line(step, loss))
+                self._last_draw = now
         else:
             done = (step - self.start) * 10 // (self.total - self.start)
             if done >= self._next_tenth:
-                self.stream.write(self.line(step, loss) + "\n")
-                self.stream.flush()
+                self.out.show(self.line(step, loss))
                 self._next_tenth = done + 1
 
     def close(self):
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        self.out.close()

@@ -153,7 +153,7 @@ def test_plots_are_written(tmp_path):
 
 def test_every_cuda_variant_is_a_contender(monkeypatch):
     """With a (fake) cuda backend present, each algo x step kernel x GEMM choice is one contender,
-    built with the switches the backend documents."""
+    built with the constructor's options."""
     import gpu_bptt.backends as backends
     from gpu_bptt.backends.cuda import backend as cuda
     from gpu_bptt.backends.numpy_backend import NumpyBackend
@@ -173,24 +173,24 @@ def test_every_cuda_variant_is_a_contender(monkeypatch):
         "cuda[persistent,v2,own]"]
     assert all(c.device == "gpu" and c.timer == "cupy" for c in found)
     own = found[-1]
-    assert own.options["algo"] == "persistent" and own.options["env"] == {
-        "GPU_BPTT_GEMM": "own", "GPU_BPTT_PERSIST_KERNEL": "v2"}
-    assert found[0].options["env"] == {"GPU_BPTT_GEMM": "cublas", "GPU_BPTT_STEP_KERNEL": "v1"}
+    assert own.options["algo"] == "persistent" and own.options["backend_options"] == {
+        "gemm": "own", "persist": "v2"}
+    assert found[0].options["backend_options"] == {"gemm": "cublas", "step": "v1"}
 
 
-def test_backend_switches_hold_for_the_block_only(monkeypatch):
+def test_backend_options_go_to_the_constructor_not_the_environment(monkeypatch):
     import os
 
     monkeypatch.delenv("GPU_BPTT_GEMM", raising=False)
     seen = []
 
-    def make():
-        seen.append(os.environ.get("GPU_BPTT_GEMM"))
+    def make(**options):
+        seen.append((options, os.environ.get("GPU_BPTT_GEMM")))
         return get_backend("numpy")
 
-    run = run_bench(TINY[:1], [Ours("numpy[own]", make, env={"GPU_BPTT_GEMM": "own"})], **FAST)
+    run = run_bench(TINY[:1], [Ours("numpy[own]", make, backend_options={"gemm": "own"})], **FAST)
     assert run["sizes"][0]["results"][0]["check"]["ok"]
-    assert seen == ["own"] and "GPU_BPTT_GEMM" not in os.environ
+    assert seen == [({"gemm": "own"}, None)] and "GPU_BPTT_GEMM" not in os.environ
 
 
 def test_gpu_check_runs_its_stages_and_copies_the_results(tmp_path):
@@ -217,3 +217,32 @@ def test_gpu_check_runs_its_stages_and_copies_the_results(tmp_path):
     logs = list(out.glob("gpu-check-*.log"))
     assert len(logs) == 1 and "info exit code" in logs[0].read_text()
     assert len(list(out.glob("gpu-check-*.tar.gz"))) == 1
+
+
+def test_the_status_line_is_the_training_bars(monkeypatch):
+    """The bench shows what it measures on the StatusLine that the training bar is drawn on
+    (gpu_bptt.progress): in a log one line per contender block, on a terminal every stage
+    redrawn in place and the line cleared before the table."""
+    import io
+
+    from gpu_bptt import progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    log, tty = io.StringIO(), Tty()
+    for stream in (log, tty):
+        run_bench(TINY[:1], [numpy_contender()], progress=progress.StatusLine(stream), **FAST)
+    assert log.getvalue().splitlines() == [f"[1/1] {TINY[0]}: reference and machine rates",
+                                           f"[1/1] {TINY[0]} numpy: setup"]
+    text = tty.getvalue()
+    stages = [s for s in text.split("\r") if s]
+    assert stages[-1] == "\x1b[K"   # cleared at the end
+    assert [s.split(": ")[-1] for s in stages[1:-1]] == [
+        "setup\x1b[K", "memory\x1b[K", "check\x1b[K", "fwd\x1b[K", "bwd\x1b[K", "fwdbwd\x1b[K"]
+    # the training bar on the same kind of stream: one line, ended rather than cleared
+    bar = progress.Progress(10, 0, 4, stream=Tty())
+    bar.update(10, 0.5)
+    bar.close()
+    assert bar.out.stream.getvalue().startswith("\rstep 10/10") and bar.out.stream.getvalue().endswith("\n")

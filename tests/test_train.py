@@ -234,6 +234,9 @@ def test_resume_keeps_the_checkpoint_settings(tmp_path, capsys):
     (["--task", "charlm"], "--text PATH"),
     (["--task", "charlm", "--text", "/no/such/file.txt"], "--text: no such file: /no/such/file.txt"),
     (["--optimizer", "rmsprop"], "--optimizer: unknown 'rmsprop'"),
+    # the functional core's rule (activations.check_activation), in the option's words
+    (["--activation", "softplus"], "--activation: expected one of ('tanh', 'relu', 'sigmoid', "
+                                   "'identity'), got 'softplus'"),
     (["--backend", "tpu"], "--backend: unknown 'tpu'"),
     (["--min-len", "40"], "--min-len: must be in 1..30"),
     (["--seed", "-1"], "--seed: must be an integer >= 0, got -1"),
@@ -365,6 +368,8 @@ BAD_CHECKPOINTS = {
     "no config": (_edit_meta(lambda m: {**m, "config": {"task": "adding"}}), JSON, "'config' must be an object with"),
     "string size": (_edit_meta(lambda m: {**m, "config": {**m["config"], "hidden": "8"}}), JSON,
                     "'config': --hidden: must be a positive integer, got 8"),
+    "unknown activation": (_edit_meta(lambda m: {**m, "config": {**m["config"], "activation": "softplus"}}),
+                           JSON, "'config': --activation: expected one of"),
     "other optimizer state": (_edit_meta(lambda m: {**m, "optimizer": {**m["optimizer"], "scalars": {
         **m["optimizer"]["scalars"], "lr": 0.5}}}), JSON, "'optimizer' is"),
     "adam count": (_edit_meta(lambda m: {**m, "optimizer": {**m["optimizer"], "scalars": {

@@ -5,9 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..progress import StatusLine
 from .contenders import discover
 from .report import markdown, table, write_json
-from .runner import Progress, run_bench
+from .runner import run_bench
 from .sizes import GPU_PRESETS, PRESETS, parse_size
 
 DEFAULT_OUT = Path("bench") / "results"
@@ -107,7 +108,7 @@ def _run(args, sizes, contenders, name, skipped):
     return run_bench(sizes, contenders, name=name, dtype=args.dtype, warmup=args.warmup,
                      repeats=args.repeats, budget_s=args.budget, pause_s=args.pause,
                      rounds=args.rounds, skipped=skipped,
-                     progress=Progress(quiet=args.quiet), on_size=save)
+                     progress=StatusLine(enabled=not args.quiet), on_size=save)
 
 
 def _save(args, run, extra_markdown="") -> int:

@@ -7,7 +7,6 @@ backward of the latest forward) as often as the timer asks; `sync()` waits for t
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -58,39 +57,21 @@ def _host(a):
     return None if a is None else np.asarray(to_host(a), dtype=np.float64)
 
 
-@contextlib.contextmanager
-def _env(**values):
-    """Set environment variables (None: leave unset) for the duration of a block."""
-    old = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            if v is not None:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 # -- ours ------------------------------------------------------------------------------------------
 class Ours(Contender):
     """gpu_bptt.elman_forward / elman_backward on one backend configuration.
 
-    env: environment switches the backend reads (e.g. GPU_BPTT_GEMM), held for the whole block."""
+    make_backend(**backend_options) builds the backend at setup (e.g. CudaBackend(gemm="own"))."""
 
-    def __init__(self, name, make_backend, algo="auto", device="cpu", env=None):
-        self.name, self.device, self.options = name, device, dict(make_backend=make_backend,
-                                                                    algo=algo, env=env or {})
+    def __init__(self, name, make_backend, algo="auto", device="cpu", backend_options=None):
+        self.name, self.device = name, device
+        self.options = dict(make_backend=make_backend, algo=algo,
+                            backend_options=dict(backend_options or {}))
         self.timer = "cupy" if device == "gpu" else "wall"
         self.memory = "cupy" if device == "gpu" else "tracemalloc"
 
     def setup(self, problem):
-        self._env = _env(**self.options["env"])
-        self._env.__enter__()
-        self.bk = self.options["make_backend"]()
+        self.bk = self.options["make_backend"](**self.options["backend_options"])
         algo, s = self.options["algo"], problem.size
         try:  # an algorithm asked for by name where it cannot run is a limit, not a failure
             self.bk.resolve_algo(algo, s.T, s.B, s.H, problem.dtype)
@@ -126,12 +107,6 @@ class Ours(Contender):
         return dict(h=_host(self.out.h), dx=_host(g.dx), dW=_host(g.dW), dV=_host(g.dV),
                     db=_host(g.db), dh0=_host(g.dh0))
 
-    def teardown(self):
-        env = getattr(self, "_env", None)
-        super().teardown()
-        if env is not None:
-            env.__exit__(None, None, None)
-
 
 def _ours(skipped):
     from ..backends import available_backends, get_backend
@@ -144,22 +119,19 @@ def _ours(skipped):
     from ..backends.cuda import backend as mod
 
     gemms = tuple(getattr(mod, "GEMM_CHOICES", ("cublas",)))
-    # the kernel versions of each algorithm, and the switch that picks them
-    versions = {"step": (tuple(getattr(mod, "STEP_VERSIONS", ())),
-                         getattr(mod, "STEP_ENV", "GPU_BPTT_STEP_KERNEL")),
-                "persistent": (tuple(getattr(mod, "PERSIST_CHOICES", ())),
-                               getattr(mod, "PERSIST_ENV", "GPU_BPTT_PERSIST_KERNEL"))}
+    # the kernel versions of each algorithm, and the constructor's keyword that picks them
+    versions = {"step": (tuple(getattr(mod, "STEP_VERSIONS", ())), "step"),
+                "persistent": (tuple(getattr(mod, "PERSIST_CHOICES", ())), "persist")}
     algos = [a for a in getattr(mod.CudaBackend, "algos", ("auto",)) if a != "auto"] or ["auto"]
     for algo in algos:
-        kernels, switch = versions.get(algo, ((), None))
+        kernels, keyword = versions.get(algo, ((), None))
         for version in sorted(kernels) or (None,):
             for gemm in gemms:
                 label = ",".join(s for s in (algo, version, gemm) if s)
-                env = {getattr(mod, "GEMM_ENV", "GPU_BPTT_GEMM"): gemm}
-                if version:
-                    env[switch] = version
-                # a fresh backend per variant: the switches are read when it is built
-                found.append(Ours(f"cuda[{label}]", mod.CudaBackend, algo=algo, device="gpu", env=env))
+                options = {"gemm": gemm, **({keyword: version} if version else {})}
+                # a fresh backend per variant, built with its options
+                found.append(Ours(f"cuda[{label}]", mod.CudaBackend, algo=algo, device="gpu",
+                                  backend_options=options))
     return found
 
 

@@ -8,6 +8,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from ..blas_threads import blas_summary
+
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
             "MKL_NUM_THREADS", "GPU_BPTT_BACKEND", "GPU_BPTT_GEMM", "GPU_BPTT_STEP_KERNEL",
             "GPU_BPTT_PERSIST_KERNEL",
@@ -57,11 +59,9 @@ def _versions() -> dict:
 
 
 def machine_info(with_gpu: bool) -> dict:
-    from ..cli import _blas_summary
-
     info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(), "host": platform.node(), "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "blas": _blas_summary(), "versions": _versions(),
+            "cpu_count": os.cpu_count(), "blas": blas_summary(), "versions": _versions(),
             "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ}}
     if with_gpu:
         info["gpu"] = gpu_info()

@@ -2,9 +2,9 @@
 (set up, peak memory, correctness check, then forward, backward and forward+backward timed)."""
 from __future__ import annotations
 
-import sys
 import time
 
+from ..progress import StatusLine
 from .contenders import NotApplicable
 from .measure import PHASES, check, cpu_gemm_rate, gpu_rates, peak_memory, summarize, time_phase
 from .report import machine_info
@@ -13,29 +13,6 @@ from .sizes import Problem, make_problem, reference
 BASELINE = {"cpu": "torch-cpu", "gpu": "torch-cudnn-fp32"}
 FLOP_COUNT = {"fwd": "2*T*B*(I*H + H*H)", "bwd": "2*T*B*(2*I*H + 2*H*H)",
               "fwdbwd": "2*T*B*(3*I*H + 3*H*H)"}
-
-
-class Progress:
-    """One status line on stderr: rewritten in place on a terminal, one line per event otherwise."""
-
-    def __init__(self, stream=None, quiet=False):
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
-
-    def __call__(self, text, major=True):
-        if self.quiet or not (self.tty or major):
-            return
-        if self.tty:
-            self.stream.write("\r\033[K" + text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def done(self):
-        if self.tty and not self.quiet:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
 
 
 def run_contender(c, problem: Problem, ref, *, warmup, repeats, budget_s, say=lambda s, major=True: None):
@@ -106,8 +83,9 @@ def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, re
     rounds > 1 runs the sequence of contender blocks that many times per size and takes the median
     over all samples, so that a load that comes and goes on the machine is shared fairly.
     on_size(run): called after each size but the last with the run so far ("complete" is False
-    until the end), so that a caller can save partial results of a long run."""
-    progress = progress or Progress(quiet=True)
+    until the end), so that a caller can save partial results of a long run.
+    progress: a StatusLine for what is being measured (default: none shown)."""
+    progress = progress or StatusLine(enabled=False)
     devices = {c.device for c in contenders}
     run = {"name": name, "dtype": dtype, "rounds": rounds, "warmup": warmup, "activation": "tanh", "bias": True,
            "machine": machine_info(with_gpu="gpu" in devices), "flop_count": FLOP_COUNT,
@@ -115,7 +93,7 @@ def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, re
            "complete": False}
     for i, size in enumerate(sizes):
         where = f"[{i + 1}/{len(sizes)}] {size}"
-        progress(f"{where}: reference and machine rates")
+        progress.show(f"{where}: reference and machine rates")
         problem = make_problem(size, dtype)
         ref = reference(problem)
         rates = {}
@@ -130,9 +108,9 @@ def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, re
             for j, c in enumerate(contenders):
                 time.sleep(pause_s)  # let the previous block's spinning threads go idle
                 tag = f"{where} {c.name}" + (f" (round {r + 1}/{rounds})" if rounds > 1 else "")
-                rec = run_contender(c, problem, ref, warmup=warmup, repeats=repeats,
-                                    budget_s=budget_s,
-                                    say=lambda s, major=True, tag=tag: progress(f"{tag}: {s}", major))
+                rec = run_contender(c, problem, ref, warmup=warmup, repeats=repeats, budget_s=budget_s,
+                                    say=lambda s, major=True, tag=tag: progress.show(f"{tag}: {s}",
+                                                                                     major))
                 if r == 0:
                     results.append(rec)
                 else:
@@ -147,5 +125,5 @@ def run_bench(sizes, contenders, *, name="custom", dtype="float32", warmup=2, re
         if on_size is not None and i + 1 < len(sizes):
             on_size(run)
     run["complete"] = True
-    progress.done()
+    progress.close(keep=False)
     return run

@@ -30,9 +30,8 @@ def tune_contenders(make_backend, device="gpu") -> list:
     from ..backends.cuda import backend as cuda
 
     def variant(label, algo, step="auto", persist=None):
-        env = {cuda.GEMM_ENV: "cublas", cuda.STEP_ENV: step,
-               cuda.PERSIST_ENV: persist or cuda.PERSIST_CHOICES[0]}
-        return Ours(f"cuda[{label}]", make_backend, algo=algo, device=device, env=env)
+        options = dict(gemm="cublas", step=step, persist=persist or cuda.PERSIST_CHOICES[0])
+        return Ours(f"cuda[{label}]", make_backend, algo=algo, device=device, backend_options=options)
 
     out = [variant(f"step,{v}", "step", step=v) for v in cuda.STEP_VERSIONS]
     out += [variant(f"persistent,{v}", "persistent", persist=v)

@@ -11,7 +11,8 @@ import platform
 import sys
 
 from .build import CompileError, cache_dir, check_compiler, compiler
-from .module import EmulatorError, KernelFault, LaunchError, RawKernel, RawModule
+from .module import RawKernel, RawModule
+from .native import EmulatorError, KernelFault, LaunchError
 
 
 def unavailable_reason():

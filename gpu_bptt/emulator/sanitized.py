@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from . import build
-from .module import KernelFault, Marshalled, _FAULTS, launch, load_library
+from .native import KernelFault, Marshalled, fault, launch, load_library
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,7 +127,7 @@ def run_sanitized(kernel, args, grid, block, shared_mem, coop, order, seed, time
             raise KernelFault(f"kernel {kernel.name!r}: the sanitizer build reported an error "
                               f"(exit status {status}):\n{_report(report)}", "sanitizer")
     if result["rc"]:
-        raise KernelFault(f"kernel {kernel.name!r}: {result['msg']}", _FAULTS.get(result["rc"], "internal"))
+        raise fault(kernel.name, result["rc"], result["msg"])
     for p, original, back in zip(kernel.params, args, result["args"]):
         if p["kind"] == "p" and not p["const"] and isinstance(original, np.ndarray) and original.flags.writeable:
             original[...] = back

@@ -26,6 +26,11 @@ def test_tune_times_every_variant_and_names_autos_pick():
     sizes = [Size(3, 1, 4, 8), Size(3, 5, 4, 40)]
     contenders = tune.tune_contenders(Emu, device="cpu")
     assert [c.name for c in contenders] == [f"cuda[{x}]" for x in LABELS]
+    # each variant is built through the constructor: its backend runs the version it is named for
+    built = [Emu(**c.options["backend_options"]) for c in contenders]
+    assert [(b.gemm, b.step, b.persist) for b in built] == (
+        [("cublas", v, "v2") for v in ("v1", "v2", "v3", "v4")]
+        + [("cublas", "auto", v) for v in ("v1", "v2")] + [("cublas", "auto", "v2")])
     run = run_bench(sizes, contenders, name="tune", **FAST)
     rows = tune.summarize(run, Emu(step="auto"))
     assert [r["size"] for r in rows] == [s.as_dict() for s in sizes]

@@ -1,0 +1,125 @@
+"""The settings of a training run (`gpu-bptt train`'s options): the defaults of each task, the
+Config that holds them, and `resolve`, which fills in the defaults (or a resumed run's) and checks
+every value, naming the option."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from ..activations import check_activation
+from ..backends import NAMES as BACKENDS
+from ..tasks import TASKS
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+# Per-task defaults: each learns its task well below the trivial baseline in under two minutes
+# on a 2-core CPU with the numpy backend (measured; see docs/training.md). "adam_lr" is the
+# learning rate when the optimizer is adam; other optimizers use DEFAULT_LR.
+TASK_DEFAULTS = {
+    "adding": dict(seq_len=30, hidden=64, batch=128, steps=8000),
+    # a tanh network sits at the memoryless baseline for a long time; an IRNN gets going at once
+    "copy": dict(seq_len=30, hidden=64, batch=64, steps=10000, activation="relu", adam_lr=1e-3),
+    "sine": dict(seq_len=50, hidden=32, batch=64, steps=3000),
+    "charlm": dict(seq_len=100, hidden=128, batch=32, steps=2000),
+}
+# backend None: $GPU_BPTT_BACKEND, else auto (gpu_bptt.backends.get_backend)
+DEFAULTS = dict(activation="tanh", optimizer="adam", momentum=0.9, clip=1.0, bptt_trunc=0,
+                seed=0, checkpoint_every=500, threads=1)
+DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 2e-3}
+
+# Settings that define a run: a resumed run keeps the checkpoint's (an explicit different value is
+# an error). Others (steps, backend, out, ...) may change between invocations.
+FIXED = ("task", "seq_len", "min_len", "text", "hidden", "activation", "batch", "optimizer", "lr",
+         "momentum", "clip", "bptt_trunc", "seed")
+
+
+class ConfigError(ValueError):
+    """Bad training settings; the message names the option."""
+
+
+@dataclass
+class Config:
+    """None means: the task's default (TASK_DEFAULTS, DEFAULTS), or the checkpoint's when resuming.
+    out: a folder for checkpoints and the loss curve, or None for no files."""
+
+    task: Optional[str] = None     # default "adding"
+    seq_len: Optional[int] = None
+    min_len: Optional[int] = None
+    text: Optional[str] = None
+    hidden: Optional[int] = None
+    activation: Optional[str] = None
+    steps: Optional[int] = None
+    batch: Optional[int] = None
+    optimizer: Optional[str] = None
+    lr: Optional[float] = None
+    momentum: Optional[float] = None
+    clip: Optional[float] = None
+    bptt_trunc: Optional[int] = None
+    seed: Optional[int] = None
+    backend: Optional[str] = None  # default $GPU_BPTT_BACKEND, else "auto"
+    out: Optional[str] = None
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every: Optional[int] = None
+    threads: Optional[int] = None   # CPU BLAS threads (default 1, see blas_threads; 0: BLAS's own)
+    progress: bool = True
+
+
+def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
+    """Fill defaults (or the checkpoint's settings `saved`) and check every value."""
+    v = dataclasses.asdict(cfg)
+    if saved is not None and v["task"] is None:
+        v["task"] = saved["task"]
+    v["task"] = v["task"] or "adding"
+    if v["task"] not in TASKS:
+        raise ConfigError(f"--task: unknown {v['task']!r}; expected one of {', '.join(TASKS)}")
+    if v["text"] is not None:
+        v["text"] = os.path.abspath(v["text"])
+    if saved is not None:
+        for k in FIXED:
+            if v[k] is not None and v[k] != saved[k]:
+                raise ConfigError(f"--{k.replace('_', '-')} {v[k]} differs from the checkpoint's "
+                                  f"{saved[k]}; a resumed run keeps its settings (drop the option, "
+                                  "or start a new run with --overwrite or another --out)")
+            v[k] = saved[k]
+        if v["steps"] is None:
+            v["steps"] = saved["steps"]
+    task_defaults = dict(TASK_DEFAULTS[v["task"]])
+    adam_lr = task_defaults.pop("adam_lr", None)
+    for k, d in {**DEFAULTS, **task_defaults}.items():
+        if v[k] is None:
+            v[k] = d
+    if v["lr"] is None:
+        v["lr"] = adam_lr if (adam_lr and v["optimizer"] == "adam") else DEFAULT_LR.get(v["optimizer"], 1e-3)
+    for k in ("seq_len", "hidden", "steps", "batch", "checkpoint_every"):
+        if not (isinstance(v[k], int) and v[k] >= 1):
+            raise ConfigError(f"--{k.replace('_', '-')}: must be a positive integer, got {v[k]}")
+    if v["min_len"] is not None and not 1 <= v["min_len"] <= v["seq_len"]:
+        raise ConfigError(f"--min-len: must be in 1..{v['seq_len']} (--seq-len), got {v['min_len']}")
+    if v["optimizer"] not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer: unknown {v['optimizer']!r}; expected one of {', '.join(OPTIMIZERS)}")
+    try:
+        check_activation(v["activation"])
+    except ValueError as e:   # the one rule for activations, in the option's words
+        raise ConfigError(f"--{e}") from None
+    if not (math.isfinite(v["lr"]) and v["lr"] > 0):
+        raise ConfigError(f"--lr: must be > 0, got {v['lr']}")
+    if not 0 <= v["momentum"] < 1:
+        raise ConfigError(f"--momentum: must be in [0, 1), got {v['momentum']}")
+    if not v["clip"] >= 0:
+        raise ConfigError(f"--clip: must be >= 0 (0 turns clipping off), got {v['clip']}")
+    if not (isinstance(v["bptt_trunc"], int) and v["bptt_trunc"] >= 0):
+        raise ConfigError(f"--bptt-trunc: must be a positive number of steps (0: full BPTT), got {v['bptt_trunc']}")
+    if not (isinstance(v["seed"], int) and v["seed"] >= 0):
+        raise ConfigError(f"--seed: must be an integer >= 0, got {v['seed']}")
+    if v["backend"] is not None and (not isinstance(v["backend"], str)
+                                     or v["backend"].strip().lower() not in ("auto",) + BACKENDS):
+        raise ConfigError(f"--backend: unknown {v['backend']!r}; expected one of auto, {', '.join(BACKENDS)}")
+    if not (isinstance(v["threads"], int) and v["threads"] >= 0):
+        raise ConfigError(f"--threads: must be >= 0 (0: the BLAS's default), got {v['threads']}")
+    if v["resume"] and not v["out"]:
+        raise ConfigError("--resume: needs the run's folder (--out DIR)")
+    return Config(**v)
