@@ -165,7 +165,8 @@ PERSIST_BWD = Family("elman_persistent_bwd.cu", "elman_persistent_bwd", PERSIST,
 GEMM_TILE = Tiled(rows=64, cols=64, per_thread=(4, 4), depth=16, rows_on_x=True)
 GEMM = Family("gemm.cu", "gemm", {"v1": Version(GEMM_TILE, bounds=(256, 2))},
               params=((False, False), (True, False), (False, True)),  # (TA, TB): NN, TN, NT
-              constants={"BM": 64, "BN": 64, "BK": 16, "TM": 4, "TN": 4})
+              constants={"BM": GEMM_TILE.rows, "BN": GEMM_TILE.cols, "BK": GEMM_TILE.depth,
+                         "TM": GEMM_TILE.per_thread[0], "TN": GEMM_TILE.per_thread[1]})
 COLSUM_CONSTANTS = {"COLSUM_COLS": 32, "COLSUM_ROWS": 8}
 COLUMN_SUM = Family("column_sum.cu", "column_sum",
                     {"v1": Version(Tiled(rows=COLSUM_CONSTANTS["COLSUM_ROWS"],
