@@ -103,6 +103,7 @@ def _cache_plan(bk, algo, T, B, H, dtype):
     """The plan of a rebuilt cache: the one given, checked against the arrays, or the backend's
     plan for the named algorithm."""
     if isinstance(algo, LaunchPlan):
+        bk.check_algo(algo.algo)
         algo.check_problem(B, H, dtype.name)
         return algo
     return bk.resolve_algo(algo, T, B, H, dtype)
