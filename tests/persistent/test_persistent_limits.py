@@ -187,6 +187,9 @@ def test_rules_are_a_pure_function_of_the_facts():
                              step="v3", persist="v1")
     assert (plan.label, plan.grid, plan.block) == ("step v3", (1, 1, 1), (16, 16, 1))
     assert "elman_persistent_bwd_v1 fits 0 block(s)" in plan.fallback
+    with pytest.raises(LookupError, match="kernels: no KernelFacts for elman_persistent_bwd.cu"):
+        rules.launch_plan("auto", 3, 24, np.float64, limits=limits, kernels=kernels[:1],
+                          step="auto", persist="v1")  # a missing fact is no reason to fall back
     plan = rules.launch_plan("step", 300, 1024, np.float32, limits=limits, kernels=(),
                              step="auto", persist="v2")
     assert (plan.label, plan.product, plan.grid, plan.block) == (

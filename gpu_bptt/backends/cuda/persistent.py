@@ -115,10 +115,14 @@ class KernelFacts:
 
 def check(limits: DeviceLimits, B, H, dtype, version, kernels) -> Geometry:
     """The geometry for both directions, after checking that V's slice fits, that each kernel
-    of `kernels` (KernelFacts, in launch order) builds, and that its grid can be co-resident;
-    ValueError naming the limit otherwise."""
+    builds and that its grid can be co-resident, from `kernels` (KernelFacts; after a build
+    error, the later files' may be missing); ValueError naming the limit otherwise."""
     geo = plan(limits, B, H, dtype, version)
-    for k in kernels:
+    facts = {k.file: k for k in kernels}
+    for file in FILES:
+        if file not in facts:  # the caller's omission, not a limit: never an "auto" fallback
+            raise LookupError(f"kernels: no KernelFacts for {file}")
+        k = facts[file]
         if k.compile_error is not None:
             raise ValueError(
                 f"algo='persistent' cannot run: {k.file} does not compile here ({k.compile_error}"
