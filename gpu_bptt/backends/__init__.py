@@ -7,9 +7,10 @@ compiles a kernel; CuPy is imported only when the cuda backend is asked for or p
 from __future__ import annotations
 
 import os
-import warnings
 
 from .base import Backend
+from .notices import warn_once
+from .plan import LaunchPlan
 
 NAMES = ("numpy", "cuda", "emulator")
 ENV_VAR = "GPU_BPTT_BACKEND"
@@ -20,15 +21,6 @@ class BackendUnavailable(RuntimeError):
 
 
 _instances: dict = {}
-_warned: set = set()  # the messages warn_once has given
-
-
-def warn_once(message: str, stacklevel: int = 2):
-    """A RuntimeWarning, given once per process for each message (a fallback's cause, reason
-    included), so a training loop says it once and a new cause is still heard."""
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
 
 
 def _probe(name: str):
@@ -86,4 +78,4 @@ def get_backend(name=None) -> Backend:
     return _instances[name]
 
 
-__all__ = ["Backend", "BackendUnavailable", "available_backends", "get_backend", "NAMES"]
+__all__ = ["Backend", "BackendUnavailable", "LaunchPlan", "available_backends", "get_backend", "NAMES"]

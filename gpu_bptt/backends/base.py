@@ -6,6 +6,10 @@ methods. Only the recurrence is backend-specific; the products outside the time 
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .plan import LaunchPlan
+
 
 class Backend:
     name: str = "?"
@@ -34,10 +38,12 @@ class Backend:
             raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
                              f"(supported: {self.algos})")
 
-    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype) -> str:
-        """Map "auto" to a concrete algorithm; raise ValueError naming the limit otherwise."""
+    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype) -> LaunchPlan:
+        """The LaunchPlan for a request ("auto" made concrete); ValueError naming the limit where
+        the requested algorithm cannot run."""
         self.check_algo(algo)
-        return "step" if algo == "auto" else algo
+        return LaunchPlan("step" if algo == "auto" else algo, B, H, np.dtype(dtype).name,
+                          reason=f"the {self.name} backend runs a step loop")
 
     #: 32-bit words per chunk of `digest`: bounds its temporaries (three uint64 arrays this long)
     digest_chunk: int = 1 << 20

@@ -42,7 +42,7 @@ def tune_contenders(make_backend, device="gpu") -> list:
 
 def auto_choice(backend, size, dtype) -> str:
     """The variant label that "auto" runs at `size` on `backend` (its options at their defaults)."""
-    algo = backend.resolve_algo("auto", size.T, size.B, size.H, np.dtype(dtype))
+    algo = backend.resolve_algo("auto", size.T, size.B, size.H, np.dtype(dtype)).algo
     if algo == "persistent":
         return f"persistent,{backend.persist}"
     return f"step,{backend.step_version(size.B, size.H)}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import activations
-from ..backends import Backend, get_backend
+from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 
 ALGOS = ("auto", "step", "persistent")
@@ -40,11 +40,16 @@ class ElmanCache:
     lengths: Any  # (B,) int32 or None
     activation: str
     has_bias: bool
-    algo: str     # the concrete algorithm the forward ran ("step" or "persistent")
+    plan: LaunchPlan  # how the forward ran (resolve_algo's); the backward runs it too
     backend: Backend
     digests: Optional[dict] = None  # {"x": .., "h": ..} taken by the forward; None: not checked
 
     ARRAY_NAMES = ("x", "W", "V", "h0", "h", "lengths")
+
+    @property
+    def algo(self) -> str:
+        """The concrete algorithm the forward ran ("step" or "persistent")."""
+        return self.plan.algo
 
     def arrays(self) -> dict:
         return {k: getattr(self, k) for k in self.ARRAY_NAMES}
@@ -55,11 +60,13 @@ class ElmanCache:
 
     @classmethod
     def from_arrays(cls, arrays: dict, *, activation, has_bias, algo="step", backend=None):
+        """algo: the algorithm the forward ran, by name (meta()'s), or its LaunchPlan."""
         missing = [k for k in cls.ARRAY_NAMES if k not in arrays]
         if missing:
             raise ValueError(f"arrays: missing {missing}")
         bk = get_backend(backend)
-        algo = _check_cache_algo(bk, algo)
+        if not isinstance(algo, LaunchPlan):
+            algo = _check_cache_algo(bk, algo)
         dtype = common_float_dtype(**{k: arrays[k] for k in ("x", "W", "V", "h0", "h")})
         h = check_array(bk, "h", arrays["h"], ndim=3, dtype=dtype, dims="(T, B, H)")
         T, B, H = h.shape
@@ -73,7 +80,7 @@ class ElmanCache:
                    h=h,
                    lengths=check_lengths(bk, arrays["lengths"], T, B),
                    activation=activations.check_activation(activation), has_bias=bool(has_bias),
-                   algo=algo, backend=bk)
+                   plan=_cache_plan(bk, algo, T, B, H, dtype), backend=bk)
 
 
 def check_algo(algo):
@@ -90,6 +97,16 @@ def _check_cache_algo(bk, algo):
         raise ValueError(f"algo: expected the algorithm the forward ran, one of {ran}, got {algo!r}")
     bk.check_algo(algo)
     return algo
+
+
+def _cache_plan(bk, algo, T, B, H, dtype):
+    """The plan of a rebuilt cache: the one given, checked against the arrays, or the backend's
+    plan for the named algorithm."""
+    if isinstance(algo, LaunchPlan):
+        bk.check_algo(algo.algo)
+        algo.check_problem(B, H, dtype.name)
+        return algo
+    return bk.resolve_algo(algo, T, B, H, dtype)
 
 
 @dataclass(frozen=True)
@@ -150,15 +167,15 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
         # copied (B·H, small) like W and V below: the cache must not see in-place changes
         h0 = check_array(bk, "h0", h0, shape=(B, H), dtype=dtype, dims="(B, H)").copy()
     lengths = check_lengths(bk, lengths, T, B)
-    algo = bk.resolve_algo(algo, T, B, H, dtype)
+    plan = bk.resolve_algo(algo, T, B, H, dtype)
 
     p = bk.input_projection(x, W, b)
-    h = bk.elman_fwd_seq(p, V, h0, activation, lengths, algo)
+    h = bk.elman_fwd_seq(p, V, h0, activation, lengths, plan)
     if not need_cache:
         return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=None)
     # W, V are small: copied, so the caller may update them in place before backward.
     cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
-                       activation=activation, has_bias=b is not None, algo=algo, backend=bk,
+                       activation=activation, has_bias=b is not None, plan=plan, backend=bk,
                        digests={"x": bk.digest(x), "h": bk.digest(h)})
     return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=cache)
 
@@ -186,7 +203,7 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
             raise ValueError(f"cache: {name} was changed in place after elman_forward; backward needs "
                              f"the values the forward saw (keep {name} unchanged until then, or "
                              f"change a copy)")
-    du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.algo)
+    du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.plan)
     dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
                                        cache.has_bias, bool(need_dx))
     return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)

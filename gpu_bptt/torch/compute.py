@@ -4,6 +4,10 @@ Arguments are tensors in the project's convention (time-major; W (I, H), V (H, H
 functions are shared by the custom ops and by the autograd.Function fallback. Nothing here keeps an
 array after returning: backward rebuilds its arrays from the saved tensors each time, so a cache
 never outlives the memory it views (FSDP frees and re-gathers parameter storage between passes).
+
+The launch plan is not rebuilt for the backward: the backend keeps the plan it made for the
+forward's request (Backend.resolve_algo), and backward asks for it with the same request, which
+also holds under torch.compile, where only tensors and plain arguments pass between the ops.
 """
 from __future__ import annotations
 
@@ -33,9 +37,9 @@ def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str
         arrays = dict(x=to_array(x), W=to_array(W), V=to_array(V), h=hx,
                       h0=bk.xp.zeros((B, H), hx.dtype) if h0 is None else to_array(h0),
                       lengths=to_array(lengths))
-        # Same inputs to resolve_algo as in forward, so the same algorithm runs backward.
-        algo = bk.resolve_algo(algo, T, B, H, hx.dtype)
-        cache = ElmanCache.from_arrays(arrays, activation=activation, has_bias=True, algo=algo,
+        # The forward's request again: the backend hands back the plan the forward ran.
+        plan = bk.resolve_algo(algo, T, B, H, hx.dtype)
+        cache = ElmanCache.from_arrays(arrays, activation=activation, has_bias=True, algo=plan,
                                        backend=bk)
         g = elman_backward(to_array(dh), cache, dh_last=to_array(dh_last), need_dx=need_dx)
         dx = to_tensor(g.dx) if need_dx else x.new_empty(0)

@@ -90,13 +90,14 @@ def fake_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
     import gpu_bptt.backends as backends
+    from gpu_bptt.backends import notices
     from gpu_bptt.backends.cuda import kernel_loader
 
     # fresh caches of backends and modules, put back afterwards: the stand-in's modules must never
     # serve a real CuPy later in the same process
     monkeypatch.setattr(backends, "_instances", {})
     monkeypatch.setattr(kernel_loader, "_MODULES", {})
-    monkeypatch.setattr(backends, "_warned", set())  # each test hears its own warnings
+    monkeypatch.setattr(notices, "_warned", set())  # each test hears its own warnings
     SHRINK[:] = [None, True]
     LAUNCHES.clear()
     return occupancy

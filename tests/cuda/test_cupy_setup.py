@@ -10,6 +10,7 @@ import warnings
 import pytest
 
 from gpu_bptt import backends, get_backend, nvrtc
+from gpu_bptt.backends import notices
 from gpu_bptt.backends.cuda import backend as cuda
 from gpu_bptt.backends.cuda.backend import cuda_unavailable_reason, include_options
 
@@ -39,7 +40,7 @@ def _fake_cupy(monkeypatch, devices=1, nvrtc_error=None, cublas=True):
         return devices
 
     runtime = types.SimpleNamespace(getDeviceCount=device_count)
-    monkeypatch.setattr(backends, "_warned", set())  # each test hears its own warnings
+    monkeypatch.setattr(notices, "_warned", set())  # each test hears its own warnings
     nv = types.ModuleType("cupy.cuda.nvrtc")
 
     def get_version():

@@ -22,11 +22,11 @@ def _run(backend, **kw):
 ], ids=["adding", "sine-B40-trunc4-sgd", "copy-adam"])
 def test_training_on_the_emulator_follows_numpy(kw, persistent, monkeypatch):
     require_emulator()
-    from gpu_bptt.backends.cuda import persistent as P
+    from gpu_bptt.backends.cuda.launchers import Launchers
 
     launches = []
-    real = P.forward
-    monkeypatch.setattr(P, "forward", lambda *a, **k: launches.append(1) or real(*a, **k))
+    real = Launchers.persistent_fwd
+    monkeypatch.setattr(Launchers, "persistent_fwd", lambda *a, **k: launches.append(1) or real(*a, **k))
     ref, emu = _run("numpy", **kw), _run("emulator", **kw)
     assert bool(launches) == persistent
     assert emu.backend == "emulator" and len(emu.losses) == len(ref.losses) == 6

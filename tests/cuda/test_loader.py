@@ -11,6 +11,7 @@ import pytest
 
 from gpu_bptt import activations
 from gpu_bptt.backends.cuda import kernel_loader as kl
+from gpu_bptt.backends.cuda import registry
 
 KERNELS = Path(__file__).resolve().parents[2] / "kernels"
 
@@ -47,10 +48,10 @@ def test_activation_codes_match_the_kernel_header():
 
 
 def test_template_names_and_ctype():
-    assert kl.template_name("gemm_v1", np.float32, True, False) == "gemm_v1<float, true, false>"
-    assert kl.ctype(np.float64) == "double"
+    assert registry.template_name("gemm_v1", np.float32, True, False) == "gemm_v1<float, true, false>"
+    assert registry.ctype(np.float64) == "double"
     with pytest.raises(TypeError, match="dtype"):
-        kl.ctype(np.float16)
+        registry.ctype(np.float16)
     for f in kl.kernel_files():
         for expr in kl.name_expressions(f):
             assert re.fullmatch(r"\w+<[\w, ]+>", expr), expr

@@ -146,9 +146,9 @@ def test_smem_per_block_is_checked():
 
 
 def test_auto_takes_persistent_for_small_batches_and_warns_of_fallbacks(monkeypatch):
-    from gpu_bptt import backends
+    from gpu_bptt.backends import notices
 
-    monkeypatch.setattr(backends, "_warned", set())
+    monkeypatch.setattr(notices, "_warned", set())
     bk = emulator("random")
     args, dh, _ = problem(3, 2, 3, 7, np.float32, seed=5)
     assert gpu_bptt.elman_forward(**args, backend=bk).cache.algo == "persistent"

@@ -13,30 +13,36 @@ Options (constructor arguments, else environment variables):
   persist: "v2" (default) or "v1": the persistent kernels' version.       $GPU_BPTT_PERSIST_KERNEL
   step: "auto" (default), "v1", "v2", "v3" or "v4": the step kernels' version. $GPU_BPTT_STEP_KERNEL
         v4 leaves the recurrent product to cuBLAS (xp.matmul) and fuses the rest in one kernel.
-        "auto" takes v4 when the per-step product is large (B·H·H >= 2^26 multiply-adds, e.g.
-        B >= 64 at H = 1024), else v3 (64x64 tiles) when that grid has at least two blocks per
-        multiprocessor, else v2 (32x32 tiles); a first rule, to be tuned from GPU measurements.
+        "auto" follows the rule in rules.py.
 db is always the deterministic column-sum kernel (no float atomics).
 
-algo (elman_forward's keyword; backward follows the forward's choice): "step" launches one step
-kernel per t; "persistent" runs the whole recurrence in one cooperative launch with V on chip
-(persistent.py, docs/persistent.md); "auto" takes persistent when B <= 32 and it can run here.
+algo (elman_forward's keyword): "step" launches one step kernel per t; "persistent" runs the whole
+recurrence in one cooperative launch with V on chip (persistent.py, docs/persistent.md); "auto"
+takes persistent when B <= 32 and it can run here. resolve_algo gathers the device's facts, then
+makes the LaunchPlan (rules.py, a pure function of them) once per problem; the cache keeps it and
+the backward runs the same plan.
 """
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 
-from . import persistent
+import numpy as np
+
 from ..base import Backend
-from .kernel_loader import OPTIONS, STEP_VERSIONS, KernelLoader
-from .launchers import Launchers, _cdiv
+from ..notices import warn_once
+from . import persistent, registry, rules
+from .kernel_loader import OPTIONS, KernelLoader
+from .launchers import Launchers
+
+log = logging.getLogger("gpu_bptt")
 
 GEMM_CHOICES = ("cublas", "own")
+STEP_VERSIONS = tuple(registry.STEP)
 STEP_CHOICES = ("auto",) + STEP_VERSIONS
 GEMM_ENV = "GPU_BPTT_GEMM"
-V4_MIN_MACS = 1 << 26  # auto's threshold for v4: multiply-adds of one step's recurrent product
 STEP_ENV = "GPU_BPTT_STEP_KERNEL"
 PERSIST_ENV = "GPU_BPTT_PERSIST_KERNEL"
 PERSIST_CHOICES = (persistent.DEFAULT_VERSION,) + tuple(
@@ -148,11 +154,7 @@ def _version(v: int) -> str:
 def compile_report(backend=None) -> dict:
     """{kernel file: None if every kernel in it compiles, else the error} on the cuda backend (or
     the given CudaBackend/EmulatorBackend instance)."""
-    if backend is None:
-        from .. import get_backend
-
-        backend = get_backend("cuda")
-    return backend.loader.compile_all()
+    return (backend or CudaBackend()).loader.compile_all()
 
 
 def _option(value, env, choices, name):
@@ -183,6 +185,7 @@ class CudaBackend(Backend):
         self.step = _option(step, STEP_ENV, STEP_CHOICES, "step")
         self.persist = _option(persist, PERSIST_ENV, PERSIST_CHOICES, "persist")
         self._limits = {}  # device id -> persistent.DeviceLimits
+        self._plans = {}   # (device, request, B, H, dtype, options) -> LaunchPlan
 
     # -- the current device (CuPy's, at each call: one backend serves every device) ----------------
     @property
@@ -218,17 +221,60 @@ class CudaBackend(Backend):
         except AttributeError:  # a CuPy without these bindings: persistent.check refuses
             return None
 
-    def resolve_algo(self, algo, T, B, H, dtype) -> str:
-        super().resolve_algo(algo, T, B, H, dtype)  # rejects unknown names
-        return persistent.choose(self, algo, B, H, dtype)
+    #: plans kept per backend; past this many distinct problems the oldest are forgotten
+    MAX_PLANS = 256
+
+    def resolve_algo(self, algo, T, B, H, dtype):
+        """The LaunchPlan for a request at (B, H, dtype) on the current device, made once per
+        problem and kept: the forward and its backward (also the framework paths, which resolve
+        again from the same request) run the same plan. "auto" falling back to the step kernels
+        warns with the reason, once per cause (attributed to elman_forward's caller)."""
+        self.check_algo(algo)
+        key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, self.step, self.persist)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._make_plan(algo, B, H, dtype)
+            if len(self._plans) >= self.MAX_PLANS:
+                self._plans.pop(next(iter(self._plans)))
+            self._plans[key] = plan
+            log.debug("gpu_bptt: %s (B=%d, H=%d, %s): %s", plan.label, B, H, plan.dtype,
+                      plan.reason)
+        if plan.fallback:
+            warn_once(f"algo='auto' runs the step kernels: {plan.fallback}", stacklevel=3)
+        return plan
+
+    def _make_plan(self, algo, B, H, dtype):
+        """Gather the device's facts (only those the choice depends on), then plan."""
+        limits = self.persistent_limits()
+        kernels = self._persistent_kernels(limits, B, H, dtype) \
+            if rules.considers_persistent(algo, B) else ()
+        return rules.launch_plan(algo, B, H, dtype, limits=limits, kernels=kernels,
+                                 step=self.step, persist=self.persist)
+
+    def _persistent_kernels(self, limits, B, H, dtype) -> tuple:
+        """persistent.KernelFacts of the persistent kernels, in launch order, for (B, H): whether
+        each builds here and how many of its blocks fit on a multiprocessor at the plan's shared
+        memory. () where V's slice does not fit (nothing to ask); stops at a build error."""
+        try:
+            smem = persistent.plan(limits, B, H, dtype, self.persist).smem
+        except ValueError:
+            return ()
+        facts = []
+        for family in (registry.PERSIST_FWD, registry.PERSIST_BWD):
+            try:
+                fn = self.loader.function(family.file, family.expression(self.persist, dtype))
+            except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                facts.append(persistent.KernelFacts(family.file,
+                                                    compile_error=f"{type(e).__name__}: {first}"))
+                break
+            facts.append(persistent.KernelFacts(
+                family.file, blocks_per_sm=self.persistent_blocks_per_sm(fn, smem)))
+        return tuple(facts)
 
     def step_version(self, B, H) -> str:
-        """The step kernels' version for a (B, H) problem (see the module docstring)."""
-        if self.step != "auto":
-            return self.step
-        if B * H * H >= V4_MIN_MACS:
-            return "v4"
-        return "v3" if _cdiv(B, 64) * _cdiv(H, 64) >= 2 * self.multiprocessors else "v2"
+        """The step kernels' version for a (B, H) problem on the current device (rules.py)."""
+        return rules.step_version(self.step, B, H, self.multiprocessors)[0]
 
     def algo_label(self, algo, B, H) -> str:
         """What runs for a resolved algo at (B, H), e.g. "persistent v2" or "step v3, gemm own"."""
@@ -268,28 +314,28 @@ class CudaBackend(Backend):
         dh0 = k.gemm(du[0], V, trans_b=True)
         return dx, dW, dV, db, dh0
 
-    # -- the recurrence ----------------------------------------------------------------------------
-    def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
+    # -- the recurrence: as the plan from resolve_algo says ------------------------------------------
+    def elman_fwd_seq(self, p, V, h0, activation, lengths, plan):
         T, B, H = p.shape
         lens = self._lengths(lengths, T, B)
-        if algo == "persistent":
-            return persistent.forward(self, p, h0, V, lens, activation)
+        if plan.algo == "persistent":
+            return self.kernels.persistent_fwd(p, h0, V, lens, activation, plan)
+        plan.check_problem(B, H, p.dtype.name)
         h = p  # each step overwrites p[t] with h[t]
-        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, self.step_version(B, H))
+        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, plan.version)
         for t in range(T):
             step(t)
         return h
 
-    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
-        if algo == "persistent":
-            du = self.xp.empty_like(h)  # the kernel writes every entry
-            return persistent.backward(self, du, dh, dh_last, h, V, lens, activation)
+        du = self.xp.empty_like(h)  # every entry is written
+        if plan.algo == "persistent":
+            return self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan)
+        plan.check_problem(B, H, h.dtype.name)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-        du = self.xp.empty_like(h)  # every step writes its whole row
-        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation,
-                                        self.step_version(B, H))
+        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version)
         for t in range(T - 1, -1, -1):
             step(t)
         return du

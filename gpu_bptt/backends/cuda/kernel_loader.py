@@ -5,6 +5,7 @@ Sources are read from the installed package `gpu_bptt.kernels` (the wheel ships 
 `#include "x.cuh"` lines are expanded in Python, so the text handed to NVRTC (or to the CPU
 emulator) is self-contained and needs no include path.
 
+Which kernels a file provides, and which files are cooperative, is the registry's (registry.py).
 The loader takes any class with the `cupy.RawModule` interface; nothing compiles until a kernel is
 first asked for, and each module is built once per (file, options, device).
 """
@@ -14,7 +15,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
+from . import registry
 
 KERNEL_PACKAGE = "gpu_bptt.kernels"
 _CHECKOUT_DIR = Path(__file__).resolve().parents[3] / "kernels"
@@ -25,12 +26,6 @@ OPTIONS = ("-std=c++17",)
 #: what cupy.RawModule adds to every NVRTC build itself (CuPy 14), so that the CPU-side compile
 #: checks build the code a GPU runs
 CUPY_ADDED_OPTIONS = ("-ftz=true", "--device-as-default-execution-space")
-STEP_VERSIONS = ("v1", "v2", "v3", "v4")
-PERSIST_VERSIONS = ("v1", "v2")
-GEMM_VARIANTS = ((False, False), (True, False), (False, True))  # (TA, TB): NN, TN, NT
-# Files whose kernels synchronize the grid: built for, and launched as, cooperative launches.
-COOPERATIVE_FILES = ("elman_persistent_fwd.cu", "elman_persistent_bwd.cu")
-_CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 def kernel_dir():
@@ -75,39 +70,9 @@ def kernel_source(name: str, _seen=None) -> str:
     return "\n".join(out) + "\n"
 
 
-def ctype(dtype) -> str:
-    """The C type of a float dtype; TypeError for anything else."""
-    dt = np.dtype(dtype)
-    if dt not in _CTYPES:
-        raise TypeError(f"dtype: kernels take float32 or float64, got {dt}")
-    return _CTYPES[dt]
-
-
-def template_name(fn: str, *params) -> str:
-    """`fn<p1, p2>` with bools as true/false and dtypes as C types: the one spelling of a template
-    instance, used both for name_expressions and for get_function."""
-    def spell(p):
-        if isinstance(p, bool):
-            return "true" if p else "false"
-        if isinstance(p, str):
-            return p
-        return ctype(p)
-    return f"{fn}<{', '.join(spell(p) for p in params)}>"
-
-
 def name_expressions(file: str) -> tuple:
     """Every template instance a .cu file provides (all are compiled together)."""
-    dts = tuple(_CTYPES)
-    if file in ("elman_fwd_step.cu", "elman_bwd_step.cu"):
-        stem = file[:-3]
-        return tuple(template_name(f"{stem}_{v}", dt) for v in STEP_VERSIONS for dt in dts)
-    if file == "gemm.cu":
-        return tuple(template_name("gemm_v1", dt, ta, tb) for dt in dts for ta, tb in GEMM_VARIANTS)
-    if file == "column_sum.cu":
-        return tuple(template_name("column_sum_v1", dt) for dt in dts)
-    if file in COOPERATIVE_FILES:
-        return tuple(template_name(f"{file[:-3]}_{v}", dt) for v in PERSIST_VERSIONS for dt in dts)
-    raise ValueError(f"file: no kernel list for {file!r}")
+    return registry.family(file).name_expressions()
 
 
 _MODULES: dict = {}  # (loader kind, file, options, device) -> module
@@ -131,7 +96,7 @@ class KernelLoader:
         key = (self.kind, file, self.options, self.device())
         mod = _MODULES.get(key)
         if mod is None:
-            extra = {"enable_cooperative_groups": True} if file in COOPERATIVE_FILES else {}
+            extra = {"enable_cooperative_groups": True} if registry.family(file).cooperative else {}
             mod = self.raw_module(code=kernel_source(file), options=self.options,
                                   name_expressions=name_expressions(file), **extra)
             _MODULES[key] = mod

@@ -1,4 +1,6 @@
 """Launchers: one Python function per kernel, validating its arguments before the launch.
+Grids and blocks come from the kernel registry (registry.py); the persistent launches take the
+launch plan the backend resolved (rules.py).
 
 They run on an array module `xp` (cupy, or numpy under the emulator) and a KernelLoader, the two
 seams of the cuda backend (docs/architecture.md §2). Launches go to CuPy's current stream. Errors name the
@@ -6,24 +8,27 @@ argument: ValueError for shapes, TypeError for dtypes, ValueError for non-contig
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ... import activations
 from ...validate import format_shape
-from .kernel_loader import STEP_VERSIONS, template_name
+from . import registry
+from .persistent import DEFAULT_SMEM
+from .registry import MAX_GRID_Y, cdiv
 
-BLOCK_256 = (16, 16, 1)  # the tiled kernels' block: (BN / TN, BM / TM)
-STEP_TILES = {"v2": 32, "v3": 64}
-GEMM_TILE = 64
-MAX_GRID_Y = 65535  # CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
-
-
-def _cdiv(a, b):
-    return -(-a // b)
+CUPY_SHRINK = "The grid size will be reduced"  # the start of CuPy 14's warning when it does
 
 
 def _i32(v):
     return np.int32(v)
+
+
+def _check_persistent(plan, B, H, dtype):
+    if plan.algo != "persistent":
+        raise ValueError(f"plan: expected a persistent plan, got {plan.label}")
+    plan.check_problem(B, H, np.dtype(dtype).name)
 
 
 class Launchers:
@@ -55,17 +60,6 @@ class Launchers:
             self._dummies[key] = self.xp.zeros(1, dtype=key[0])
         return self._dummies[key]
 
-    @staticmethod
-    def _step_geometry(version, B, H):
-        if version == "v1":
-            return (_cdiv(H, 64), _cdiv(B, 4), 1), (64, 4, 1)
-        if version in STEP_TILES:
-            tile = STEP_TILES[version]
-            return (_cdiv(H, tile), _cdiv(B, tile), 1), BLOCK_256
-        if version == "v4":
-            return (_cdiv(B * H, 256), 1, 1), (256, 1, 1)
-        raise ValueError(f"version: expected one of {STEP_VERSIONS}, got {version!r}")
-
     # -- kernels -----------------------------------------------------------------------------------
     def elman_fwd_step(self, h, h0, V, lengths, t, activation, version="v2", scratch=None):
         """Step t of the forward recurrence, in place: h[t] = f(h[t] + h[t-1] @ V) (h[t] holds
@@ -81,11 +75,11 @@ class Launchers:
         Python work is what bounds a step loop at small sizes). t must be in 0..T-1."""
         T, B, H = h.shape
         self.fwd_operands(h, h0, V, lengths)
-        grid, block = self._step_geometry(version, B, H)
-        fn = self.loader.function("elman_fwd_step.cu",
-                                  template_name(f"elman_fwd_step_{version}", h.dtype))
+        grid, block = registry.step_geometry(version, B, H)
+        fn = self.loader.function(registry.STEP_FWD.file,
+                                  registry.STEP_FWD.expression(version, h.dtype))
         tail = (_i32(B), _i32(H), _i32(activations.ACTIVATION_CODES[activation]))
-        if version == "v4":  # the product by the GEMM library, the epilogue by our kernel
+        if registry.STEP[version].product == "library":  # the product by cuBLAS, the rest ours
             acc = self._scratch(scratch, B, H, h.dtype)
             matmul = self.xp.matmul
 
@@ -149,11 +143,11 @@ class Launchers:
         kernel looked up once per sequence (see fwd_stepper). t must be in 0..T-1."""
         T, B, H = du.shape
         operands = self.bwd_operands(du, dh, dh_last, h, VT, "VT", lengths)
-        grid, block = self._step_geometry(version, B, H)
-        fn = self.loader.function("elman_bwd_step.cu",
-                                  template_name(f"elman_bwd_step_{version}", du.dtype))
+        grid, block = registry.step_geometry(version, B, H)
+        fn = self.loader.function(registry.STEP_BWD.file,
+                                  registry.STEP_BWD.expression(version, du.dtype))
         act = _i32(activations.ACTIVATION_CODES[activation])
-        if version == "v4":  # the product by the GEMM library, the epilogue by our kernel
+        if registry.STEP[version].product == "library":  # the product by cuBLAS, the rest ours
             du_, dh_, has_dh, dl_, has_dl, h_, _, lens = operands
             acc = self._scratch(scratch, B, H, du.dtype)
             none = self._dummy(du.dtype)
@@ -195,12 +189,14 @@ class Launchers:
             out = self.xp.empty((M, N), dtype=dt)
         else:
             self.check("out", out, (M, N), dt)
-        fn = self.loader.function("gemm.cu", template_name("gemm_v1", dt, bool(trans_a), bool(trans_b)))
+        gemm = registry.GEMM
+        fn = self.loader.function(gemm.file, gemm.expression("v1", dt, bool(trans_a), bool(trans_b)))
         # M (T·B for p and dx) goes on grid.x: grid.y takes at most MAX_GRID_Y blocks
-        grid = (_cdiv(M, GEMM_TILE), _cdiv(N, GEMM_TILE), 1)
+        tile = gemm.versions["v1"].launch
+        grid, block = tile.geometry(M, N)
         if grid[1] > MAX_GRID_Y:
-            raise ValueError(f"b: N = {N} columns exceed the GEMM's {MAX_GRID_Y * GEMM_TILE}")
-        fn(grid, BLOCK_256, (a, b, out, self._dummy(dt) if bias is None else bias,
+            raise ValueError(f"b: N = {N} columns exceed the GEMM's {MAX_GRID_Y * tile.cols}")
+        fn(grid, block, (a, b, out, self._dummy(dt) if bias is None else bias,
                              _i32(bias is not None), _i32(accumulate), _i32(M), _i32(N), _i32(K),
                              _i32(a.shape[1]), _i32(b.shape[1]), _i32(N)))
         return out
@@ -212,13 +208,66 @@ class Launchers:
         self.check("x", x, x.shape, x.dtype)
         R, N = x.shape
         if rows_per_chunk is None:
-            rows_per_chunk = max(64, _cdiv(R, 256))
-        fn = self.loader.function("column_sum.cu", template_name("column_sum_v1", x.dtype))
+            rows_per_chunk = max(64, cdiv(R, 256))
+        fn = self.loader.function(registry.COLUMN_SUM.file,
+                                  registry.COLUMN_SUM.expression("v1", x.dtype))
+        tile = registry.COLUMN_SUM.versions["v1"].launch  # a block per COLSUM_COLS columns
         out = self.xp.empty(N, dtype=x.dtype)
-        chunks = _cdiv(R, rows_per_chunk)
+        chunks = cdiv(R, rows_per_chunk)
         if chunks > 1:
             part = self.xp.empty((chunks, N), dtype=x.dtype)
-            fn((_cdiv(N, 32), chunks, 1), (32, 8, 1), (x, part, _i32(R), _i32(N), _i32(rows_per_chunk)))
+            fn((cdiv(N, tile.cols), chunks, 1), tile.block,
+               (x, part, _i32(R), _i32(N), _i32(rows_per_chunk)))
             x, R, rows_per_chunk = part, chunks, chunks
-        fn((_cdiv(N, 32), 1, 1), (32, 8, 1), (x, out, _i32(R), _i32(N), _i32(rows_per_chunk)))
+        fn((cdiv(N, tile.cols), 1, 1), tile.block, (x, out, _i32(R), _i32(N), _i32(rows_per_chunk)))
         return out
+
+    # -- the persistent kernels: one cooperative launch per direction ------------------------------
+    def persistent_fwd(self, h, h0, V, lengths, activation, plan):
+        """The whole forward recurrence in place, as `plan` (a persistent LaunchPlan for h's
+        problem) says: h (T, B, H) holds p on entry and h on exit. h0 (B, H); V (H, H);
+        lengths (B,) int32 in 1..T. All owned by the caller; h is updated."""
+        T, B, H = h.shape
+        _check_persistent(plan, B, H, h.dtype)
+        operands = self.fwd_operands(h, h0, V, lengths)
+        self._cooperative(registry.PERSIST_FWD, plan, h.dtype, operands + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols),
+            _i32(activations.ACTIVATION_CODES[activation])))
+        return h
+
+    def persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
+        """The whole reverse recurrence into du (T, B, H), every entry written, as `plan` says.
+        dh (T, B, H) or None; dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H)
+        (not transposed); lengths (B,) int32 in 1..T."""
+        T, B, H = du.shape
+        _check_persistent(plan, B, H, du.dtype)
+        operands = self.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
+        self._cooperative(registry.PERSIST_BWD, plan, du.dtype, operands + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols),
+            _i32(activations.ACTIVATION_CODES[activation])))
+        return du
+
+    def _cooperative(self, family, plan, dtype, args):
+        """One cooperative launch of plan.grid blocks; raises rather than let any block be
+        missing."""
+        name = family.entry(plan.version)
+        fn = self.loader.function(family.file, family.expression(plan.version, dtype))
+        if plan.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
+            fn.max_dynamic_shared_size_bytes = plan.smem
+        status = self.xp.empty(1, dtype=np.int32)  # the kernel's grid check (always written)
+        with warnings.catch_warnings():
+            # CuPy shrinks a 1-D cooperative grid larger than its occupancy query allows, with only
+            # a warning (cupy/cuda/function.pyx, _launch); every block owns fixed columns, so a
+            # shrunk grid would leave some unwritten.
+            warnings.filterwarnings("error", message=CUPY_SHRINK, category=UserWarning)
+            try:
+                fn(plan.grid, plan.block, args + (status,), shared_mem=plan.smem)
+            except UserWarning as e:
+                raise RuntimeError(f"{name}: CuPy would launch fewer than the {plan.grid[0]} "
+                                   f"co-resident blocks the kernel needs ({e}); nothing was "
+                                   "launched") from None
+        ran = int(status[0])  # a 4-byte read: waits for the launch to finish
+        if ran:
+            raise RuntimeError(f"{name}: only {ran} of the {plan.grid[0]} blocks ran ({plan.cols} "
+                               "columns each), too few to cover H; the kernel wrote nothing (a "
+                               "runtime shrank the cooperative grid)")

@@ -1,5 +1,7 @@
-"""The persistent algorithm: the whole recurrence in one cooperative launch (kernels/
-elman_persistent_fwd.cu and elman_persistent_bwd.cu), its limits, the "auto" rule and the launches.
+"""The persistent algorithm's limits: the whole recurrence in one cooperative launch (kernels/
+elman_persistent_fwd.cu and elman_persistent_bwd.cu). Pure functions of the device's facts
+(DeviceLimits, KernelFacts), gathered by the backend first; the launches are launchers.py's and
+the "auto" rule is rules.py's.
 
 Each of `grid` blocks (at most one per multiprocessor) keeps `cols = ceil(H / multiprocessors)`
 columns of V (rows, backward) in shared memory for all T steps, plus one chunk of at most 8 batch
@@ -10,35 +12,27 @@ which a grid barrier needs). Kernel versions (the backend's `persist` option,
 $GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block computes 8 columns at a
 time with every thread splitting k (docs/persistent.md).
 
-"auto" rule (a first guess, to be tuned from GPU measurements; see docs/persistent.md):
-persistent when B <= AUTO_MAX_BATCH and the algorithm can run, otherwise the step kernels. Every
-fallback below that batch size (a limit, a build error) is a RuntimeWarning with its reason,
-once per cause; the batch rule itself is logged on the "gpu_bptt" logger at DEBUG level.
+The constants shared with persistent_common.cuh (threads, batch chunk, v2's sums) are the
+registry's (registry.py).
 """
 from __future__ import annotations
 
-import logging
-import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
-from ... import activations
-from .. import warn_once
-from .kernel_loader import PERSIST_VERSIONS, template_name
+from . import registry
+from .registry import cdiv
 
-log = logging.getLogger("gpu_bptt")
-
-THREADS = 256          # PERSIST_THREADS in persistent_common.cuh
-BATCH_CHUNK = 8        # PERSIST_BATCH: batch rows per chunk of the previous state
-AUTO_MAX_BATCH = 32    # "auto" takes the persistent kernels up to this batch size
+THREADS = registry.PERSIST_CONSTANTS["PERSIST_THREADS"]
+BATCH_CHUNK = registry.PERSIST_CONSTANTS["PERSIST_BATCH"]  # batch rows per chunk of the state
 DEFAULT_SMEM = 48 * 1024  # dynamic shared memory a launch gets without raising the kernel attribute
-FWD_FILE = "elman_persistent_fwd.cu"
-BWD_FILE = "elman_persistent_bwd.cu"
-VERSIONS = PERSIST_VERSIONS
+FILES = (registry.PERSIST_FWD.file, registry.PERSIST_BWD.file)  # in launch order
+FWD_FILE, BWD_FILE = FILES
+VERSIONS = tuple(registry.PERSIST)
 DEFAULT_VERSION = "v2"
-REDUCTION = 8 * 64  # v2's cross-warp sums (PERSIST_WARPS * PERSIST_OUTS), in elements
-CUPY_SHRINK = "The grid size will be reduced"  # the start of CuPy 14's warning when it does
+AUTO_MAX_BATCH = 32    # "auto" takes the persistent kernels up to this batch size (rules.py)
 
 
 @dataclass(frozen=True)
@@ -59,30 +53,26 @@ KNOWN_DEVICES = {
 
 
 @dataclass(frozen=True)
-class Plan:
+class Geometry:
     grid: int   # blocks, one per multiprocessor at most
     cols: int   # columns of V per block (the last block may own fewer)
     smem: int   # dynamic shared memory per block, bytes
 
 
-def _cdiv(a, b):
-    return -(-a // b)
-
-
 def smem_bytes(B, H, cols, itemsize, version=DEFAULT_VERSION) -> int:
     """Dynamic shared memory of one block: V's slice (cols x H), one batch chunk (bc x H) and, for
     v2, the cross-warp sums."""
-    extra = REDUCTION if version == "v2" else 0
+    extra = registry.PERSIST_REDUCTION[version]
     return ((cols + min(B, BATCH_CHUNK)) * H + extra) * itemsize
 
 
-def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem=0) -> Plan:
+def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem=0) -> Geometry:
     """The launch geometry for a (B, H) problem; ValueError naming the limit where it cannot run."""
     itemsize = np.dtype(dtype).itemsize
     if not limits.cooperative:
         raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
                          "launches")
-    cols = _cdiv(H, limits.multiprocessors)
+    cols = cdiv(H, limits.multiprocessors)
     smem = smem_bytes(B, H, cols, itemsize, version)
     if smem + static_smem > limits.smem_per_block:
         raise ValueError(
@@ -92,7 +82,7 @@ def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem
             f"{limits.multiprocessors} multiprocessors), above the device's "
             f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
             f"{max_hidden(limits, B, dtype, version, static_smem)}")
-    return Plan(grid=_cdiv(H, cols), cols=cols, smem=smem)
+    return Geometry(grid=cdiv(H, cols), cols=cols, smem=smem)
 
 
 def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_smem=0) -> int:
@@ -100,7 +90,7 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
     itemsize = np.dtype(dtype).itemsize
 
     def fits(H):
-        return smem_bytes(B, H, _cdiv(H, limits.multiprocessors), itemsize, version) \
+        return smem_bytes(B, H, cdiv(H, limits.multiprocessors), itemsize, version) \
             + static_smem <= limits.smem_per_block
 
     lo, hi = 0, 1
@@ -112,128 +102,55 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
     return lo
 
 
-def choose(backend, algo, B, H, dtype) -> str:
-    """"step" or "persistent" for a resolved request (see the module docstring for "auto").
-    "persistent" where it cannot run raises ValueError naming the limit. "auto" at B <= 32 where
-    the persistent kernels cannot run (a limit, a build error) runs the step kernels with a
-    RuntimeWarning saying why, once per cause."""
-    if algo == "step":
-        return "step"
-    if algo == "auto" and B > AUTO_MAX_BATCH:
-        log.debug("gpu_bptt: algo='auto' runs the step kernels: B=%d > %d (the persistent "
-                  "kernels' batch limit for 'auto')", B, AUTO_MAX_BATCH)
-        return "step"
-    try:
-        check(backend, B, H, dtype)
-    except ValueError as e:
-        if algo == "persistent":
-            raise
-        # attributed to the line that called elman_forward (choose < resolve_algo < elman_forward)
-        warn_once(f"algo='auto' runs the step kernels: {e}", stacklevel=4)
-        return "step"
-    return "persistent"
+@dataclass(frozen=True)
+class KernelFacts:
+    """What the backend found out about one persistent kernel for a problem: the compiler's error
+    (its class and first line) where it does not build here, else how many of its blocks fit on
+    one multiprocessor at the plan's shared memory (None: unknown, no occupancy query)."""
+
+    file: str
+    compile_error: Optional[str] = None
+    blocks_per_sm: Optional[int] = None
+
+
+def check(limits: DeviceLimits, B, H, dtype, version, kernels) -> Geometry:
+    """The geometry for both directions, after checking that V's slice fits, that each kernel
+    builds and that its grid can be co-resident, from `kernels` (KernelFacts; after a build
+    error, the later files' may be missing); ValueError naming the limit otherwise."""
+    geo = plan(limits, B, H, dtype, version)
+    facts = {k.file: k for k in kernels}
+    for file in FILES:
+        if file not in facts:  # the caller's omission, not a limit: never an "auto" fallback
+            raise LookupError(f"kernels: no KernelFacts for {file}")
+        k = facts[file]
+        if k.compile_error is not None:
+            raise ValueError(
+                f"algo='persistent' cannot run: {k.file} does not compile here ({k.compile_error}"
+                f"); `gpu-bptt info` shows the compiler's report. The persistent kernels include "
+                f"<cooperative_groups.h>: install gpu_bptt[cuda12] or [cuda13] (CUDA's runtime "
+                f"headers) or set CUDA_PATH to a CUDA toolkit")
+        if k.blocks_per_sm is None:
+            raise ValueError(
+                f"algo='persistent' cannot run: whether the grid of {geo.grid} blocks can be "
+                f"co-resident is unknown (this CuPy has no occupancy query, "
+                f"cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor)")
+        if geo.grid > k.blocks_per_sm * limits.multiprocessors:
+            raise ValueError(
+                f"algo='persistent' cannot run: the grid of {geo.grid} blocks cannot be "
+                f"co-resident ({registry.family(k.file).entry(version)} fits {k.blocks_per_sm} "
+                f"block(s) of {THREADS} threads with {geo.smem} bytes of shared memory per "
+                f"multiprocessor, on {limits.multiprocessors} multiprocessors)")
+    return geo
 
 
 def unavailable_reason(backend):
-    """None when the persistent kernels build and launch here at all (the smallest problem),
-    else why not: what `gpu-bptt info` reports."""
+    """None when the persistent kernels build and launch on `backend` at all (the smallest
+    problem), else why not: what `gpu-bptt info` reports."""
     try:
-        check(backend, 1, 1, np.float32)
+        backend.resolve_algo("persistent", 1, 1, 1, np.float32)
     except ValueError as e:
         return str(e)
     return None
-
-
-def check(backend, B, H, dtype) -> Plan:
-    """The plan for both directions on `backend`, after checking that the grid is co-resident."""
-    limits = backend.persistent_limits()
-    pl = plan(limits, B, H, dtype, version_of(backend))
-    for file in (FWD_FILE, BWD_FILE):
-        try:
-            fn = _function(backend, file, dtype)
-        except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ValueError(
-                f"algo='persistent' cannot run: {file} does not compile here ({type(e).__name__}: "
-                f"{first}); `gpu-bptt info` shows the compiler's report. The persistent kernels "
-                f"include <cooperative_groups.h>: install gpu_bptt[cuda12] or [cuda13] (CUDA's "
-                f"runtime headers) or set CUDA_PATH to a CUDA toolkit") from e
-        per_sm = backend.persistent_blocks_per_sm(fn, pl.smem)
-        if per_sm is None:
-            raise ValueError(
-                f"algo='persistent' cannot run: whether the grid of {pl.grid} blocks can be "
-                f"co-resident is unknown (this CuPy has no occupancy query, "
-                f"cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor)")
-        if pl.grid > per_sm * limits.multiprocessors:
-            raise ValueError(
-                f"algo='persistent' cannot run: the grid of {pl.grid} blocks cannot be "
-                f"co-resident ({_stem(file, version_of(backend))} fits {per_sm} block(s) of "
-                f"{THREADS} threads with {pl.smem} bytes of shared memory per multiprocessor, on "
-                f"{limits.multiprocessors} multiprocessors)")
-    return pl
-
-
-def version_of(backend) -> str:
-    """The persistent kernels' version a backend runs."""
-    return getattr(backend, "persist", DEFAULT_VERSION)
-
-
-def _stem(file, version):
-    return f"{file[:-3]}_{version}"
-
-
-def _function(backend, file, dtype):
-    return backend.loader.function(file, template_name(_stem(file, version_of(backend)), dtype))
-
-
-def _launch(backend, file, dtype, pl, args):
-    """One cooperative launch of pl.grid blocks; raises rather than let any block be missing."""
-    fn = _function(backend, file, dtype)
-    if pl.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
-        fn.max_dynamic_shared_size_bytes = pl.smem
-    status = backend.xp.empty(1, dtype=np.int32)  # the kernel's grid check (always written)
-    with warnings.catch_warnings():
-        # CuPy shrinks a 1-D cooperative grid larger than its occupancy query allows, with only a
-        # warning (cupy/cuda/function.pyx, _launch); every block owns fixed columns, so a shrunk
-        # grid would leave some unwritten.
-        warnings.filterwarnings("error", message=CUPY_SHRINK, category=UserWarning)
-        try:
-            fn((pl.grid, 1, 1), (THREADS, 1, 1), args + (status,), shared_mem=pl.smem)
-        except UserWarning as e:
-            raise RuntimeError(f"{_stem(file, version_of(backend))}: CuPy would launch fewer than "
-                               f"the {pl.grid} co-resident blocks the kernel needs ({e}); "
-                               "nothing was launched") from None
-    ran = int(status[0])  # a 4-byte read: waits for the launch to finish
-    if ran:
-        raise RuntimeError(f"{_stem(file, version_of(backend))}: only {ran} of the {pl.grid} "
-                           f"blocks ran ({pl.cols} columns each), too few to cover H; the kernel "
-                           "wrote nothing (a runtime shrank the cooperative grid)")
-
-
-def forward(backend, h, h0, V, lengths, activation):
-    """The whole forward recurrence in place: h (T, B, H) holds p on entry and h on exit.
-    h0 (B, H); V (H, H); lengths (B,) int32 in 1..T. All owned by the caller; h is updated."""
-    T, B, H = h.shape
-    operands = backend.kernels.fwd_operands(h, h0, V, lengths)
-    pl = check(backend, B, H, h.dtype)
-    i32 = np.int32
-    _launch(backend, FWD_FILE, h.dtype, pl, operands + (i32(T), i32(B), i32(H), i32(pl.cols),
-                                                       i32(activations.ACTIVATION_CODES[activation])))
-    return h
-
-
-def backward(backend, du, dh, dh_last, h, V, lengths, activation):
-    """The whole reverse recurrence into du (T, B, H), every entry written. dh (T, B, H) or None;
-    dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H) (not transposed);
-    lengths (B,) int32 in 1..T."""
-    T, B, H = du.shape
-    operands = backend.kernels.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
-    pl = check(backend, B, H, du.dtype)
-    i32 = np.int32
-    _launch(backend, BWD_FILE, du.dtype, pl,
-            operands + (i32(T), i32(B), i32(H), i32(pl.cols),
-                        i32(activations.ACTIVATION_CODES[activation])))
-    return du
 
 
 def describe(limits: DeviceLimits, version=DEFAULT_VERSION, reason=None) -> list:

@@ -1,0 +1,194 @@
+"""The kernel registry: one entry per kernel family of kernels/ (docs/architecture.md §4).
+
+Each family gives its file, its entry kernels (`<stem>_<version>`), their template parameters,
+whether they are cooperative, their launch geometry and the constants shared with the .cu side.
+The loader's name expressions, the launchers' grids and blocks and the persistent algorithm's
+limits are all derived from here; tests/cuda/test_registry.py parses the kernel sources and checks
+every shared constant, entry name and launch bound against this module.
+
+Adding a kernel version: write it in its .cu file and add one `Version` to its family's table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+#: the element types every family is built for (template parameter T), as C types
+CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+def cdiv(a, b):
+    """ceil(a / b) for positive integers."""
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Tiled:
+    """One block per output tile of `rows` x `cols` (BM x BN), each thread `per_thread`
+    (TM, TN) outputs, shared-memory tiles `depth` (BK) deep; block (BN / TN, BM / TM).
+    rows_on_x: the tile's rows go on grid.x (the GEMM's M, which may exceed grid.y's limit)."""
+
+    rows: int
+    cols: int
+    per_thread: tuple = (1, 1)
+    depth: Optional[int] = None
+    rows_on_x: bool = False
+
+    @property
+    def block(self) -> tuple:
+        return (self.cols // self.per_thread[1], self.rows // self.per_thread[0], 1)
+
+    def geometry(self, M, N) -> tuple:
+        """(grid, block) for an (M, N) output (M rows: the batch B, or the GEMM's M)."""
+        across, down = cdiv(N, self.cols), cdiv(M, self.rows)
+        grid = (down, across, 1) if self.rows_on_x else (across, down, 1)
+        return grid, self.block
+
+
+@dataclass(frozen=True)
+class Flat:
+    """One thread per output element of an (M, N) output, `threads` per block."""
+
+    threads: int
+
+    @property
+    def block(self) -> tuple:
+        return (self.threads, 1, 1)
+
+    def geometry(self, M, N) -> tuple:
+        return (cdiv(M * N, self.threads), 1, 1), self.block
+
+
+@dataclass(frozen=True)
+class Cooperative:
+    """One cooperative launch of `threads`-thread blocks, one per multiprocessor at most; the
+    grid and the shared memory come from the persistent plan (persistent.py)."""
+
+    threads: int
+
+    @property
+    def block(self) -> tuple:
+        return (self.threads, 1, 1)
+
+
+@dataclass(frozen=True)
+class Version:
+    """One kernel version of a family.
+
+    launch: its geometry. bounds: its __launch_bounds__ (threads, min blocks) or None.
+    product: "kernel" where the kernel computes the recurrent product, "library" where the GEMM
+    library does it before the launch (xp.matmul) and the kernel only the epilogue.
+    variant: the integer template argument the entry passes to the shared body (persistent)."""
+
+    launch: object
+    bounds: Optional[tuple] = None
+    product: str = "kernel"
+    variant: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """The kernels of one .cu file: `<stem>_<version><T, *params>` for every version, element
+    type T and tuple of `params` (extra template arguments, e.g. the GEMM's transposes)."""
+
+    file: str
+    stem: str
+    versions: dict
+    params: tuple = ((),)
+    cooperative: bool = False
+    constants: dict = field(default_factory=dict)  # {name: value} shared with the .cu side
+
+    def entry(self, version: str) -> str:
+        if version not in self.versions:
+            raise ValueError(f"version: expected one of {tuple(self.versions)}, got {version!r}")
+        return f"{self.stem}_{version}"
+
+    def expression(self, version: str, dtype, *params) -> str:
+        """The name expression of one instance, e.g. `elman_fwd_step_v2<float>`."""
+        return template_name(self.entry(version), dtype, *params)
+
+    def name_expressions(self) -> tuple:
+        return tuple(self.expression(v, dt, *p) for v in self.versions for dt in CTYPES
+                     for p in self.params)
+
+
+def ctype(dtype) -> str:
+    """The C type of a float dtype; TypeError for anything else."""
+    dt = np.dtype(dtype)
+    if dt not in CTYPES:
+        raise TypeError(f"dtype: kernels take float32 or float64, got {dt}")
+    return CTYPES[dt]
+
+
+def template_name(fn: str, *params) -> str:
+    """`fn<p1, p2>` with bools as true/false and dtypes as C types: the one spelling of a template
+    instance, used both for name_expressions and for get_function."""
+    def spell(p):
+        if isinstance(p, bool):
+            return "true" if p else "false"
+        if isinstance(p, str):
+            return p
+        return ctype(p)
+    return f"{fn}<{', '.join(spell(p) for p in params)}>"
+
+
+# -- the step kernels: one launch per t; forward and backward share the versions ------------------
+STEP_BK = 16  # `constexpr int BK` of the tiled step kernels (tile depth)
+STEP = {
+    "v1": Version(Tiled(rows=4, cols=64)),
+    "v2": Version(Tiled(rows=32, cols=32, per_thread=(2, 2), depth=STEP_BK), bounds=(256, None)),
+    "v3": Version(Tiled(rows=64, cols=64, per_thread=(4, 4), depth=STEP_BK), bounds=(256, 2)),
+    "v4": Version(Flat(threads=256), bounds=(256, None), product="library"),
+}
+STEP_FWD = Family("elman_fwd_step.cu", "elman_fwd_step", STEP, constants={"BK": STEP_BK})
+STEP_BWD = Family("elman_bwd_step.cu", "elman_bwd_step", STEP, constants={"BK": STEP_BK})
+
+# -- the persistent kernels: the whole recurrence in one cooperative launch -----------------------
+PERSIST_CONSTANTS = {"PERSIST_WARPS": 8, "PERSIST_THREADS": 8 * 32, "PERSIST_BATCH": 8,
+                     "PERSIST_GROUP": 8, "PERSIST_OUTS": 8 * 8}
+_P = PERSIST_CONSTANTS
+_PERSIST_LAUNCH = Cooperative(threads=_P["PERSIST_THREADS"])
+PERSIST = {
+    "v1": Version(_PERSIST_LAUNCH, bounds=(_P["PERSIST_THREADS"], 1), variant=1),
+    "v2": Version(_PERSIST_LAUNCH, bounds=(_P["PERSIST_THREADS"], 1), variant=2),
+}
+#: elements of T of v2's cross-warp sums after the batch chunk (persistent_common.cuh, red)
+PERSIST_REDUCTION = {"v1": 0, "v2": _P["PERSIST_WARPS"] * _P["PERSIST_OUTS"]}
+PERSIST_FWD = Family("elman_persistent_fwd.cu", "elman_persistent_fwd", PERSIST, cooperative=True,
+                     constants=PERSIST_CONSTANTS)
+PERSIST_BWD = Family("elman_persistent_bwd.cu", "elman_persistent_bwd", PERSIST, cooperative=True,
+                     constants=PERSIST_CONSTANTS)
+
+# -- products outside the time loop and the bias gradient -----------------------------------------
+GEMM_TILE = Tiled(rows=64, cols=64, per_thread=(4, 4), depth=16, rows_on_x=True)
+GEMM = Family("gemm.cu", "gemm", {"v1": Version(GEMM_TILE, bounds=(256, 2))},
+              params=((False, False), (True, False), (False, True)),  # (TA, TB): NN, TN, NT
+              constants={"BM": GEMM_TILE.rows, "BN": GEMM_TILE.cols, "BK": GEMM_TILE.depth,
+                         "TM": GEMM_TILE.per_thread[0], "TN": GEMM_TILE.per_thread[1]})
+COLSUM_CONSTANTS = {"COLSUM_COLS": 32, "COLSUM_ROWS": 8}
+COLUMN_SUM = Family("column_sum.cu", "column_sum",
+                    {"v1": Version(Tiled(rows=COLSUM_CONSTANTS["COLSUM_ROWS"],
+                                         cols=COLSUM_CONSTANTS["COLSUM_COLS"]),
+                                   bounds=(COLSUM_CONSTANTS["COLSUM_COLS"]
+                                           * COLSUM_CONSTANTS["COLSUM_ROWS"], None))},
+                    constants=COLSUM_CONSTANTS)
+
+FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM)
+BY_FILE = {f.file: f for f in FAMILIES}
+#: CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
+MAX_GRID_Y = 65535
+
+
+def family(file: str) -> Family:
+    if file not in BY_FILE:
+        raise ValueError(f"file: no kernel family for {file!r}")
+    return BY_FILE[file]
+
+
+def step_geometry(version: str, B: int, H: int) -> tuple:
+    """(grid, block) of a step kernel version for a (B, H) step."""
+    if version not in STEP:
+        raise ValueError(f"version: expected one of {tuple(STEP)}, got {version!r}")
+    return STEP[version].launch.geometry(B, H)
