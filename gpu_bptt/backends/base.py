@@ -98,11 +98,3 @@ class Backend:
         dh may be None (zeros). Returns du (T, B, H)."""
         raise NotImplementedError
 
-
-def valid_steps(xp, lengths, T):
-    """(T, B) bool, True where t < lengths[b]; None when lengths is None. Padded entries are
-    set to 0 through it, never multiplied by 0 (NaN·0 and inf·0 are NaN)."""
-    if lengths is None:
-        return None
-    return xp.arange(T)[:, None] < lengths[None, :]
-
