@@ -1,7 +1,8 @@
 """The NumPy backend: the reference every kernel is checked against.
 
-A plain time loop with only the recurrence inside it (docs/architecture.md §4). `elman_fwd_step` and
-`elman_bwd_step` are the NumPy twins of the CUDA step kernels of the same names.
+A plain time loop with only the recurrence inside it (docs/architecture.md §4): the loop, shared by
+every cell, is time_loop.py; a cell adds its steps here. `elman_fwd_step` and `elman_bwd_step` are
+the NumPy twins of the CUDA step kernels of the same names.
 
 Speed notes (it is also the CPU backend users run): each step writes into buffers allocated once
 per call (`out=`), because a fresh multi-megabyte temporary costs more in page faults than the

@@ -6,7 +6,9 @@
     dx[t] = du[t] @ W.T,      dh0 = du[0] @ V.T
 
 Only the recurrence runs inside the time loop; the input projection is one GEMM before it and the
-weight gradients are one reduction over T·B after it.
+weight gradients are one reduction over T·B after it. What every cell shares (checks of x, h0,
+lengths and algo, last states, the cache guard) is in sequence.py; this module holds Elman's
+weights, activation and cache.
 """
 from __future__ import annotations
 
