@@ -72,37 +72,46 @@ def test_run_forward_zeroes_padded_steps_before_the_next_step_reads_them():
             assert (seen[t, b] == (t if t <= n else 0)).all()  # t == n reads the last valid state
 
 
+def _from_above_ref(seq, last, n, t, H):
+    """What run_reverse must hand step t for one (seq, last) pair, example by example (zeros
+    where nothing comes from above)."""
+    ref = np.zeros((n.size, H))
+    for b in range(n.size):
+        if t < n[b]:
+            ref[b] = (0 if seq is None else seq[t, b]) + (last[b] if last is not None and t == n[b] - 1 else 0)
+    return ref
+
+
 @pytest.mark.parametrize("with_dh", [True, False])
 @pytest.mark.parametrize("with_last", [True, False])
 @pytest.mark.parametrize("lengths", [LENGTHS, None])
-def test_run_reverse_gives_each_step_its_gradient_from_above(with_dh, with_last, lengths):
+def test_run_reverse_gives_each_step_its_gradients_from_above(with_dh, with_last, lengths):
+    """Two pairs, as a cell with a cell state has: (dh, dh_last) and (None, dc_last)."""
     T, B, H = 4, len(LENGTHS), 3
     rng = np.random.default_rng(2)
     dh = rng.standard_normal((T, B, H))
     n = LENGTHS if lengths is not None else np.full(B, T)
     for b in range(B):
         dh[n[b]:, b] = [np.nan, np.inf, -np.inf]  # padding: must be replaced, not multiplied by 0
-    dh_last = rng.standard_normal((B, H))
-    dh_given, last_given = dh.copy(), dh_last.copy()
+    dh_last, dc_last = rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    given = [a.copy() for a in (dh, dh_last, dc_last)]
+    pairs = [(dh if with_dh else None, dh_last if with_last else None), (None, dc_last)]
     order, got = [], {}
 
-    def step(t, g):
+    def step(t, g_h, g_c):
         order.append(t)
-        got[t] = None if g is None else g.copy()
+        got[t] = [None if g is None else g.copy() for g in (g_h, g_c)]
 
-    run_reverse(T, lengths, dh if with_dh else None, dh_last if with_last else None, step)
+    run_reverse(T, lengths, step, *pairs)
     assert order == list(range(T - 1, -1, -1))
     for t in range(T):
-        ref = np.zeros((B, H))
-        for b in range(B):
-            if t < n[b]:
-                ref[b] = (dh[t, b] if with_dh else 0) + (dh_last[b] if with_last and t == n[b] - 1 else 0)
-        if got[t] is None:  # allowed only where nothing comes from above at t
-            assert not with_dh and not (with_last and (n - 1 == t).any())
-        else:
-            np.testing.assert_array_equal(got[t], ref)
-    np.testing.assert_array_equal(dh, dh_given)  # the caller's arrays are never written
-    np.testing.assert_array_equal(dh_last, last_given)
+        for (seq, last), g in zip(pairs, got[t]):
+            if g is None:  # allowed only where nothing comes from above at t
+                assert seq is None and (last is None or not (n - 1 == t).any())
+            else:
+                np.testing.assert_array_equal(g, _from_above_ref(seq, last, n, t, H))
+    for a, before in zip((dh, dh_last, dc_last), given):  # the caller's arrays are never written
+        np.testing.assert_array_equal(a, before)
 
 
 def test_last_state_is_each_examples_last_valid_step():

@@ -88,5 +88,5 @@ class NumpyBackend(Backend):
         def step(t, g):
             elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
 
-        run_reverse(T, lengths, dh, dh_last, step)
+        run_reverse(T, lengths, step, (dh, dh_last))
         return du

@@ -28,16 +28,24 @@ def run_forward(T, lengths, step, *states):
                 s[t][~valid[t]] = 0
 
 
-def run_reverse(T, lengths, dh, dh_last, step):
-    """step(t, g) for t = T-1..0, where g (B, H) is the gradient from above on the state of step t:
-    dh[t] with its padded rows 0 (whatever dh holds there), plus dh_last on the examples whose last
-    valid step is t; None when both are absent (zeros). dh (T, B, H) and dh_last (B, H) may be None
-    and are never written; g may be scratch that the next call overwrites."""
+def run_reverse(T, lengths, step, *incoming):
+    """step(t, g, ...) for t = T-1..0, one g per (seq, last) pair in `incoming`: (dh, dh_last),
+    and (None, dc_last) for a cell state. g (B, H) is the gradient from above on that state of step
+    t: seq[t] with its padded rows 0 (whatever seq holds there), plus `last` on the examples whose
+    last valid step is t; None when both are absent (zeros). seq (T, B, H) and last (B, H) may be
+    None and are never written; g may be scratch that the next call overwrites."""
     valid = valid_steps(np, lengths, T)
-    ends = _ends_by_step(dh_last, lengths, T)
+    feeds = [_from_above(T, lengths, valid, seq, last) for seq, last in incoming]
+    for t, *g in zip(range(T - 1, -1, -1), *feeds):
+        step(t, *g)
+
+
+def _from_above(T, lengths, valid, seq, last):
+    """The g of run_reverse for one (seq, last) pair, for t = T-1..0."""
+    ends = _ends_by_step(last, lengths, T)
     buf = None
     for t in range(T - 1, -1, -1):
-        g = None if dh is None else dh[t]
+        g = None if seq is None else seq[t]
         if g is not None and valid is not None and not valid[t].all():
             if buf is None:
                 buf = np.empty(g.shape, dtype=g.dtype)
@@ -45,8 +53,8 @@ def run_reverse(T, lengths, dh, dh_last, step):
             np.copyto(buf, g, where=valid[t][:, None])
             g = buf
         if t in ends:
-            g = _plus_last(g, dh_last, ends[t])
-        step(t, g)
+            g = _plus_last(g, last, ends[t])
+        yield g
 
 
 def _ends_by_step(dh_last, lengths, T) -> dict:
