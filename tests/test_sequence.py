@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpu_bptt import activations, get_backend
-from gpu_bptt.backends.time_loop import run_forward, run_reverse
+from gpu_bptt.backends.time_loop import forward_steps, reverse_steps
 from gpu_bptt.cells.sequence import (check_grads_from_above, check_state, check_unchanged,
                                      last_state, take_digests)
 
@@ -55,17 +55,14 @@ def test_derivative_into_a_buffer_allocates_nothing(activation):
     assert peak < h.nbytes // 16, f"peak {peak} bytes for a {h.nbytes}-byte array"
 
 
-def test_run_forward_zeroes_padded_steps_before_the_next_step_reads_them():
+def test_forward_steps_zero_padded_steps_before_the_next_step_reads_them():
     T, B = 4, len(LENGTHS)
     s = np.full((T, B, 2), np.nan)
     seen = np.full((T, B, 2), np.nan)
-
-    def step(t):
+    for t in forward_steps(T, LENGTHS, s):
         prev = s[t - 1] if t else np.zeros((B, 2))
         seen[t] = prev
         s[t] = prev + 1
-
-    run_forward(T, LENGTHS, step, s)
     for b, n in enumerate(LENGTHS):
         for t in range(T):
             assert (s[t, b] == (t + 1 if t < n else 0)).all()
@@ -73,7 +70,7 @@ def test_run_forward_zeroes_padded_steps_before_the_next_step_reads_them():
 
 
 def _from_above_ref(seq, last, n, t, H):
-    """What run_reverse must hand step t for one (seq, last) pair, example by example (zeros
+    """What reverse_steps must hand step t for one (seq, last) pair, example by example (zeros
     where nothing comes from above)."""
     ref = np.zeros((n.size, H))
     for b in range(n.size):
@@ -85,7 +82,7 @@ def _from_above_ref(seq, last, n, t, H):
 @pytest.mark.parametrize("with_dh", [True, False])
 @pytest.mark.parametrize("with_last", [True, False])
 @pytest.mark.parametrize("lengths", [LENGTHS, None])
-def test_run_reverse_gives_each_step_its_gradients_from_above(with_dh, with_last, lengths):
+def test_reverse_steps_give_each_step_its_gradients_from_above(with_dh, with_last, lengths):
     """Two pairs, as a cell with a cell state has: (dh, dh_last) and (None, dc_last)."""
     T, B, H = 4, len(LENGTHS), 3
     rng = np.random.default_rng(2)
@@ -97,12 +94,9 @@ def test_run_reverse_gives_each_step_its_gradients_from_above(with_dh, with_last
     given = [a.copy() for a in (dh, dh_last, dc_last)]
     pairs = [(dh if with_dh else None, dh_last if with_last else None), (None, dc_last)]
     order, got = [], {}
-
-    def step(t, g_h, g_c):
+    for t, g_h, g_c in reverse_steps(T, lengths, *pairs):
         order.append(t)
         got[t] = [None if g is None else g.copy() for g in (g_h, g_c)]
-
-    run_reverse(T, lengths, step, *pairs)
     assert order == list(range(T - 1, -1, -1))
     for t in range(T):
         for (seq, last), g in zip(pairs, got[t]):

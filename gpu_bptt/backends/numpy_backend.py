@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import activations
 from .base import Backend
-from .time_loop import run_forward, run_reverse, valid_steps
+from .time_loop import forward_steps, reverse_steps, valid_steps
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -68,11 +68,8 @@ class NumpyBackend(Backend):
         T, B, H = p.shape
         h = p  # h[t] overwrites p[t] once it is consumed
         acc = np.empty((B, H), dtype=p.dtype)
-
-        def step(t):
+        for t in forward_steps(T, lengths, h):
             elman_fwd_step(p[t], h[t - 1] if t else h0, V, activation, out=h[t], acc=acc)
-
-        run_forward(T, lengths, step, h)
         return h
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
@@ -84,9 +81,6 @@ class NumpyBackend(Backend):
             du *= valid[:, :, None]  # f'(u) is finite there: h is exactly 0 at padded steps
         VT = np.ascontiguousarray(V.T)
         acc = np.empty((B, H), dtype=h.dtype)
-
-        def step(t, g):
+        for t, g in reverse_steps(T, lengths, (dh, dh_last)):
             elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
-
-        run_reverse(T, lengths, step, (dh, dh_last))
         return du
