@@ -4,9 +4,11 @@ batches, the gradients from above, and the cache guard that detects arrays chang
 between forward and backward. A cell module (elman.py) adds only its weights, its math and its
 cache's fields.
 
-Direction: every function here takes its arrays in the order the recurrence runs. A reversed
-direction is the forward order with each example's valid prefix x[:lengths[b], b] flipped, before
-the cell and again on its outputs (and on dh/dx in backward), so the backends need no direction.
+Direction: every function here, and the backends, take arrays in the order the recurrence runs.
+A reversed direction (bidirectional layers) is that order with each example's valid prefix
+x[:lengths[b], b] flipped: flip x before the cell and h after it (dh before the backward, dx
+after), and the last state of the flipped run is the reversed direction's final state; the
+backends and the numpy time loop need no direction of their own.
 """
 from __future__ import annotations
 
