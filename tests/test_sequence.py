@@ -75,7 +75,9 @@ def _from_above_ref(seq, last, n, t, H):
     ref = np.zeros((n.size, H))
     for b in range(n.size):
         if t < n[b]:
-            ref[b] = (0 if seq is None else seq[t, b]) + (last[b] if last is not None and t == n[b] - 1 else 0)
+            ref[b] = 0 if seq is None else seq[t, b]
+        if last is not None and t == n[b] - 1:
+            ref[b] += last[b]
     return ref
 
 
