@@ -38,14 +38,21 @@ def apply(xp, activation: str, u, out=None):
     return out
 
 
-def derivative_from_output(xp, activation: str, h):
-    """f'(u) computed from h = f(u)."""
-    if activation == "tanh":
-        return 1 - h * h
-    if activation == "relu":
-        return (h > 0).astype(h.dtype)
-    if activation == "sigmoid":
-        return h * (1 - h)
-    if activation == "identity":
-        return xp.ones_like(h)
-    raise ValueError(f"activation: unknown {activation!r}")
+def derivative_from_output(xp, activation: str, h, out=None):
+    """f'(u) computed from h = f(u), elementwise, with no temporaries: the numpy backend's reverse
+    loop computes it for all T into the array that then receives du. `out` may not alias `h`."""
+    if out is None:
+        out = xp.empty_like(h)
+    if activation == "tanh":        # 1 - h²
+        xp.multiply(h, h, out=out)
+        xp.subtract(1, out, out=out)
+    elif activation == "sigmoid":   # h (1 - h)
+        xp.subtract(1, h, out=out)
+        out *= h
+    elif activation == "relu":      # 1 where h > 0
+        xp.greater(h, 0, out=out)
+    elif activation == "identity":
+        out.fill(1)
+    else:
+        raise ValueError(f"activation: unknown {activation!r}")
+    return out

@@ -1,8 +1,10 @@
 """The interface every backend implements, and the xp-generic parts they share.
 
-The functional cell (gpu_bptt.cells.elman) validates inputs and drives a backend through these
+A functional cell (gpu_bptt.cells.elman) validates inputs and drives a backend through these
 methods. Only the recurrence is backend-specific; the products outside the time loop default to
-`xp.matmul` (NumPy's BLAS, or cuBLAS through CuPy) and a backend may override them.
+`xp.matmul` (NumPy's BLAS, or cuBLAS through CuPy) and a backend may override them. The
+cell-specific methods are named after their cell (`elman_fwd_seq`, `elman_bwd_seq`; `gradients`
+holds Elman's reductions); a new cell adds its own beside them.
 """
 from __future__ import annotations
 
@@ -68,7 +70,8 @@ class Backend:
 
     # -- products outside the time loop ------------------------------------------------------------
     def input_projection(self, x, W, b):
-        """p = x @ W + b for all T at once: x (T, B, I), W (I, H), b (H,) or None -> (T, B, H)."""
+        """p = x @ W + b for all T at once: x (T, B, I), W (I, N), b (N,) or None -> (T, B, N)
+        (N = H, or G·H for a cell with G gates)."""
         T, B, I = x.shape
         p = self.xp.matmul(x.reshape(T * B, I), W).reshape(T, B, W.shape[1])
         if b is not None:
@@ -103,12 +106,4 @@ class Backend:
         valid step, du[t, b] = 0 for padded steps whatever dh holds there (NaN and inf included).
         dh may be None (zeros). Returns du (T, B, H)."""
         raise NotImplementedError
-
-
-def valid_steps(xp, lengths, T):
-    """(T, B) bool, True where t < lengths[b]; None when lengths is None. Padded entries are
-    set to 0 through it, never multiplied by 0 (NaN·0 and inf·0 are NaN)."""
-    if lengths is None:
-        return None
-    return xp.arange(T)[:, None] < lengths[None, :]
 

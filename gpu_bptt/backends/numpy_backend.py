@@ -1,7 +1,8 @@
 """The NumPy backend: the reference every kernel is checked against.
 
-A plain time loop with only the recurrence inside it (docs/architecture.md §4). `elman_fwd_step` and
-`elman_bwd_step` are the NumPy twins of the CUDA step kernels of the same names.
+A plain time loop with only the recurrence inside it (docs/architecture.md §4): the loop, shared by
+every cell, is time_loop.py; a cell adds its steps here. `elman_fwd_step` and `elman_bwd_step` are
+the NumPy twins of the CUDA step kernels of the same names.
 
 Speed notes (it is also the CPU backend users run): each step writes into buffers allocated once
 per call (`out=`), because a fresh multi-megabyte temporary costs more in page faults than the
@@ -15,7 +16,8 @@ import zlib
 import numpy as np
 
 from .. import activations
-from .base import Backend, valid_steps
+from .base import Backend
+from .time_loop import forward_steps, reverse_steps, valid_steps
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -41,23 +43,6 @@ def elman_bwd_step(dh_t, du_next, VT, fprime_t, out=None, acc=None):
     return np.multiply(acc, fprime_t, out=out)
 
 
-def fprime_into(activation, h, out):
-    """out = f'(u) from h = f(u), elementwise, with no temporaries (out may not alias h)."""
-    if activation == "tanh":        # 1 - h²
-        np.multiply(h, h, out=out)
-        np.subtract(1, out, out=out)
-    elif activation == "sigmoid":   # h (1 - h)
-        np.subtract(1, h, out=out)
-        out *= h
-    elif activation == "relu":      # 1 where h > 0
-        np.greater(h, 0, out=out)
-    elif activation == "identity":
-        out.fill(1)
-    else:
-        raise ValueError(f"activation: unknown {activation!r}")
-    return out
-
-
 class NumpyBackend(Backend):
     name = "numpy"
     algos = ("auto", "step")
@@ -81,58 +66,21 @@ class NumpyBackend(Backend):
 
     def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
         T, B, H = p.shape
-        valid = valid_steps(np, lengths, T)
         h = p  # h[t] overwrites p[t] once it is consumed
         acc = np.empty((B, H), dtype=p.dtype)
-        h_prev = h0
-        for t in range(T):
-            elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc)
-            if valid is not None:  # set, not multiplied by 0: x there may hold NaN or inf
-                h[t][~valid[t]] = 0
-            h_prev = h[t]
+        for t in forward_steps(T, lengths, h):
+            elman_fwd_step(p[t], h[t - 1] if t else h0, V, activation, out=h[t], acc=acc)
         return h
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
         T, B, H = h.shape
         # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
-        du = fprime_into(activation, h, np.empty_like(h))
+        du = activations.derivative_from_output(np, activation, h, out=np.empty_like(h))
         valid = valid_steps(np, lengths, T)
         if valid is not None:
             du *= valid[:, :, None]  # f'(u) is finite there: h is exactly 0 at padded steps
-        ends = _ends_by_step(dh_last, lengths, T, B)
         VT = np.ascontiguousarray(V.T)
         acc = np.empty((B, H), dtype=h.dtype)
-        dh_buf = None
-        for t in range(T - 1, -1, -1):
-            dh_t = None if dh is None else dh[t]
-            if dh_t is not None and valid is not None and not valid[t].all():
-                # Padded rows of dh are replaced, not multiplied by 0: NaN·0 and inf·0 are NaN.
-                if dh_buf is None:
-                    dh_buf = np.empty((B, H), dtype=h.dtype)
-                dh_buf.fill(0)
-                np.copyto(dh_buf, dh_t, where=valid[t][:, None])
-                dh_t = dh_buf
-            if t in ends:  # dh_last enters at each example's last valid step
-                dh_t = _plus_last(dh_t, dh_last, ends[t], B, H, h.dtype)
-            elman_bwd_step(dh_t, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
+        for t, g in reverse_steps(T, lengths, (dh, dh_last)):
+            elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
         return du
-
-
-def _ends_by_step(dh_last, lengths, T, B) -> dict:
-    """{t: examples whose last valid step is t} (empty without dh_last)."""
-    if dh_last is None:
-        return {}
-    if lengths is None:
-        return {T - 1: None}  # None: every example
-    last = np.asarray(lengths) - 1
-    return {int(t): np.flatnonzero(last == t) for t in np.unique(last)}
-
-
-def _plus_last(dh_t, dh_last, rows, B, H, dtype):
-    """dh[t] + dh_last on `rows` (None: all), as a new (B, H) array; dh_t may be None."""
-    out = np.zeros((B, H), dtype=dtype) if dh_t is None else dh_t.copy()
-    if rows is None:
-        out += dh_last
-    else:
-        out[rows] += dh_last[rows]
-    return out

@@ -6,7 +6,9 @@
     dx[t] = du[t] @ W.T,      dh0 = du[0] @ V.T
 
 Only the recurrence runs inside the time loop; the input projection is one GEMM before it and the
-weight gradients are one reduction over T·B after it.
+weight gradients are one reduction over T·B after it. What every cell shares (checks of x, h0,
+lengths and algo, last states, the cache guard) is in sequence.py; this module holds Elman's
+weights, activation and cache.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from typing import Any, Optional
 from .. import activations
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
-
-ALGOS = ("auto", "step", "persistent")
+from .sequence import (check_algo, check_cache_algo, check_grads_from_above, check_input,
+                       check_state, check_unchanged, last_state, missing_arrays, take_digests)
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,10 @@ class ElmanCache:
     @classmethod
     def from_arrays(cls, arrays: dict, *, activation, has_bias, algo="step", backend=None):
         """algo: the algorithm the forward ran, by name (meta()'s), or its LaunchPlan."""
-        missing = [k for k in cls.ARRAY_NAMES if k not in arrays]
-        if missing:
-            raise ValueError(f"arrays: missing {missing}")
+        missing_arrays(cls.ARRAY_NAMES, arrays)
         bk = get_backend(backend)
         if not isinstance(algo, LaunchPlan):
-            algo = _check_cache_algo(bk, algo)
+            algo = check_cache_algo(bk, algo)
         dtype = common_float_dtype(**{k: arrays[k] for k in ("x", "W", "V", "h0", "h")})
         h = check_array(bk, "h", arrays["h"], ndim=3, dtype=dtype, dims="(T, B, H)")
         T, B, H = h.shape
@@ -81,22 +81,6 @@ class ElmanCache:
                    lengths=check_lengths(bk, arrays["lengths"], T, B),
                    activation=activations.check_activation(activation), has_bias=bool(has_bias),
                    plan=_cache_plan(bk, algo, T, B, H, dtype), backend=bk)
-
-
-def check_algo(algo):
-    """ValueError unless `algo` is one of ALGOS (whether a backend honours it is its own check)."""
-    if not isinstance(algo, str) or algo not in ALGOS:
-        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
-    return algo
-
-
-def _check_cache_algo(bk, algo):
-    """The algorithm a cache records: one the forward can have run on backend `bk`."""
-    ran = tuple(a for a in ALGOS if a != "auto")
-    if not isinstance(algo, str) or algo not in ran:
-        raise ValueError(f"algo: expected the algorithm the forward ran, one of {ran}, got {algo!r}")
-    bk.check_algo(algo)
-    return algo
 
 
 def _cache_plan(bk, algo, T, B, H, dtype):
@@ -125,13 +109,6 @@ class ElmanGrads:
     dh0: Any      # (B, H)
 
 
-def _last_state(xp, h, lengths):
-    T, B, _ = h.shape
-    if lengths is None:
-        return h[T - 1].copy()
-    return h[lengths - 1, xp.arange(B)]
-
-
 def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, backend=None,
                   algo="auto", need_cache=True) -> ElmanOutput:
     """Run the recurrent level over a whole sequence.
@@ -146,14 +123,11 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     itself), so the cache, its copies and digests are skipped and `cache` is None.
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
-    xp = bk.xp
     activation = activations.check_activation(activation)
     check_algo(algo)
     dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0)
-    x = check_array(bk, "x", x, ndim=3, dtype=dtype, dims="(T, B, I)")
+    x = check_input(bk, x, dtype)
     T, B, I = x.shape
-    if T == 0 or B == 0 or I == 0:
-        raise ValueError(f"x: expected (T, B, I) with T, B, I >= 1, got shape {x.shape}")
     W = check_array(bk, "W", W, shape=(I, None), dtype=dtype, dims="(I, H)")
     H = W.shape[1]
     if H == 0:
@@ -161,23 +135,19 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     V = check_array(bk, "V", V, shape=(H, H), dtype=dtype, dims="(H, H)")
     if b is not None:
         b = check_array(bk, "b", b, shape=(H,), dtype=dtype, dims="(H,)")
-    if h0 is None:
-        h0 = xp.zeros((B, H), dtype=dtype)
-    else:
-        # copied (B·H, small) like W and V below: the cache must not see in-place changes
-        h0 = check_array(bk, "h0", h0, shape=(B, H), dtype=dtype, dims="(B, H)").copy()
+    h0 = check_state(bk, "h0", h0, B, H, dtype)  # a copy, like W and V below
     lengths = check_lengths(bk, lengths, T, B)
     plan = bk.resolve_algo(algo, T, B, H, dtype)
 
     p = bk.input_projection(x, W, b)
     h = bk.elman_fwd_seq(p, V, h0, activation, lengths, plan)
     if not need_cache:
-        return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=None)
+        return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths), cache=None)
     # W, V are small: copied, so the caller may update them in place before backward.
     cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
                        activation=activation, has_bias=b is not None, plan=plan, backend=bk,
-                       digests={"x": bk.digest(x), "h": bk.digest(h)})
-    return ElmanOutput(h=h, h_last=_last_state(xp, h, lengths), cache=cache)
+                       digests=take_digests(bk, x=x, h=h))
+    return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths), cache=cache)
 
 
 def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> ElmanGrads:
@@ -191,18 +161,8 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
         raise TypeError(f"cache: expected the ElmanCache of elman_forward, got {type(cache).__name__}")
     bk = cache.backend
     T, B, H = cache.h.shape
-    dtype = cache.h.dtype
-    if dh is None and dh_last is None:
-        raise ValueError("dh, dh_last: at least one gradient must be given")
-    if dh is not None:
-        dh = check_array(bk, "dh", dh, shape=(T, B, H), dtype=dtype, dims="(T, B, H)")
-    if dh_last is not None:
-        dh_last = check_array(bk, "dh_last", dh_last, shape=(B, H), dtype=dtype, dims="(B, H)")
-    for name, digest in (cache.digests or {}).items():
-        if bool(bk.digest(getattr(cache, name)) != digest):
-            raise ValueError(f"cache: {name} was changed in place after elman_forward; backward needs "
-                             f"the values the forward saw (keep {name} unchanged until then, or "
-                             f"change a copy)")
+    dh, dh_last = check_grads_from_above(bk, T, B, H, cache.h.dtype, dh, dh_last=dh_last)
+    check_unchanged(cache, "elman_forward")
     du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.plan)
     dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
                                        cache.has_bias, bool(need_dx))

@@ -11,7 +11,7 @@ import numpy as np
 from .. import activations
 from ..backends import get_backend
 from ..cells import elman_backward, elman_forward
-from ..cells.elman import check_algo
+from ..cells.sequence import check_algo
 from ..validate import check_float_dtype, check_size
 from . import init
 

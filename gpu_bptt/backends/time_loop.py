@@ -1,0 +1,105 @@
+"""The numpy backend's time loop, shared by every cell (docs/architecture.md §4): the order of the
+steps, the padded steps of variable-length batches, and where the gradients from above enter. The
+cell writes a plain `for` loop over these iterators with only its step inside.
+
+Padded steps are t >= lengths[b], a suffix of each example: its state there is 0 and it receives
+no gradient. They are set to 0, never multiplied by 0 (NaN·0 and inf·0 are NaN). Which rows are
+padded at each step is worked out once, before the loop: the loop itself does no mask arithmetic
+at steps without padding (the small-batch CPU presets spend a few µs per step in all).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def valid_steps(xp, lengths, T):
+    """(T, B) bool, True where t < lengths[b]; None when lengths is None."""
+    if lengths is None:
+        return None
+    return xp.arange(T)[:, None] < lengths[None, :]
+
+
+def forward_steps(T, lengths, *states):
+    """Yields t = 0..T-1. When the loop body for t is done (the cell has written step t of its
+    `states`, (T, B, ...) arrays: h, and c for a cell that has one), the padded rows of each state
+    at t are set to 0, so step t+1 reads 0 there."""
+    valid = valid_steps(np, lengths, T)
+    if valid is None or valid.all():
+        return range(T)  # nothing to zero: the plain loop, no generator to resume at each step
+    return _zeroing_padded(_padded_rows(T, valid), states)
+
+
+def _zeroing_padded(pads, states):
+    for t, rows in enumerate(pads):
+        yield t
+        if rows is not None:
+            for s in states:
+                s[t][rows] = 0
+
+
+def reverse_steps(T, lengths, *incoming):
+    """Iterates (t, g, ...) for t = T-1..0, one g per (seq, last) pair in `incoming`: (dh, dh_last),
+    and (None, dc_last) for a cell state. g (B, H) is the gradient from above on that state of step
+    t: seq[t] with its padded rows 0 (whatever seq holds there), plus `last` on the examples whose
+    last valid step is t; None when both are absent (zeros). seq (T, B, H) and last (B, H) may be
+    None and are never written; g may be scratch that the next step overwrites."""
+    valid = valid_steps(np, lengths, T)
+    pads = _padded_rows(T, valid)
+    return zip(range(T - 1, -1, -1), *(_feed(T, lengths, valid, pads, seq, last)
+                                       for seq, last in incoming))
+
+
+def _feed(T, lengths, valid, pads, seq, last):
+    """The g of reverse_steps for one (seq, last) pair, for t = T-1..0: seq's own rows where
+    nothing is to be replaced or added (no generator to resume at each step), else _from_above."""
+    if last is None and (seq is None or all(p is None for p in pads)):
+        return itertools.repeat(None, T) if seq is None else iter(seq[::-1])
+    return _from_above(T, lengths, valid, pads, seq, last)
+
+
+def _padded_rows(T, valid) -> list:
+    """[t] -> the examples padded at step t (an index array), or None where there are none."""
+    pads = [None] * T
+    if valid is not None:
+        for t in np.flatnonzero(~valid.all(axis=1)):
+            pads[t] = np.flatnonzero(~valid[t])
+    return pads
+
+
+def _from_above(T, lengths, valid, pads, seq, last):
+    """The g of reverse_steps for one (seq, last) pair, for t = T-1..0."""
+    ends = _ends_by_step(last, lengths, T)
+    buf = None
+    for t in range(T - 1, -1, -1):
+        g = None if seq is None else seq[t]
+        if g is not None and pads[t] is not None:
+            if buf is None:
+                buf = np.empty(g.shape, dtype=g.dtype)
+            buf.fill(0)
+            np.copyto(buf, g, where=valid[t][:, None])
+            g = buf
+        if t in ends:
+            g = _plus_last(g, last, ends[t])
+        yield g
+
+
+def _ends_by_step(last, lengths, T) -> dict:
+    """{t: examples whose last valid step is t (None: every example)}; empty without `last`."""
+    if last is None:
+        return {}
+    if lengths is None:
+        return {T - 1: None}
+    end = np.asarray(lengths) - 1
+    return {int(t): np.flatnonzero(end == t) for t in np.unique(end)}
+
+
+def _plus_last(g, last, rows):
+    """g + last on `rows` (None: all), as a new array; g may be None (zeros)."""
+    out = np.zeros(last.shape, dtype=last.dtype) if g is None else g.copy()
+    if rows is None:
+        out += last
+    else:
+        out[rows] += last[rows]
+    return out

@@ -1,0 +1,97 @@
+"""What every cell's forward and backward share (docs/architecture.md §1): the checks of the
+sequence input, the initial states, lengths and algorithm, the last states of variable-length
+batches, the gradients from above, and the cache guard that detects arrays changed in place
+between forward and backward. A cell module (elman.py) adds only its weights, its math and its
+cache's fields.
+
+Direction: every function here, and the backends, take arrays in the order the recurrence runs.
+A reversed direction (bidirectional layers) is that order with each example's valid prefix
+x[:lengths[b], b] flipped: flip x before the cell and h after it (dh before the backward, dx
+after), and the last state of the flipped run is the reversed direction's final state; the
+backends and the numpy time loop need no direction of their own.
+"""
+from __future__ import annotations
+
+from ..validate import check_array
+
+#: the values of `algo` a cell takes; "auto" lets the backend choose
+ALGOS = ("auto", "step", "persistent")
+
+
+def check_algo(algo):
+    """ValueError unless `algo` is one of ALGOS (whether a backend honours it is its own check)."""
+    if not isinstance(algo, str) or algo not in ALGOS:
+        raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
+    return algo
+
+
+def check_cache_algo(bk, algo):
+    """The algorithm a cache records: one the forward can have run on backend `bk`."""
+    ran = tuple(a for a in ALGOS if a != "auto")
+    if not isinstance(algo, str) or algo not in ran:
+        raise ValueError(f"algo: expected the algorithm the forward ran, one of {ran}, got {algo!r}")
+    bk.check_algo(algo)
+    return algo
+
+
+def check_input(bk, x, dtype):
+    """x (T, B, I) with T, B, I >= 1, on backend `bk`, in `dtype`."""
+    x = check_array(bk, "x", x, ndim=3, dtype=dtype, dims="(T, B, I)")
+    if 0 in x.shape:
+        raise ValueError(f"x: expected (T, B, I) with T, B, I >= 1, got shape {x.shape}")
+    return x
+
+
+def check_state(bk, name, a, B, H, dtype):
+    """An initial state (B, H) (h0, c0): zeros when None, else a checked copy (B·H, small), so the
+    cache never sees the caller's later in-place changes."""
+    if a is None:
+        return bk.xp.zeros((B, H), dtype=dtype)
+    return check_array(bk, name, a, shape=(B, H), dtype=dtype, dims="(B, H)").copy()
+
+
+def last_state(xp, s, lengths):
+    """The state (B, H) of each example's last valid step, from s (T, B, H): s[lengths[b] - 1, b]."""
+    T, B, _ = s.shape
+    if lengths is None:
+        return s[T - 1].copy()
+    return s[lengths - 1, xp.arange(B)]
+
+
+def check_grads_from_above(bk, T, B, H, dtype, dh, **last):
+    """dh (T, B, H), then the gradients on the last states (B, H) given by keyword (dh_last=, and
+    dc_last= for a cell with a cell state), each checked or None; at least one must be given.
+    Returns them as a tuple in that order."""
+    if dh is None and all(g is None for g in last.values()):
+        raise ValueError(f"{', '.join(('dh',) + tuple(last))}: at least one gradient must be given")
+    if dh is not None:
+        dh = check_array(bk, "dh", dh, shape=(T, B, H), dtype=dtype, dims="(T, B, H)")
+    return (dh,) + tuple(None if g is None else
+                         check_array(bk, name, g, shape=(B, H), dtype=dtype, dims="(B, H)")
+                         for name, g in last.items())
+
+
+def take_digests(bk, **arrays) -> dict:
+    """{name: digest} of the arrays a cache refers to rather than copies: the input x and the
+    outputs returned to the caller (large, and the caller holds them). Small arrays (weights,
+    initial states) are copied by the forward instead."""
+    return {name: bk.digest(a) for name, a in arrays.items()}
+
+
+def check_unchanged(cache, forward: str):
+    """ValueError naming the first array of `cache` changed in place since `forward` (the public
+    function that made it) took its digests, as PyTorch does for tensors saved for backward. A
+    cache without digests (rebuilt from arrays a framework guards) is not checked."""
+    bk = cache.backend
+    for name, digest in (cache.digests or {}).items():
+        if bool(bk.digest(getattr(cache, name)) != digest):
+            raise ValueError(f"cache: {name} was changed in place after {forward}; backward needs "
+                             f"the values the forward saw (keep {name} unchanged until then, or "
+                             f"change a copy)")
+
+
+def missing_arrays(names, arrays: dict):
+    """ValueError unless `arrays` (a rebuilt cache's) holds every name in `names`."""
+    missing = [k for k in names if k not in arrays]
+    if missing:
+        raise ValueError(f"arrays: missing {missing}")
