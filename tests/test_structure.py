@@ -219,3 +219,80 @@ def test_a_package_importing_its_submodules_is_no_cycle_and_dunder_names_are_pub
     (root / "a.py").write_text("x = 1\ndef f():\n    from . import __version__\n")
     assert cycles(scan(root)[0]) == ["pkg <-> pkg.a\n    pkg -> pkg.a  (pkg/__init__.py:1)\n"
                                      "    pkg.a -> pkg  (pkg/a.py:3 (lazy))"]
+
+
+# -- the layers: the picture in docs/architecture.md is drawn from the import graph ----------------
+
+# Every module belongs to one layer; imports run from a higher rank to a lower one only.
+# (layer, rank, what it is, module-name prefixes); the longest matching prefix decides.
+LAYERS = [
+    ("cli", 10, "gpu-bptt command", ["gpu_bptt.cli"]),
+    ("train", 9, "training, tasks, checkpoints",
+     ["gpu_bptt.train", "gpu_bptt.tasks", "gpu_bptt.checkpoint", "gpu_bptt.memory"]),
+    ("bench", 9, "benchmarks", ["gpu_bptt.bench"]),
+    ("api", 8, "gpu_bptt: the public names", ["gpu_bptt"]),
+    ("torch", 8, "PyTorch modules and ops", ["gpu_bptt.torch"]),
+    ("nn", 7, "layers, losses, optimizers, gradcheck", ["gpu_bptt.nn", "gpu_bptt.gradcheck"]),
+    ("cells", 6, "functional cells, sequence driver", ["gpu_bptt.cells"]),
+    ("selection", 5, "backend choice", ["gpu_bptt.backends"]),
+    ("numpy", 4, "numpy backend, time loop",
+     ["gpu_bptt.backends.numpy_backend", "gpu_bptt.backends.time_loop"]),
+    ("emulator_backend", 4, "emulator backend", ["gpu_bptt.backends.emulator"]),
+    ("cuda", 3, "cuda backend: registry, plan rules, launchers", ["gpu_bptt.backends.cuda"]),
+    ("base", 2, "Backend interface, LaunchPlan, notices",
+     ["gpu_bptt.backends.base", "gpu_bptt.backends.plan", "gpu_bptt.backends.notices"]),
+    ("emulator", 2, "CPU kernel executor", ["gpu_bptt.emulator"]),
+    ("nvrtc", 2, "NVRTC through ctypes", ["gpu_bptt.nvrtc"]),
+    ("helpers", 1, "validate, activations, progress, BLAS threads",
+     ["gpu_bptt.validate", "gpu_bptt.activations", "gpu_bptt.progress", "gpu_bptt.blas_threads"]),
+]
+DIAGRAM = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+
+def layer_of(module: str) -> tuple:
+    best = max(((p, layer) for layer in LAYERS for p in layer[3]
+                if module == p or module.startswith(p + ".")), key=lambda x: len(x[0]))
+    return best[1]
+
+
+def layer_edges() -> dict:
+    """{(from layer, to layer): an import that makes the edge}, between different layers."""
+    graph, _ = scan(ROOT)
+    out = {}
+    for a, targets in graph.items():
+        for b, where in targets.items():
+            la, lb = layer_of(a)[0], layer_of(b)[0]
+            if la != lb:
+                out.setdefault((la, lb), f"{a} -> {b} ({where})")
+    return out
+
+
+def mermaid() -> str:
+    """The layer picture as a Mermaid graph; the helpers' layer, which every layer uses, is
+    left out to keep it readable."""
+    edges = layer_edges()
+    lines = ["```mermaid", "graph TD"]
+    for name, _, text, _ in LAYERS:
+        if name != "helpers":
+            lines.append(f'  {name}["{name}: {text}"]')
+    lines += [f"  {a} --> {b}" for a, b in sorted(edges, key=lambda e: (
+        -layer_rank(e[0]), e[0], -layer_rank(e[1]), e[1])) if b != "helpers"]
+    return "\n".join(lines + ["```"])
+
+
+def layer_rank(name: str) -> int:
+    return next(rank for n, rank, _, _ in LAYERS if n == name)
+
+
+def test_every_module_has_a_layer_and_imports_run_down():
+    up = [f"{a} (rank {layer_rank(a)}) imports {b} (rank {layer_rank(b)}): {where}"
+          for (a, b), where in layer_edges().items() if layer_rank(a) <= layer_rank(b)]
+    assert not up, "imports against the layers:\n" + "\n".join(up)
+
+
+def test_the_architecture_picture_is_the_import_graph():
+    text = DIAGRAM.read_text(encoding="utf-8")
+    start = text.index("```mermaid")
+    drawn = text[start:text.index("```\n", start + 3) + 3]
+    assert drawn == mermaid(), ("docs/architecture.md's layer picture is out of date; replace it "
+                                "with:\n" + mermaid())
