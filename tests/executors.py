@@ -140,17 +140,18 @@ def generate(metafunc):
         metafunc.parametrize("executor", params, indirect=True)
 
 
-def elman_problem(T, B, I, H, dtype=np.float64, seed=0, *, bias=True, h0=True, lengths=False):
+def elman_problem(T, B, I, H, dtype=np.float64, seed=0, *, bias=True, h0=True, lengths=False,
+                  gain=0.9):
     """A seeded Elman problem: dict of x (T, B, I), W (I, H), V (H, H), b (H,) or None,
     h0 (B, H) or None, lengths (B,) int32 or None (lengths=True: drawn in 1..T with lengths[0] = T
     where B > 1; or the array itself), dh (T, B, H), dh_last (B, H). Entries of N(0, 0.5²); W of
-    N(0, 1/I), V of N(0, 0.81/H) (a contracting recurrence). Magnitudes and draw order are those
+    N(0, 1/I), V of N(0, gain²/H) (gain < 1: a contracting recurrence). Magnitudes and draw order are those
     the kernel tests' cases were checked with on a GPU: a seed gives the data it gave there.
     The caller owns the arrays."""
     r = np.random.default_rng(seed)
     mk = lambda *shape, scale=0.5: (r.standard_normal(shape) * scale).astype(dtype)
     p = dict(x=mk(T, B, I), W=mk(I, H, scale=1 / np.sqrt(I)),
-             V=mk(H, H, scale=0.9 / np.sqrt(H)), b=mk(H) if bias else None,
+             V=mk(H, H, scale=gain / np.sqrt(H)), b=mk(H) if bias else None,
              h0=mk(B, H) if h0 else None)
     if lengths is True:
         lengths = r.integers(1, T + 1, size=B).astype(np.int32)

@@ -61,7 +61,10 @@ CONFIGS = [  # (T, B, I, H)
 @pytest.mark.parametrize("use_lengths", [False, True])
 def test_gradients_against_finite_differences(act, cfg, use_lengths):
     T, B, I, H = cfg
-    p = elman_problem(T, B, I, H, seed=zlib.crc32(repr((act, cfg, use_lengths)).encode()), lengths=use_lengths)
+    # gain 0.6: a recurrence that contracts even at H = 3, so that h stays O(1) over 33 steps of
+    # identity and the differences' rounding (relative to h) stays within GRADCHECK's tolerance
+    p = elman_problem(T, B, I, H, seed=zlib.crc32(repr((act, cfg, use_lengths)).encode()),
+                      lengths=use_lengths, gain=0.6)
     if act == "relu":  # keep |u| away from the kink at 0, where finite differences are meaningless
         p["b"] = np.abs(p["b"]) + 0.3
     res = elman_gradcheck(p["x"], p["W"], p["V"], p["b"], p["h0"], dh=p["dh"], dh_last=p["dh_last"],
