@@ -8,8 +8,8 @@ from tests import executors, skips
 def pytest_configure(config):
     config.addinivalue_line("markers", "executors(*names): run the test on these executors only "
                                        "(tests/executors.py; default: all of them)")
-    config.addinivalue_line("markers", "backend_options(**choices): run the test's `backend` "
-                                       "with each combination of these options (tests/executors.py)")
+    config.addinivalue_line("markers", "backend_options(**choices): run the test's `backend` with "
+                                       "each combination of these options (tests/executors.py)")
 
 
 def pytest_generate_tests(metafunc):

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import gpu_bptt
+from gpu_bptt.backends import get_backend
 from gpu_bptt.emulator.module import ORDERS as _ORDER_CODES
 from gpu_bptt.validate import to_host
 from tests import skips
@@ -88,8 +89,9 @@ class Executor:
         return np.ndarray
 
     def asarray(self, a):
-        """`a` (a NumPy array) as an array of this executor (copied to the device on cuda)."""
-        if self.kind == CUDA:
+        """`a` (a NumPy array or None) as an array of this executor (copied to the device on
+        cuda)."""
+        if self.kind == CUDA and a is not None:
             import cupy
 
             return cupy.asarray(a)
@@ -99,7 +101,7 @@ class Executor:
 @functools.lru_cache(maxsize=None)
 def _backend(kind, order, sanitize, options):
     if kind == NUMPY:
-        return gpu_bptt.backends.get_backend("numpy")
+        return get_backend("numpy")
     if kind == CUDA:
         from gpu_bptt.backends.cuda import CudaBackend
 
@@ -144,10 +146,10 @@ def elman_problem(T, B, I, H, dtype=np.float64, seed=0, *, bias=True, h0=True, l
                   gain=0.9):
     """A seeded Elman problem: dict of x (T, B, I), W (I, H), V (H, H), b (H,) or None,
     h0 (B, H) or None, lengths (B,) int32 or None (lengths=True: drawn in 1..T with lengths[0] = T
-    where B > 1; or the array itself), dh (T, B, H), dh_last (B, H). Entries of N(0, 0.5²); W of
-    N(0, 1/I), V of N(0, gain²/H) (gain < 1: a contracting recurrence). Magnitudes and draw order are those
-    the kernel tests' cases were checked with on a GPU: a seed gives the data it gave there.
-    The caller owns the arrays."""
+    where B > 1; or the array itself), dh (T, B, H), dh_last (B, H). Entries
+    of N(0, 0.5²); W of N(0, 1/I), V of N(0, gain²/H) (gain < 1: a contracting recurrence).
+    Magnitudes and draw order are those the kernel tests' cases were checked with on a GPU (a
+    seed gives the data it gave there, lengths[0] aside). The caller owns the arrays."""
     r = np.random.default_rng(seed)
     mk = lambda *shape, scale=0.5: (r.standard_normal(shape) * scale).astype(dtype)
     p = dict(x=mk(T, B, I), W=mk(I, H, scale=1 / np.sqrt(I)),
@@ -178,7 +180,8 @@ def run(backend, p, activation="tanh", *, algo=None, dh=True, dh_last=True):
 
 
 def assert_equal_arrays(names, got, ref):
-    """Bit-identical attributes `names` of got and ref (on the host), naming the first that is not."""
+    """Bit-identical attributes `names` of got and ref (on the host), naming the first that is
+    not."""
     for name in names:
         a, b = getattr(got, name), getattr(ref, name)
         if a is None or b is None:

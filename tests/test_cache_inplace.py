@@ -25,7 +25,8 @@ def problem(executor=None, dtype=np.float64):
 
 @EXECUTORS
 @pytest.mark.parametrize("name", ["W", "V", "h0"])
-def test_weights_updated_in_place_after_forward_do_not_change_the_gradients(executor, backend, name):
+def test_weights_updated_in_place_after_forward_do_not_change_the_gradients(executor, backend,
+                                                                           name):
     args, dh = problem(executor)
     ref_out = gpu_bptt.elman_forward(**{k: (v.copy() if k != "lengths" else v) for k, v in args.items()},
                                      backend=backend)

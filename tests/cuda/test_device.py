@@ -1,6 +1,7 @@
 """Checks that only a CUDA device can run (pytest -m gpu; skipped with cause GPU elsewhere): its
 report, sizes past the grid's limits, lengths already on the device. The checks every executor
-runs are in tests/test_elman.py, tests/cuda/test_kernels.py and tests/persistent/test_persistent.py."""
+runs are in tests/test_elman.py, tests/cuda/test_kernels.py and
+tests/persistent/test_persistent.py."""
 from __future__ import annotations
 
 import numpy as np

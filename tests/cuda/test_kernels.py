@@ -108,7 +108,8 @@ def test_column_sum(executor, backend, dtype, R, N, chunk):
     got = backend.kernels.column_sum(executor.asarray(x), rows_per_chunk=chunk)
     assert_close("column sum", got, x.astype(np.float64).sum(axis=0).astype(dtype), dtype)
     again = backend.kernels.column_sum(executor.asarray(x), rows_per_chunk=chunk)
-    assert np.array_equal(to_host(got), to_host(again)), "column sum is not bit-identical across runs"
+    assert np.array_equal(to_host(got), to_host(again)), \
+        "column sum is not bit-identical across runs"
 
 
 @pytest.mark.executors("emulator-forward")
