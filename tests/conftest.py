@@ -1,33 +1,34 @@
 import os
 
-import numpy as np
 import pytest
 
-from tests import skips
+from tests import executors, skips
 
 
-def random_problem(T, B, I, H, dtype=np.float64, seed=0, bias=True, h0=True, lengths=False, scale=0.6):
-    """A seeded Elman problem: dict of x, W, V, b, h0, lengths, dh, dh_last."""
-    r = np.random.default_rng(seed)
-    p = dict(
-        x=r.standard_normal((T, B, I)),
-        W=r.standard_normal((I, H)) * scale / np.sqrt(I),
-        V=r.standard_normal((H, H)) * scale / np.sqrt(H),
-        b=r.standard_normal(H) * 0.3 if bias else None,
-        h0=r.standard_normal((B, H)) * 0.5 if h0 else None,
-        dh=r.standard_normal((T, B, H)),
-        dh_last=r.standard_normal((B, H)),
-    )
-    p = {k: (None if v is None else v.astype(dtype)) for k, v in p.items()}
-    p["lengths"] = r.integers(1, T + 1, size=B) if lengths else None
-    if lengths and B > 1:
-        p["lengths"][0] = T  # at least one full-length example
-    return p
+def pytest_configure(config):
+    config.addinivalue_line("markers", "executors(*names): run the test on these executors only "
+                                       "(tests/executors.py; default: all of them)")
+    config.addinivalue_line("markers", "backend_options(**choices): run the test's `backend` with "
+                                       "each combination of these options (tests/executors.py)")
+
+
+def pytest_generate_tests(metafunc):
+    executors.generate(metafunc)
 
 
 @pytest.fixture
-def problem():
-    return random_problem
+def executor(request):
+    """The executor of this run (an executors.Executor); skips, with its cause, where it cannot
+    run here (cuda without a device: cause GPU, the one CI allows)."""
+    ex = executors.Executor(request.param)
+    ex.require()
+    return ex
+
+
+@pytest.fixture
+def backend(executor, backend_options):
+    """The executor's backend with this run's options (parametrized by executors.generate)."""
+    return executor.backend(**backend_options)
 
 
 def _strict():

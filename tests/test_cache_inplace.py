@@ -9,42 +9,32 @@ import pytest
 import gpu_bptt
 from gpu_bptt.backends.base import Backend
 
-GRADS = ("dx", "dW", "dV", "db", "dh0")
+from .executors import CUDA, GRADS, NUMPY, assert_equal_arrays, elman_problem, forward_args
+
+EXECUTORS = pytest.mark.executors(NUMPY, "emulator-forward", CUDA)
 
 
-def emulator():
-    from gpu_bptt.backends.emulator import EmulatorBackend, emulator_unavailable_reason
-
-    reason = emulator_unavailable_reason()
-    if reason:
-        pytest.skip(f"the kernel emulator cannot run here: {reason}")
-    return EmulatorBackend(order="forward")
-
-
-@pytest.fixture(params=["numpy", "emulator"])
-def backend(request):
-    return emulator() if request.param == "emulator" else "numpy"
+def problem(executor=None, dtype=np.float64):
+    """(elman_forward arguments, on the executor's device if given; dh)."""
+    p = elman_problem(5, 3, 4, 6, dtype, lengths=np.array([5, 2, 4]))
+    args = forward_args(p)
+    if executor is not None:
+        args = {k: executor.asarray(v) for k, v in args.items()}
+    return args, p["dh"]
 
 
-def problem(seed=0, dtype=np.float64):
-    r = np.random.default_rng(seed)
-    T, B, I, H = 5, 3, 4, 6
-    mk = lambda *s: (r.standard_normal(s) * 0.5).astype(dtype)
-    return dict(x=mk(T, B, I), W=mk(I, H), V=mk(H, H), b=mk(H), h0=mk(B, H),
-                lengths=np.array([5, 2, 4])), mk(T, B, H)
-
-
+@EXECUTORS
 @pytest.mark.parametrize("name", ["W", "V", "h0"])
-def test_weights_updated_in_place_after_forward_do_not_change_the_gradients(backend, name):
-    args, dh = problem()
+def test_weights_updated_in_place_after_forward_do_not_change_the_gradients(executor, backend,
+                                                                           name):
+    args, dh = problem(executor)
     ref_out = gpu_bptt.elman_forward(**{k: (v.copy() if k != "lengths" else v) for k, v in args.items()},
                                      backend=backend)
     ref = gpu_bptt.elman_backward(dh, ref_out.cache)
     out = gpu_bptt.elman_forward(**args, backend=backend)
     args[name] -= 0.1 * np.sign(args[name])  # an optimizer step taken before backward
     g = gpu_bptt.elman_backward(dh, out.cache)
-    for k in GRADS:
-        np.testing.assert_array_equal(getattr(g, k), getattr(ref, k), err_msg=k)
+    assert_equal_arrays(GRADS, g, ref)
 
 
 def _bump(a):
@@ -56,11 +46,12 @@ def _swap(a):
     flat[[2, 9]] = flat[[9, 2]]  # same values, other places (an in-place shuffle)
 
 
+@EXECUTORS
 @pytest.mark.parametrize("change", [_bump, _swap])
 @pytest.mark.parametrize("name", ["x", "h"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_x_or_h_changed_in_place_raises(backend, name, change, dtype):
-    args, dh = problem(dtype=dtype)
+def test_x_or_h_changed_in_place_raises(executor, backend, name, change, dtype):
+    args, dh = problem(executor, dtype=dtype)
     out = gpu_bptt.elman_forward(**args, backend=backend)
     change(args["x"] if name == "x" else out.h)
     with pytest.raises(ValueError, match=rf"^cache: {name} was changed in place after elman_forward"):

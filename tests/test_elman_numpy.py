@@ -1,5 +1,6 @@
 """The numpy reference backend: forward against the seed's definition element by element, and every
-gradient against float64 finite differences."""
+gradient against float64 finite differences. The behaviours every executor shares (bit-identical
+gradients, need_dx) are in tests/test_elman.py."""
 import zlib
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 import gpu_bptt
 from gpu_bptt.gradcheck import elman_gradcheck
 
-from .conftest import random_problem
+from .executors import elman_problem
 from .tolerances import GRADCHECK, assert_close
 
 ACTS = ["tanh", "relu", "sigmoid", "identity"]
@@ -37,7 +38,7 @@ def seed_forward(x, W, V, b, h0, f, lengths):
 @pytest.mark.parametrize("use_lengths", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_forward_matches_seed_definition(act, use_lengths, dtype):
-    p = random_problem(7, 3, 5, 6, dtype=dtype, lengths=use_lengths, seed=3)
+    p = elman_problem(7, 3, 5, 6, dtype=dtype, lengths=use_lengths, seed=3)
     out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], activation=act,
                                  lengths=p["lengths"], backend="numpy")
     ref = seed_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], F[act], p["lengths"])
@@ -60,7 +61,10 @@ CONFIGS = [  # (T, B, I, H)
 @pytest.mark.parametrize("use_lengths", [False, True])
 def test_gradients_against_finite_differences(act, cfg, use_lengths):
     T, B, I, H = cfg
-    p = random_problem(T, B, I, H, seed=zlib.crc32(repr((act, cfg, use_lengths)).encode()), lengths=use_lengths)
+    # gain 0.6: a recurrence that contracts even at H = 3, so that h stays O(1) over 33 steps of
+    # identity and the differences' rounding (relative to h) stays within GRADCHECK's tolerance
+    p = elman_problem(T, B, I, H, seed=zlib.crc32(repr((act, cfg, use_lengths)).encode()),
+                      lengths=use_lengths, gain=0.6)
     if act == "relu":  # keep |u| away from the kink at 0, where finite differences are meaningless
         p["b"] = np.abs(p["b"]) + 0.3
     res = elman_gradcheck(p["x"], p["W"], p["V"], p["b"], p["h0"], dh=p["dh"], dh_last=p["dh_last"],
@@ -72,14 +76,14 @@ def test_gradients_against_finite_differences(act, cfg, use_lengths):
 
 @pytest.mark.parametrize("which", ["dh", "dh_last"])
 def test_each_upstream_gradient_alone(which):
-    p = random_problem(6, 4, 3, 5, seed=11, lengths=True)
+    p = elman_problem(6, 4, 3, 5, seed=11, lengths=True)
     kw = {"dh": p["dh"] if which == "dh" else None, "dh_last": p["dh_last"] if which == "dh_last" else None}
     elman_gradcheck(p["x"], p["W"], p["V"], p["b"], p["h0"], lengths=p["lengths"], backend="numpy",
                     **kw, **GRADCHECK).assert_ok()
 
 
 def test_no_bias_gives_db_none_and_no_h0_still_gives_dh0():
-    p = random_problem(4, 2, 3, 3, bias=False, h0=False)
+    p = elman_problem(4, 2, 3, 3, bias=False, h0=False)
     out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], backend="numpy")
     g = gpu_bptt.elman_backward(p["dh"], out.cache)
     assert g.db is None
@@ -88,7 +92,7 @@ def test_no_bias_gives_db_none_and_no_h0_still_gives_dh0():
 
 
 def test_padded_steps_receive_and_pass_no_gradient():
-    p = random_problem(6, 3, 2, 4, lengths=True, seed=5)
+    p = elman_problem(6, 3, 2, 4, lengths=True, seed=5)
     p["lengths"] = np.array([6, 2, 4])
     out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], lengths=p["lengths"])
     g1 = gpu_bptt.elman_backward(p["dh"], out.cache)
@@ -102,7 +106,7 @@ def test_padded_steps_receive_and_pass_no_gradient():
 
 
 def test_cache_round_trips_through_its_arrays():
-    p = random_problem(5, 3, 4, 4, lengths=True)
+    p = elman_problem(5, 3, 4, 4, lengths=True)
     out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], activation="sigmoid",
                                  lengths=p["lengths"])
     arrays = {k: (None if v is None else v.copy()) for k, v in out.cache.arrays().items()}
@@ -115,7 +119,7 @@ def test_cache_round_trips_through_its_arrays():
 
 
 def test_inputs_are_not_modified():
-    p = random_problem(5, 3, 4, 4, lengths=True)
+    p = elman_problem(5, 3, 4, 4, lengths=True)
     before = {k: (None if v is None else v.copy()) for k, v in p.items()}
     out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], lengths=p["lengths"])
     gpu_bptt.elman_backward(p["dh"], out.cache, dh_last=p["dh_last"])
@@ -124,20 +128,8 @@ def test_inputs_are_not_modified():
             np.testing.assert_array_equal(p[k], v, err_msg=k)
 
 
-def test_gradients_are_deterministic():
-    p = random_problem(9, 4, 6, 5, dtype=np.float32, lengths=True)
-    runs = []
-    for _ in range(2):
-        out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], lengths=p["lengths"])
-        g = gpu_bptt.elman_backward(p["dh"], out.cache)
-        runs.append([g.dx, g.dW, g.dV, g.db, g.dh0])
-    for a, b in zip(*runs):
-        assert a.dtype == np.float32
-        np.testing.assert_array_equal(a, b)
-
-
 def test_gradcheck_catches_a_wrong_gradient():
-    p = random_problem(4, 2, 3, 3)
+    p = elman_problem(4, 2, 3, 3)
     out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"])
     g = gpu_bptt.elman_backward(p["dh"], out.cache)
 
@@ -155,7 +147,7 @@ def test_gradcheck_catches_a_wrong_gradient():
 
 
 def test_cache_from_arrays_takes_views_and_checks_shapes():
-    p = random_problem(5, 3, 4, 4)
+    p = elman_problem(5, 3, 4, 4)
     out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"])
     arrays = dict(out.cache.arrays())
     arrays["V"] = np.asfortranarray(arrays["V"])  # a transposed-layout view, as frameworks hold
@@ -168,13 +160,3 @@ def test_cache_from_arrays_takes_views_and_checks_shapes():
     arrays["h0"] = arrays["h0"][:2]
     with pytest.raises(ValueError, match=r"^h0: expected shape \(B, H\)"):
         gpu_bptt.ElmanCache.from_arrays(arrays, **out.cache.meta())
-
-
-def test_need_dx_false_skips_dx_only():
-    p = random_problem(5, 3, 4, 4, lengths=True)
-    out = gpu_bptt.elman_forward(p["x"], p["W"], p["V"], p["b"], p["h0"], lengths=p["lengths"])
-    full = gpu_bptt.elman_backward(p["dh"], out.cache, dh_last=p["dh_last"])
-    part = gpu_bptt.elman_backward(p["dh"], out.cache, dh_last=p["dh_last"], need_dx=False)
-    assert part.dx is None
-    for k in ("dW", "dV", "db", "dh0"):
-        np.testing.assert_array_equal(getattr(part, k), getattr(full, k))

@@ -5,7 +5,7 @@ import pytest
 import gpu_bptt
 from gpu_bptt.backends import BackendUnavailable
 
-from .conftest import random_problem
+from .executors import elman_problem as random_problem
 from .skips import GPU_PRESENT, skip
 
 

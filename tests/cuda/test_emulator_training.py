@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cuda_helpers import require_emulator
+from tests.skips import require_emulator
 from gpu_bptt.train import Config, train
 
 

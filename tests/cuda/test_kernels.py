@@ -1,13 +1,19 @@
-"""Each kernel on the CPU emulator against its NumPy twin, in all four thread orders (one of them in
-the bounds-checking build) at shapes that are not multiples of the tiles."""
+"""Each kernel against its NumPy twin at shapes that are not multiples of the tiles, on each kernel
+executor (tests/executors.py): the emulator in all four thread orders, one of them in the
+bounds-checking build, and a CUDA device."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cuda_helpers import DTYPES, KERNEL_RUNS, assert_close, emulator, rng
 from gpu_bptt import activations
 from gpu_bptt.backends.numpy_backend import elman_bwd_step, elman_fwd_step
+from gpu_bptt.validate import to_host
+from tests.executors import CUDA, KERNEL_RUNS
+from tests.tolerances import assert_close
+
+pytestmark = pytest.mark.executors(*KERNEL_RUNS, CUDA)
+DTYPES = (np.float32, np.float64)
 
 ACTS = activations.ACTIVATIONS
 # (B, H): one example; H not a multiple of any tile; several tiles in both dimensions for v3
@@ -15,20 +21,19 @@ STEP_SHAPES = [(1, 37), (5, 37), (70, 67)]
 
 
 def _case(B, H, T, dtype, seed):
-    r = rng(seed)
+    r = np.random.default_rng(seed)
     lengths = r.integers(1, T + 1, size=B).astype(np.int32)
     lengths[0] = T
     mk = lambda *s: (r.standard_normal(s) * 0.5).astype(dtype)
     return r, lengths, mk
 
 
-@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,H", STEP_SHAPES)
-def test_fwd_step(order, version, dtype, B, H):
+def test_fwd_step(executor, backend, version, dtype, B, H):
     T = 3
-    bk = emulator(order)
+    dev = executor.asarray
     _, lengths, mk = _case(B, H, T, dtype, seed=B * H)
     p, h0, V = mk(T, B, H), mk(B, H), mk(H, H) / float(np.sqrt(H))
     for t, act in ((0, ACTS[0]), (T - 1, ACTS[B % 4]), (1, ACTS[(B + 1) % 4])):
@@ -37,18 +42,19 @@ def test_fwd_step(order, version, dtype, B, H):
         prev = h0 if t == 0 else h[t - 1]
         ref = elman_fwd_step(p[t], prev, V, act) * (t < lengths)[:, None]
         before = h.copy()
-        bk.kernels.elman_fwd_step(h, h0, V, lengths, t, act, version)
+        h_dev = dev(h)
+        backend.kernels.elman_fwd_step(h_dev, dev(h0), dev(V), dev(lengths), t, act, version)
+        h = to_host(h_dev)
         assert_close(f"h[{t}] ({act})", h[t], ref)
         assert np.array_equal(np.delete(h, t, 0), np.delete(before, t, 0)), "other rows changed"
 
 
-@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("version", ["v1", "v2", "v3", "v4"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,H", STEP_SHAPES)
-def test_bwd_step(order, version, dtype, B, H):
+def test_bwd_step(executor, backend, version, dtype, B, H):
     T = 3
-    bk = emulator(order)
+    dev = executor.asarray
     _, lengths, mk = _case(B, H, T, dtype, seed=7 + B * H)
     V = mk(H, H) / float(np.sqrt(H))
     VT = np.ascontiguousarray(V.T)
@@ -67,46 +73,48 @@ def test_bwd_step(order, version, dtype, B, H):
         valid = (t < lengths)[:, None]
         fprime = activations.derivative_from_output(np, act, h[t]) * valid
         ref = elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, fprime)
-        bk.kernels.elman_bwd_step(du, dh if with_dh else None, dh_last if with_last else None,
-                                  h, VT, lengths, t, act, version)
+        du_dev = dev(du)
+        backend.kernels.elman_bwd_step(du_dev, dev(dh) if with_dh else None,
+                                       dev(dh_last) if with_last else None,
+                                       dev(h), dev(VT), dev(lengths), t, act, version)
+        du = to_host(du_dev)
         assert_close(f"du[{t}] ({act}, dh={with_dh}, dh_last={with_last})", du[t], ref)
         assert np.isnan(du[:t]).all(), "rows before t must not be written"
 
 
-@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
-def test_gemm(order, dtype, ta, tb):
-    bk = emulator(order)
-    r = rng(3)
+def test_gemm(executor, backend, dtype, ta, tb):
+    dev = executor.asarray
+    r = np.random.default_rng(3)
     M, N, K = 70, 67, 33
     A = r.standard_normal((K, M) if ta else (M, K)).astype(dtype)
     B = r.standard_normal((N, K) if tb else (K, N)).astype(dtype)
     bias = r.standard_normal(N).astype(dtype)
     ref = (A.T if ta else A) @ (B.T if tb else B)
-    out = bk.kernels.gemm(A, B, trans_a=ta, trans_b=tb)
+    A, B = dev(A), dev(B)
+    out = backend.kernels.gemm(A, B, trans_a=ta, trans_b=tb)
     assert_close("gemm", out, ref)
-    out = bk.kernels.gemm(A, B, trans_a=ta, trans_b=tb, bias=bias)
+    out = backend.kernels.gemm(A, B, trans_a=ta, trans_b=tb, bias=dev(bias))
     assert_close("gemm + bias", out, ref + bias)
-    bk.kernels.gemm(A, B, trans_a=ta, trans_b=tb, out=out, accumulate=True)
+    backend.kernels.gemm(A, B, trans_a=ta, trans_b=tb, out=out, accumulate=True)
     assert_close("gemm accumulate", out, 2 * ref + bias)
 
 
-@pytest.mark.parametrize("order", KERNEL_RUNS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("R,N,chunk", [(1, 37, None), (7, 70, None), (300, 33, 64), (33, 5, 4)])
-def test_column_sum(order, dtype, R, N, chunk):
-    bk = emulator(order)
-    x = rng(R).standard_normal((R, N)).astype(dtype)
-    got = bk.kernels.column_sum(x, rows_per_chunk=chunk)
+def test_column_sum(executor, backend, dtype, R, N, chunk):
+    x = np.random.default_rng(R).standard_normal((R, N)).astype(dtype)
+    got = backend.kernels.column_sum(executor.asarray(x), rows_per_chunk=chunk)
     assert_close("column sum", got, x.astype(np.float64).sum(axis=0).astype(dtype), dtype)
-    again = bk.kernels.column_sum(x, rows_per_chunk=chunk)
-    assert np.array_equal(got, again), "column sum is not bit-identical across runs"
+    again = backend.kernels.column_sum(executor.asarray(x), rows_per_chunk=chunk)
+    assert np.array_equal(to_host(got), to_host(again)), \
+        "column sum is not bit-identical across runs"
 
 
-def test_launchers_name_the_bad_argument():
-    bk = emulator("forward")
-    k = bk.kernels
+@pytest.mark.executors("emulator-forward")
+def test_launchers_name_the_bad_argument(backend):
+    k = backend.kernels
     T, B, H = 2, 3, 4
     h = np.zeros((T, B, H), np.float32)
     h0 = np.zeros((B, H), np.float32)
@@ -132,3 +140,20 @@ def test_launchers_name_the_bad_argument():
         k.gemm(np.zeros((3, 3), np.float32), np.zeros((3, 3), np.float32), trans_a=True, trans_b=True)
     with pytest.raises(TypeError, match="dtype"):
         k.column_sum(np.zeros((3, 3), np.float16))
+
+
+@pytest.mark.executors(CUDA)
+def test_gemm_and_column_sum_at_device_sizes(executor, backend):
+    """N = 129 columns and 5000 rows to sum (the emulator covers the tile edges above)."""
+    dev = executor.asarray
+    r = np.random.default_rng(9)
+    for dtype in DTYPES:
+        M, N, K = 70, 129, 33
+        for ta, tb in [(False, False), (True, False), (False, True)]:
+            a = r.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+            b = r.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+            ref = (a.T if ta else a) @ (b.T if tb else b)
+            got = backend.kernels.gemm(dev(a), dev(b), trans_a=ta, trans_b=tb)
+            assert_close(f"gemm ta={ta} tb={tb}", got, ref)
+        x = r.standard_normal((5000, 37)).astype(dtype)
+        assert_close("column sum", backend.kernels.column_sum(dev(x)), x.sum(0))
