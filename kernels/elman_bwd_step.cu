@@ -12,20 +12,10 @@
 //   v4: acc = du[t+1] @ V.T by cuBLAS (the backend; has_acc = 0 at t = T-1), then this kernel's
 //       fused epilogue: grid (ceil(B*H/256)), block (256); thread -> (b, j). acc (B, H).
 // Types: float, double (template T). Names: elman_bwd_step_v1<float>, ..._v4<double>.
+// Every version ends in the cell's epilogue elman_bwd_value (elman_common.cuh); v2 and v3 take the
+//   shared product step_tile_product<1> (tile_gemm.cuh).
 #include "elman_common.cuh"
 #include "tile_gemm.cuh"
-
-// The elementwise tail shared by every version: acc = (du[t+1] @ V.T)[b, n].
-template <typename T>
-__device__ inline T elman_bwd_epilogue(T acc, const T* dh, int has_dh, const T* dh_last,
-                                       int has_dh_last, const T* h, int t, int len, int B, int H,
-                                       int b, int n, int act) {
-    if (t >= len) return T(0);
-    const size_t i = ((size_t)t * B + b) * H + n;
-    T g = has_dh ? dh[i] : T(0);
-    if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + n];
-    return (acc + g) * act_grad_from_output(act, h[i]);
-}
 
 template <typename T>
 __global__ void elman_bwd_step_v1(T* du, const T* dh, int has_dh, const T* dh_last,
@@ -40,34 +30,22 @@ __global__ void elman_bwd_step_v1(T* du, const T* dh, int has_dh, const T* dh_la
         for (int k = 0; k < H; ++k) acc += dn[k] * VT[(size_t)k * H + j];
     }
     du[((size_t)t * B + b) * H + j] =
-        elman_bwd_epilogue(acc, dh, has_dh, dh_last, has_dh_last, h, t, lengths[b], B, H, b, j, act);
+        elman_bwd_value(acc, dh, has_dh, dh_last, has_dh_last, h, t, lengths[b], B, H, b, j, act);
 }
 
+// The shared recurrent product (G = 1, du[t+1] @ V.T) and the Elman epilogue.
 template <typename T, int BM, int BN, int TM, int TN>
 __device__ inline void elman_bwd_step_tiled(T* du, const T* dh, int has_dh, const T* dh_last,
                                             int has_dh_last, const T* h, const T* VT,
                                             const int* lengths, int t, int steps, int B, int H,
                                             int act, T* As, T* Bs) {
-    constexpr int BK = 16;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    T acc[TM][TN];
-    zero_tile(acc);
-    if (t + 1 < steps)  // t is uniform over the launch, so the barriers inside are reached by all
-        tile_gemm<T, BM, BN, BK, TM, TN, false, false>(du + (size_t)(t + 1) * B * H, H, VT, H, B, H,
-                                                       H, m0, n0, acc, As, Bs);
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int b = m0 + threadIdx.y + i * (BM / TM);
-        if (b >= B) continue;
-        const int len = lengths[b];
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + threadIdx.x + j * (BN / TN);
-            if (n >= H) continue;
-            du[((size_t)t * B + b) * H + n] = elman_bwd_epilogue(
-                acc[i][j], dh, has_dh, dh_last, has_dh_last, h, t, len, B, H, b, n, act);
-        }
-    }
+    T acc[1][TM][TN];
+    step_tile_product<1, T, BM, BN, 16, TM, TN>(du + (size_t)(t + 1) * B * H, H, VT, B, H,
+                                                t + 1 < steps, acc, As, Bs);
+    step_tile_outputs<BM, BN, TM, TN>(lengths, B, H, [&](int i, int j, int b, int n, int len) {
+        du[((size_t)t * B + b) * H + n] = elman_bwd_value(acc[0][i][j], dh, has_dh, dh_last,
+                                                          has_dh_last, h, t, len, B, H, b, n, act);
+    });
 }
 
 template <typename T>
@@ -97,6 +75,6 @@ elman_bwd_step_v4(T* du, const T* acc, int has_acc, const T* dh, int has_dh, con
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)B * H) return;
     const int b = (int)(i / H), n = (int)(i % H);
-    du[(size_t)t * B * H + i] = elman_bwd_epilogue(has_acc ? acc[i] : T(0), dh, has_dh, dh_last,
-                                                   has_dh_last, h, t, lengths[b], B, H, b, n, act);
+    du[(size_t)t * B * H + i] = elman_bwd_value(has_acc ? acc[i] : T(0), dh, has_dh, dh_last,
+                                                has_dh_last, h, t, lengths[b], B, H, b, n, act);
 }

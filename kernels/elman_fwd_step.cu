@@ -15,6 +15,8 @@
 //       For large batches, where a tuned GEMM beats our tiles; acc (B, H) contiguous.
 // The activation runs in the epilogue; the activation code is gpu_bptt.activations.ACTIVATION_CODES.
 // Types: float, double (template T). Names: elman_fwd_step_v1<float>, ..._v4<double>.
+// Every version ends in the cell's epilogue elman_fwd_out (elman_common.cuh); v2 and v3 take the
+//   shared product step_tile_product<1> (tile_gemm.cuh).
 #include "elman_common.cuh"
 #include "tile_gemm.cuh"
 
@@ -26,51 +28,40 @@ __global__ void elman_fwd_step_v1(T* h, const T* h0, const T* V, const int* leng
     if (b >= B || j >= H) return;
     T* ht = h + (size_t)t * B * H;
     const T* hp = (t == 0 ? h0 : ht - (size_t)B * H) + (size_t)b * H;
-    T out = T(0);
-    if (t < lengths[b]) {
+    T* out = ht + (size_t)b * H + j;
+    if (t < lengths[b]) {  // a padded step needs no product
         T acc = T(0);
         for (int k = 0; k < H; ++k) acc += hp[k] * V[(size_t)k * H + j];
-        out = act_apply(act, ht[(size_t)b * H + j] + acc);
+        elman_fwd_out(out, acc, true, act);
+    } else {
+        elman_fwd_out(out, T(0), false, act);
     }
-    ht[(size_t)b * H + j] = out;
 }
 
-// h[t] = f(p[t] + acc) for this thread's outputs, zero at padded steps.
+// The epilogue over the thread's tile of outputs, for one activation.
 template <int ACT, typename T, int BM, int BN, int TM, int TN>
-__device__ inline void fwd_epilogue(T* ht, const T (&acc)[TM][TN], const int* lengths, int t,
-                                    int B, int H, int m0, int n0) {
-#pragma unroll
-    for (int i = 0; i < TM; ++i) {
-        const int b = m0 + threadIdx.y + i * (BM / TM);
-        if (b >= B) continue;
-        const bool valid = t < lengths[b];
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + threadIdx.x + j * (BN / TN);
-            if (n >= H) continue;
-            T* out = ht + (size_t)b * H + n;
-            *out = valid ? act_apply(ACT, *out + acc[i][j]) : T(0);
-        }
-    }
+__device__ inline void elman_fwd_tile_out(T* ht, const T (&acc)[1][TM][TN], const int* lengths,
+                                          int t, int B, int H) {
+    step_tile_outputs<BM, BN, TM, TN>(lengths, B, H, [&](int i, int j, int b, int n, int len) {
+        elman_fwd_out(ht + (size_t)b * H + n, acc[0][i][j], t < len, ACT);
+    });
 }
 
+// The shared recurrent product (G = 1) and the Elman epilogue.
 template <typename T, int BM, int BN, int TM, int TN>
 __device__ inline void elman_fwd_step_tiled(T* h, const T* h0, const T* V, const int* lengths,
                                             int t, int B, int H, int act, T* As, T* Bs) {
-    constexpr int BK = 16;
     T* ht = h + (size_t)t * B * H;
     const T* hp = t == 0 ? h0 : ht - (size_t)B * H;
-    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-    T acc[TM][TN];
-    zero_tile(acc);
-    tile_gemm<T, BM, BN, BK, TM, TN, false, false>(hp, H, V, H, B, H, H, m0, n0, acc, As, Bs);
+    T acc[1][TM][TN];
+    step_tile_product<1, T, BM, BN, 16, TM, TN>(hp, H, V, B, H, true, acc, As, Bs);
     // One branch on the (launch-uniform) activation around the whole epilogue keeps the unrolled
     // loop free of switches; with a switch per element ptxas spilled at sm_80.
     switch (act) {
-    case ACT_TANH: fwd_epilogue<ACT_TANH, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
-    case ACT_RELU: fwd_epilogue<ACT_RELU, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
-    case ACT_SIGMOID: fwd_epilogue<ACT_SIGMOID, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
-    default: fwd_epilogue<ACT_IDENTITY, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H, m0, n0); break;
+    case ACT_TANH: elman_fwd_tile_out<ACT_TANH, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H); break;
+    case ACT_RELU: elman_fwd_tile_out<ACT_RELU, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H); break;
+    case ACT_SIGMOID: elman_fwd_tile_out<ACT_SIGMOID, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H); break;
+    default: elman_fwd_tile_out<ACT_IDENTITY, T, BM, BN, TM, TN>(ht, acc, lengths, t, B, H); break;
     }
 }
 
@@ -96,6 +87,5 @@ elman_fwd_step_v4(T* h, const T* acc, const int* lengths, int t, int B, int H, i
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)B * H) return;
     const int b = (int)(i / H);
-    T* ht = h + (size_t)t * B * H;
-    ht[i] = t < lengths[b] ? act_apply(act, ht[i] + acc[i]) : T(0);
+    elman_fwd_out(h + (size_t)t * B * H + i, acc[i], t < lengths[b], act);
 }

@@ -18,76 +18,37 @@
 //   v2 (default) the same slice, the block computes 8 columns at a time with all threads
 //   splitting k (fewer shared-memory reads per multiply-add; persistent_common.cuh).
 // Types: float, double (template T). Names: elman_persistent_bwd_v1<float>, ..._v2<double>.
+// persist_recurrence (persistent_common.cuh) with the Elman epilogue of elman_common.cuh.
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
 
-// One output of step t: du[t][b][j] = (s + dh[t][b][j] + [t = last] dh_last[b][j]) * f'(h),
-// 0 from the example's length on.
+// The Elman backward as a persistent cell (persist_recurrence in persistent_common.cuh, reverse):
+// the product reads du[t+1] (none at t = steps-1: du[steps] = 0) against V's rows; the epilogue
+// is elman_bwd_value (elman_common.cuh), the step kernels' own.
 template <typename T>
-__device__ inline void persist_bwd_out(T* du, const T* dh, int has_dh, const T* dh_last,
-                                       int has_dh_last, const T* h, const int* lengths, int t,
-                                       int b, int j, int B, int H, int act, T s) {
-    const int len = lengths[b];
-    const size_t i = ((size_t)t * B + b) * H + j;
-    T out = T(0);
-    if (t < len) {
-        T g = has_dh ? dh[i] : T(0);
-        if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + j];
-        out = (s + g) * act_grad_from_output(act, h[i]);
+struct ElmanPersistBwd {
+    T* du;
+    const T* dh;
+    int has_dh;
+    const T* dh_last;
+    int has_dh_last;
+    const T* h;
+    int steps, B, H, act;
+    __device__ bool has_prev(int t) const { return t + 1 < steps; }
+    __device__ const T* prev(int t) const { return du + (size_t)(t + 1) * B * H; }
+    __device__ void operator()(int t, int b, int j, int len, const T (&s)[1]) const {
+        du[((size_t)t * B + b) * H + j] =
+            elman_bwd_value(s[0], dh, has_dh, dh_last, has_dh_last, h, t, len, B, H, b, j, act);
     }
-    du[i] = out;
-}
+};
 
-// Both versions: the same steps, chunks and barriers; VERSION picks the products (see
-// persistent_common.cuh).
 template <int VERSION, typename T>
 __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_last,
                                    int has_dh_last, const T* h, const T* V, const int* lengths,
                                    int steps, int B, int H, int cols, int act, int* status) {
-    if (!persist_grid_covers(status, H, cols)) return;
-    cooperative_groups::grid_group grid = cooperative_groups::this_grid();
-    const PersistSlice<T> slice = persist_slice(V, B, H, cols, false);
-    const int j0 = slice.j0, ncols = slice.ncols;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int o = threadIdx.x, bo = o / PERSIST_GROUP, co = o % PERSIST_GROUP;  // v2's output
-
-    for (int t = steps - 1; t >= 0; --t) {
-        const bool has_next = t + 1 < steps;  // uniform: du[steps] = 0 needs no product
-        const T* dn = du + (size_t)(t + 1) * B * H;
-        for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
-            const int nb = min(PERSIST_BATCH, B - b0);
-            __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
-            if (has_next) persist_stage(slice.xs, dn, b0, nb, H);
-            __syncthreads();
-            if constexpr (VERSION == 1) {
-                for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
-                    T acc[PERSIST_BATCH];
-                    if (has_next) {
-                        persist_dot(acc, slice.xs, slice.Ws + (size_t)jl * H, nb, H);
-                    } else {
-#pragma unroll
-                        for (int bb = 0; bb < PERSIST_BATCH; ++bb) acc[bb] = T(0);
-                    }
-#pragma unroll
-                    for (int bb = 0; bb < PERSIST_BATCH; ++bb)
-                        if (bb < nb && lane == bb)
-                            persist_bwd_out(du, dh, has_dh, dh_last, has_dh_last, h, lengths, t,
-                                            b0 + bb, j0 + jl, B, H, act, acc[bb]);
-                }
-            } else {
-                for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
-                    const int ng = min(PERSIST_GROUP, ncols - g0);
-                    const T s = has_next ? persist_group_dot(slice.xs, slice.Ws, slice.red, g0,
-                                                             ng, nb, H)
-                                         : T(0);
-                    if (o < PERSIST_OUTS && bo < nb && co < ng)
-                        persist_bwd_out(du, dh, has_dh, dh_last, has_dh_last, h, lengths, t,
-                                        b0 + bo, j0 + g0 + co, B, H, act, s);
-                }
-            }
-        }
-        if (t > 0) grid.sync();  // du[t] complete everywhere before any block reads it
-    }
+    persist_recurrence<VERSION, 1, true>(
+        V, false, lengths, steps, B, H, H, cols, status,
+        ElmanPersistBwd<T>{du, dh, has_dh, dh_last, has_dh_last, h, steps, B, H, act});
 }
 
 template <typename T>

@@ -22,7 +22,7 @@ gemm_v1(const T* A, const T* B, T* C, const T* bias, int has_bias, int accumulat
     __shared__ T As[TileSmem<BM, BN, BK>::A_ELEMS];
     __shared__ T Bs[TileSmem<BM, BN, BK>::B_ELEMS];
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-    T acc[TM][TN];
+    T acc[1][TM][TN];  // one gate: a plain GEMM tile
     zero_tile(acc);
     tile_gemm<T, BM, BN, BK, TM, TN, TA, TB>(A, lda, B, ldb, M, N, K, m0, n0, acc, As, Bs);
 #pragma unroll
@@ -33,7 +33,7 @@ gemm_v1(const T* A, const T* B, T* C, const T* bias, int has_bias, int accumulat
         for (int j = 0; j < TN; ++j) {
             const int n = n0 + threadIdx.x + j * (BN / TN);
             if (n >= N) continue;
-            T v = acc[i][j];
+            T v = acc[0][i][j];
             if (has_bias) v += bias[n];
             T* c = C + (size_t)m * ldc + n;
             *c = accumulate ? *c + v : v;
