@@ -40,7 +40,8 @@ __device__ inline void elman_bwd_step_tiled(T* du, const T* dh, int has_dh, cons
                                             const int* lengths, int t, int steps, int B, int H,
                                             int act, T* As, T* Bs) {
     T acc[1][TM][TN];
-    step_tile_product<1, T, BM, BN, 16, TM, TN>(du + (size_t)(t + 1) * B * H, H, VT, B, H,
+    constexpr int BK = 16;  // tile depth, as in TileSmem<.., .., 16> of the kernels below
+    step_tile_product<1, T, BM, BN, BK, TM, TN>(du + (size_t)(t + 1) * B * H, H, VT, B, H,
                                                 t + 1 < steps, acc, As, Bs);
     step_tile_outputs<BM, BN, TM, TN>(lengths, B, H, [&](int i, int j, int b, int n, int len) {
         du[((size_t)t * B + b) * H + n] = elman_bwd_value(acc[0][i][j], dh, has_dh, dh_last,

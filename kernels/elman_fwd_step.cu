@@ -54,7 +54,8 @@ __device__ inline void elman_fwd_step_tiled(T* h, const T* h0, const T* V, const
     T* ht = h + (size_t)t * B * H;
     const T* hp = t == 0 ? h0 : ht - (size_t)B * H;
     T acc[1][TM][TN];
-    step_tile_product<1, T, BM, BN, 16, TM, TN>(hp, H, V, B, H, true, acc, As, Bs);
+    constexpr int BK = 16;  // tile depth, as in TileSmem<.., .., 16> of the kernels below
+    step_tile_product<1, T, BM, BN, BK, TM, TN>(hp, H, V, B, H, true, acc, As, Bs);
     // One branch on the (launch-uniform) activation around the whole epilogue keeps the unrolled
     // loop free of switches; with a switch per element ptxas spilled at sm_80.
     switch (act) {
