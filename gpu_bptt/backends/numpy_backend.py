@@ -68,8 +68,9 @@ class NumpyBackend(Backend):
         T, B, H = p.shape
         h = p  # h[t] overwrites p[t] once it is consumed
         acc = np.empty((B, H), dtype=p.dtype)
+        h_prev = h0
         for t in forward_steps(T, lengths, h):
-            elman_fwd_step(p[t], h[t - 1] if t else h0, V, activation, out=h[t], acc=acc)
+            h_prev = elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc)
         return h
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
