@@ -1,6 +1,6 @@
 """The data for the cuda backend's "auto" rules: at each (B, H) of a grid, every step kernel
 version and every persistent kernel version, timed as the benchmark times them, next to what "auto"
-picks there. The rules themselves (cuda.step_version, persistent.choose) are edited by hand from
+picks there. The rules themselves (backends/cuda/rules.py) are edited by hand from
 what this shows; nothing is tuned at run time.
 
 Products outside the time loop use cuBLAS in every variant and I is small, so the differences are
