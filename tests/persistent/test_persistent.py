@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import gpu_bptt
+from gpu_bptt.backends.cuda import registry
 from tests.executors import (CUDA, GRADS, KERNEL_RUNS, NUMPY, OUTPUTS, Executor,
                              assert_equal_arrays, elman_problem, forward_args, run)
 from tests.skips import GPU_SIZE, skip
 from tests.tolerances import assert_close
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
-VERSIONS = ("v1", "v2")
+VERSIONS = tuple(registry.PERSIST)  # a new version is tested as it lands
 
 
 def check(executor, bk, p, act, with_dh=True, with_last=True, **tol):
