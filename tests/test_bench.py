@@ -118,6 +118,16 @@ def test_cli_refuses_bad_options_with_one_line(args, message, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("size", ["0,1,1,1", "1,2,3", "a,b,c,d"])
+def test_a_bad_size_says_what_a_size_is(size, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--size", size, "--no-json"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"gpu-bptt bench: error: argument --size: expected four positive integers T,B,I,H, "
+        f"got {size!r}")
+
+
 def test_discovery_never_needs_cupy():
     found, skipped = discover()
     names = [c.name for c in found]

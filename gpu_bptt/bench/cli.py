@@ -23,7 +23,7 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                                    "under --out.")
     p.add_argument("--preset", action="append", choices=sorted(PRESETS),
                    help="size set (repeatable); default: cpu, or the GPU presets where a GPU is seen")
-    p.add_argument("--size", action="append", type=parse_size, metavar="T,B,I,H",
+    p.add_argument("--size", action="append", type=_size, metavar="T,B,I,H",
                    help="a free size (repeatable)")
     p.add_argument("--contenders", metavar="A,B,...",
                    help="names or prefixes (e.g. numpy,torch,cuda); default: all for the device")
@@ -68,6 +68,14 @@ def _bad_argument(args):
         except OSError as e:
             return f"--out {args.out}: cannot create the folder: {e.strerror or e}"
     return None
+
+
+def _size(text):
+    """parse_size for argparse, whose message for a ValueError hides the reason."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("size: ")) from None
 
 
 def cmd_bench(args) -> int:
