@@ -10,3 +10,17 @@ from tests.tolerances import assert_close  # noqa: F401  (the one tolerance tabl
 
 def rng(seed=0):
     return np.random.default_rng(seed)
+
+
+class Recorder:
+    """A kernel loader whose kernels record (name, grid, block) of each launch and run nothing:
+    the launch geometry without a device or the emulator."""
+
+    def __init__(self):
+        self.launches = []
+
+    def device(self):
+        return "cpu"
+
+    def function(self, file, name):
+        return lambda grid, block, args, **kw: self.launches.append((name, grid, block))

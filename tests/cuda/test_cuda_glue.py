@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from cuda_helpers import assert_close, require_emulator, rng
+from cuda_helpers import Recorder, assert_close, require_emulator, rng
 import gpu_bptt
 
 PROPS = {"name": b"Stand-in GPU", "multiProcessorCount": 4, "sharedMemPerBlock": 48 * 1024,
@@ -295,17 +295,6 @@ def test_lengths_on_the_device_are_checked_there(fake_cupy, monkeypatch):
 
 
 # -- the own GEMM ----------------------------------------------------------------------------------
-class Recorder:
-    """A loader whose kernels record their launch geometry and run nothing."""
-
-    def __init__(self):
-        self.grids = []
-
-    def device(self):
-        return "cpu"
-
-    def function(self, file, name):
-        return lambda grid, block, args, **kw: self.grids.append(grid)
 
 
 def test_own_gemm_grid_fits_cuda_limits_past_4m_rows():
@@ -318,7 +307,7 @@ def test_own_gemm_grid_fits_cuda_limits_past_4m_rows():
     M = 65535 * 64 + 1
     k.gemm(np.zeros((M, 1), np.float32), np.zeros((1, 3), np.float32))
     k.gemm(np.zeros((M, 3), np.float32), np.zeros((2, 3), np.float32), trans_b=True)  # dx = du W.T
-    for grid in loader.grids:
+    for _, grid, _ in loader.launches:
         assert grid[0] <= 2**31 - 1 and grid[1] <= 65535 and grid[2] <= 65535, grid
         assert grid[0] * 64 >= M and grid[1] == 1, grid  # every row and column has a block
 

@@ -14,6 +14,7 @@ from gpu_bptt.backends.cuda import kernel_loader as kl
 from gpu_bptt.backends.cuda import persistent as P
 from gpu_bptt.backends.cuda import registry, rules
 from gpu_bptt.backends.cuda.launchers import Launchers
+from cuda_helpers import Recorder
 
 DEFINE = re.compile(r"^\s*#define\s+(\w+)\s+(.+?)\s*(?://.*)?$", re.M)
 CONSTEXPR = re.compile(r"\bconstexpr\s+int\s+([^;]+);")
@@ -183,19 +184,6 @@ def test_name_expressions_come_from_the_registry():
         "elman_persistent_bwd_v2<float>", "elman_persistent_bwd_v2<double>")
     with pytest.raises(ValueError, match="version: expected one of"):
         registry.STEP_FWD.entry("v9")
-
-
-class Recorder:
-    """A loader whose kernels record their launch geometry and run nothing."""
-
-    def __init__(self):
-        self.launches = []
-
-    def device(self):
-        return "cpu"
-
-    def function(self, file, name):
-        return lambda grid, block, args, **kw: self.launches.append((name, grid, block))
 
 
 @pytest.mark.parametrize("version", list(registry.STEP))
