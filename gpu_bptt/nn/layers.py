@@ -1,8 +1,10 @@
-"""Levels of the seed's network: a recurrent level (Elman) and a per-timestep feed-forward level
-(Dense), plus a container that stacks them. Arrays are time-major (T, B, features).
+"""Levels of the seed's network: a recurrent level (Elman), a per-timestep feed-forward level
+(Dense), dropout between levels, and a container that stacks them. Arrays are time-major
+(T, B, features).
 
 Each layer owns its parameters and gradient buffers (`parameters()`, `gradients()`, keyed by
-name); `backward` accumulates into the gradient buffers, `zero_grad` clears them.
+name); `backward` accumulates into the gradient buffers, `zero_grad` clears them. `train()` and
+`eval()` set the mode (only Dropout behaves differently); a new module is in training mode.
 """
 from __future__ import annotations
 
@@ -12,12 +14,25 @@ from .. import activations
 from ..backends import get_backend
 from ..cells import elman_backward, elman_forward
 from ..cells.sequence import check_algo
-from ..validate import check_float_dtype, check_size
+from ..validate import check_float_dtype, check_real, check_size
 from . import init
 
 
 class Module:
     backend = None
+    training = True
+
+    def train(self, mode=True):
+        """Training mode (mode=True) or evaluation mode; returns the module."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode: expected a bool, got {type(mode).__name__}")
+        self.training = mode
+        for child in getattr(self, "layers", ()):
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
 
     def parameters(self) -> dict:
         return {}
@@ -138,6 +153,34 @@ class Dense(_Leaf):
         if "b" in self._grads:
             self._grads["b"] += du.sum(axis=0)
         return xp.matmul(du, self._params["W"].T).reshape(T, B, -1) if need_dx else None
+
+
+class Dropout(Module):
+    """Between levels: in training mode each element is zeroed with probability p and the rest
+    scaled by 1/(1-p) (so the expected output is the input); in evaluation mode the identity.
+    rng: a seed or None; the mask is drawn on the backend with its own generator (NumPy's or
+    CuPy's), so a seed repeats a run on one backend, not across backends."""
+
+    def __init__(self, p=0.5, *, backend=None, rng=None):
+        self.p = check_real("p", p, low=0.0, high=1.0, low_closed=True)
+        self.backend = get_backend(backend)
+        self._rng = self.backend.xp.random.default_rng(rng)
+        self._scale = None
+
+    def forward(self, x, *, lengths=None, h0=None):
+        x = self.backend.asarray(x)
+        if not self.training or self.p == 0.0:
+            self._scale = None
+            return x
+        keep = self._rng.random(x.shape, dtype=x.dtype) >= self.p
+        self._scale = keep * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self._scale
+
+    def backward(self, dy, *, dh_last=None, need_dx=True):
+        """dx = dy scaled by the forward's mask; nothing to accumulate."""
+        if not need_dx:
+            return None
+        return dy if self._scale is None else dy * self._scale
 
 
 class Sequential(Module):
