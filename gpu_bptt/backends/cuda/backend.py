@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-from ..base import Backend
+from ..base import Backend, first_step_rows
 from ..notices import warn_once
 from . import persistent, registry, rules
 from .kernel_loader import OPTIONS, KernelLoader
@@ -224,12 +224,15 @@ class CudaBackend(Backend):
     #: plans kept per backend; past this many distinct problems the oldest are forgotten
     MAX_PLANS = 256
 
-    def resolve_algo(self, algo, T, B, H, dtype):
+    def resolve_algo(self, algo, T, B, H, dtype, reverse=False):
         """The LaunchPlan for a request at (B, H, dtype) on the current device, made once per
         problem and kept: the forward and its backward (also the framework paths, which resolve
         again from the same request) run the same plan. "auto" falling back to the step kernels
         warns with the reason, once per cause (attributed to elman_forward's caller)."""
         self.check_algo(algo)
+        if reverse:
+            raise ValueError("reverse: the cuda backend's kernels run forward only so far; use "
+                             "the numpy backend for a reversed direction")
         key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, self.step, self.persist)
         plan = self._plans.get(key)
         if plan is None:
@@ -296,22 +299,27 @@ class CudaBackend(Backend):
         p = self.kernels.gemm(x.reshape(T * B, I), W, bias=b)
         return p.reshape(T, B, W.shape[1])
 
-    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True):
+    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
+                  lengths=None, reverse=False):
         T, B, I = x.shape
         H = V.shape[0]
         du2 = du.reshape(T * B, H)
         db = self.kernels.column_sum(du2) if need_db else None
         if self.gemm == "cublas":
-            dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False, need_dx)
+            dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False, need_dx,
+                                                   lengths=lengths, reverse=reverse)
             return dx, dW, dV, db, dh0
         k = self.kernels
         dW = k.gemm(x.reshape(T * B, I), du2, trans_a=True)
-        dV = k.gemm(h0, du[0], trans_a=True)
-        if T > 1:  # h[t-1] for t >= 1 is h[0..T-2]: accumulate instead of building that array
-            k.gemm(h[:-1].reshape((T - 1) * B, H), du[1:].reshape((T - 1) * B, H), trans_a=True,
+        first = self.xp.ascontiguousarray(first_step_rows(self.xp, du, lengths, reverse))
+        dV = k.gemm(h0, first, trans_a=True)
+        if T > 1:  # the state before step t is h[t-1] (h[t+1] reversed) but at the first step:
+            # accumulate instead of building that array (h and du are 0 at padded steps)
+            prev, cur = (h[1:], du[:-1]) if reverse else (h[:-1], du[1:])
+            k.gemm(prev.reshape((T - 1) * B, H), cur.reshape((T - 1) * B, H), trans_a=True,
                    out=dV, accumulate=True)
         dx = k.gemm(du2, W, trans_b=True).reshape(T, B, I) if need_dx else None
-        dh0 = k.gemm(du[0], V, trans_b=True)
+        dh0 = k.gemm(first, V, trans_b=True)
         return dx, dW, dV, db, dh0
 
     # -- the recurrence: as the plan from resolve_algo says ------------------------------------------
