@@ -38,7 +38,7 @@ struct ElmanPersistBwd {
     __device__ const T* prev(int t) const { return du + (size_t)(t + 1) * B * H; }
     __device__ void operator()(int t, int b, int j, int len, const T (&s)[1]) const {
         du[((size_t)t * B + b) * H + j] =
-            elman_bwd_value(s[0], dh, has_dh, dh_last, has_dh_last, h, t, len, B, H, b, j, act);
+            elman_bwd_value(s[0], dh, has_dh, dh_last, has_dh_last, h, t, t, len, B, H, b, j, act);
     }
 };
 

@@ -11,10 +11,11 @@ import pytest
 import gpu_bptt
 from gpu_bptt.backends import get_backend
 
-from .executors import GRADS, NUMPY, assert_equal_arrays, elman_problem, forward_args
+from .executors import (CUDA, EMULATORS, GRADS, KERNEL_RUNS, NUMPY, assert_equal_arrays,
+                        elman_problem, forward_args)
 from .tolerances import GRADCHECK, assert_close
 
-RUNS = pytest.mark.executors(NUMPY)
+RUNS = pytest.mark.executors(NUMPY, *EMULATORS, CUDA)
 LENGTHS = {"none": False, "ragged": np.array([7, 1, 4, 7, 3], np.int32),
            "full": np.array([7] * 5, np.int32)}
 
@@ -99,6 +100,25 @@ def test_reference_is_the_loop_by_hand():
 @pytest.mark.parametrize("lengths", LENGTHS)
 def test_reverse_matches_reference(backend, lengths, dtype):
     check_against_reference(backend, problem(dtype, lengths), dtype)
+
+
+@pytest.mark.executors(*KERNEL_RUNS, CUDA)
+@pytest.mark.backend_options(step=("v1", "v2", "v3", "v4"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lengths", ["none", "ragged"])
+def test_reverse_step_kernels(backend, lengths, dtype):
+    """Every step kernel version in the reversed direction, every thread order, sanitized."""
+    check_against_reference(backend, problem(dtype, lengths), dtype, algo="step")
+
+
+@pytest.mark.executors(*EMULATORS, CUDA)
+def test_reverse_persistent_is_refused_and_auto_takes_the_step_kernels(backend):
+    p = problem(np.float64)
+    with pytest.raises(ValueError, match="algo: 'persistent' cannot run reverse=True"):
+        gpu_bptt.elman_forward(**forward_args(p), backend=backend, algo="persistent",
+                               reverse=True)
+    out = gpu_bptt.elman_forward(**forward_args(p), backend=backend, reverse=True)
+    assert out.cache.plan.algo == "step" and "reverse=True" in out.cache.plan.reason
 
 
 @RUNS

@@ -230,13 +230,12 @@ class CudaBackend(Backend):
         again from the same request) run the same plan. "auto" falling back to the step kernels
         warns with the reason, once per cause (attributed to elman_forward's caller)."""
         self.check_algo(algo)
-        if reverse:
-            raise ValueError("reverse: the cuda backend's kernels run forward only so far; use "
-                             "the numpy backend for a reversed direction")
-        key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, self.step, self.persist)
+        reverse = bool(reverse)
+        key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, reverse, self.step,
+               self.persist)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._make_plan(algo, B, H, dtype)
+            plan = self._make_plan(algo, B, H, dtype, reverse)
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
@@ -246,13 +245,13 @@ class CudaBackend(Backend):
             warn_once(f"algo='auto' runs the step kernels: {plan.fallback}", stacklevel=3)
         return plan
 
-    def _make_plan(self, algo, B, H, dtype):
+    def _make_plan(self, algo, B, H, dtype, reverse=False):
         """Gather the device's facts (only those the choice depends on), then plan."""
         limits = self.persistent_limits()
         kernels = self._persistent_kernels(limits, B, H, dtype) \
-            if rules.considers_persistent(algo, B) else ()
+            if rules.considers_persistent(algo, B, reverse) else ()
         return rules.launch_plan(algo, B, H, dtype, limits=limits, kernels=kernels,
-                                 step=self.step, persist=self.persist)
+                                 step=self.step, persist=self.persist, reverse=reverse)
 
     def _persistent_kernels(self, limits, B, H, dtype) -> tuple:
         """persistent.KernelFacts of the persistent kernels, in launch order, for (B, H): whether
@@ -330,9 +329,10 @@ class CudaBackend(Backend):
             return self.kernels.persistent_fwd(p, h0, V, lens, activation, plan)
         plan.check_problem(B, H, p.dtype.name)
         h = p  # each step overwrites p[t] with h[t]
-        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, plan.version)
-        for t in range(T):
-            step(t)
+        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, plan.version,
+                                        flip=plan.reverse)
+        for s in range(T):
+            step(s)
         return h
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
@@ -343,7 +343,8 @@ class CudaBackend(Backend):
             return self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan)
         plan.check_problem(B, H, h.dtype.name)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version)
-        for t in range(T - 1, -1, -1):
-            step(t)
+        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version,
+                                        flip=plan.reverse)
+        for s in range(T - 1, -1, -1):
+            step(s)
         return du
