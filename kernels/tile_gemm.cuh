@@ -9,8 +9,8 @@
 // epilogue combines for one output (b, n) (an LSTM's i, f, g, o: G = 4, gate_stride = H) are in the
 // registers of one thread. Strided ownership keeps the shared-memory reads of a warp on distinct
 // banks (or broadcasts) and the epilogue's global writes coalesced.
-// A is an operand object: a(m, k) returns op(A)[m, k] (DenseOperand: a row-major array; StepState:
-// the rows of one step of a recurrence, each batch row at its own time index).
+// A is an operand object: a(m, k) returns op(A)[m, k] (DenseOperand: a row-major array; StepState
+// of step_order.cuh: the rows of one step of a recurrence, each batch row at its own time index).
 // Shared memory: A and B tiles of BK rows (B: one per gate), stored k-major with one pad column
 // against bank conflicts on the transposing stores; passed in by the kernel (static __shared__).
 // Every thread of the block must call tile_gemm (it holds __syncthreads).
@@ -18,6 +18,7 @@
 // thread's outputs for the cell's epilogue); see elman_fwd_step.cu.
 // Types: float, double (template T).
 #pragma once
+#include "step_order.cuh"
 
 template <int BM, int BN, int BK, int G = 1>
 struct TileSmem {
@@ -33,29 +34,6 @@ struct DenseOperand {
     __device__ T operator()(int m, int k) const {
         return TA ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
     }
-};
-
-// The time index batch row b works on at step s of a recurrence: s forward; flipped (a reversed
-// run), each example from its last valid step down, len-1-s while s < len, then s (its padded
-// steps, in order), so that every t is visited once.
-__device__ inline int step_time(int s, int len, int flip) {
-    return flip && s < len ? len - 1 - s : s;
-}
-
-// The state after step s of a recurrence as a (B, K) operand: row b is seq[step_time(s, len_b,
-// flip), b] of seq (steps, B, K) row-major, or init[b] of init (B, K) for s < 0. Forward
-// (flip = 0) it is seq[s] itself; flipped, each row reads its own time index.
-template <typename T>
-struct StepState {
-    const T* seq;
-    const T* init;
-    const int* lengths;
-    int s, B, K, flip;
-    __device__ const T* row(int b) const {
-        if (s < 0) return init + (size_t)b * K;
-        return seq + ((size_t)step_time(s, flip ? lengths[b] : 0, flip) * B + b) * K;
-    }
-    __device__ T operator()(int b, int k) const { return row(b)[k]; }
 };
 
 template <typename T, int G, int TM, int TN>

@@ -111,14 +111,24 @@ def test_reverse_step_kernels(backend, lengths, dtype):
     check_against_reference(backend, problem(dtype, lengths), dtype, algo="step")
 
 
-@pytest.mark.executors(*EMULATORS, CUDA)
-def test_reverse_persistent_is_refused_and_auto_takes_the_step_kernels(backend):
-    p = problem(np.float64)
-    with pytest.raises(ValueError, match="algo: 'persistent' cannot run reverse=True"):
-        gpu_bptt.elman_forward(**forward_args(p), backend=backend, algo="persistent",
-                               reverse=True)
-    out = gpu_bptt.elman_forward(**forward_args(p), backend=backend, reverse=True)
-    assert out.cache.plan.algo == "step" and "reverse=True" in out.cache.plan.reason
+@pytest.mark.executors(*KERNEL_RUNS, CUDA)
+@pytest.mark.backend_options(persist=("v1", "v2"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("lengths", ["none", "ragged"])
+def test_reverse_persistent_kernels(backend, lengths, dtype):
+    """Both persistent versions in the reversed direction, every thread order, sanitized."""
+    check_against_reference(backend, problem(dtype, lengths), dtype, algo="persistent")
+
+
+@pytest.mark.executors(*KERNEL_RUNS, CUDA)
+@pytest.mark.backend_options(persist=("v1", "v2"))
+@pytest.mark.parametrize("H", [39, 40])
+def test_reverse_persistent_batch_chunks(backend, H):
+    """B = 19: three batch chunks of the persistent kernels' staging, H over several blocks (the
+    emulator's 4 multiprocessors); rows staged one by one with 16-byte loads (H = 40) or not."""
+    lengths = np.array([9, 3, 1, 9, 7, 2, 5, 8, 6, 4, 9, 1, 2, 3, 8, 9, 7, 5, 6], np.int32)
+    p = elman_problem(9, 19, 3, H, np.float64, seed=11, lengths=lengths)
+    check_against_reference(backend, p, np.float64, algo="persistent")
 
 
 @RUNS

@@ -249,7 +249,7 @@ class CudaBackend(Backend):
         """Gather the device's facts (only those the choice depends on), then plan."""
         limits = self.persistent_limits()
         kernels = self._persistent_kernels(limits, B, H, dtype) \
-            if rules.considers_persistent(algo, B, reverse) else ()
+            if rules.considers_persistent(algo, B) else ()
         return rules.launch_plan(algo, B, H, dtype, limits=limits, kernels=kernels,
                                  step=self.step, persist=self.persist, reverse=reverse)
 

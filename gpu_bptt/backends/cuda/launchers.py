@@ -250,25 +250,27 @@ class Launchers:
     def persistent_fwd(self, h, h0, V, lengths, activation, plan):
         """The whole forward recurrence in place, as `plan` (a persistent LaunchPlan for h's
         problem) says: h (T, B, H) holds p on entry and h on exit. h0 (B, H); V (H, H);
-        lengths (B,) int32 in 1..T. All owned by the caller; h is updated."""
+        lengths (B,) int32 in 1..T. All owned by the caller; h is updated. plan.reverse: a
+        reversed run, each batch row at its own time index (the kernel's flip)."""
         T, B, H = h.shape
         _check_persistent(plan, B, H, h.dtype)
         operands = self.fwd_operands(h, h0, V, lengths)
         self._cooperative(registry.PERSIST_FWD, plan, h.dtype, operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(activations.ACTIVATION_CODES[activation])))
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
         return h
 
     def persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
         """The whole reverse recurrence into du (T, B, H), every entry written, as `plan` says.
         dh (T, B, H) or None; dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H)
-        (not transposed); lengths (B,) int32 in 1..T."""
+        (not transposed); lengths (B,) int32 in 1..T. plan.reverse: the backward of a reversed
+        run."""
         T, B, H = du.shape
         _check_persistent(plan, B, H, du.dtype)
         operands = self.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
         self._cooperative(registry.PERSIST_BWD, plan, du.dtype, operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(activations.ACTIVATION_CODES[activation])))
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
         return du
 
     def _cooperative(self, family, plan, dtype, args):

@@ -6,8 +6,8 @@ Rules (first guesses, to be tuned from GPU measurements with `gpu-bptt bench --t
 - algo "auto": persistent when B <= persistent.AUTO_MAX_BATCH and the persistent kernels can
   run (V's slice fits, they build, their grid is co-resident), else the step kernels; a fallback
   below that batch size carries its reason in `LaunchPlan.fallback` (the backend warns with it).
-- reverse=True (a reversed run): the step kernels, which take the direction per batch row; the
-  persistent kernels run forward only so far ("persistent" asked for raises ValueError).
+- reverse=True (a reversed run) follows the same rules: every kernel takes the direction per
+  batch row (its flip).
 - step "auto": v4 when one step's recurrent product is large (B·H·H >= V4_MIN_MACS), else v3
   (64x64 tiles) when that grid has at least two blocks per multiprocessor, else v2 (32x32).
 """
@@ -35,16 +35,10 @@ def step_version(choice: str, B: int, H: int, multiprocessors: int) -> tuple:
     return "v2", f"{blocks} 64x64 tiles < 2 per multiprocessor ({multiprocessors})"
 
 
-def considers_persistent(algo: str, B: int, reverse: bool = False) -> bool:
+def considers_persistent(algo: str, B: int) -> bool:
     """Whether the choice for `algo` at batch B depends on the persistent kernels' facts (so the
     backend gathers them only then: they cost a build and an occupancy query)."""
-    if reverse:
-        return False
     return algo == "persistent" or (algo == "auto" and B <= persistent.AUTO_MAX_BATCH)
-
-
-REVERSE_LIMIT = ("the persistent kernels run forward only so far (reverse=True takes the step "
-                 "kernels)")
 
 
 def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist, reverse=False) -> LaunchPlan:
@@ -52,33 +46,28 @@ def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist, reverse=Fa
     direction `reverse`.
 
     limits: the device's persistent.DeviceLimits; kernels: persistent.KernelFacts of both
-    persistent kernels where considers_persistent(algo, B, reverse), else unused; step, persist:
+    persistent kernels where considers_persistent(algo, B), else unused; step, persist:
     the backend's options. "persistent" where it cannot run raises ValueError naming the limit."""
     if algo == "step":
         return _step_plan(B, H, dtype, step, limits, "algo='step' asked for", reverse=reverse)
-    if reverse:
-        if algo == "persistent":
-            raise ValueError(f"algo: 'persistent' cannot run reverse=True: {REVERSE_LIMIT}")
-        return _step_plan(B, H, dtype, step, limits, f"algo='auto' with reverse=True: "
-                          f"{REVERSE_LIMIT}", reverse=True)
     if algo == "auto" and B > persistent.AUTO_MAX_BATCH:
         return _step_plan(B, H, dtype, step, limits,
                           f"algo='auto' runs the step kernels: B={B} > "
                           f"{persistent.AUTO_MAX_BATCH} (the persistent kernels' batch limit "
-                          f"for 'auto')")
+                          f"for 'auto')", reverse=reverse)
     try:
         geo = persistent.check(limits, B, H, dtype, persist, kernels)
     except ValueError as e:
         if algo == "persistent":
             raise
         return _step_plan(B, H, dtype, step, limits, "algo='auto' runs the step kernels",
-                          fallback=str(e))
+                          fallback=str(e), reverse=reverse)
     why = ("algo='persistent' asked for" if algo == "persistent" else
            f"algo='auto' and B={B} <= {persistent.AUTO_MAX_BATCH} where it runs")
     launch = registry.PERSIST[persist].launch
     return LaunchPlan("persistent", B, H, np.dtype(dtype).name, version=persist,
                       grid=(geo.grid, 1, 1), block=launch.block, smem=geo.smem, cols=geo.cols,
-                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns")
+                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns", reverse=reverse)
 
 
 def _step_plan(B, H, dtype, step, limits, why, fallback=None, reverse=False) -> LaunchPlan:
