@@ -131,6 +131,15 @@ def test_reverse_persistent_batch_chunks(backend, H):
     check_against_reference(backend, p, np.float64, algo="persistent")
 
 
+@pytest.mark.executors("emulator-forward", CUDA)
+@pytest.mark.backend_options(gemm=("own",))
+@pytest.mark.parametrize("lengths", ["none", "ragged"])
+def test_reverse_own_gemm(backend, lengths):
+    """The gradient reductions by our GEMM kernel: the state before each step is h[t+1], h0 at
+    each example's first step t = lengths[b]-1."""
+    check_against_reference(backend, problem(np.float64, lengths), np.float64)
+
+
 @RUNS
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "identity"])
 def test_reverse_activations(backend, activation):
