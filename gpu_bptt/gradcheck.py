@@ -78,9 +78,10 @@ def gradcheck(f, inputs: dict, analytic: dict, *, eps=1e-6, atol=1e-7, rtol=1e-5
 
 
 def elman_gradcheck(x, W, V, b=None, h0=None, *, dh=None, dh_last=None, activation="tanh",
-                    lengths=None, backend=None, **kw) -> GradcheckResult:
+                    lengths=None, backend=None, reverse=False, **kw) -> GradcheckResult:
     """Gradcheck of elman_forward/elman_backward on `backend`, in float64, with the loss
-    e = Σ h * dh + Σ h_last * dh_last (so ∂e/∂h = dh and ∂e/∂h_last = dh_last)."""
+    e = Σ h * dh + Σ h_last * dh_last (so ∂e/∂h = dh and ∂e/∂h_last = dh_last); reverse: the
+    reversed direction (elman_forward's)."""
     from .backends import get_backend
     from .cells import elman_backward, elman_forward
 
@@ -92,7 +93,7 @@ def elman_gradcheck(x, W, V, b=None, h0=None, *, dh=None, dh_last=None, activati
 
     def loss(x, W, V, b=None, h0=None):
         out = elman_forward(f64(x), f64(W), f64(V), f64(b), f64(h0), activation=activation,
-                            lengths=lengths, backend=bk, need_cache=False)
+                            lengths=lengths, backend=bk, need_cache=False, reverse=reverse)
         e = 0.0
         if dh_ is not None:
             e += float((out.h * dh_).sum())
@@ -102,7 +103,7 @@ def elman_gradcheck(x, W, V, b=None, h0=None, *, dh=None, dh_last=None, activati
 
     inputs = {"x": x, "W": W, "V": V, "b": b, "h0": h0}
     out = elman_forward(f64(x), f64(W), f64(V), f64(b), f64(h0), activation=activation,
-                        lengths=lengths, backend=bk)
+                        lengths=lengths, backend=bk, reverse=reverse)
     g = elman_backward(dh_, out.cache, dh_last=dl_)
     analytic = {"x": g.dx, "W": g.dW, "V": g.dV}
     if b is not None:

@@ -7,7 +7,9 @@
 //   elman_fwd_out                 h[t, b, n] = f(p[t, b, n] + s), s = (h[t-1] @ V)[b, n]
 //   elman_bwd_value               du[t, b, n] = (s + dh[t, b, n] + [t = len-1] dh_last[b, n]) * f'
 //                                 s = (du[t+1] @ V.T)[b, n]
-//   Both are 0 from the example's length on (t >= len: padding).
+//   Both are 0 from the example's length on (t >= len: padding). In a reversed run (flip) row b's
+//   step s works on t = step_time(s, len, flip) (tile_gemm.cuh), the previous state is h[t+1]
+//   (du[t-1] backward), and dh_last enters at the run's last step s = len-1 (t = 0).
 // Codes must equal gpu_bptt.activations.ACTIVATION_CODES (a test parses this file to check).
 // A new cell (G gates: LSTM 4, GRU 3) plugs in beside this one, naming nothing in the shared
 // headers: <cell>_common.cuh holds its formulas as epilogues of one output (b, n) taking the G
@@ -57,15 +59,16 @@ __device__ inline void elman_fwd_out(T* out, T s, bool valid, int act) {
     *out = valid ? act_apply(act, *out + s) : T(0);
 }
 
-// Backward, one output: the value of du[t, b, n]. dh (T, B, H) when has_dh; dh_last (B, H) when
-// has_dh_last; h (T, B, H) the forward outputs; len = lengths[b].
+// Backward, one output: the value of du[t, b, n] at step `step` of the run (= t forward). dh
+// (T, B, H) when has_dh; dh_last (B, H) when has_dh_last, entering at the last step; h (T, B, H)
+// the forward outputs; len = lengths[b].
 template <typename T>
 __device__ inline T elman_bwd_value(T s, const T* dh, int has_dh, const T* dh_last,
-                                    int has_dh_last, const T* h, int t, int len, int B, int H,
-                                    int b, int n, int act) {
+                                    int has_dh_last, const T* h, int t, int step, int len, int B,
+                                    int H, int b, int n, int act) {
     if (t >= len) return T(0);
     const size_t i = ((size_t)t * B + b) * H + n;
     T g = has_dh ? dh[i] : T(0);
-    if (has_dh_last && t == len - 1) g += dh_last[(size_t)b * H + n];
+    if (has_dh_last && step == len - 1) g += dh_last[(size_t)b * H + n];
     return (s + g) * act_grad_from_output(act, h[i]);
 }

@@ -6,6 +6,9 @@
 //   (has_dh = 0, any pointer); dh_last (B, H) or absent (has_dh_last = 0); h (steps, B, H) the
 //   forward outputs (f' is computed from them); V (H, H) itself, not V.T: column j of V.T is row
 //   j of V, so each block copies contiguous rows; lengths (B,) int32 in 1..steps.
+// flip = 1 (the backward of a reversed run): step s works on t = step_time(s, lengths[b], 1) for
+//   batch row b (step_order.cuh), reads the row step s+1 wrote for b (du[t-1]) and takes dh_last
+//   at s = lengths[b]-1 (t = 0). flip = 0: t = s.
 // Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
 //   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes, plus
 //   8 * 64 * sizeof(T) for v2.
@@ -23,8 +26,8 @@
 #include "persistent_common.cuh"
 
 // The Elman backward as a persistent cell (persist_recurrence in persistent_common.cuh, reverse):
-// the product reads du[t+1] (none at t = steps-1: du[steps] = 0) against V's rows; the epilogue
-// is elman_bwd_value (elman_common.cuh), the step kernels' own.
+// the product reads du of step s+1 (none at s = steps-1: du[steps] = 0) against V's rows; the
+// epilogue is elman_bwd_value (elman_common.cuh), the step kernels' own.
 template <typename T>
 struct ElmanPersistBwd {
     T* du;
@@ -33,38 +36,45 @@ struct ElmanPersistBwd {
     const T* dh_last;
     int has_dh_last;
     const T* h;
-    int steps, B, H, act;
-    __device__ bool has_prev(int t) const { return t + 1 < steps; }
-    __device__ const T* prev(int t) const { return du + (size_t)(t + 1) * B * H; }
-    __device__ void operator()(int t, int b, int j, int len, const T (&s)[1]) const {
+    const int* lengths;
+    int steps, B, H, act, flip;
+    __device__ bool has_prev(int s) const { return s + 1 < steps; }
+    __device__ StepState<T> prev(int s) const {
+        return StepState<T>{du, nullptr, lengths, s + 1, B, H, flip};
+    }
+    __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
+        const int t = step_time(s, len, flip);
         du[((size_t)t * B + b) * H + j] =
-            elman_bwd_value(s[0], dh, has_dh, dh_last, has_dh_last, h, t, len, B, H, b, j, act);
+            elman_bwd_value(acc[0], dh, has_dh, dh_last, has_dh_last, h, t, s, len, B, H, b, j,
+                            act);
     }
 };
 
 template <int VERSION, typename T>
 __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_last,
                                    int has_dh_last, const T* h, const T* V, const int* lengths,
-                                   int steps, int B, int H, int cols, int act, int* status) {
+                                   int steps, int B, int H, int cols, int act, int flip,
+                                   int* status) {
     persist_recurrence<VERSION, 1, true>(
         V, false, lengths, steps, B, H, H, cols, status,
-        ElmanPersistBwd<T>{du, dh, has_dh, dh_last, has_dh_last, h, steps, B, H, act});
+        ElmanPersistBwd<T>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B, H, act,
+                           flip});
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
                         const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act, int* status) {
+                        int cols, int act, int flip, int* status) {
     persist_bwd<1>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act,
-                     status);
+                     flip, status);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
                         const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act, int* status) {
+                        int cols, int act, int flip, int* status) {
     persist_bwd<2>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act,
-                     status);
+                     flip, status);
 }

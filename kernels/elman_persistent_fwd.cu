@@ -4,6 +4,8 @@
 // Shapes, row-major: h (steps, B, H) holds p on entry and h on exit (row t is overwritten once
 //   row t-1 is final, as in elman_fwd_step.cu); h0 (B, H); V (H, H);
 //   lengths (B,) int32, every entry in 1..steps (the backend passes steps when none is given).
+// flip = 1 (a reversed run): step s works on t = step_time(s, lengths[b], 1) for batch row b
+//   (step_order.cuh) and reads the row step s-1 wrote for b (h[t+1]; h0 at s = 0). flip = 0: t = s.
 // Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
 //   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes, plus
 //   8 * 64 * sizeof(T) for v2.
@@ -21,38 +23,40 @@
 #include "persistent_common.cuh"
 
 // The Elman forward as a persistent cell (persist_recurrence in persistent_common.cuh): the
-// product reads h[t-1] (h0 at t = 0); the epilogue is elman_fwd_out (elman_common.cuh).
+// product reads the state of step s-1 (h0 at s = 0); the epilogue is elman_fwd_out
+// (elman_common.cuh).
 template <typename T>
 struct ElmanPersistFwd {
     T* h;
     const T* h0;
-    int B, H, act;
+    const int* lengths;
+    int B, H, act, flip;
     __device__ bool has_prev(int) const { return true; }
-    __device__ const T* prev(int t) const {
-        return t == 0 ? h0 : h + (size_t)t * B * H - (size_t)B * H;
+    __device__ StepState<T> prev(int s) const {
+        return StepState<T>{h, h0, lengths, s - 1, B, H, flip};
     }
-    __device__ void operator()(int t, int b, int j, int len, const T (&s)[1]) const {
-        elman_fwd_out(h + (size_t)t * B * H + (size_t)b * H + j, s[0], t < len, act);
+    __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
+        elman_fwd_out(h + ((size_t)step_time(s, len, flip) * B + b) * H + j, acc[0], s < len, act);
     }
 };
 
 template <int VERSION, typename T>
 __device__ inline void persist_fwd(T* h, const T* h0, const T* V, const int* lengths, int steps,
-                                   int B, int H, int cols, int act, int* status) {
+                                   int B, int H, int cols, int act, int flip, int* status) {
     persist_recurrence<VERSION, 1, false>(V, true, lengths, steps, B, H, H, cols, status,
-                                          ElmanPersistFwd<T>{h, h0, B, H, act});
+                                          ElmanPersistFwd<T>{h, h0, lengths, B, H, act, flip});
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_fwd_v1(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act, int* status) {
-    persist_fwd<1>(h, h0, V, lengths, steps, B, H, cols, act, status);
+                        int cols, int act, int flip, int* status) {
+    persist_fwd<1>(h, h0, V, lengths, steps, B, H, cols, act, flip, status);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_fwd_v2(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act, int* status) {
-    persist_fwd<2>(h, h0, V, lengths, steps, B, H, cols, act, status);
+                        int cols, int act, int flip, int* status) {
+    persist_fwd<2>(h, h0, V, lengths, steps, B, H, cols, act, flip, status);
 }

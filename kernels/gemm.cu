@@ -24,7 +24,8 @@ gemm_v1(const T* A, const T* B, T* C, const T* bias, int has_bias, int accumulat
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     T acc[1][TM][TN];  // one gate: a plain GEMM tile
     zero_tile(acc);
-    tile_gemm<T, BM, BN, BK, TM, TN, TA, TB>(A, lda, B, ldb, M, N, K, m0, n0, acc, As, Bs);
+    tile_gemm<T, BM, BN, BK, TM, TN, TA, TB>(DenseOperand<T, TA>{A, lda}, B, ldb, M, N, K, m0, n0,
+                                             acc, As, Bs);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
         const int m = m0 + threadIdx.y + i * (BM / TM);

@@ -29,6 +29,8 @@
 #pragma once
 #include <cooperative_groups.h>
 
+#include "step_order.cuh"
+
 #define PERSIST_WARPS 8
 #define PERSIST_THREADS (PERSIST_WARPS * 32)
 #define PERSIST_BATCH 8  // batch rows per chunk: accumulators per lane
@@ -103,24 +105,33 @@ template <int Bytes> struct PersistVec;
 template <> struct PersistVec<4> { using type = float4; };
 template <> struct PersistVec<8> { using type = double2; };
 
-// xs[bb][k] = src[b0 + bb][k] for bb < nb. src was written by other blocks before the last grid
+// dst[i] = s[i] for i < n, by the whole block. s was written by other blocks before the last grid
 // barrier, so these are plain coherent loads (never __ldg, whose cache may hold stale lines).
-// Where both ends are 16-byte aligned and the chunk is whole vectors, 16-byte loads: a quarter of
-// the instructions, and more bytes in flight per thread for a copy that waits on L2.
+// Where both ends are 16-byte aligned and n is whole vectors, 16-byte loads: a quarter of the
+// instructions, and more bytes in flight per thread for a copy that waits on L2.
 template <typename T>
-__device__ inline void persist_stage(T* xs, const T* src, int b0, int nb, int K) {
+__device__ inline void persist_copy(T* dst, const T* s, int n) {
     using Vec = typename PersistVec<sizeof(T)>::type;
     constexpr int per = sizeof(Vec) / sizeof(T);
-    const T* s = src + (size_t)b0 * K;
-    const int n = nb * K;
-    if (n % per == 0 && ((reinterpret_cast<size_t>(s) | reinterpret_cast<size_t>(xs)) & 15) == 0) {
+    if (n % per == 0 && ((reinterpret_cast<size_t>(s) | reinterpret_cast<size_t>(dst)) & 15) == 0) {
         const Vec* sv = reinterpret_cast<const Vec*>(s);
-        Vec* xv = reinterpret_cast<Vec*>(xs);
+        Vec* xv = reinterpret_cast<Vec*>(dst);
 #pragma unroll 4
         for (int idx = threadIdx.x; idx < n / per; idx += blockDim.x) xv[idx] = sv[idx];
         return;
     }
-    for (int idx = threadIdx.x; idx < n; idx += blockDim.x) xs[idx] = s[idx];
+    for (int idx = threadIdx.x; idx < n; idx += blockDim.x) dst[idx] = s[idx];
+}
+
+// xs[bb][k] = x.row(b0 + bb)[k] for bb < nb: one copy where the rows are contiguous (forward, or
+// the initial state), else row by row (flipped: each row at its own time index).
+template <typename T>
+__device__ inline void persist_stage(T* xs, const StepState<T>& x, int b0, int nb, int K) {
+    if (!x.flip || x.s < 0) {
+        persist_copy(xs, x.row(b0), nb * K);
+        return;
+    }
+    for (int bb = 0; bb < nb; ++bb) persist_copy(xs + (size_t)bb * K, x.row(b0 + bb), K);
 }
 
 // acc[bb] = sum_k xs[bb][k] * w[k] for bb < nb, on every lane of the calling warp (whole warp).
@@ -206,7 +217,8 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
 }
 
 // The whole recurrence of a cell in one cooperative launch: for each step t (0 .. steps-1, or
-// steps-1 .. 0 when REVERSE) and each batch chunk, stage the chunk of the previous state, compute
+// steps-1 .. 0 when REVERSE: the backward's order of steps, not the direction of the run, which
+// the cell's flip gives through step_order.cuh) and each batch chunk, stage the chunk of the previous state, compute
 // the G sums of every output (b, j) of the block's units (VERSION 1 or 2 products, above) and
 // hand them to the cell's epilogue; a grid barrier separates the steps. Rows of the previous state
 // written by other blocks are read only after that barrier.
@@ -214,8 +226,9 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
 // epilogue as len = lengths[b]. status: see persist_grid_covers. The cell object provides
 //   bool has_prev(int t)      whether step t has a product (else s = 0 and nothing is staged);
 //                             uniform over the launch
-//   const T* prev(int t)      the previous state the product reads at step t, (B, K) row-major
+//   StepState<T> prev(int t)  the previous state the product reads at step t, (B, K) rows
 //   void operator()(int t, int b, int j, int len, const T (&s)[G])   the epilogue of output (b, j)
+//                             at step t (its time index is step_time(t, len, flip))
 template <int VERSION, int G, bool REVERSE, typename T, typename Cell>
 __device__ inline void persist_recurrence(const T* M, bool by_column, const int* lengths,
                                           int steps, int B, int H, int K, int cols, int* status,

@@ -9,6 +9,8 @@
 // epilogue combines for one output (b, n) (an LSTM's i, f, g, o: G = 4, gate_stride = H) are in the
 // registers of one thread. Strided ownership keeps the shared-memory reads of a warp on distinct
 // banks (or broadcasts) and the epilogue's global writes coalesced.
+// A is an operand object: a(m, k) returns op(A)[m, k] (DenseOperand: a row-major array; StepState
+// of step_order.cuh: the rows of one step of a recurrence, each batch row at its own time index).
 // Shared memory: A and B tiles of BK rows (B: one per gate), stored k-major with one pad column
 // against bank conflicts on the transposing stores; passed in by the kernel (static __shared__).
 // Every thread of the block must call tile_gemm (it holds __syncthreads).
@@ -16,11 +18,22 @@
 // thread's outputs for the cell's epilogue); see elman_fwd_step.cu.
 // Types: float, double (template T).
 #pragma once
+#include "step_order.cuh"
 
 template <int BM, int BN, int BK, int G = 1>
 struct TileSmem {
     static constexpr int A_ELEMS = BK * (BM + 1);
     static constexpr int B_ELEMS = G * BK * (BN + 1);
+};
+
+// op(A) of a row-major array with leading dimension lda: A (M, K), or A (K, M) when TA.
+template <typename T, bool TA>
+struct DenseOperand {
+    const T* A;
+    int lda;
+    __device__ T operator()(int m, int k) const {
+        return TA ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
+    }
 };
 
 template <typename T, int G, int TM, int TN>
@@ -33,10 +46,10 @@ __device__ inline void zero_tile(T (&acc)[G][TM][TN]) {
             for (int j = 0; j < TN; ++j) acc[g][i][j] = T(0);
 }
 
-template <typename T, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB, int G>
-__device__ inline void tile_gemm(const T* A, int lda, const T* B, int ldb, int M, int N, int K,
-                                 int m0, int n0, T (&acc)[G][TM][TN], T* As, T* Bs,
-                                 int gate_stride = 0) {
+template <typename T, int BM, int BN, int BK, int TM, int TN, bool TA, bool TB, int G,
+          typename AOp>
+__device__ inline void tile_gemm(const AOp& A, const T* B, int ldb, int M, int N, int K, int m0,
+                                 int n0, T (&acc)[G][TM][TN], T* As, T* Bs, int gate_stride = 0) {
     constexpr int NTX = BN / TN;
     constexpr int NTY = BM / TM;
     constexpr int NT = NTX * NTY;
@@ -56,8 +69,7 @@ __device__ inline void tile_gemm(const T* A, int lda, const T* B, int ldb, int M
                 const int k = TA ? idx / BM : idx % BK;
                 const int gm = m0 + m, gk = k0 + k;
                 T v = T(0);
-                if (gm < M && gk < K)
-                    v = TA ? A[(size_t)gk * lda + gm] : A[(size_t)gm * lda + gk];
+                if (gm < M && gk < K) v = A(gm, gk);
                 As[k * (BM + 1) + m] = v;
             }
         }
@@ -101,15 +113,16 @@ __device__ inline void tile_gemm(const T* A, int lda, const T* B, int ldb, int M
 
 // The recurrent product of one step for a cell with G gates: acc[g][i][j] = (X @ M)[b, g*N + n]
 // for the thread's outputs (b, n) of the block's BM x BN tile (blockIdx.y: rows b, blockIdx.x:
-// columns n). X (B, K) the previous state's term (h[t-1] forward; du[t+1] backward, K = G*N for a
-// gated cell), M (K, G*N) row-major. has_x = 0 (uniform over the launch) leaves acc = 0 and reads
-// nothing (the first reverse step). Whole block; shared tiles of TileSmem<BM, BN, BK, G>.
+// columns n). X (B, K) the previous state's term as a StepState (h of the step before forward;
+// du of the step after backward, K = G*N for a gated cell), M (K, G*N) row-major. has_x = 0
+// (uniform over the launch) leaves acc = 0 and reads nothing (the first backward step). Whole
+// block; shared tiles of TileSmem<BM, BN, BK, G>.
 template <int G, typename T, int BM, int BN, int BK, int TM, int TN>
-__device__ inline void step_tile_product(const T* X, int K, const T* M, int B, int N, bool has_x,
-                                         T (&acc)[G][TM][TN], T* As, T* Bs) {
+__device__ inline void step_tile_product(const StepState<T>& X, const T* M, int B, int N,
+                                         bool has_x, T (&acc)[G][TM][TN], T* As, T* Bs) {
     zero_tile(acc);
     if (has_x)  // uniform over the launch, so the barriers inside are reached by all
-        tile_gemm<T, BM, BN, BK, TM, TN, false, false>(X, K, M, G * N, B, N, K, blockIdx.y * BM,
+        tile_gemm<T, BM, BN, BK, TM, TN, false, false>(X, M, G * N, B, N, X.K, blockIdx.y * BM,
                                                        blockIdx.x * BN, acc, As, Bs, N);
 }
 

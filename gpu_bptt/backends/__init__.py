@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Backend
+from .base import Backend, first_step_rows, last_step_rows
 from .notices import warn_once
 from .plan import LaunchPlan
 

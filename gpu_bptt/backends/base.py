@@ -40,12 +40,14 @@ class Backend:
             raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
                              f"(supported: {self.algos})")
 
-    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype) -> LaunchPlan:
-        """The LaunchPlan for a request ("auto" made concrete); ValueError naming the limit where
-        the requested algorithm cannot run."""
+    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype, reverse=False) -> LaunchPlan:
+        """The LaunchPlan for a request ("auto" made concrete) in a direction (reverse: each
+        example from its last valid step down to 0); ValueError naming the limit where the
+        requested algorithm cannot run."""
         self.check_algo(algo)
         return LaunchPlan("step" if algo == "auto" else algo, B, H, np.dtype(dtype).name,
-                          reason=f"the {self.name} backend runs a step loop")
+                          reason=f"the {self.name} backend runs a step loop",
+                          reverse=bool(reverse))
 
     #: 32-bit words per chunk of `digest`: bounds its temporaries (three uint64 arrays this long)
     digest_chunk: int = 1 << 20
@@ -78,32 +80,59 @@ class Backend:
             p += b
         return p
 
-    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True):
+    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
+                  lengths=None, reverse=False):
         """dx, dW, dV, db, dh0 from du (T, B, H): one reduction over T·B each (docs/architecture.md §1).
-        db is None unless need_db, dx None unless need_dx (one GEMM saved)."""
+        db is None unless need_db, dx None unless need_dx (one GEMM saved). reverse: the
+        direction the forward ran (lengths (B,) or None, needed then)."""
         xp = self.xp
         T, B, I = x.shape
         H = V.shape[0]
         du2 = du.reshape(T * B, H)
         dW = xp.matmul(x.reshape(T * B, I).T, du2)
-        # h[t-1] for t = 0..T-1 is h0 followed by h[0..T-2]: two GEMMs avoid building that array.
-        dV = xp.matmul(h0.T, du[0])
+        # The state before step t is h0 at each example's first step, else h[t-1] (h[t+1]
+        # reversed): two GEMMs avoid building that array (h is 0 at padded steps, du too).
+        first = first_step_rows(xp, du, lengths, reverse)
+        dV = xp.matmul(h0.T, first)
         if T > 1:
-            dV += xp.matmul(h[:-1].reshape((T - 1) * B, H).T, du[1:].reshape((T - 1) * B, H))
+            prev, cur = (h[1:], du[:-1]) if reverse else (h[:-1], du[1:])
+            dV += xp.matmul(prev.reshape((T - 1) * B, H).T, cur.reshape((T - 1) * B, H))
         dx = xp.matmul(du2, W.T).reshape(T, B, I) if need_dx else None
-        dh0 = xp.matmul(du[0], V.T)
+        dh0 = xp.matmul(first, V.T)
         db = du2.sum(axis=0) if need_db else None
         return dx, dW, dV, db, dh0
 
     # -- the recurrence (backend-specific) ---------------------------------------------------------
-    def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
+    def elman_fwd_seq(self, p, V, h0, activation, lengths, plan):
         """h[t] = f(p[t] + h[t-1] @ V) for t = 0..T-1, with h[-1] = h0 and h[t, b] = 0 for
-        t >= lengths[b]. p (T, B, H) is owned by the callee (it may be overwritten and returned)."""
+        t >= lengths[b]. p (T, B, H) is owned by the callee (it may be overwritten and returned).
+        plan.reverse: h[t] = f(p[t] + h[t+1] @ V) from t = lengths[b]-1 (h0 before it) down to 0,
+        each example from its own last valid step (docs/architecture.md §1)."""
         raise NotImplementedError
 
-    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
         """du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t]), dh_last entering at each example's last
         valid step, du[t, b] = 0 for padded steps whatever dh holds there (NaN and inf included).
-        dh may be None (zeros). Returns du (T, B, H)."""
+        dh may be None (zeros). Returns du (T, B, H). plan.reverse: du[t] takes du[t-1] @ V.T
+        (du of the next step processed) and dh_last enters at t = 0."""
         raise NotImplementedError
+
+
+def first_step_rows(xp, s, lengths, reverse=False):
+    """The rows (B, H) of s (T, B, H) at each example's first step in the direction of the run:
+    s[0] forward (a view); s[lengths[b]-1, b] reversed (a new array)."""
+    if not reverse:
+        return s[0]
+    return last_step_rows(xp, s, lengths)
+
+
+def last_step_rows(xp, s, lengths, reverse=False):
+    """The rows (B, H) of s (T, B, H) at each example's last step in the direction of the run:
+    s[lengths[b]-1, b] forward (s[T-1] without lengths), s[0] reversed. A new array."""
+    if reverse:
+        return s[0].copy()
+    T, B = s.shape[:2]
+    if lengths is None:
+        return s[T - 1].copy()
+    return s[lengths - 1, xp.arange(B)]
 

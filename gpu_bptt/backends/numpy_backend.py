@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import activations
 from .base import Backend
-from .time_loop import forward_steps, reverse_steps, valid_steps
+from .time_loop import (flipped_forward_steps, flipped_reverse_steps, forward_steps,
+                        reverse_steps, valid_steps)
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -64,16 +65,24 @@ class NumpyBackend(Backend):
             crc = zlib.crc32(np.ascontiguousarray(row), crc)
         return crc
 
-    def elman_fwd_seq(self, p, V, h0, activation, lengths, algo):
+    def elman_fwd_seq(self, p, V, h0, activation, lengths, plan):
         T, B, H = p.shape
         h = p  # h[t] overwrites p[t] once it is consumed
         acc = np.empty((B, H), dtype=p.dtype)
         h_prev = h0
+        if plan.reverse:
+            for at, pad in flipped_forward_steps(T, lengths):
+                p_s = p[at]  # a gather (a copy) with lengths, else a view
+                h_prev = elman_fwd_step(p_s, h_prev, V, activation, out=p_s, acc=acc)
+                if pad is not None:
+                    h_prev[pad] = 0
+                h[at] = h_prev
+            return h
         for t in forward_steps(T, lengths, h):
             h_prev = elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc)
         return h
 
-    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, algo):
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
         T, B, H = h.shape
         # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
         du = activations.derivative_from_output(np, activation, h, out=np.empty_like(h))
@@ -82,6 +91,12 @@ class NumpyBackend(Backend):
             du *= valid[:, :, None]  # f'(u) is finite there: h is exactly 0 at padded steps
         VT = np.ascontiguousarray(V.T)
         acc = np.empty((B, H), dtype=h.dtype)
+        if plan.reverse:
+            for at, at_next, g in flipped_reverse_steps(T, lengths, dh, dh_last):
+                du_s = du[at]
+                du[at] = elman_bwd_step(g, None if at_next is None else du[at_next], VT, du_s,
+                                        out=du_s, acc=acc)
+            return du
         for t, g in reverse_steps(T, lengths, (dh, dh_last)):
             elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
         return du

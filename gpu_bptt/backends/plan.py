@@ -23,6 +23,7 @@ class LaunchPlan:
     product: str = "kernel"   # "library": the GEMM library computes the step's product (v4)
     reason: str = ""          # why this algorithm and version
     fallback: Optional[str] = None  # why the requested algorithm could not run ("auto" only)
+    reverse: bool = False     # the direction: each example from its last valid step down to 0
 
     @property
     def label(self) -> str:
@@ -34,3 +35,9 @@ class LaunchPlan:
         if (B, H, str(dtype)) != (self.B, self.H, self.dtype):
             raise ValueError(f"plan: made for B={self.B}, H={self.H}, {self.dtype}; the arrays "
                              f"have B={B}, H={H}, {dtype}")
+
+    def check_direction(self, reverse):
+        """ValueError unless the plan was made for this direction (reverse or not)."""
+        if bool(reverse) != self.reverse:
+            raise ValueError(f"plan: made for reverse={self.reverse}, asked for "
+                             f"reverse={bool(reverse)}")

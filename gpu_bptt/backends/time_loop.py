@@ -3,7 +3,9 @@ steps, the padded steps of variable-length batches, and where the gradients from
 cell writes a plain `for` loop over these iterators with only its step inside.
 
 Padded steps are t >= lengths[b], a suffix of each example: its state there is 0 and it receives
-no gradient. They are set to 0, never multiplied by 0 (NaN·0 and inf·0 are NaN). Which rows are
+no gradient. A reversed run (flipped_*) takes example b through t = lengths[b]-1 down to 0 and
+then its padded steps: at step s every row reads and writes its own time index (one gather and
+one scatter per step, no flipped copy of the sequence). They are set to 0, never multiplied by 0 (NaN·0 and inf·0 are NaN). Which rows are
 padded at each step is worked out once, before the loop: the loop itself does no mask arithmetic
 at steps without padding (the small-batch CPU presets spend a few µs per step in all).
 """
@@ -103,3 +105,41 @@ def _plus_last(g, last, rows):
     else:
         out[rows] += last[rows]
     return out
+
+
+def flipped_times(T, lengths):
+    """The rows of step s of a reversed run, for s = 0..T-1: the time index t = T-1-s (a view)
+    without lengths, else (times, arange(B)) with times[b] = lengths[b]-1-s while s < lengths[b]
+    and then s (its padded steps, in order), so that each example visits every t once. Index a
+    (T, B, ...) array with it to gather (or set) the (B, ...) rows of step s."""
+    if lengths is None:
+        return [T - 1 - s for s in range(T)]
+    lengths = np.asarray(lengths)
+    s = np.arange(T)[:, None]
+    times = np.where(s < lengths, lengths - 1 - s, s)
+    rows = np.arange(len(lengths))
+    return [(times[s], rows) for s in range(T)]
+
+
+def flipped_forward_steps(T, lengths):
+    """Yields (at, pad) for the steps s = 0..T-1 of a reversed run: `at` indexes the rows of step
+    s (flipped_times), `pad` the examples padded at step s (s >= lengths[b], None where none),
+    whose state the cell sets to 0 before writing it."""
+    return zip(flipped_times(T, lengths), _padded_rows(T, valid_steps(np, lengths, T)))
+
+
+def flipped_reverse_steps(T, lengths, seq, last):
+    """Yields (at, at_next, g) for s = T-1..0, the backward of a reversed run: `at` the rows of
+    step s, `at_next` those of step s+1 (None at s = T-1), g (B, H) the gradient from above on
+    step s: seq[at] with its padded rows 0, plus `last` on the examples whose last step is s
+    (where t = 0); None when both are absent. seq (T, B, H) and last (B, H) are never written."""
+    ats = flipped_times(T, lengths)
+    pads = _padded_rows(T, valid_steps(np, lengths, T))
+    ends = _ends_by_step(last, lengths, T)
+    for s in range(T - 1, -1, -1):
+        g = None if seq is None else seq[ats[s]]
+        if g is not None and pads[s] is not None:
+            g[pads[s]] = 0  # a gather (a copy): pads exist only with lengths
+        if s in ends:
+            g = _plus_last(g, last, ends[s])
+        yield ats[s], ats[s + 1] if s + 1 < T else None, g

@@ -5,6 +5,10 @@
     dW = Σ_t x[t].T @ du[t],  dV = Σ_t h[t-1].T @ du[t],  db = Σ_t Σ_b du[t, b]
     dx[t] = du[t] @ W.T,      dh0 = du[0] @ V.T
 
+reverse=True runs each example b the other way, from t = lengths[b]-1 (h0 before it) down to 0:
+t-1 becomes t+1 above, du[t+1] becomes du[t-1], dh0 takes du[lengths[b]-1, b], and the last state
+is h[0]. Outputs stay time-aligned with the inputs (as nn.RNN's backward direction).
+
 Only the recurrence runs inside the time loop; the input projection is one GEMM before it and the
 weight gradients are one reduction over T·B after it. What every cell shares (checks of x, h0,
 lengths and algo, last states, the cache guard) is in sequence.py; this module holds Elman's
@@ -19,7 +23,7 @@ from .. import activations
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (check_algo, check_cache_algo, check_grads_from_above, check_input,
-                       check_state, check_unchanged, last_state, missing_arrays, take_digests)
+                       check_reverse, check_state, check_unchanged, last_state, missing_arrays, take_digests)
 
 
 @dataclass(frozen=True)
@@ -53,16 +57,23 @@ class ElmanCache:
         """The concrete algorithm the forward ran ("step" or "persistent")."""
         return self.plan.algo
 
+    @property
+    def reverse(self) -> bool:
+        """The direction the forward ran (the plan's)."""
+        return self.plan.reverse
+
     def arrays(self) -> dict:
         return {k: getattr(self, k) for k in self.ARRAY_NAMES}
 
     def meta(self) -> dict:
         return {"activation": self.activation, "has_bias": self.has_bias, "algo": self.algo,
-                "backend": self.backend.name}
+                "backend": self.backend.name, "reverse": self.reverse}
 
     @classmethod
-    def from_arrays(cls, arrays: dict, *, activation, has_bias, algo="step", backend=None):
-        """algo: the algorithm the forward ran, by name (meta()'s), or its LaunchPlan."""
+    def from_arrays(cls, arrays: dict, *, activation, has_bias, algo="step", backend=None,
+                    reverse=False):
+        """algo: the algorithm the forward ran, by name (meta()'s), or its LaunchPlan; reverse:
+        the direction it ran (a LaunchPlan must have been made for it)."""
         missing_arrays(cls.ARRAY_NAMES, arrays)
         bk = get_backend(backend)
         if not isinstance(algo, LaunchPlan):
@@ -80,17 +91,19 @@ class ElmanCache:
                    h=h,
                    lengths=check_lengths(bk, arrays["lengths"], T, B),
                    activation=activations.check_activation(activation), has_bias=bool(has_bias),
-                   plan=_cache_plan(bk, algo, T, B, H, dtype), backend=bk)
+                   plan=_cache_plan(bk, algo, T, B, H, dtype, check_reverse(reverse)),
+                   backend=bk)
 
 
-def _cache_plan(bk, algo, T, B, H, dtype):
-    """The plan of a rebuilt cache: the one given, checked against the arrays, or the backend's
-    plan for the named algorithm."""
+def _cache_plan(bk, algo, T, B, H, dtype, reverse):
+    """The plan of a rebuilt cache: the one given, checked against the arrays and the direction,
+    or the backend's plan for the named algorithm."""
     if isinstance(algo, LaunchPlan):
         bk.check_algo(algo.algo)
         algo.check_problem(B, H, dtype.name)
+        algo.check_direction(reverse)
         return algo
-    return bk.resolve_algo(algo, T, B, H, dtype)
+    return bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse)
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,7 @@ class ElmanGrads:
 
 
 def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, backend=None,
-                  algo="auto", need_cache=True) -> ElmanOutput:
+                  algo="auto", need_cache=True, reverse=False) -> ElmanOutput:
     """Run the recurrent level over a whole sequence.
 
     x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
@@ -121,6 +134,10 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     backend: name, Backend or None (docs/architecture.md §2). algo: "auto", "step" or "persistent".
     need_cache=False: no backward will follow (inference, or a framework that keeps the arrays
     itself), so the cache, its copies and digests are skipped and `cache` is None.
+    reverse=True: each example b runs from its last valid step lengths[b]-1 (from h0) down to 0,
+    h[t] = f(x[t] @ W + h[t+1] @ V + b); h stays time-aligned with x, 0 at padded steps, and
+    h_last is h[0] (what nn.RNN's reverse direction returns in h_n). The cache records the
+    direction and elman_backward follows it.
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
     activation = activations.check_activation(activation)
@@ -137,24 +154,26 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
         b = check_array(bk, "b", b, shape=(H,), dtype=dtype, dims="(H,)")
     h0 = check_state(bk, "h0", h0, B, H, dtype)  # a copy, like W and V below
     lengths = check_lengths(bk, lengths, T, B)
-    plan = bk.resolve_algo(algo, T, B, H, dtype)
+    reverse = check_reverse(reverse)
+    plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse)
 
     p = bk.input_projection(x, W, b)
     h = bk.elman_fwd_seq(p, V, h0, activation, lengths, plan)
     if not need_cache:
-        return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths), cache=None)
+        return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths, reverse), cache=None)
     # W, V are small: copied, so the caller may update them in place before backward.
     cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
                        activation=activation, has_bias=b is not None, plan=plan, backend=bk,
                        digests=take_digests(bk, x=x, h=h))
-    return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths), cache=cache)
+    return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths, reverse), cache=cache)
 
 
 def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> ElmanGrads:
     """BPTT through the level whose forward produced `cache`.
 
     dh: (T, B, H) ∂e/∂h[t] from the level above, or None; dh_last: (B, H) gradient on h_last, or
-    None (at least one is given). Values at padded steps of dh are ignored. Neither is modified.
+    None (at least one is given; for a reversed forward dh_last is the gradient on h[0]). Values
+    at padded steps of dh are ignored. Neither is modified.
     need_dx=False skips dx (None then): the bottom level of a network needs no input gradient.
     Returns ElmanGrads(dx, dW, dV, db, dh0), on the cache's backend, in its dtype."""
     if not isinstance(cache, ElmanCache):
@@ -165,5 +184,6 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
     check_unchanged(cache, "elman_forward")
     du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.plan)
     dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
-                                       cache.has_bias, bool(need_dx))
+                                       cache.has_bias, bool(need_dx), lengths=cache.lengths,
+                                       reverse=cache.reverse)
     return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)

@@ -4,14 +4,16 @@ batches, the gradients from above, and the cache guard that detects arrays chang
 between forward and backward. A cell module (elman.py) adds only its weights, its math and its
 cache's fields.
 
-Direction: every function here, and the backends, take arrays in the order the recurrence runs.
-A reversed direction (bidirectional layers) is that order with each example's valid prefix
-x[:lengths[b], b] flipped: flip x before the cell and h after it (dh before the backward, dx
-after), and the last state of the flipped run is the reversed direction's final state; the
-backends and the numpy time loop need no direction of their own.
+Direction: arrays are always in time order. A reversed run (the second half of a bidirectional
+layer) runs each example from its last valid step lengths[b]-1 down to 0, reading and writing its
+own time rows (no flipped copy); its last state is the state at t = 0 (last_state with
+reverse=True). The plan carries the direction (LaunchPlan.reverse); the backends run it.
 """
 from __future__ import annotations
 
+import numpy as np
+
+from ..backends import last_step_rows as last_state  # noqa: F401  (the cells' name for it)
 from ..validate import check_array
 
 #: the values of `algo` a cell takes; "auto" lets the backend choose
@@ -23,6 +25,13 @@ def check_algo(algo):
     if not isinstance(algo, str) or algo not in ALGOS:
         raise ValueError(f"algo: expected one of {ALGOS}, got {algo!r}")
     return algo
+
+
+def check_reverse(reverse) -> bool:
+    """TypeError unless `reverse` is a bool (a string such as "False" would read as true)."""
+    if not isinstance(reverse, (bool, np.bool_)):
+        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
+    return bool(reverse)
 
 
 def check_cache_algo(bk, algo):
@@ -48,14 +57,6 @@ def check_state(bk, name, a, B, H, dtype):
     if a is None:
         return bk.xp.zeros((B, H), dtype=dtype)
     return check_array(bk, name, a, shape=(B, H), dtype=dtype, dims="(B, H)").copy()
-
-
-def last_state(xp, s, lengths):
-    """The state (B, H) of each example's last valid step, from s (T, B, H): s[lengths[b] - 1, b]."""
-    T, B, _ = s.shape
-    if lengths is None:
-        return s[T - 1].copy()
-    return s[lengths - 1, xp.arange(B)]
 
 
 def check_grads_from_above(bk, T, B, H, dtype, dh, **last):

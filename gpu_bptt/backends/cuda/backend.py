@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-from ..base import Backend
+from ..base import Backend, first_step_rows
 from ..notices import warn_once
 from . import persistent, registry, rules
 from .kernel_loader import OPTIONS, KernelLoader
@@ -224,16 +224,18 @@ class CudaBackend(Backend):
     #: plans kept per backend; past this many distinct problems the oldest are forgotten
     MAX_PLANS = 256
 
-    def resolve_algo(self, algo, T, B, H, dtype):
+    def resolve_algo(self, algo, T, B, H, dtype, reverse=False):
         """The LaunchPlan for a request at (B, H, dtype) on the current device, made once per
         problem and kept: the forward and its backward (also the framework paths, which resolve
         again from the same request) run the same plan. "auto" falling back to the step kernels
         warns with the reason, once per cause (attributed to elman_forward's caller)."""
         self.check_algo(algo)
-        key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, self.step, self.persist)
+        reverse = bool(reverse)
+        key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, reverse, self.step,
+               self.persist)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._make_plan(algo, B, H, dtype)
+            plan = self._make_plan(algo, B, H, dtype, reverse)
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
@@ -243,13 +245,13 @@ class CudaBackend(Backend):
             warn_once(f"algo='auto' runs the step kernels: {plan.fallback}", stacklevel=3)
         return plan
 
-    def _make_plan(self, algo, B, H, dtype):
+    def _make_plan(self, algo, B, H, dtype, reverse=False):
         """Gather the device's facts (only those the choice depends on), then plan."""
         limits = self.persistent_limits()
         kernels = self._persistent_kernels(limits, B, H, dtype) \
             if rules.considers_persistent(algo, B) else ()
         return rules.launch_plan(algo, B, H, dtype, limits=limits, kernels=kernels,
-                                 step=self.step, persist=self.persist)
+                                 step=self.step, persist=self.persist, reverse=reverse)
 
     def _persistent_kernels(self, limits, B, H, dtype) -> tuple:
         """persistent.KernelFacts of the persistent kernels, in launch order, for (B, H): whether
@@ -296,22 +298,27 @@ class CudaBackend(Backend):
         p = self.kernels.gemm(x.reshape(T * B, I), W, bias=b)
         return p.reshape(T, B, W.shape[1])
 
-    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True):
+    def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
+                  lengths=None, reverse=False):
         T, B, I = x.shape
         H = V.shape[0]
         du2 = du.reshape(T * B, H)
         db = self.kernels.column_sum(du2) if need_db else None
         if self.gemm == "cublas":
-            dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False, need_dx)
+            dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False, need_dx,
+                                                   lengths=lengths, reverse=reverse)
             return dx, dW, dV, db, dh0
         k = self.kernels
         dW = k.gemm(x.reshape(T * B, I), du2, trans_a=True)
-        dV = k.gemm(h0, du[0], trans_a=True)
-        if T > 1:  # h[t-1] for t >= 1 is h[0..T-2]: accumulate instead of building that array
-            k.gemm(h[:-1].reshape((T - 1) * B, H), du[1:].reshape((T - 1) * B, H), trans_a=True,
+        first = self.xp.ascontiguousarray(first_step_rows(self.xp, du, lengths, reverse))
+        dV = k.gemm(h0, first, trans_a=True)
+        if T > 1:  # the state before step t is h[t-1] (h[t+1] reversed) but at the first step:
+            # accumulate instead of building that array (h and du are 0 at padded steps)
+            prev, cur = (h[1:], du[:-1]) if reverse else (h[:-1], du[1:])
+            k.gemm(prev.reshape((T - 1) * B, H), cur.reshape((T - 1) * B, H), trans_a=True,
                    out=dV, accumulate=True)
         dx = k.gemm(du2, W, trans_b=True).reshape(T, B, I) if need_dx else None
-        dh0 = k.gemm(du[0], V, trans_b=True)
+        dh0 = k.gemm(first, V, trans_b=True)
         return dx, dW, dV, db, dh0
 
     # -- the recurrence: as the plan from resolve_algo says ------------------------------------------
@@ -322,9 +329,10 @@ class CudaBackend(Backend):
             return self.kernels.persistent_fwd(p, h0, V, lens, activation, plan)
         plan.check_problem(B, H, p.dtype.name)
         h = p  # each step overwrites p[t] with h[t]
-        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, plan.version)
-        for t in range(T):
-            step(t)
+        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, plan.version,
+                                        flip=plan.reverse)
+        for s in range(T):
+            step(s)
         return h
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
@@ -335,7 +343,8 @@ class CudaBackend(Backend):
             return self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan)
         plan.check_problem(B, H, h.dtype.name)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version)
-        for t in range(T - 1, -1, -1):
-            step(t)
+        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version,
+                                        flip=plan.reverse)
+        for s in range(T - 1, -1, -1):
+            step(s)
         return du

@@ -61,34 +61,51 @@ class Launchers:
         return self._dummies[key]
 
     # -- kernels -----------------------------------------------------------------------------------
-    def elman_fwd_step(self, h, h0, V, lengths, t, activation, version="v2", scratch=None):
+    def elman_fwd_step(self, h, h0, V, lengths, t, activation, version="v2", scratch=None, *,
+                       flip=False, state=None):
         """Step t of the forward recurrence, in place: h[t] = f(h[t] + h[t-1] @ V) (h[t] holds
         p[t] on entry; h[-1] = h0), zero where t >= lengths[b].
         h (T, B, H) owned by the caller and updated; h0 (B, H); V (H, H); lengths (B,) int32;
-        scratch: optional (B, H) buffer for v4's product (allocated when None)."""
+        scratch: optional (B, H) buffer for v4's product (allocated when None).
+        flip=True: step t of a reversed run (see fwd_stepper)."""
         self._check_t(t, h.shape[0])
-        self.fwd_stepper(h, h0, V, lengths, activation, version, scratch)(t)
+        self.fwd_stepper(h, h0, V, lengths, activation, version, scratch, flip=flip,
+                         state=state)(t)
 
-    def fwd_stepper(self, h, h0, V, lengths, activation, version="v2", scratch=None):
-        """A function of t that launches forward step t (as elman_fwd_step), for a whole sequence:
+    def fwd_stepper(self, h, h0, V, lengths, activation, version="v2", scratch=None, *,
+                    flip=False, state=None):
+        """A function of s that launches forward step s (as elman_fwd_step), for a whole sequence:
         the operands are checked and the kernel looked up once, not at every step (the per-step
-        Python work is what bounds a step loop at small sizes). t must be in 0..T-1."""
+        Python work is what bounds a step loop at small sizes). s must be in 0..T-1, in order.
+        flip=True: a reversed run, step s working on t = lengths[b]-1-s for batch row b (then its
+        padded steps; kernels/elman_fwd_step.cu); v4 keeps the last step's state in `state`
+        (B, H), allocated when None, for its product."""
         T, B, H = h.shape
         self.fwd_operands(h, h0, V, lengths)
         grid, block = registry.step_geometry(version, B, H)
         fn = self.loader.function(registry.STEP_FWD.file,
                                   registry.STEP_FWD.expression(version, h.dtype))
-        tail = (_i32(B), _i32(H), _i32(activations.ACTIVATION_CODES[activation]))
+        tail = (_i32(flip), _i32(B), _i32(H), _i32(activations.ACTIVATION_CODES[activation]))
         if registry.STEP[version].product == "library":  # the product by cuBLAS, the rest ours
             acc = self._scratch(scratch, B, H, h.dtype)
+            held = self._state(state, flip, B, H, h.dtype)
             matmul = self.xp.matmul
 
-            def launch(t):
-                matmul(h0 if t == 0 else h[t - 1], V, out=acc)
-                fn(grid, block, (h, acc, lengths, _i32(t)) + tail)
+            def launch(s):
+                matmul(h0 if s == 0 else held if flip else h[s - 1], V, out=acc)
+                fn(grid, block, (h, acc, held, lengths, _i32(s)) + tail)
             return launch
         head = (h, h0, V, lengths)
-        return lambda t: fn(grid, block, head + (_i32(t),) + tail)
+        return lambda s: fn(grid, block, head + (_i32(s),) + tail)
+
+    def _state(self, state, flip, B, H, dtype):
+        """v4's (B, H) state of a reversed run (the caller's, checked, or a new one); a dummy,
+        never written, in the forward direction."""
+        if not flip:
+            return self._dummy(dtype)
+        if state is None:
+            return self.xp.empty((B, H), dtype=dtype)
+        return self.check("state", state, (B, H), dtype)
 
     def _check_t(self, t, T):
         if not 0 <= t < T:
@@ -129,18 +146,24 @@ class Launchers:
                 d if dh_last is None else dh_last, _i32(dh_last is not None), h, M, lengths)
 
     def elman_bwd_step(self, du, dh, dh_last, h, VT, lengths, t, activation, version="v2",
-                       scratch=None):
+                       scratch=None, *, flip=False, state=None):
         """Step t of the reverse recurrence: du[t] = (dh[t] + [t == lengths[b]-1] dh_last +
         du[t+1] @ VT) * f'(h[t]), zero where t >= lengths[b]; du[T] = 0.
         du (T, B, H) owned by the caller, row t written (row t+1 read); dh (T, B, H) or None;
         dh_last (B, H) or None; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,) int32;
-        scratch: optional (B, H) buffer for v4's product."""
+        scratch: optional (B, H) buffer for v4's product. flip=True: step t of the backward of
+        a reversed run (see bwd_stepper)."""
         self._check_t(t, du.shape[0])
-        self.bwd_stepper(du, dh, dh_last, h, VT, lengths, activation, version, scratch)(t)
+        self.bwd_stepper(du, dh, dh_last, h, VT, lengths, activation, version, scratch,
+                         flip=flip, state=state)(t)
 
-    def bwd_stepper(self, du, dh, dh_last, h, VT, lengths, activation, version="v2", scratch=None):
-        """A function of t that launches reverse step t (as elman_bwd_step), operands checked and
-        kernel looked up once per sequence (see fwd_stepper). t must be in 0..T-1."""
+    def bwd_stepper(self, du, dh, dh_last, h, VT, lengths, activation, version="v2", scratch=None,
+                    *, flip=False, state=None):
+        """A function of s that launches backward step s (as elman_bwd_step), operands checked
+        and kernel looked up once per sequence (see fwd_stepper). s must be in 0..T-1, from T-1
+        down. flip=True: the backward of a reversed run, step s working on t = lengths[b]-1-s
+        (then its padded steps), dh_last entering at t = 0; v4 keeps the last step's du rows in
+        `state` (B, H) for its product (kernels/elman_bwd_step.cu)."""
         T, B, H = du.shape
         operands = self.bwd_operands(du, dh, dh_last, h, VT, "VT", lengths)
         grid, block = registry.step_geometry(version, B, H)
@@ -150,19 +173,20 @@ class Launchers:
         if registry.STEP[version].product == "library":  # the product by cuBLAS, the rest ours
             du_, dh_, has_dh, dl_, has_dl, h_, _, lens = operands
             acc = self._scratch(scratch, B, H, du.dtype)
+            held = self._state(state, flip, B, H, du.dtype)
             none = self._dummy(du.dtype)
             matmul = self.xp.matmul
-            tail = (_i32(B), _i32(H), act)
+            tail = (_i32(flip), _i32(B), _i32(H), act)
 
-            def launch(t):
-                more = t + 1 < T
+            def launch(s):
+                more = s + 1 < T
                 if more:
-                    matmul(du[t + 1], VT, out=acc)
-                fn(grid, block, (du_, acc if more else none, _i32(more), dh_, has_dh, dl_, has_dl,
-                                 h_, lens, _i32(t)) + tail)
+                    matmul(held if flip else du[s + 1], VT, out=acc)
+                fn(grid, block, (du_, acc if more else none, _i32(more), held, dh_, has_dh, dl_,
+                                 has_dl, h_, lens, _i32(s)) + tail)
             return launch
-        tail = (_i32(T), _i32(B), _i32(H), act)
-        return lambda t: fn(grid, block, operands + (_i32(t),) + tail)
+        tail = (_i32(flip), _i32(T), _i32(B), _i32(H), act)
+        return lambda s: fn(grid, block, operands + (_i32(s),) + tail)
 
     def gemm(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
         """out = op(a) @ op(b) [+ bias] [+ out], with op = transpose where asked (not both).
@@ -226,25 +250,27 @@ class Launchers:
     def persistent_fwd(self, h, h0, V, lengths, activation, plan):
         """The whole forward recurrence in place, as `plan` (a persistent LaunchPlan for h's
         problem) says: h (T, B, H) holds p on entry and h on exit. h0 (B, H); V (H, H);
-        lengths (B,) int32 in 1..T. All owned by the caller; h is updated."""
+        lengths (B,) int32 in 1..T. All owned by the caller; h is updated. plan.reverse: a
+        reversed run, each batch row at its own time index (the kernel's flip)."""
         T, B, H = h.shape
         _check_persistent(plan, B, H, h.dtype)
         operands = self.fwd_operands(h, h0, V, lengths)
         self._cooperative(registry.PERSIST_FWD, plan, h.dtype, operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(activations.ACTIVATION_CODES[activation])))
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
         return h
 
     def persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
         """The whole reverse recurrence into du (T, B, H), every entry written, as `plan` says.
         dh (T, B, H) or None; dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H)
-        (not transposed); lengths (B,) int32 in 1..T."""
+        (not transposed); lengths (B,) int32 in 1..T. plan.reverse: the backward of a reversed
+        run."""
         T, B, H = du.shape
         _check_persistent(plan, B, H, du.dtype)
         operands = self.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
         self._cooperative(registry.PERSIST_BWD, plan, du.dtype, operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(activations.ACTIVATION_CODES[activation])))
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
         return du
 
     def _cooperative(self, family, plan, dtype, args):

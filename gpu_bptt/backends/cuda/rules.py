@@ -6,6 +6,8 @@ Rules (first guesses, to be tuned from GPU measurements with `gpu-bptt bench --t
 - algo "auto": persistent when B <= persistent.AUTO_MAX_BATCH and the persistent kernels can
   run (V's slice fits, they build, their grid is co-resident), else the step kernels; a fallback
   below that batch size carries its reason in `LaunchPlan.fallback` (the backend warns with it).
+- reverse=True (a reversed run) follows the same rules: every kernel takes the direction per
+  batch row (its flip).
 - step "auto": v4 when one step's recurrent product is large (B·H·H >= V4_MIN_MACS), else v3
   (64x64 tiles) when that grid has at least two blocks per multiprocessor, else v2 (32x32).
 """
@@ -39,37 +41,38 @@ def considers_persistent(algo: str, B: int) -> bool:
     return algo == "persistent" or (algo == "auto" and B <= persistent.AUTO_MAX_BATCH)
 
 
-def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist) -> LaunchPlan:
-    """The plan for a request `algo` ("auto", "step" or "persistent") at (B, H, dtype).
+def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist, reverse=False) -> LaunchPlan:
+    """The plan for a request `algo` ("auto", "step" or "persistent") at (B, H, dtype), in the
+    direction `reverse`.
 
     limits: the device's persistent.DeviceLimits; kernels: persistent.KernelFacts of both
-    persistent kernels where considers_persistent(algo, B), else unused; step, persist: the
-    backend's options. "persistent" where it cannot run raises ValueError naming the limit."""
+    persistent kernels where considers_persistent(algo, B), else unused; step, persist:
+    the backend's options. "persistent" where it cannot run raises ValueError naming the limit."""
     if algo == "step":
-        return _step_plan(B, H, dtype, step, limits, "algo='step' asked for")
+        return _step_plan(B, H, dtype, step, limits, "algo='step' asked for", reverse=reverse)
     if algo == "auto" and B > persistent.AUTO_MAX_BATCH:
         return _step_plan(B, H, dtype, step, limits,
                           f"algo='auto' runs the step kernels: B={B} > "
                           f"{persistent.AUTO_MAX_BATCH} (the persistent kernels' batch limit "
-                          f"for 'auto')")
+                          f"for 'auto')", reverse=reverse)
     try:
         geo = persistent.check(limits, B, H, dtype, persist, kernels)
     except ValueError as e:
         if algo == "persistent":
             raise
         return _step_plan(B, H, dtype, step, limits, "algo='auto' runs the step kernels",
-                          fallback=str(e))
+                          fallback=str(e), reverse=reverse)
     why = ("algo='persistent' asked for" if algo == "persistent" else
            f"algo='auto' and B={B} <= {persistent.AUTO_MAX_BATCH} where it runs")
     launch = registry.PERSIST[persist].launch
     return LaunchPlan("persistent", B, H, np.dtype(dtype).name, version=persist,
                       grid=(geo.grid, 1, 1), block=launch.block, smem=geo.smem, cols=geo.cols,
-                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns")
+                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns", reverse=reverse)
 
 
-def _step_plan(B, H, dtype, step, limits, why, fallback=None) -> LaunchPlan:
+def _step_plan(B, H, dtype, step, limits, why, fallback=None, reverse=False) -> LaunchPlan:
     version, because = step_version(step, B, H, limits.multiprocessors)
     grid, block = registry.step_geometry(version, B, H)
     return LaunchPlan("step", B, H, np.dtype(dtype).name, version=version, grid=grid,
                       block=block, product=registry.STEP[version].product,
-                      reason=f"{why}; {version}: {because}", fallback=fallback)
+                      reason=f"{why}; {version}: {because}", fallback=fallback, reverse=reverse)
