@@ -72,47 +72,92 @@ class _Leaf(Module):
 class Elman(_Leaf):
     """Recurrent level r: h[t] = f(x[t] @ W + h[t-1] @ V + b).
 
-    init_V: "uniform" (±1/sqrt(H), default) or "identity" (IRNN, for relu)."""
+    init_V: "uniform" (±1/sqrt(H), default) or "identity" (IRNN, for relu).
+    bidirectional=True adds a second direction (W_reverse, V_reverse, b_reverse) that runs each
+    example from its last valid step down to 0; the output is (T, B, 2H), the forward direction's
+    features first, as torch.nn.RNN; h0, h_last and the backward's dh_last are then (2, B, H)."""
 
     def __init__(self, input_size, hidden_size, *, activation="tanh", bias=True, init_V="uniform",
-                 dtype=np.float32, backend=None, rng=None, algo="auto"):
+                 dtype=np.float32, backend=None, rng=None, algo="auto", bidirectional=False):
         I, H = check_size("input_size", input_size), check_size("hidden_size", hidden_size)
         dtype = check_float_dtype(dtype)
         if init_V not in ("uniform", "identity"):
             raise ValueError(f"init_V: expected 'uniform' or 'identity', got {init_V!r}")
+        if not isinstance(bidirectional, bool):
+            raise TypeError(f"bidirectional: expected a bool, got {type(bidirectional).__name__}")
         self.activation = activations.check_activation(activation)
         check_algo(algo)
         rng = np.random.default_rng(rng)
         k = 1 / np.sqrt(H)
-        W = init.uniform(rng, (I, H), k, dtype)
-        V = init.identity(H, dtype) if init_V == "identity" else init.uniform(rng, (H, H), k, dtype)
-        b = init.uniform(rng, (H,), k, dtype) if bias else None
-        super().__init__(backend, dtype, {"W": W, "V": V, "b": b})
+        params = {}
+        for suffix in ("", "_reverse") if bidirectional else ("",):
+            params["W" + suffix] = init.uniform(rng, (I, H), k, dtype)
+            params["V" + suffix] = (init.identity(H, dtype) if init_V == "identity"
+                                    else init.uniform(rng, (H, H), k, dtype))
+            params["b" + suffix] = init.uniform(rng, (H,), k, dtype) if bias else None
+        super().__init__(backend, dtype, params)
         self.backend.check_algo(algo)
         self.input_size, self.hidden_size, self.algo = I, H, algo
-        self._cache = None
+        self.bidirectional = bidirectional
+        self.directions = ("", "_reverse") if bidirectional else ("",)
+        self._caches = None
 
     def forward(self, x, *, lengths=None, h0=None):
-        """x (T, B, I) -> h (T, B, H); keeps the cache for backward. Also sets self.h_last."""
+        """x (T, B, I) -> h (T, B, H), or (T, B, 2H) bidirectional; keeps the caches for
+        backward. Also sets self.h_last."""
         x = self._input("x", x, self.input_size)
+        h0s = self._per_direction("h0", h0, x.shape[1])
+        outs = [self._run(x, suffix, h, lengths) for suffix, h in zip(self.directions, h0s)]
+        self._caches = [o.cache for o in outs]
+        xp = self.backend.xp
+        if not self.bidirectional:
+            self.h_last = outs[0].h_last
+            return outs[0].h
+        self.h_last = xp.stack([o.h_last for o in outs])
+        return xp.concatenate([o.h for o in outs], axis=2)
+
+    def _run(self, x, suffix, h0, lengths):
         p = self._params
-        out = elman_forward(x, p["W"], p["V"], p.get("b"), h0, activation=self.activation,
-                            lengths=lengths, backend=self.backend, algo=self.algo)
-        self._cache, self.h_last = out.cache, out.h_last
-        return out.h
+        return elman_forward(x, p["W" + suffix], p["V" + suffix], p.get("b" + suffix), h0,
+                             activation=self.activation, lengths=lengths, backend=self.backend,
+                             algo=self.algo, reverse=bool(suffix))
+
+    def _per_direction(self, name, a, B):
+        """[a] for one direction; a (2, B, H) split into its directions for two."""
+        if not self.bidirectional or a is None:
+            return [a] * len(self.directions)
+        a = self.backend.asarray(a)
+        if a.shape != (2, B, self.hidden_size):
+            raise ValueError(f"{name}: expected shape (2, B, H) = (2, {B}, {self.hidden_size}) "
+                             f"for a bidirectional level, got {tuple(a.shape)}")
+        return [a[0], a[1]]
 
     def backward(self, dh, *, dh_last=None, need_dx=True):
-        """Accumulates dW, dV, db; returns dx (T, B, I), or None without need_dx (its GEMM is
-        skipped: the bottom level's input gradient is rarely wanted). Sets self.dh0."""
-        if self._cache is None:
+        """Accumulates dW, dV, db (of each direction); returns dx (T, B, I), or None without
+        need_dx (its GEMM is skipped: the bottom level's input gradient is rarely wanted). Sets
+        self.dh0 ((2, B, H) bidirectional)."""
+        if self._caches is None:
             raise RuntimeError("backward called before forward")
-        g = elman_backward(dh, self._cache, dh_last=dh_last, need_dx=need_dx)
-        self._grads["W"] += g.dW
-        self._grads["V"] += g.dV
-        if g.db is not None:
-            self._grads["b"] += g.db
-        self.dh0 = g.dh0
-        return g.dx
+        H, B = self.hidden_size, self._caches[0].h.shape[1]
+        if self.bidirectional and dh is not None:
+            if dh.shape[-1] != 2 * H:
+                raise ValueError(f"dh: expected (T, B, 2H) = (..., {2 * H}) for a bidirectional "
+                                 f"level, got {tuple(dh.shape)}")
+            dhs = [dh[..., :H], dh[..., H:]]
+        else:
+            dhs = [dh]
+        dx, dh0 = None, []
+        for suffix, cache, d, d_last in zip(self.directions, self._caches, dhs,
+                                            self._per_direction("dh_last", dh_last, B)):
+            g = elman_backward(d, cache, dh_last=d_last, need_dx=need_dx)
+            self._grads["W" + suffix] += g.dW
+            self._grads["V" + suffix] += g.dV
+            if g.db is not None:
+                self._grads["b" + suffix] += g.db
+            dh0.append(g.dh0)
+            dx = g.dx if dx is None or g.dx is None else dx + g.dx
+        self.dh0 = self.backend.xp.stack(dh0) if self.bidirectional else dh0[0]
+        return dx
 
 
 class Dense(_Leaf):
