@@ -218,10 +218,10 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
 
 // The whole recurrence of a cell in one cooperative launch: for each step t (0 .. steps-1, or
 // steps-1 .. 0 when REVERSE: the backward's order of steps, not the direction of the run, which
-// the cell's flip gives through step_order.cuh) and each batch chunk, stage the chunk of the previous state, compute
-// the G sums of every output (b, j) of the block's units (VERSION 1 or 2 products, above) and
-// hand them to the cell's epilogue; a grid barrier separates the steps. Rows of the previous state
-// written by other blocks are read only after that barrier.
+// the cell's flip gives through step_order.cuh) and each batch chunk, stage the chunk of the
+// previous state, compute the G sums of every output (b, j) of the block's units (VERSION 1 or 2
+// products, above) and hand them to the cell's epilogue; a grid barrier separates the steps. Rows
+// of the previous state written by other blocks are read only after that barrier.
 // M, by_column, K: the recurrent matrix as persist_load_slice takes it. lengths (B,): passed to the
 // epilogue as len = lengths[b]. status: see persist_grid_covers. The cell object provides
 //   bool has_prev(int t)      whether step t has a product (else s = 0 and nothing is staged);

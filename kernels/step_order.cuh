@@ -1,6 +1,7 @@
 // kernels/step_order.cuh — the order in which a recurrence visits its time steps, for any cell
 //   and algorithm (step kernels through tile_gemm.cuh, persistent kernels through
-//   persistent_common.cuh; docs/architecture.md §1). Forward, step s is time s for every batch row.
+//   persistent_common.cuh; docs/architecture.md §1). Forward, step s is time s for every batch
+//   row.
 //   Flipped (the reversed direction of a bidirectional layer), each batch row runs from its own
 //   last valid step down: row b's step s is t = lengths[b]-1-s while s < lengths[b], then its
 //   padded steps t = s in order, so that every (t, b) is visited once and nothing is copied.

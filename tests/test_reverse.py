@@ -212,3 +212,39 @@ def test_reverse_must_be_a_bool(bad):
     p = problem(np.float64)
     with pytest.raises(TypeError, match="reverse: expected a bool"):
         gpu_bptt.elman_forward(**forward_args(p), backend="numpy", reverse=bad)
+
+
+@pytest.mark.executors(NUMPY, "emulator-forward", CUDA)
+@pytest.mark.parametrize("lengths", ["none", "ragged"])
+def test_reverse_is_torch_rnn_reverse_direction(backend, lengths):
+    """The second half of torch.nn.RNN(bidirectional=True) on packed sequences, float64: output[t]
+    pairs with input[t], h_n is the state at t = 0, and the gradients of its reverse weights."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    pack = torch.nn.utils.rnn
+    p = problem(np.float64, lengths)
+    T, B, I = p["x"].shape
+    H = p["W"].shape[1]
+    rnn = torch.nn.RNN(I, H, bidirectional=True, dtype=torch.float64)
+    with torch.no_grad():
+        rnn.weight_ih_l0_reverse.copy_(torch.from_numpy(p["W"].T))
+        rnn.weight_hh_l0_reverse.copy_(torch.from_numpy(p["V"].T))
+        rnn.bias_ih_l0_reverse.copy_(torch.from_numpy(p["b"]))
+        rnn.bias_hh_l0_reverse.zero_()
+    x = torch.from_numpy(p["x"]).requires_grad_()
+    h0 = torch.from_numpy(np.stack([np.zeros_like(p["h0"]), p["h0"]])).requires_grad_()
+    L = np.full(B, T) if p["lengths"] is None else p["lengths"]
+    packed = pack.pack_padded_sequence(x, torch.from_numpy(L.astype(np.int64)),
+                                       enforce_sorted=False)
+    out, hn = rnn(packed, h0)
+    out = pack.pad_packed_sequence(out, total_length=T)[0][..., H:]
+    dh = torch.from_numpy(p["dh"]) * torch.from_numpy(
+        (np.arange(T)[:, None] < L[None, :])[..., None].astype(np.float64))
+    ((out * dh).sum() + (hn[1] * torch.from_numpy(p["dh_last"])).sum()).backward()
+
+    got, g = run_reverse(backend, p)
+    assert_close("h", got.h, out.detach().numpy())
+    assert_close("h_last", got.h_last, hn[1].detach().numpy())
+    want = dict(dx=x.grad, dW=rnn.weight_ih_l0_reverse.grad.T, dV=rnn.weight_hh_l0_reverse.grad.T,
+                db=rnn.bias_ih_l0_reverse.grad, dh0=h0.grad[1])
+    for k, v in want.items():
+        assert_close(k, getattr(g, k), v.numpy())

@@ -3,11 +3,13 @@ steps, the padded steps of variable-length batches, and where the gradients from
 cell writes a plain `for` loop over these iterators with only its step inside.
 
 Padded steps are t >= lengths[b], a suffix of each example: its state there is 0 and it receives
-no gradient. A reversed run (flipped_*) takes example b through t = lengths[b]-1 down to 0 and
-then its padded steps: at step s every row reads and writes its own time index (one gather and
-one scatter per step, no flipped copy of the sequence). They are set to 0, never multiplied by 0 (NaN·0 and inf·0 are NaN). Which rows are
+no gradient. They are set to 0, never multiplied by 0 (NaN·0 and inf·0 are NaN). Which rows are
 padded at each step is worked out once, before the loop: the loop itself does no mask arithmetic
 at steps without padding (the small-batch CPU presets spend a few µs per step in all).
+
+A reversed run (flipped_*) takes example b through t = lengths[b]-1 down to 0 and then its padded
+steps: at step s every row reads and writes its own time index (one gather and one scatter per
+step with lengths, views without), with no flipped copy of the sequence.
 """
 from __future__ import annotations
 

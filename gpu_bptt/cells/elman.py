@@ -23,7 +23,8 @@ from .. import activations
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (check_algo, check_cache_algo, check_grads_from_above, check_input,
-                       check_reverse, check_state, check_unchanged, last_state, missing_arrays, take_digests)
+                       check_reverse, check_state, check_unchanged, last_state, missing_arrays,
+                       take_digests)
 
 
 @dataclass(frozen=True)
