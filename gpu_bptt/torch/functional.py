@@ -27,8 +27,9 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     or float64 (inside an autocast region they are cast to float32), and one device.
     backend: a gpu_bptt backend name or None (cpu: $GPU_BPTT_BACKEND if it is a CPU backend, else
     numpy; cuda: cuda). impl: "custom_op", "function" (autograd.Function) or "auto": the custom op
-    where a tracer sees the call (torch.compile, export, fake tensors) and this PyTorch has
-    it, else the Function, whose dispatch costs less per call in eager mode.
+    where a tracer sees the call (torch.compile, export, jit.trace, fake tensors) and this PyTorch has
+    it, else the Function, whose dispatch costs less per call in eager mode (and which carries the
+    torch.func transforms: vmap, grad, jacrev). Double backward and vmap work on both.
     Returns h (T, B, H) and h_last (B, H), new tensors."""
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
@@ -65,8 +66,8 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
 
 
 def _traced(x) -> bool:
-    """Whether this call is being traced (compile/export) or runs on fake tensors."""
-    if torch.compiler.is_compiling():
+    """Whether this call is being traced (compile, export, jit.trace) or runs on fake tensors."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return True
     try:
         from torch._subclasses.fake_tensor import is_fake

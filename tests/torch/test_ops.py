@@ -95,17 +95,6 @@ def test_half_types_outside_autocast_are_refused():
 
 
 @pytest.mark.parametrize("impl", ["custom_op", "function"])
-def test_double_backward_is_refused(impl):
-    if impl == "custom_op" and not gt.HAS_CUSTOM_OP:
-        pytest.skip("no torch.library.custom_op")
-    p = problem()
-    h, _ = gt.elman(p["x"], p["W"], p["V"], p["b"], p["h0"], impl=impl)
-    (dW,) = torch.autograd.grad(h.pow(2).sum(), p["W"], create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward"):
-        dW.sum().backward()
-
-
-@pytest.mark.parametrize("impl", ["custom_op", "function"])
 def test_needs_input_grad_is_honoured(impl, monkeypatch):
     if impl == "custom_op" and not gt.HAS_CUSTOM_OP:
         pytest.skip("no torch.library.custom_op")
