@@ -7,6 +7,7 @@ from . import ops
 from .exchange import backend_name
 
 IMPLS = ("auto", "custom_op", "function")
+_are_functorch_transforms_active = torch._C._are_functorch_transforms_active
 _FLOATS = (torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -56,13 +57,14 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
         if not _autocast_on(x.device.type):
             _check_dtypes(floats)
         return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo)
+    fn = ops.ElmanTransformFunction if _are_functorch_transforms_active() else ops.ElmanFunction
     if _autocast_on(x.device.type):
         # As autocast does: half types to float32, float64 left alone.
         floats = tuple(t.float() if t is not None and t.dtype in _HALF else t for t in floats)
         with torch.autocast(x.device.type, enabled=False):
-            return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
+            return fn.apply(*floats, lengths, activation, name, algo)
     _check_dtypes(floats)
-    return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
+    return fn.apply(*floats, lengths, activation, name, algo)
 
 
 def _traced(x) -> bool:

@@ -4,8 +4,9 @@ Two implementations of the same autograd contract:
 - custom ops `gpu_bptt::elman_forward` / `gpu_bptt::elman_backward` (torch.library.custom_op, with
   fake kernels, autograd, vmap and autocast-to-float32 registrations): opaque to torch.compile,
   torch.export and torch.jit.trace, so they trace without graph breaks;
-- an autograd.Function (forward + setup_context, with a vmap rule): eager calls, torch.func
-  transforms, and PyTorch releases without `torch.library.custom_op`/`register_autocast`.
+- autograd.Functions for eager calls (also on PyTorch releases without `torch.library.custom_op`/
+  `register_autocast`): one for plain calls, one with setup_context and a vmap rule for calls
+  under torch.func transforms.
 
 The forward saves its inputs and its output h as tensors, so saved-tensor hooks and in-place
 checks apply. The backward takes one of two paths:
@@ -140,18 +141,33 @@ if HAS_CUSTOM_OP:
             "gpu_bptt::elman_forward", lambda info, in_dims, *args: _vmap(elman_forward_op, info, in_dims, *args))
 
 
-# -- autograd.Function -----------------------------------------------------------------------------
+# -- autograd.Functions ---------------------------------------------------------------------------
 class ElmanFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(x, W, V, b, h0, lengths, activation, backend, algo):
-        return compute.forward(x, W, V, b, h0, lengths, activation, backend, algo)
+    """Eager calls outside torch.func. Its forward takes ctx: a Function with a separate
+    setup_context has its arguments bound by inspect.signature at each apply (~30 µs a call)."""
 
-    setup_context = staticmethod(_setup_context)
+    @staticmethod
+    def forward(ctx, *args):
+        out = compute.forward(*args)
+        _setup_context(ctx, args, out)
+        return out
 
     @staticmethod
     def backward(ctx, dh, dh_last):
         return _gradients(ctx, dh, dh_last, compute.backward)
 
+
+class ElmanTransformFunction(torch.autograd.Function):
+    """The same under torch.func transforms, which need forward and setup_context apart, and a
+    vmap rule."""
+
+    @staticmethod
+    def forward(x, W, V, b, h0, lengths, activation, backend, algo):
+        return compute.forward(x, W, V, b, h0, lengths, activation, backend, algo)
+
+    setup_context = staticmethod(_setup_context)
+    backward = ElmanFunction.backward
+
     @staticmethod
     def vmap(info, in_dims, *args):
-        return _vmap(ElmanFunction.apply, info, in_dims, *args)
+        return _vmap(ElmanTransformFunction.apply, info, in_dims, *args)
