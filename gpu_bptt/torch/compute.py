@@ -1,7 +1,7 @@
 """The Elman forward and backward on tensors: thin calls into the functional core.
 
 Arguments are tensors in the project's convention (time-major; W (I, H), V (H, H), b (H,)). Both
-functions are shared by the custom ops and by the autograd.Function fallback. Nothing here keeps an
+functions are shared by the custom ops and by the autograd.Functions. Nothing here keeps an
 array after returning: backward rebuilds its arrays from the saved tensors each time, so a cache
 never outlives the memory it views (FSDP frees and re-gathers parameter storage between passes).
 

@@ -54,11 +54,11 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     floats = (x, W, V, b, h0)
     if use_op:
         # Autocast (registered on the op) casts to float32 before the op sees them.
-        if not _autocast_on(x.device.type):
+        if not autocast_on(x.device.type):
             _check_dtypes(floats)
         return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo)
     fn = ops.ElmanTransformFunction if _are_functorch_transforms_active() else ops.ElmanFunction
-    if _autocast_on(x.device.type):
+    if autocast_on(x.device.type):
         # As autocast does: half types to float32, float64 left alone.
         floats = tuple(t.float() if t is not None and t.dtype in _HALF else t for t in floats)
         with torch.autocast(x.device.type, enabled=False):
@@ -78,7 +78,8 @@ def _traced(x) -> bool:
     return is_fake(x)
 
 
-def _autocast_on(device_type):
+def autocast_on(device_type) -> bool:
+    """Whether autocast is on for tensors of `device_type` ("cpu", "cuda")."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # PyTorch < 2.4: one query per device type

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .functional import elman
+from .functional import autocast_on, elman
 
 ACTIVATIONS = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}  # nn.RNN's mode -> the core's activation
 MODES = {v: k for k, v in ACTIVATIONS.items()}
@@ -99,7 +99,7 @@ class RNN(nn.RNNBase):
         self.check_input(input, batch_sizes)
         if hx is not None:
             self.check_hidden_size(hx, self.get_expected_hidden_size(input, batch_sizes))
-            if hx.dtype != input.dtype and not torch.is_autocast_enabled(input.device.type):
+            if hx.dtype != input.dtype and not autocast_on(input.device.type):
                 raise RuntimeError(f"hx: expected the input's dtype {input.dtype}, got {hx.dtype}")
         if input.shape[1 if self.batch_first and batch_sizes is None else 0] == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")

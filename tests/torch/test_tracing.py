@@ -69,14 +69,14 @@ def test_export():
 
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_compile_fullgraph_with_dropout_and_unbatched(batch_first):
-    """The module's Python (checks, dropout, unbatched input) traces in one graph too."""
+    """The module's Python (checks, hx, dropout, unbatched input) traces in one graph too."""
     if not gt.HAS_CUSTOM_OP:
         skip(TORCH, "no torch.library.custom_op")
     ours, ref = twins(3, 4, num_layers=2, batch_first=batch_first, dropout=0.3)
     compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
-    x = torch.randn(5, 3, dtype=F64)
+    x, h0 = torch.randn(5, 3, dtype=F64), torch.randn(2, 4, dtype=F64)
     outs = []
     for m in (compiled, ref):
         torch.manual_seed(3)
-        outs.append(m(x)[0].detach())
+        outs.append(m(x, h0)[0].detach())
     assert_close("compiled unbatched output, dropout", outs[0], outs[1], atol=1e-10)
