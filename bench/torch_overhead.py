@@ -4,7 +4,7 @@
 
 Contenders on the same data: `core` (elman_forward + elman_backward on NumPy arrays), `op`
 (gpu_bptt.torch.elman + torch.autograd.grad through the custom ops), `function` (the same through
-the autograd.Function fallback), `module` (gpu_bptt.torch.RNN forward + backward,
+the autograd.Function that eager calls take), `module` (gpu_bptt.torch.RNN forward + backward,
 which adds the weight transposes and bias sum of the nn.RNN layout) and, for scale, torch.nn.RNN.
 Contenders take turns in blocks (see measure); torch.nn.RNN is timed apart, its OpenMP workers
 spinning after each call would slow the next NumPy call. The median is kept.

@@ -1,7 +1,7 @@
 """The Elman forward and backward on tensors: thin calls into the functional core.
 
 Arguments are tensors in the project's convention (time-major; W (I, H), V (H, H), b (H,)). Both
-functions are shared by the custom ops and by the autograd.Function fallback. Nothing here keeps an
+functions are shared by the custom ops and by the autograd.Functions. Nothing here keeps an
 array after returning: backward rebuilds its arrays from the saved tensors each time, so a cache
 never outlives the memory it views (FSDP frees and re-gathers parameter storage between passes).
 
@@ -11,6 +11,7 @@ also holds under torch.compile, where only tensors and plain arguments pass betw
 """
 from __future__ import annotations
 
+from ..activations import check_activation
 from ..cells import ElmanCache, elman_backward, elman_forward
 from ..backends import get_backend
 from .exchange import running_on, to_array, to_tensor
@@ -18,6 +19,10 @@ from .exchange import running_on, to_array, to_tensor
 
 def forward(x, W, V, b, h0, lengths, activation: str, backend: str, algo: str):
     """-> (h (T, B, H), h_last (B, H)), new tensors on x's device, in x's dtype."""
+    if x.shape[1] == 0 and x.shape[0] > 0:  # an empty batch, which the core refuses: empty
+        check_activation(activation)           # results, as torch.nn.RNN gives
+        H = W.shape[1]
+        return x.new_zeros((x.shape[0], 0, H)), x.new_zeros((0, H))
     with running_on(x.device):
         out = elman_forward(to_array(x), to_array(W), to_array(V), to_array(b), to_array(h0),
                             activation=activation, lengths=to_array(lengths), backend=backend,
@@ -30,8 +35,11 @@ def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str
     """Gradients of the forward above. dh (T, B, H) and dh_last (B, H) may each be None.
     -> (dx, dW, dV, db, dh0); db is always computed (one reduction), whether or not b existed;
     without need_dx, dx is an empty tensor (its GEMM is skipped)."""
-    bk = get_backend(backend)
     T, B, H = h.shape
+    if B == 0:  # an empty batch: every gradient is empty or zero
+        return (x.new_zeros(x.shape if need_dx else (0,)), W.new_zeros(W.shape), V.new_zeros(V.shape),
+                h.new_zeros((H,)), h.new_zeros((0, H)))
+    bk = get_backend(backend)
     with running_on(x.device):
         hx = to_array(h)
         arrays = dict(x=to_array(x), W=to_array(W), V=to_array(V), h=hx,

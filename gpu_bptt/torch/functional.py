@@ -7,6 +7,7 @@ from . import ops
 from .exchange import backend_name
 
 IMPLS = ("auto", "custom_op", "function")
+_are_functorch_transforms_active = torch._C._are_functorch_transforms_active
 _FLOATS = (torch.float32, torch.float64)
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -27,8 +28,9 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     or float64 (inside an autocast region they are cast to float32), and one device.
     backend: a gpu_bptt backend name or None (cpu: $GPU_BPTT_BACKEND if it is a CPU backend, else
     numpy; cuda: cuda). impl: "custom_op", "function" (autograd.Function) or "auto": the custom op
-    where a tracer sees the call (torch.compile, export, fake tensors) and this PyTorch has
-    it, else the Function, whose dispatch costs less per call in eager mode.
+    where a tracer sees the call (torch.compile, export, jit.trace, fake tensors) and this PyTorch has
+    it, else the Function, whose dispatch costs less per call in eager mode (and which carries the
+    torch.func transforms: vmap, grad, jacrev). Double backward and vmap work on both.
     Returns h (T, B, H) and h_last (B, H), new tensors."""
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
@@ -52,21 +54,22 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     floats = (x, W, V, b, h0)
     if use_op:
         # Autocast (registered on the op) casts to float32 before the op sees them.
-        if not _autocast_on(x.device.type):
+        if not autocast_on(x.device.type):
             _check_dtypes(floats)
         return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo)
-    if _autocast_on(x.device.type):
+    fn = ops.ElmanTransformFunction if _are_functorch_transforms_active() else ops.ElmanFunction
+    if autocast_on(x.device.type):
         # As autocast does: half types to float32, float64 left alone.
         floats = tuple(t.float() if t is not None and t.dtype in _HALF else t for t in floats)
         with torch.autocast(x.device.type, enabled=False):
-            return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
+            return fn.apply(*floats, lengths, activation, name, algo)
     _check_dtypes(floats)
-    return ops.ElmanFunction.apply(*floats, lengths, activation, name, algo)
+    return fn.apply(*floats, lengths, activation, name, algo)
 
 
 def _traced(x) -> bool:
-    """Whether this call is being traced (compile/export) or runs on fake tensors."""
-    if torch.compiler.is_compiling():
+    """Whether this call is being traced (compile, export, jit.trace) or runs on fake tensors."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return True
     try:
         from torch._subclasses.fake_tensor import is_fake
@@ -75,7 +78,8 @@ def _traced(x) -> bool:
     return is_fake(x)
 
 
-def _autocast_on(device_type):
+def autocast_on(device_type) -> bool:
+    """Whether autocast is on for tensors of `device_type` ("cpu", "cuda")."""
     try:
         return torch.is_autocast_enabled(device_type)
     except TypeError:  # PyTorch < 2.4: one query per device type

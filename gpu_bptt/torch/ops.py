@@ -2,13 +2,19 @@
 
 Two implementations of the same autograd contract:
 - custom ops `gpu_bptt::elman_forward` / `gpu_bptt::elman_backward` (torch.library.custom_op, with
-  fake kernels, autograd and autocast-to-float32 registrations): opaque to torch.compile, so
-  `fullgraph=True` traces them without graph breaks;
-- an autograd.Function pair, for PyTorch releases without `torch.library.custom_op`/
-  `register_autocast`, or on request (`impl="function"`).
+  fake kernels, autograd, vmap and autocast-to-float32 registrations): opaque to torch.compile,
+  torch.export and torch.jit.trace, so they trace without graph breaks;
+- autograd.Functions for eager calls (also on PyTorch releases without `torch.library.custom_op`/
+  `register_autocast`): one for plain calls, one with setup_context and a vmap rule for calls
+  under torch.func transforms.
 
-The forward saves its inputs and its output h as tensors (save_for_backward), so saved-tensor
-hooks and in-place-modification checks apply. Double backward is refused with DOUBLE_BACKWARD.
+The forward saves its inputs and its output h as tensors, so saved-tensor hooks and in-place
+checks apply. The backward takes one of two paths:
+- first order (grad mode off, plain tensors): the core's backward, the fast path;
+- where a graph of the backward is wanted (create_graph=True, which torch.func always asks for),
+  or under vmap (batched gradients): `differentiable.backward`, torch operations. Its input h is
+  this op's own output, so a gradient of the gradient flows back through this op, and any order
+  of derivative works.
 """
 from __future__ import annotations
 
@@ -16,20 +22,39 @@ from typing import Optional
 
 import torch
 
-from . import compute
-
-DOUBLE_BACKWARD = ("gpu_bptt: double backward (a gradient of the Elman layer's gradient) is not "
-                   "supported; differentiate once, or use torch.nn.RNN for higher-order gradients")
+from . import compute, differentiable
 
 HAS_CUSTOM_OP = all(hasattr(torch.library, n) for n in
                     ("custom_op", "register_fake", "register_autograd", "register_autocast"))
 
 # The order of the differentiable inputs, shared by both implementations.
 _GRAD_INPUTS = ("x", "W", "V", "b", "h0")
+_F = torch._C._functorch
+# Tensors of a torch.func transform (vmap's batched tensors, grad's wrappers) or of the legacy
+# batched-gradient vmap: the core cannot read them.
+_WRAPPED = tuple(getattr(_F, n) for n in ("is_batchedtensor", "is_gradtrackingtensor",
+                                          "is_legacy_batchedtensor") if hasattr(_F, n))
 
 
-def _refuse_double_backward(*args, **kwargs):
-    raise RuntimeError(DOUBLE_BACKWARD)
+def _needs_graph(tensors) -> bool:
+    """Whether the backward must be torch operations: its graph is wanted, or a transform wraps
+    its tensors."""
+    return torch.is_grad_enabled() or any(
+        t is not None and any(test(t) for test in _WRAPPED) for t in tensors)
+
+
+def _gradients(ctx, dh, dh_last, fast):
+    """The backward of both implementations; `fast` is the first-order backward (op or call)."""
+    x, W, V, h0, h, lengths = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:len(_GRAD_INPUTS)]
+    if not any(needs):
+        return (None,) * 9
+    activation, backend, algo = ctx.meta
+    if _needs_graph((dh, dh_last, x, W, V, h0, h)):
+        grads = differentiable.backward(dh, dh_last, x, W, V, h0, h, lengths, activation)
+        return tuple(g if need else None for g, need in zip(grads, needs)) + (None,) * 4
+    grads = fast(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, needs[0])
+    return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
 
 
 def _select(grads, needs, inputs):
@@ -44,6 +69,36 @@ def _select(grads, needs, inputs):
             g = torch.empty_like(t).copy_(g)  # empty_like keeps a dense input's strides
         out.append(g)
     return tuple(out)
+
+
+def _setup_context(ctx, inputs, output):
+    x, W, V, b, h0, lengths, activation, backend, algo = inputs
+    ctx.save_for_backward(x, W, V, h0, output[0], lengths)
+    ctx.meta = (activation, backend, algo)
+
+
+def _vmap(apply, info, in_dims, x, W, V, b, h0, lengths, activation, backend, algo):
+    """The forward over a batch of problems (torch.func.vmap). With shared weights, the problems'
+    batches are one batch of n·B examples: one call of `apply`. With batched weights, the
+    differentiable loop, vmapped."""
+    n = info.batch_size
+    dims = in_dims[:6]
+    if dims[1:4] != (None, None, None):
+        def one(x, W, V, b, h0, lengths):
+            return differentiable.forward(x, W, V, b, h0, lengths, activation)
+
+        return torch.vmap(one, in_dims=tuple(dims))(x, W, V, b, h0, lengths), (0, 0)
+
+    def leading(t, d):  # the problem index first, expanded where t is shared
+        return t.movedim(d, 0) if d is not None else t.expand(n, *t.shape)
+
+    x = leading(x, dims[0])
+    T, B = x.shape[1], x.shape[2]
+    x = x.transpose(0, 1).reshape(T, n * B, x.shape[3])
+    h0 = None if h0 is None else leading(h0, dims[4]).reshape(n * B, -1)
+    lengths = None if lengths is None else leading(lengths, dims[5]).reshape(n * B)
+    h, h_last = apply(x, W, V, b, h0, lengths, activation, backend, algo)
+    return (h.unflatten(1, (n, B)), h_last.unflatten(0, (n, B))), (1, 0)
 
 
 # -- custom ops ------------------------------------------------------------------------------------
@@ -76,55 +131,43 @@ if HAS_CUSTOM_OP:
         return (x.new_empty(x.shape if need_dx else (0,)), W.new_empty(W.shape), V.new_empty(V.shape),
                 h.new_empty((H,)), h.new_empty((B, H)))
 
-    def _setup_context(ctx, inputs, output):
-        x, W, V, b, h0, lengths, activation, backend, algo = inputs
-        ctx.save_for_backward(x, W, V, h0, output[0], lengths)
-        ctx.meta = (activation, backend, algo)
-
-    def _backward(ctx, dh, dh_last):
-        x, W, V, h0, h, lengths = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:len(_GRAD_INPUTS)]
-        if not any(needs):
-            return (None,) * 9
-        grads = elman_backward_op(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta, needs[0])
-        return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
-
-    torch.library.register_autograd("gpu_bptt::elman_forward", _backward,
-                                    setup_context=_setup_context)
-    torch.library.register_autograd("gpu_bptt::elman_backward", _refuse_double_backward,
-                                    setup_context=lambda ctx, inputs, output: None)
+    torch.library.register_autograd(
+        "gpu_bptt::elman_forward", lambda ctx, dh, dh_last: _gradients(ctx, dh, dh_last, elman_backward_op),
+        setup_context=_setup_context)
     for _device in ("cpu", "cuda"):
         torch.library.register_autocast("gpu_bptt::elman_forward", _device, torch.float32)
+    if hasattr(torch.library, "register_vmap"):  # PyTorch >= 2.4
+        torch.library.register_vmap(
+            "gpu_bptt::elman_forward", lambda info, in_dims, *args: _vmap(elman_forward_op, info, in_dims, *args))
 
 
-# -- autograd.Function fallback --------------------------------------------------------------------
+# -- autograd.Functions ---------------------------------------------------------------------------
 class ElmanFunction(torch.autograd.Function):
+    """Eager calls outside torch.func. Its forward takes ctx: a Function with a separate
+    setup_context has its arguments bound by inspect.signature at each apply (~30 µs a call)."""
+
     @staticmethod
-    def forward(ctx, x, W, V, b, h0, lengths, activation, backend, algo):
-        h, h_last = compute.forward(x, W, V, b, h0, lengths, activation, backend, algo)
-        ctx.save_for_backward(x, W, V, h0, h, lengths)
-        ctx.meta = (activation, backend, algo)
-        return h, h_last
+    def forward(ctx, *args):
+        out = compute.forward(*args)
+        _setup_context(ctx, args, out)
+        return out
 
     @staticmethod
     def backward(ctx, dh, dh_last):
-        x, W, V, h0, h, lengths = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:len(_GRAD_INPUTS)]
-        if not any(needs):
-            return (None,) * 9
-        grads = ElmanBackwardFunction.apply(dh, dh_last, x, W, V, h0, h, lengths, *ctx.meta,
-                                            needs[0])
-        return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
+        return _gradients(ctx, dh, dh_last, compute.backward)
 
 
-class ElmanBackwardFunction(torch.autograd.Function):
-    """The backward as its own node, so that differentiating it raises DOUBLE_BACKWARD."""
+class ElmanTransformFunction(torch.autograd.Function):
+    """The same under torch.func transforms, which need forward and setup_context apart, and a
+    vmap rule."""
 
     @staticmethod
-    def forward(ctx, dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, need_dx):
-        return compute.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo,
-                                need_dx)
+    def forward(x, W, V, b, h0, lengths, activation, backend, algo):
+        return compute.forward(x, W, V, b, h0, lengths, activation, backend, algo)
+
+    setup_context = staticmethod(_setup_context)
+    backward = ElmanFunction.backward
 
     @staticmethod
-    def backward(ctx, *grads):
-        raise RuntimeError(DOUBLE_BACKWARD)
+    def vmap(info, in_dims, *args):
+        return _vmap(ElmanTransformFunction.apply, info, in_dims, *args)

@@ -1,127 +1,161 @@
 """`RNN`: a drop-in for torch.nn.RNN whose recurrence runs in gpu_bptt.
 
-Same constructor, parameter names and shapes (an nn.RNN state_dict loads), same call. Per layer k,
-in the project's convention: W = weight_ih_lk.T, V = weight_hh_lk.T, b = bias_ih_lk + bias_hh_lk.
+A subclass of torch.nn.RNNBase, as torch.nn.RNN is: the same constructor and argument checks
+(torch's own code, so their errors are torch's), parameter names and shapes, `all_weights`,
+`_flat_weights`, `_flat_weights_names`, `mode`, `proj_size`, state_dict, pickling, `.to()`, and
+parametrizations. Not a subclass of torch.nn.RNN itself: torch.compile refuses to trace any
+torch.nn.RNN instance ("Dynamo does not support RNN, GRU, or LSTM"), whatever its forward.
+
+Per layer k, in the project's convention: W = weight_ih_lk.T, V = weight_hh_lk.T,
+b = bias_ih_lk + bias_hh_lk.
 """
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .functional import elman
+from .functional import autocast_on, elman
 
-NONLINEARITIES = ("tanh", "relu")
+ACTIVATIONS = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}  # nn.RNN's mode -> the core's activation
+MODES = {v: k for k, v in ACTIVATIONS.items()}
 
 
-class RNN(nn.Module):
-    """Elman RNN, time-major by default: input (T, B, I) or (T, I) unbatched, or a PackedSequence.
+class RNN(nn.RNNBase):
+    """RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, device=None, dtype=None, *, backend=None, algo='auto')
 
-    forward(input, hx=None) -> (output, h_n): output (T, B, H) (batch-first when batch_first, a
-    PackedSequence for a packed input), h_n (num_layers, B, H). Not supported yet (raise
-    NotImplementedError): dropout > 0, bidirectional, proj_size > 0.
+    Elman RNN with torch.nn.RNN's arguments, attributes and call: input (T, B, I), (B, T, I) with
+    batch_first, unbatched (T, I), or a PackedSequence; forward(input, hx=None) -> (output, h_n),
+    output (T, B, H) (batch-first when batch_first, a PackedSequence for a packed input), h_n
+    (num_layers, B, H). Dropout between layers as torch.nn.RNN applies it on the CPU (the same
+    draws from torch's generator), `dropout` read at each call. bidirectional=True is not
+    supported yet (NotImplementedError).
     backend: gpu_bptt backend name or None (see gpu_bptt.torch.elman); algo: the core's algorithm."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None,
-                 dtype=None, *, backend=None, algo="auto"):
-        super().__init__()
-        unsupported = [f"{n}={v!r}" for n, v, off in (("dropout", dropout, 0),
-                                                        ("bidirectional", bidirectional, False),
-                                                        ("proj_size", proj_size, 0)) if v != off]
-        if unsupported:
-            raise NotImplementedError(f"gpu_bptt.torch.RNN does not support {', '.join(unsupported)} "
-                                      "yet; use torch.nn.RNN for these")
-        if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"nonlinearity: expected one of {NONLINEARITIES}, got {nonlinearity!r}")
-        for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}")
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.nonlinearity, self.bias, self.batch_first = nonlinearity, bias, batch_first
-        self.dropout, self.bidirectional, self.proj_size = float(dropout), False, 0
+    def __init__(self, *args, backend=None, algo="auto", **kwargs):
+        # torch.nn.RNN's own handling: nonlinearity is the 4th positional argument; proj_size is
+        # refused by name.
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            nonlinearity, args = args[3], args[:3] + args[4:]
+        else:
+            nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(MODES[nonlinearity], *args, **kwargs)
+        self.nonlinearity = nonlinearity
+        if self.bidirectional:
+            raise NotImplementedError("gpu_bptt.torch.RNN: bidirectional=True is not supported yet; "
+                                      "use torch.nn.RNN for it")
         self.backend, self.algo = backend, algo
-        kw = dict(device=device, dtype=dtype)
-        for k in range(num_layers):
-            n_in = input_size if k == 0 else hidden_size
-            setattr(self, f"weight_ih_l{k}", nn.Parameter(torch.empty(hidden_size, n_in, **kw)))
-            setattr(self, f"weight_hh_l{k}", nn.Parameter(torch.empty(hidden_size, hidden_size, **kw)))
-            if bias:
-                setattr(self, f"bias_ih_l{k}", nn.Parameter(torch.empty(hidden_size, **kw)))
-                setattr(self, f"bias_hh_l{k}", nn.Parameter(torch.empty(hidden_size, **kw)))
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        """U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as torch.nn.RNN."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
 
     def flatten_parameters(self):
-        """No-op (kept so code written for torch.nn.RNN runs unchanged)."""
+        """No-op: the kernels read each parameter where it lies (torch.nn.RNN packs them into one
+        buffer for cuDNN; kept so code written for it runs unchanged)."""
 
-    def layer_weights(self, k):
+    def layer_weights(self, k, direction=0):
         """(W, V, b) of layer k in the project's convention: views, except b (a sum)."""
-        W = getattr(self, f"weight_ih_l{k}").t()
-        V = getattr(self, f"weight_hh_l{k}").t()
-        b = getattr(self, f"bias_ih_l{k}") + getattr(self, f"bias_hh_l{k}") if self.bias else None
-        return W, V, b
+        names = self._all_weights[k * (2 if self.bidirectional else 1) + direction]
+        w = [getattr(self, n) for n in names]  # getattr: parametrizations apply
+        return w[0].t(), w[1].t(), (w[2] + w[3] if self.bias else None)
 
     def forward(self, input, hx=None):
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx)
         if input.dim() not in (2, 3):
-            raise ValueError(f"input: expected (T, B, I), (B, T, I) with batch_first, or unbatched "
-                             f"(T, I); got shape {tuple(input.shape)}")
+            raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
         batched = input.dim() == 3
-        x = input if batched else input.unsqueeze(1)
-        if batched and self.batch_first:
-            x = x.transpose(0, 1)
-        h, h_n = self._run(x, self._initial_state(hx, x.shape[1], batched), None)
+        if hx is not None and hx.dim() != input.dim():
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(f"For {kind} input, hx should also be {input.dim()}-D but got "
+                               f"{hx.dim()}-D tensor")
         if not batched:
-            return h.squeeze(1), h_n.squeeze(1)
-        return (h.transpose(0, 1) if self.batch_first else h), h_n
+            input = input.unsqueeze(0 if self.batch_first else 1)
+            hx = None if hx is None else hx.unsqueeze(1)
+        self._check(input, hx, None)
+        x = input.transpose(0, 1) if self.batch_first else input
+        out, h_n = self._run(x, hx, None)
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        if not batched:
+            return out.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
+        return out, h_n
 
     def _forward_packed(self, packed, hx):
-        # Padded, time-major, in the caller's batch order (unsorted), with the true lengths.
+        self._check(packed.data, hx, packed.batch_sizes)
+        # Padded, time-major, in the caller's batch order (unsorted), with the true lengths; hx and
+        # h_n are in that order too, as torch.nn.RNN takes and gives them.
         x, lengths = pad_packed_sequence(packed)
-        h, h_n = self._run(x, self._initial_state(hx, x.shape[1], True), lengths)
-        # Pack in the input's order so the data lines up with its batch_sizes and indices.
-        order = packed.sorted_indices
-        if order is not None:
-            h, lengths = h.index_select(1, order), lengths[order.cpu()]
-        data = pack_padded_sequence(h, lengths, enforce_sorted=True).data
-        return PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
-                              packed.unsorted_indices), h_n
+        out, h_n = self._run(x, hx, (packed, lengths))
+        return PackedSequence(_packed_data(out, packed, lengths), packed.batch_sizes,
+                              packed.sorted_indices, packed.unsorted_indices), h_n
 
-    def _initial_state(self, hx, B, batched):
-        if hx is None:
-            return None
-        want = (self.num_layers, B, self.hidden_size) if batched else (self.num_layers, self.hidden_size)
-        if tuple(hx.shape) != want:
-            raise RuntimeError(f"hx: expected shape {want}, got {tuple(hx.shape)}")
-        return hx if batched else hx.unsqueeze(1)
+    def _check(self, input, hx, batch_sizes):
+        """torch.nn.RNN's checks, with its errors: input dtype, dimensions and size, hx shape; then
+        hx's dtype and the sequence length, which it finds deeper down."""
+        self.check_input(input, batch_sizes)
+        if hx is not None:
+            self.check_hidden_size(hx, self.get_expected_hidden_size(input, batch_sizes))
+            if hx.dtype != input.dtype and not autocast_on(input.device.type):
+                raise RuntimeError(f"hx: expected the input's dtype {input.dtype}, got {hx.dtype}")
+        if input.shape[1 if self.batch_first and batch_sizes is None else 0] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
-    def _run(self, x, h0, lengths):
+    def _directions(self):
+        """The runner of each direction of a layer: (x, W, V, b, h0, lengths) -> (output, h_n)."""
+        return (self._forward_direction,)
+
+    def _forward_direction(self, x, W, V, b, h0, lengths):
+        return elman(x, W, V, b, h0, lengths, activation=ACTIVATIONS[self.mode],
+                     backend=self.backend, algo=self.algo)
+
+    def _run(self, x, h0, packed):
+        """x (T, B, I) time-major; h0 (num_layers·D, B, H) or None; packed: (the input
+        PackedSequence, its lengths) or None. -> (output (T, B, D·H), h_n (num_layers·D, B, H))."""
+        runners = self._directions()
+        D, p = len(runners), self.dropout
         finals = []
         for k in range(self.num_layers):
-            W, V, b = self.layer_weights(k)
-            x, h_last = elman(x, W, V, b, None if h0 is None else h0[k], lengths,
-                              activation=self.nonlinearity, backend=self.backend, algo=self.algo)
-            finals.append(h_last)
+            outs = []
+            for d, run in enumerate(runners):
+                out, h_last = run(x, *self.layer_weights(k, d),
+                                  None if h0 is None else h0[k * D + d], None if packed is None else packed[1])
+                outs.append(out)
+                finals.append(h_last)
+            # nn.RNN's layout: the features of the directions side by side, forward first.
+            x = outs[0] if D == 1 else torch.cat(outs, -1)
+            if p and self.training and k < self.num_layers - 1:
+                x = _dropout(x, p, packed)
         return x, torch.stack(finals)
 
     def extra_repr(self):
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if self.nonlinearity != "tanh":
-            s += f", nonlinearity={self.nonlinearity!r}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
+        s = super().extra_repr()
+        if self.backend is not None:
+            s += f", backend={self.backend!r}"
+        if self.algo != "auto":
+            s += f", algo={self.algo!r}"
         return s
+
+
+def _dropout(h, p, packed):
+    """torch.nn.RNN's dropout between layers, drawn as its CPU path draws it: on the time-major
+    output (T, B, H), or on the packed data for a packed input."""
+    if not 0 <= p <= 1:
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if packed is None:
+        return F.dropout(h, p, training=True)
+    seq, lengths = packed
+    data = F.dropout(_packed_data(h, seq, lengths), p, training=True)
+    data = PackedSequence(data, seq.batch_sizes, seq.sorted_indices, seq.unsorted_indices)
+    return pad_packed_sequence(data, total_length=h.shape[0])[0]
+
+
+def _packed_data(h, packed, lengths):
+    """The rows of h (T, B, H), padded in the caller's batch order, as `packed` lays them out."""
+    order = packed.sorted_indices
+    if order is not None:
+        h, lengths = h.index_select(1, order), lengths[order.cpu()]
+    return pack_padded_sequence(h, lengths, enforce_sorted=True).data

@@ -112,3 +112,25 @@ def check_bf16_autocast(device):
 
 def test_bf16_autocast_on_cuda():
     check_bf16_autocast("cuda")
+
+
+def test_gradgradcheck_on_cuda():
+    """Double backward on the device: the torch-operation backward on CUDA tensors, through the
+    cuda backend's forward and first-order backward."""
+    from ..tolerances import GRADCHECK
+
+    g = torch.Generator().manual_seed(0)
+    shapes = ((3, 2, 2), (2, 3), (3, 3), (3,), (2, 3))
+    args = [(torch.randn(s, generator=g, dtype=F64) * 0.5).cuda().requires_grad_() for s in shapes]
+    lengths = torch.tensor([3, 2])
+    assert torch.autograd.gradgradcheck(lambda *a: gt.elman(*a, lengths), args, **GRADCHECK)
+
+
+def test_vmap_over_inputs_on_cuda():
+    ours, ref = twins(3, 4, device="cuda", num_layers=2)
+    xs = torch.randn(4, 5, 2, 3, dtype=F64, device="cuda")
+    out, h_n = torch.func.vmap(ours)(xs)
+    for n in range(len(xs)):
+        want_out, want_h = ref(xs[n])
+        assert_close(f"output {n}", out[n].detach().cpu(), want_out.detach().cpu(), atol=1e-10)
+        assert_close(f"h_n {n}", h_n[n].detach().cpu(), want_h.detach().cpu(), atol=1e-10)

@@ -52,7 +52,10 @@ def test_opcheck(lengths):
 
 
 @needs_custom_op
-def test_compile_fullgraph_equals_eager():
+def test_compile_fullgraph_equals_eager(monkeypatch):
+    calls = []  # the compiled backward runs the core's (the op), not the torch-operation loop
+    real = gt.differentiable.backward
+    monkeypatch.setattr(gt.differentiable, "backward", lambda *a: calls.append(1) or real(*a))
     ours, _ = twins(3, 5, num_layers=2, batch_first=True)
     compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
     x = torch.randn(4, 6, 3, dtype=F64)
@@ -65,6 +68,7 @@ def test_compile_fullgraph_equals_eager():
         grads.append([out.detach(), h_n.detach(), xi.grad] + [p.grad.clone() for p in ours.parameters()])
     for i, (a, b) in enumerate(zip(*grads)):
         assert_close(f"item {i}", a, b, atol=1e-12)
+    assert calls == []
 
 
 @pytest.mark.parametrize("impl", ["custom_op", "function"])
@@ -92,17 +96,6 @@ def test_half_types_outside_autocast_are_refused():
     p = problem(grad=False)
     with pytest.raises(TypeError, match="autocast"):
         gt.elman(p["x"].bfloat16(), p["W"].bfloat16(), p["V"].bfloat16())
-
-
-@pytest.mark.parametrize("impl", ["custom_op", "function"])
-def test_double_backward_is_refused(impl):
-    if impl == "custom_op" and not gt.HAS_CUSTOM_OP:
-        pytest.skip("no torch.library.custom_op")
-    p = problem()
-    h, _ = gt.elman(p["x"], p["W"], p["V"], p["b"], p["h0"], impl=impl)
-    (dW,) = torch.autograd.grad(h.pow(2).sum(), p["W"], create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward"):
-        dW.sum().backward()
 
 
 @pytest.mark.parametrize("impl", ["custom_op", "function"])
