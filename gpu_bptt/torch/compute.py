@@ -17,8 +17,10 @@ from ..backends import get_backend
 from .exchange import running_on, to_array, to_tensor
 
 
-def forward(x, W, V, b, h0, lengths, activation: str, backend: str, algo: str):
-    """-> (h (T, B, H), h_last (B, H)), new tensors on x's device, in x's dtype."""
+def forward(x, W, V, b, h0, lengths, activation: str, backend: str, algo: str,
+            reverse: bool = False):
+    """-> (h (T, B, H), h_last (B, H)), new tensors on x's device, in x's dtype. reverse: the
+    reversed direction (elman_forward's reverse)."""
     if x.shape[1] == 0 and x.shape[0] > 0:  # an empty batch, which the core refuses: empty
         check_activation(activation)           # results, as torch.nn.RNN gives
         H = W.shape[1]
@@ -26,12 +28,13 @@ def forward(x, W, V, b, h0, lengths, activation: str, backend: str, algo: str):
     with running_on(x.device):
         out = elman_forward(to_array(x), to_array(W), to_array(V), to_array(b), to_array(h0),
                             activation=activation, lengths=to_array(lengths), backend=backend,
-                            algo=algo, need_cache=False)  # backward rebuilds it from saved tensors
+                            algo=algo, need_cache=False,  # backward rebuilds it from saved tensors
+                            reverse=reverse)
         return to_tensor(out.h), to_tensor(out.h_last)
 
 
 def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str, algo: str,
-             need_dx: bool = True):
+             need_dx: bool = True, reverse: bool = False):
     """Gradients of the forward above. dh (T, B, H) and dh_last (B, H) may each be None.
     -> (dx, dW, dV, db, dh0); db is always computed (one reduction), whether or not b existed;
     without need_dx, dx is an empty tensor (its GEMM is skipped)."""
@@ -46,9 +49,9 @@ def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str
                       h0=bk.xp.zeros((B, H), hx.dtype) if h0 is None else to_array(h0),
                       lengths=to_array(lengths))
         # The forward's request again: the backend hands back the plan the forward ran.
-        plan = bk.resolve_algo(algo, T, B, H, hx.dtype)
+        plan = bk.resolve_algo(algo, T, B, H, hx.dtype, reverse=reverse)
         cache = ElmanCache.from_arrays(arrays, activation=activation, has_bias=True, algo=plan,
-                                       backend=bk)
+                                       backend=bk, reverse=reverse)
         g = elman_backward(to_array(dh), cache, dh_last=to_array(dh_last), need_dx=need_dx)
         dx = to_tensor(g.dx) if need_dx else x.new_empty(0)
         return (dx,) + tuple(to_tensor(a) for a in (g.dW, g.dV, g.db, g.dh0))

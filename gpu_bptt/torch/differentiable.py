@@ -27,9 +27,27 @@ def _steps(T, lengths, device):
     return [(t < lengths, t == lengths - 1) for t in range(T)]
 
 
-def forward(x, W, V, b, h0, lengths, activation):
+def _flip(a, lengths):
+    """a (T, B, ...) with each example's valid prefix a[:lengths[b], b] in reverse order, padded
+    steps in place: its own inverse. The reversed direction is the forward one on flipped
+    sequences (docs/architecture.md §1); here, in differentiable torch operations."""
+    if a is None:
+        return None
+    if lengths is None:
+        return a.flip(0)
+    T, B = a.shape[:2]
+    t = torch.arange(T, device=a.device)[:, None]
+    n = lengths.to(a.device)[None, :]
+    return a[torch.where(t < n, n - 1 - t, t), torch.arange(B, device=a.device)]
+
+
+def forward(x, W, V, b, h0, lengths, activation, reverse=False):
     """-> (h (T, B, H), h_last (B, H)). x (T, B, I); W (I, H); V (H, H); b (H,) or None;
-    h0 (B, H) or None (zeros); lengths (B,) integer tensor in 1..T, or None."""
+    h0 (B, H) or None (zeros); lengths (B,) integer tensor in 1..T, or None. reverse: the
+    reversed direction (each example from its last valid step down to 0; h_last is h[0])."""
+    if reverse:
+        h, h_last = forward(_flip(x, lengths), W, V, b, h0, lengths, activation)
+        return _flip(h, lengths), h_last
     T, B, _ = x.shape
     f = _F[activation]
     p = x @ W if b is None else x @ W + b
@@ -46,9 +64,13 @@ def forward(x, W, V, b, h0, lengths, activation):
     return torch.stack(outs), (outs[-1] if lengths is None else last)
 
 
-def backward(dh, dh_last, x, W, V, h0, h, lengths, activation):
+def backward(dh, dh_last, x, W, V, h0, h, lengths, activation, reverse=False):
     """-> (dx, dW, dV, db, dh0), the gradients of forward above, themselves differentiable.
     dh (T, B, H) and dh_last (B, H) may each be None; h is forward's output."""
+    if reverse:
+        dx, dW, dV, db, dh0 = backward(_flip(dh, lengths), dh_last, _flip(x, lengths), W, V, h0,
+                                       _flip(h, lengths), lengths, activation)
+        return _flip(dx, lengths), dW, dV, db, dh0
     T, B, H = h.shape
     df = _DF[activation](h)
     du_next = h.new_zeros((B, H))

@@ -20,7 +20,7 @@ def _check(name, t, ndim):
 
 
 def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=None,
-          algo="auto", impl="auto"):
+          algo="auto", impl="auto", reverse=False):
     """h, h_last = elman(x, W, V, b, h0, lengths): run one Elman level and record it for autograd.
 
     x: (T, B, I); W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros); lengths: (B,)
@@ -31,9 +31,13 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     where a tracer sees the call (torch.compile, export, jit.trace, fake tensors) and this PyTorch has
     it, else the Function, whose dispatch costs less per call in eager mode (and which carries the
     torch.func transforms: vmap, grad, jacrev). Double backward and vmap work on both.
+    reverse=True: the reversed direction of a bidirectional layer (gpu_bptt.elman_forward's
+    reverse): each example from its last valid step down to 0, h time-aligned, h_last = h[0].
     Returns h (T, B, H) and h_last (B, H), new tensors."""
     if impl not in IMPLS:
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
     _check("x", x, 3)
     _check("W", W, 2)
     _check("V", V, 2)
@@ -56,15 +60,15 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
         # Autocast (registered on the op) casts to float32 before the op sees them.
         if not autocast_on(x.device.type):
             _check_dtypes(floats)
-        return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo)
+        return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo, reverse)
     fn = ops.ElmanTransformFunction if _are_functorch_transforms_active() else ops.ElmanFunction
     if autocast_on(x.device.type):
         # As autocast does: half types to float32, float64 left alone.
         floats = tuple(t.float() if t is not None and t.dtype in _HALF else t for t in floats)
         with torch.autocast(x.device.type, enabled=False):
-            return fn.apply(*floats, lengths, activation, name, algo)
+            return fn.apply(*floats, lengths, activation, name, algo, reverse)
     _check_dtypes(floats)
-    return fn.apply(*floats, lengths, activation, name, algo)
+    return fn.apply(*floats, lengths, activation, name, algo, reverse)
 
 
 def _traced(x) -> bool:

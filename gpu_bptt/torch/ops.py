@@ -47,14 +47,16 @@ def _gradients(ctx, dh, dh_last, fast):
     """The backward of both implementations; `fast` is the first-order backward (op or call)."""
     x, W, V, h0, h, lengths = ctx.saved_tensors
     needs = ctx.needs_input_grad[:len(_GRAD_INPUTS)]
+    rest = (None,) * 5  # lengths, activation, backend, algo, reverse: no gradients
     if not any(needs):
-        return (None,) * 9
-    activation, backend, algo = ctx.meta
+        return (None,) * len(_GRAD_INPUTS) + rest
+    activation, backend, algo, reverse = ctx.meta
     if _needs_graph((dh, dh_last, x, W, V, h0, h)):
-        grads = differentiable.backward(dh, dh_last, x, W, V, h0, h, lengths, activation)
-        return tuple(g if need else None for g, need in zip(grads, needs)) + (None,) * 4
-    grads = fast(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, needs[0])
-    return _select(grads, needs, (x, W, V, None, h0)) + (None,) * 4
+        grads = differentiable.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, reverse)
+        return tuple(g if need else None for g, need in zip(grads, needs)) + rest
+    grads = fast(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, needs[0],
+                 reverse)
+    return _select(grads, needs, (x, W, V, None, h0)) + rest
 
 
 def _select(grads, needs, inputs):
@@ -72,12 +74,14 @@ def _select(grads, needs, inputs):
 
 
 def _setup_context(ctx, inputs, output):
-    x, W, V, b, h0, lengths, activation, backend, algo = inputs
+    x, W, V, b, h0, lengths, activation, backend, algo, *rest = inputs
+    reverse = rest[0] if rest else False  # the op's default when a caller leaves it out
     ctx.save_for_backward(x, W, V, h0, output[0], lengths)
-    ctx.meta = (activation, backend, algo)
+    ctx.meta = (activation, backend, algo, reverse)
 
 
-def _vmap(apply, info, in_dims, x, W, V, b, h0, lengths, activation, backend, algo):
+def _vmap(apply, info, in_dims, x, W, V, b, h0, lengths, activation, backend, algo,
+          reverse=False):
     """The forward over a batch of problems (torch.func.vmap). With shared weights, the problems'
     batches are one batch of n·B examples: one call of `apply`. With batched weights, the
     differentiable loop, vmapped."""
@@ -85,7 +89,7 @@ def _vmap(apply, info, in_dims, x, W, V, b, h0, lengths, activation, backend, al
     dims = in_dims[:6]
     if dims[1:4] != (None, None, None):
         def one(x, W, V, b, h0, lengths):
-            return differentiable.forward(x, W, V, b, h0, lengths, activation)
+            return differentiable.forward(x, W, V, b, h0, lengths, activation, reverse)
 
         return torch.vmap(one, in_dims=tuple(dims))(x, W, V, b, h0, lengths), (0, 0)
 
@@ -97,7 +101,7 @@ def _vmap(apply, info, in_dims, x, W, V, b, h0, lengths, activation, backend, al
     x = x.transpose(0, 1).reshape(T, n * B, x.shape[3])
     h0 = None if h0 is None else leading(h0, dims[4]).reshape(n * B, -1)
     lengths = None if lengths is None else leading(lengths, dims[5]).reshape(n * B)
-    h, h_last = apply(x, W, V, b, h0, lengths, activation, backend, algo)
+    h, h_last = apply(x, W, V, b, h0, lengths, activation, backend, algo, reverse)
     return (h.unflatten(1, (n, B)), h_last.unflatten(0, (n, B))), (1, 0)
 
 
@@ -108,11 +112,11 @@ if HAS_CUSTOM_OP:
     @torch.library.custom_op("gpu_bptt::elman_forward", mutates_args=())
     def elman_forward_op(x: Tensor, W: Tensor, V: Tensor, b: Optional[Tensor], h0: Optional[Tensor],
                          lengths: Optional[Tensor], activation: str, backend: str,
-                         algo: str) -> tuple[Tensor, Tensor]:
-        return compute.forward(x, W, V, b, h0, lengths, activation, backend, algo)
+                         algo: str, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        return compute.forward(x, W, V, b, h0, lengths, activation, backend, algo, reverse)
 
     @elman_forward_op.register_fake
-    def _(x, W, V, b, h0, lengths, activation, backend, algo):
+    def _(x, W, V, b, h0, lengths, activation, backend, algo, reverse=False):
         T, B, _ = x.shape
         H = W.shape[1]
         return x.new_empty((T, B, H)), x.new_empty((B, H))
@@ -120,13 +124,13 @@ if HAS_CUSTOM_OP:
     @torch.library.custom_op("gpu_bptt::elman_backward", mutates_args=())
     def elman_backward_op(dh: Optional[Tensor], dh_last: Optional[Tensor], x: Tensor, W: Tensor,
                           V: Tensor, h0: Optional[Tensor], h: Tensor, lengths: Optional[Tensor],
-                          activation: str, backend: str, algo: str,
-                          need_dx: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+                          activation: str, backend: str, algo: str, need_dx: bool,
+                          reverse: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         return compute.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo,
-                                need_dx)
+                                need_dx, reverse)
 
     @elman_backward_op.register_fake
-    def _(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, need_dx):
+    def _(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, need_dx, reverse=False):
         T, B, H = h.shape
         return (x.new_empty(x.shape if need_dx else (0,)), W.new_empty(W.shape), V.new_empty(V.shape),
                 h.new_empty((H,)), h.new_empty((B, H)))
@@ -162,8 +166,8 @@ class ElmanTransformFunction(torch.autograd.Function):
     vmap rule."""
 
     @staticmethod
-    def forward(x, W, V, b, h0, lengths, activation, backend, algo):
-        return compute.forward(x, W, V, b, h0, lengths, activation, backend, algo)
+    def forward(x, W, V, b, h0, lengths, activation, backend, algo, reverse):
+        return compute.forward(x, W, V, b, h0, lengths, activation, backend, algo, reverse)
 
     setup_context = staticmethod(_setup_context)
     backward = ElmanFunction.backward

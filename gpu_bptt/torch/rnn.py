@@ -29,9 +29,10 @@ class RNN(nn.RNNBase):
     Elman RNN with torch.nn.RNN's arguments, attributes and call: input (T, B, I), (B, T, I) with
     batch_first, unbatched (T, I), or a PackedSequence; forward(input, hx=None) -> (output, h_n),
     output (T, B, H) (batch-first when batch_first, a PackedSequence for a packed input), h_n
-    (num_layers, B, H). Dropout between layers as torch.nn.RNN applies it on the CPU (the same
-    draws from torch's generator), `dropout` read at each call. bidirectional=True is not
-    supported yet (NotImplementedError).
+    (num_layers·D, B, H), D = 2 when bidirectional (each layer's output then holds the forward
+    direction's features, then the reversed one's, as torch.nn.RNN). Dropout between layers as
+    torch.nn.RNN applies it on the CPU (the same draws from torch's generator), `dropout` read at
+    each call.
     backend: gpu_bptt backend name or None (see gpu_bptt.torch.elman); algo: the core's algorithm."""
 
     def __init__(self, *args, backend=None, algo="auto", **kwargs):
@@ -47,9 +48,6 @@ class RNN(nn.RNNBase):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         super().__init__(MODES[nonlinearity], *args, **kwargs)
         self.nonlinearity = nonlinearity
-        if self.bidirectional:
-            raise NotImplementedError("gpu_bptt.torch.RNN: bidirectional=True is not supported yet; "
-                                      "use torch.nn.RNN for it")
         self.backend, self.algo = backend, algo
 
     def flatten_parameters(self):
@@ -106,11 +104,16 @@ class RNN(nn.RNNBase):
 
     def _directions(self):
         """The runner of each direction of a layer: (x, W, V, b, h0, lengths) -> (output, h_n)."""
+        if self.bidirectional:
+            return (self._forward_direction, self._reverse_direction)
         return (self._forward_direction,)
 
-    def _forward_direction(self, x, W, V, b, h0, lengths):
+    def _forward_direction(self, x, W, V, b, h0, lengths, reverse=False):
         return elman(x, W, V, b, h0, lengths, activation=ACTIVATIONS[self.mode],
-                     backend=self.backend, algo=self.algo)
+                     backend=self.backend, algo=self.algo, reverse=reverse)
+
+    def _reverse_direction(self, x, W, V, b, h0, lengths):
+        return self._forward_direction(x, W, V, b, h0, lengths, reverse=True)
 
     def _run(self, x, h0, packed):
         """x (T, B, I) time-major; h0 (num_layers·D, B, H) or None; packed: (the input

@@ -41,14 +41,16 @@ def test_opcheck(lengths):
     fwd = torch.ops.gpu_bptt.elman_forward.default
     args = (p["x"], p["W"], p["V"], p["b"], p["h0"], p["lengths"], "tanh", "numpy", "auto")
     torch.library.opcheck(fwd, args)
+    torch.library.opcheck(fwd, args + (True,))  # the reversed direction
     torch.library.opcheck(fwd, (p["x"], p["W"], p["V"], None, None, None, "relu", "numpy", "auto"))
-    h, _ = fwd(*args)
     q = {k: v.detach() for k, v in p.items() if v is not None}
-    dh = torch.randn(h.shape, dtype=F64)
     bwd = torch.ops.gpu_bptt.elman_backward.default
-    for need_dx in (True, False):
-        torch.library.opcheck(bwd, (dh, None, q["x"], q["W"], q["V"], q["h0"], h.detach(),
-                                    p["lengths"], "tanh", "numpy", "auto", need_dx))
+    for reverse in (False, True):
+        h, _ = fwd(*args, reverse)
+        dh = torch.randn(h.shape, dtype=F64)
+        for need_dx in (True, False):
+            torch.library.opcheck(bwd, (dh, None, q["x"], q["W"], q["V"], q["h0"], h.detach(),
+                                        p["lengths"], "tanh", "numpy", "auto", need_dx, reverse))
 
 
 @needs_custom_op

@@ -119,11 +119,6 @@ def test_state_dict_round_trip():
     assert torch.equal(back_out, out) and torch.equal(back_h, h_n), "the copy computes otherwise"
 
 
-def test_bidirectional_is_refused_until_it_lands():
-    with pytest.raises(NotImplementedError, match="bidirectional=True is not supported yet"):
-        gt.RNN(3, 4, bidirectional=True)
-
-
 @pytest.mark.parametrize("algo", ["step", "persistent"])
 def test_cuda_backend_code_through_the_emulator(algo):
     """The GPU path's backend code (kernels, launchers, contiguity of the framework's weight views),
