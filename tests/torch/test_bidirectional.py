@@ -3,6 +3,8 @@ outputs (forward features first), h_n of shape (num_layers·2, B, H) and every g
 batched, unbatched and packed inputs (unsorted lengths), batch_first, h0, dropout between layers;
 on the emulator's step and persistent kernels; under gradgradcheck, vmap, torch.compile and
 torch.export. The reversed direction alone: tests/test_reverse.py."""
+import warnings
+
 import pytest
 
 from ..skips import TORCH, require_emulator, skip
@@ -121,7 +123,7 @@ def test_bidirectional_vmap_equals_nn_rnn_per_input():
         assert_close(f"h_n {n}", h_n[n].detach(), want_h.detach(), atol=1e-10)
 
 
-def test_bidirectional_compiles_and_exports():
+def test_bidirectional_compiles_exports_and_traces():
     if not gt.HAS_CUSTOM_OP:
         skip(TORCH, "no torch.library.custom_op")
     ours, ref = twins(3, 4, num_layers=2, bidirectional=True)
@@ -131,6 +133,11 @@ def test_bidirectional_compiles_and_exports():
     ours.eval()
     ep = torch.export.export(ours, (x,))
     assert_close("exported output", ep.module()(x)[0].detach(), ref(x)[0].detach(), atol=1e-10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace is deprecated, and warns as for nn.RNN
+        traced = torch.jit.trace(ours, (x,))
+    longer = torch.randn(7, 2, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
+    assert_close("traced output", traced(longer)[0].detach(), ref(longer)[0].detach(), atol=1e-10)
 
 
 def test_reverse_must_be_a_bool():
