@@ -9,30 +9,15 @@ import pytest
 
 from ..skips import TORCH, require_emulator, skip
 from ..tolerances import GRADCHECK
-from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
-
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
+from .common import (F64, assert_close, assert_same_grads, gt, torch, training_step, twins,
+                     weighted_sum)
 
 T, B, I, H = 6, 4, 3, 5
 LENGTHS = torch.tensor([4, 6, 1, 6])  # unsorted, with a tie
 
 
 def _run(m, kind, batch_first, with_h0, seed=5):
-    g = torch.Generator().manual_seed(11)
-    shape = (T, I) if kind == "unbatched" else ((B, T, I) if batch_first else (T, B, I))
-    x = torch.randn(shape, generator=g, dtype=F64).requires_grad_()
-    h0 = None
-    if with_h0:
-        n = 2 * m.num_layers
-        h0 = torch.randn((n, H) if kind == "unbatched" else (n, B, H), generator=g,
-                         dtype=F64).requires_grad_()
-    inp = pack_padded_sequence(x, LENGTHS, batch_first=batch_first, enforce_sorted=False) \
-        if kind == "packed" else x
-    torch.manual_seed(seed)
-    out, h_n = m(inp) if h0 is None else m(inp, h0)
-    out = out.data if kind == "packed" else out
-    weighted_sum([out, h_n]).backward()
-    return out, h_n, x.grad, None if h0 is None else h0.grad
+    return training_step(m, kind, batch_first, with_h0, seed, T=T, B=B, I=I, H=H, lengths=LENGTHS)
 
 
 @pytest.mark.parametrize("kind", ["batched", "unbatched", "packed"])

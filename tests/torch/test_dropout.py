@@ -4,36 +4,19 @@ import warnings
 
 import pytest
 
-from .common import F64, assert_close, assert_same_grads, gt, torch, twins, weighted_sum
-
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
+from .common import (assert_close, assert_same_grads, gt, layer_input, torch, training_step,
+                     twins)
 
 T, B, I, H = 6, 4, 3, 5
 LENGTHS = torch.tensor([4, 6, 1, 6])  # unsorted, with a tie
 
 
 def _input(kind, batch_first):
-    g = torch.Generator().manual_seed(11)
-    if kind == "unbatched":
-        return torch.randn(T, I, generator=g, dtype=F64)
-    return torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=F64)
+    return layer_input(kind, batch_first, T, B, I)
 
 
 def _run(m, kind, batch_first, with_h0, seed):
-    """Output (padded data for a packed input), h_n, dx, dh0 of one training step from `seed`."""
-    x = _input(kind, batch_first).requires_grad_()
-    n = m.num_layers
-    h0 = None
-    if with_h0:
-        shape = (n, H) if kind == "unbatched" else (n, B, H)
-        h0 = torch.randn(shape, generator=torch.Generator().manual_seed(12), dtype=F64).requires_grad_()
-    inp = pack_padded_sequence(x, LENGTHS, batch_first=batch_first, enforce_sorted=False) \
-        if kind == "packed" else x
-    torch.manual_seed(seed)
-    out, h_n = m(inp) if h0 is None else m(inp, h0)
-    out = out.data if kind == "packed" else out
-    weighted_sum([out, h_n]).backward()
-    return out, h_n, x.grad, None if h0 is None else h0.grad
+    return training_step(m, kind, batch_first, with_h0, seed, T=T, B=B, I=I, H=H, lengths=LENGTHS)
 
 
 @pytest.mark.parametrize("kind", ["batched", "unbatched", "packed"])
