@@ -39,8 +39,8 @@ struct ElmanPersistBwd {
     const int* lengths;
     int steps, B, H, act, flip;
     __device__ bool has_prev(int s) const { return s + 1 < steps; }
-    __device__ StepState<T> prev(int s) const {
-        return StepState<T>{du, nullptr, lengths, s + 1, B, H, flip};
+    __device__ StepState<T, true> prev(int s) const {
+        return StepState<T, true>{du, nullptr, lengths, s + 1, B, H};
     }
     __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
         const int t = step_time(s, len, flip);

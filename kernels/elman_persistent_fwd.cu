@@ -32,8 +32,8 @@ struct ElmanPersistFwd {
     const int* lengths;
     int B, H, act, flip;
     __device__ bool has_prev(int) const { return true; }
-    __device__ StepState<T> prev(int s) const {
-        return StepState<T>{h, h0, lengths, s - 1, B, H, flip};
+    __device__ StepState<T, true> prev(int s) const {
+        return StepState<T, true>{h, h0, lengths, s - 1, B, H};
     }
     __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
         elman_fwd_out(h + ((size_t)step_time(s, len, flip) * B + b) * H + j, acc[0], s < len, act);
