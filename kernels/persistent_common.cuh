@@ -123,16 +123,12 @@ __device__ inline void persist_copy(T* dst, const T* s, int n) {
     for (int idx = threadIdx.x; idx < n; idx += blockDim.x) dst[idx] = s[idx];
 }
 
-// xs[bb][k] = x.row(b0 + bb)[k] for bb < nb, x read in the direction flip (the state as
-// StepState<T, flip>): one copy where the rows are contiguous (forward, or the initial state), else
-// row by row (flipped: each row at its own time index). One copy of the staging code for both
-// directions: two (a FLIP template each) cost the persistent kernels registers.
-template <typename T>
-__device__ inline void persist_stage(T* xs, const StepState<T, true>& x, int flip, int b0, int nb,
-                                     int K) {
-    if (!flip || x.s < 0) {
-        const StepState<T, false> dense{x.seq, x.init, x.lengths, x.s, x.B, x.K};
-        persist_copy(xs, dense.row(b0), nb * K);
+// xs[bb][k] = x.row(b0 + bb)[k] for bb < nb: one copy where the rows are contiguous (forward, or
+// the initial state), else row by row (flipped: each row at its own time index).
+template <typename T, bool FLIP>
+__device__ inline void persist_stage(T* xs, const StepState<T, FLIP>& x, int b0, int nb, int K) {
+    if (!FLIP || x.s < 0) {
+        persist_copy(xs, x.row(b0), nb * K);
         return;
     }
     for (int bb = 0; bb < nb; ++bb) persist_copy(xs + (size_t)bb * K, x.row(b0 + bb), K);
@@ -222,7 +218,7 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
 
 // The whole recurrence of a cell in one cooperative launch: for each step t (0 .. steps-1, or
 // steps-1 .. 0 when REVERSE: the backward's order of steps, not the direction of the run, which
-// the cell's flip gives through step_order.cuh) and each batch chunk, stage the chunk of the
+// the cell's FLIP gives through step_order.cuh) and each batch chunk, stage the chunk of the
 // previous state, compute the G sums of every output (b, j) of the block's units (VERSION 1 or 2
 // products, above) and hand them to the cell's epilogue; a grid barrier separates the steps. Rows
 // of the previous state written by other blocks are read only after that barrier.
@@ -230,11 +226,10 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
 // epilogue as len = lengths[b]. status: see persist_grid_covers. The cell object provides
 //   bool has_prev(int t)      whether step t has a product (else s = 0 and nothing is staged);
 //                             uniform over the launch
-//   int flip                  the direction (step_order.cuh), uniform over the launch
-//   StepState<T, true> prev(int t)   the previous state the product reads at step t, (B, K)
-//                             rows, which persist_stage reads forward where flip = 0
+//   StepState<T, FLIP> prev(int t)   the previous state the product reads at step t, (B, K)
+//                             rows, in the cell's direction FLIP (step_order.cuh)
 //   void operator()(int t, int b, int j, int len, const T (&s)[G])   the epilogue of output (b, j)
-//                             at step t (its time index is step_time(t, len, flip))
+//                             at step t (its time index is step_time<FLIP>(t, len))
 template <int VERSION, int G, bool REVERSE, typename T, typename Cell>
 __device__ inline void persist_recurrence(const T* M, bool by_column, const int* lengths,
                                           int steps, int B, int H, int K, int cols, int* status,
@@ -251,7 +246,7 @@ __device__ inline void persist_recurrence(const T* M, bool by_column, const int*
         for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
             const int nb = min(PERSIST_BATCH, B - b0);
             __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
-            if (has_prev) persist_stage(slice.xs, cell.prev(t), cell.flip, b0, nb, K);
+            if (has_prev) persist_stage(slice.xs, cell.prev(t), b0, nb, K);
             __syncthreads();
             if constexpr (VERSION == 1) {
                 for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {

@@ -8,10 +8,8 @@
 // Types: float, double (template T).
 #pragma once
 
-// The direction is a compile-time choice (FLIP): a step kernel takes flip at run time and branches
-// once at entry into a FLIP body, so that the forward body has no per-row addressing at all. The
-// persistent kernels branch on flip where they stage a step's state and in the epilogue only: a
-// second copy of their whole loop costs more registers than the few per-row addresses do.
+// The direction is a compile-time choice (FLIP): a kernel takes flip at run time and branches once
+// at entry into a FLIP body, so that the forward body has no per-row addressing at all.
 
 // The time index batch row b works on at step s of a recurrence: s forward; flipped (a reversed
 // run), each example from its last valid step down, len-1-s while s < len, then s (its padded
@@ -21,7 +19,7 @@ __device__ inline int step_time(int s, int len) {
     return FLIP && s < len ? len - 1 - s : s;
 }
 
-// The same with the direction known only at run time (flip = 0 or 1), for an epilogue.
+// The same with the direction known only at run time (flip = 0 or 1): v4's epilogues.
 __device__ inline int step_time(int s, int len, int flip) {
     return flip ? step_time<true>(s, len) : s;
 }
