@@ -8,7 +8,7 @@
 //   elman_bwd_value               du[t, b, n] = (s + dh[t, b, n] + [t = len-1] dh_last[b, n]) * f'
 //                                 s = (du[t+1] @ V.T)[b, n]
 //   Both are 0 from the example's length on (t >= len: padding). In a reversed run (flip) row b's
-//   step s works on t = step_time(s, len, flip) (tile_gemm.cuh), the previous state is h[t+1]
+//   step s works on t = step_time<true>(s, len) (step_order.cuh), the previous state is h[t+1]
 //   (du[t-1] backward), and dh_last enters at the run's last step s = len-1 (t = 0).
 // Codes must equal gpu_bptt.activations.ACTIVATION_CODES (a test parses this file to check).
 // A new cell (G gates: LSTM 4, GRU 3) plugs in beside this one, naming nothing in the shared

@@ -6,9 +6,10 @@
 //   (has_dh = 0, any pointer); dh_last (B, H) or absent (has_dh_last = 0); h (steps, B, H) the
 //   forward outputs (f' is computed from them); V (H, H) itself, not V.T: column j of V.T is row
 //   j of V, so each block copies contiguous rows; lengths (B,) int32 in 1..steps.
-// flip = 1 (the backward of a reversed run): step s works on t = step_time(s, lengths[b], 1) for
-//   batch row b (step_order.cuh), reads the row step s+1 wrote for b (du[t-1]) and takes dh_last
-//   at s = lengths[b]-1 (t = 0). flip = 0: t = s.
+// flip = 1 (the backward of a reversed run): step s works on t = step_time<true>(s, lengths[b])
+//   for batch row b (step_order.cuh), reads the row step s+1 wrote for b (du[t-1]) and takes
+//   dh_last at s = lengths[b]-1 (t = 0). flip = 0: t = s. Each kernel branches once on flip into
+//   a FLIP body (the forward direction's has no per-row addressing).
 // Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
 //   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes, plus
 //   8 * 64 * sizeof(T) for v2.
@@ -28,7 +29,7 @@
 // The Elman backward as a persistent cell (persist_recurrence in persistent_common.cuh, reverse):
 // the product reads du of step s+1 (none at s = steps-1: du[steps] = 0) against V's rows; the
 // epilogue is elman_bwd_value (elman_common.cuh), the step kernels' own.
-template <typename T>
+template <typename T, bool FLIP>
 struct ElmanPersistBwd {
     T* du;
     const T* dh;
@@ -37,13 +38,13 @@ struct ElmanPersistBwd {
     int has_dh_last;
     const T* h;
     const int* lengths;
-    int steps, B, H, act, flip;
+    int steps, B, H, act;
     __device__ bool has_prev(int s) const { return s + 1 < steps; }
-    __device__ StepState<T> prev(int s) const {
-        return StepState<T>{du, nullptr, lengths, s + 1, B, H, flip};
+    __device__ StepState<T, FLIP> prev(int s) const {
+        return StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H};
     }
     __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
-        const int t = step_time(s, len, flip);
+        const int t = step_time<FLIP>(s, len);
         du[((size_t)t * B + b) * H + j] =
             elman_bwd_value(acc[0], dh, has_dh, dh_last, has_dh_last, h, t, s, len, B, H, b, j,
                             act);
@@ -55,10 +56,16 @@ __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_l
                                    int has_dh_last, const T* h, const T* V, const int* lengths,
                                    int steps, int B, int H, int cols, int act, int flip,
                                    int* status) {
-    persist_recurrence<VERSION, 1, true>(
-        V, false, lengths, steps, B, H, H, cols, status,
-        ElmanPersistBwd<T>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B, H, act,
-                           flip});
+    if (flip)
+        persist_recurrence<VERSION, 1, true>(
+            V, false, lengths, steps, B, H, H, cols, status,
+            ElmanPersistBwd<T, true>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B,
+                                     H, act});
+    else
+        persist_recurrence<VERSION, 1, true>(
+            V, false, lengths, steps, B, H, H, cols, status,
+            ElmanPersistBwd<T, false>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B,
+                                      H, act});
 }
 
 template <typename T>

@@ -4,8 +4,9 @@
 // Shapes, row-major: h (steps, B, H) holds p on entry and h on exit (row t is overwritten once
 //   row t-1 is final, as in elman_fwd_step.cu); h0 (B, H); V (H, H);
 //   lengths (B,) int32, every entry in 1..steps (the backend passes steps when none is given).
-// flip = 1 (a reversed run): step s works on t = step_time(s, lengths[b], 1) for batch row b
+// flip = 1 (a reversed run): step s works on t = step_time<true>(s, lengths[b]) for batch row b
 //   (step_order.cuh) and reads the row step s-1 wrote for b (h[t+1]; h0 at s = 0). flip = 0: t = s.
+//   Each kernel branches once on flip into a FLIP body (the forward one: no per-row addressing).
 // Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
 //   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * H * sizeof(T) bytes, plus
 //   8 * 64 * sizeof(T) for v2.
@@ -25,26 +26,30 @@
 // The Elman forward as a persistent cell (persist_recurrence in persistent_common.cuh): the
 // product reads the state of step s-1 (h0 at s = 0); the epilogue is elman_fwd_out
 // (elman_common.cuh).
-template <typename T>
+template <typename T, bool FLIP>
 struct ElmanPersistFwd {
     T* h;
     const T* h0;
     const int* lengths;
-    int B, H, act, flip;
+    int B, H, act;
     __device__ bool has_prev(int) const { return true; }
-    __device__ StepState<T> prev(int s) const {
-        return StepState<T>{h, h0, lengths, s - 1, B, H, flip};
+    __device__ StepState<T, FLIP> prev(int s) const {
+        return StepState<T, FLIP>{h, h0, lengths, s - 1, B, H};
     }
     __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
-        elman_fwd_out(h + ((size_t)step_time(s, len, flip) * B + b) * H + j, acc[0], s < len, act);
+        elman_fwd_out(h + ((size_t)step_time<FLIP>(s, len) * B + b) * H + j, acc[0], s < len, act);
     }
 };
 
 template <int VERSION, typename T>
 __device__ inline void persist_fwd(T* h, const T* h0, const T* V, const int* lengths, int steps,
                                    int B, int H, int cols, int act, int flip, int* status) {
-    persist_recurrence<VERSION, 1, false>(V, true, lengths, steps, B, H, H, cols, status,
-                                          ElmanPersistFwd<T>{h, h0, lengths, B, H, act, flip});
+    if (flip)
+        persist_recurrence<VERSION, 1, false>(V, true, lengths, steps, B, H, H, cols, status,
+                                              ElmanPersistFwd<T, true>{h, h0, lengths, B, H, act});
+    else
+        persist_recurrence<VERSION, 1, false>(V, true, lengths, steps, B, H, H, cols, status,
+                                              ElmanPersistFwd<T, false>{h, h0, lengths, B, H, act});
 }
 
 template <typename T>

@@ -125,9 +125,9 @@ __device__ inline void persist_copy(T* dst, const T* s, int n) {
 
 // xs[bb][k] = x.row(b0 + bb)[k] for bb < nb: one copy where the rows are contiguous (forward, or
 // the initial state), else row by row (flipped: each row at its own time index).
-template <typename T>
-__device__ inline void persist_stage(T* xs, const StepState<T>& x, int b0, int nb, int K) {
-    if (!x.flip || x.s < 0) {
+template <typename T, bool FLIP>
+__device__ inline void persist_stage(T* xs, const StepState<T, FLIP>& x, int b0, int nb, int K) {
+    if (!FLIP || x.s < 0) {
         persist_copy(xs, x.row(b0), nb * K);
         return;
     }
@@ -218,7 +218,7 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
 
 // The whole recurrence of a cell in one cooperative launch: for each step t (0 .. steps-1, or
 // steps-1 .. 0 when REVERSE: the backward's order of steps, not the direction of the run, which
-// the cell's flip gives through step_order.cuh) and each batch chunk, stage the chunk of the
+// the cell's FLIP gives through step_order.cuh) and each batch chunk, stage the chunk of the
 // previous state, compute the G sums of every output (b, j) of the block's units (VERSION 1 or 2
 // products, above) and hand them to the cell's epilogue; a grid barrier separates the steps. Rows
 // of the previous state written by other blocks are read only after that barrier.
@@ -226,9 +226,10 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
 // epilogue as len = lengths[b]. status: see persist_grid_covers. The cell object provides
 //   bool has_prev(int t)      whether step t has a product (else s = 0 and nothing is staged);
 //                             uniform over the launch
-//   StepState<T> prev(int t)  the previous state the product reads at step t, (B, K) rows
+//   StepState<T, FLIP> prev(int t)   the previous state the product reads at step t, (B, K)
+//                             rows, in the cell's direction FLIP (step_order.cuh)
 //   void operator()(int t, int b, int j, int len, const T (&s)[G])   the epilogue of output (b, j)
-//                             at step t (its time index is step_time(t, len, flip))
+//                             at step t (its time index is step_time<FLIP>(t, len))
 template <int VERSION, int G, bool REVERSE, typename T, typename Cell>
 __device__ inline void persist_recurrence(const T* M, bool by_column, const int* lengths,
                                           int steps, int B, int H, int K, int cols, int* status,

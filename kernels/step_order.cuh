@@ -8,25 +8,35 @@
 // Types: float, double (template T).
 #pragma once
 
+// The direction is a compile-time choice (FLIP): a kernel takes flip at run time and branches once
+// at entry into a FLIP body, so that the forward body has no per-row addressing at all.
+
 // The time index batch row b works on at step s of a recurrence: s forward; flipped (a reversed
 // run), each example from its last valid step down, len-1-s while s < len, then s (its padded
 // steps, in order), so that every t is visited once.
-__device__ inline int step_time(int s, int len, int flip) {
-    return flip && s < len ? len - 1 - s : s;
+template <bool FLIP>
+__device__ inline int step_time(int s, int len) {
+    return FLIP && s < len ? len - 1 - s : s;
 }
 
-// The state after step s of a recurrence as a (B, K) operand: row b is seq[step_time(s, len_b,
-// flip), b] of seq (steps, B, K) row-major, or init[b] of init (B, K) for s < 0. Forward
-// (flip = 0) it is seq[s] itself; flipped, each row reads its own time index.
-template <typename T>
+// The same with the direction known only at run time (flip = 0 or 1): v4's epilogues.
+__device__ inline int step_time(int s, int len, int flip) {
+    return flip ? step_time<true>(s, len) : s;
+}
+
+// The state after step s of a recurrence as a (B, K) operand: row b is seq[step_time<FLIP>(s,
+// len_b), b] of seq (steps, B, K) row-major, or init[b] of init (B, K) for s < 0. Forward
+// (FLIP = false) it is seq[s] itself and lengths is not read; flipped, each row reads its own
+// time index.
+template <typename T, bool FLIP>
 struct StepState {
     const T* seq;
     const T* init;
     const int* lengths;
-    int s, B, K, flip;
+    int s, B, K;
     __device__ const T* row(int b) const {
         if (s < 0) return init + (size_t)b * K;
-        return seq + ((size_t)step_time(s, flip ? lengths[b] : 0, flip) * B + b) * K;
+        return seq + ((size_t)step_time<FLIP>(s, FLIP ? lengths[b] : 0) * B + b) * K;
     }
     __device__ T operator()(int b, int k) const { return row(b)[k]; }
 };

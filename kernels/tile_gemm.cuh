@@ -117,13 +117,20 @@ __device__ inline void tile_gemm(const AOp& A, const T* B, int ldb, int M, int N
 // du of the step after backward, K = G*N for a gated cell), M (K, G*N) row-major. has_x = 0
 // (uniform over the launch) leaves acc = 0 and reads nothing (the first backward step). Whole
 // block; shared tiles of TileSmem<BM, BN, BK, G>.
-template <int G, typename T, int BM, int BN, int BK, int TM, int TN>
-__device__ inline void step_tile_product(const StepState<T>& X, const T* M, int B, int N,
+template <int G, typename T, int BM, int BN, int BK, int TM, int TN, bool FLIP>
+__device__ inline void step_tile_product(const StepState<T, FLIP>& X, const T* M, int B, int N,
                                          bool has_x, T (&acc)[G][TM][TN], T* As, T* Bs) {
     zero_tile(acc);
-    if (has_x)  // uniform over the launch, so the barriers inside are reached by all
-        tile_gemm<T, BM, BN, BK, TM, TN, false, false>(X, M, G * N, B, N, X.K, blockIdx.y * BM,
-                                                       blockIdx.x * BN, acc, As, Bs, N);
+    if (!has_x) return;  // uniform over the launch, so the barriers inside are reached by all
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    // Forward, the step's rows are one dense (B, K) array: the plain operand keeps per-row
+    // addressing (and a select between seq and init per element) out of the loads.
+    if constexpr (FLIP)
+        tile_gemm<T, BM, BN, BK, TM, TN, false, false>(X, M, G * N, B, N, X.K, m0, n0, acc, As,
+                                                       Bs, N);
+    else
+        tile_gemm<T, BM, BN, BK, TM, TN, false, false>(DenseOperand<T, false>{X.row(0), X.K}, M,
+                                                       G * N, B, N, X.K, m0, n0, acc, As, Bs, N);
 }
 
 // Calls epi(i, j, b, n, len) for each output (b, n) < (B, N) the thread owns in its block's tile,
