@@ -333,16 +333,26 @@ def parse_ptxas_resources(log):
     return out
 
 
-def resources(source, *, name, name_expressions, arch, options=()):
-    """{name expression: parse_ptxas_resources row} for every template instance of `source`, built
-    as a CUBIN for `arch` with ptxas' report; NvrtcError if ptxas reports nothing for one."""
-    res = compile_source(source, name=name, name_expressions=name_expressions, arch=arch,
-                         cubin=True, options=tuple(options) + ("--ptxas-options=-v",))
-    by_symbol = {r["kernel"]: r for r in parse_ptxas_resources(res.log)}
+def build(source, *, name, name_expressions, arch, options=()):
+    """compile_source to a CUBIN for `arch` with ptxas' report (`--ptxas-options=-v`) in the log."""
+    return compile_source(source, name=name, name_expressions=name_expressions, arch=arch,
+                          cubin=True, options=tuple(options) + ("--ptxas-options=-v",))
+
+
+def report(result, *, name, arch):
+    """{name expression: parse_ptxas_resources row} for every template instance of a build();
+    NvrtcError if ptxas reports nothing for one."""
+    by_symbol = {r["kernel"]: r for r in parse_ptxas_resources(result.log)}
     out = {}
-    for expr in name_expressions:
-        row = by_symbol.get(res.lowered_names[expr])
+    for expr, symbol in result.lowered_names.items():
+        row = by_symbol.get(symbol)
         if row is None:
-            raise NvrtcError(f"{name} {arch}: no ptxas report for {expr}", res.log)
+            raise NvrtcError(f"{name} {arch}: no ptxas report for {expr}", result.log)
         out[expr] = row
     return out
+
+
+def resources(source, *, name, name_expressions, arch, options=()):
+    """report() of build(): the ptxas figures of every template instance of `source`."""
+    return report(build(source, name=name, name_expressions=name_expressions, arch=arch,
+                        options=options), name=name, arch=arch)

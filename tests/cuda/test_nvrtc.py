@@ -1,6 +1,7 @@
-"""Every kernel file compiles through NVRTC for sm_80 and sm_90, with no register spills, and
-docs/kernel_resources.md is the ptxas resource table of the current kernels ($GPU_BPTT_WRITE_RESOURCES=1
-rewrites it)."""
+"""Every kernel file compiles through NVRTC for sm_80 and sm_90, with no register spills; each
+kernel's product is a loop of FMAs in its SASS (cuobjdump), with a floor on the FMAs' share of it;
+and docs/kernel_resources.md is the ptxas resource table and the SASS table of the current kernels
+($GPU_BPTT_WRITE_RESOURCES=1 rewrites it)."""
 from __future__ import annotations
 
 import difflib
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_bptt import nvrtc
+from gpu_bptt import nvrtc, sass
 from gpu_bptt.backends.cuda.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_files,
                                              kernel_source, name_expressions)
 from tests.skips import NVRTC, skip
@@ -21,16 +22,19 @@ REWRITE = "GPU_BPTT_WRITE_RESOURCES"  # =1: rewrite the table instead of only co
 
 @pytest.fixture(scope="module")
 def resources():
-    reason = nvrtc.unavailable_reason()
+    reason = sass.unavailable_reason()
     if reason:
-        skip(NVRTC, f"NVRTC is not available: {reason}")
+        skip(NVRTC, f"NVRTC or cuobjdump is not available: {reason}")
     rows = []
     for file in kernel_files():
         for arch in ARCHS:
-            report = nvrtc.resources(kernel_source(file), name=file, arch=arch,
-                                     name_expressions=name_expressions(file),
-                                     options=OPTIONS + CUPY_ADDED_OPTIONS)
-            rows += [dict(r, file=file, arch=arch, name=expr) for expr, r in report.items()]
+            # One build gives both ptxas' report and the CUBIN cuobjdump reads.
+            res = nvrtc.build(kernel_source(file), name=file, arch=arch,
+                              name_expressions=name_expressions(file),
+                              options=OPTIONS + CUPY_ADDED_OPTIONS)
+            code = sass.kernels(res)
+            rows += [dict(r, file=file, arch=arch, name=expr, sass=code[expr])
+                     for expr, r in nvrtc.report(res, name=file, arch=arch).items()]
     return rows
 
 
@@ -56,17 +60,56 @@ def test_no_local_memory_stack(resources):
     assert not stacks, "kernels with a stack frame:\n" + "\n".join(stacks)
 
 
+# Floor on the FMAs' share of the main inner loop, by kernel version; today's lowest share sits
+# well above each (v1 16/90 = 18%, v2 and persistent v2 64/207 = 31%, v3 and gemm 256/545 = 47%),
+# so a loop that gains address arithmetic or loses its unrolling falls below it.
+FMA_SHARE_FLOOR = {"v1": 0.15, "v2": 0.25, "v3": 0.40, "gemm": 0.40}
+
+
+def kernel_version(name):
+    """"v1".."v4" of a step/persistent kernel, "gemm", or None (column_sum: no product)."""
+    if name.startswith("gemm_"):
+        return "gemm"
+    base = name.split("<")[0]
+    return base.rsplit("_", 1)[1] if base.startswith("elman_") else None
+
+
+def test_products_are_fma_loops(resources):
+    # v4 runs only the epilogue (cuBLAS does its product); every other step, persistent and gemm
+    # kernel must keep its product as a loop of FMAs, not unrolled away or gone.
+    bad = [f"{r['name']} ({r['arch']}): loops (FMA/instructions) "
+           f"{[(lp.fmas, lp.instructions) for lp in r['sass'].loops]}"
+           for r in resources if kernel_version(r["name"]) not in (None, "v4")
+           and not any(lp.fmas for lp in r["sass"].loops)]
+    assert not bad, "kernels without an inner loop of FMAs:\n" + "\n".join(bad)
+
+
+def test_main_loop_fma_share(resources):
+    low = []
+    for r in resources:
+        floor = FMA_SHARE_FLOOR.get(kernel_version(r["name"]))
+        main = r["sass"].main_loop
+        if floor is not None and main is not None and main.fmas < floor * main.instructions:
+            low.append(f"{r['name']} ({r['arch']}): {main.fmas}/{main.instructions} "
+                       f"< {floor:.0%}")
+    assert not low, "main inner loop with too few FMAs:\n" + "\n".join(low)
+
+
 def resource_table(rows) -> str:
-    """docs/kernel_resources.md as ptxas reports `rows` with this NVRTC."""
+    """docs/kernel_resources.md as ptxas and cuobjdump report `rows` with this NVRTC."""
     major, minor = nvrtc.version()
     lines = [
         "# Kernel resources",
         "",
         "Registers per thread, static shared memory per block and spills as ptxas reports them",
-        f"(NVRTC {major}.{minor}, `--ptxas-options=-v`). Checked by `tests/cuda/test_nvrtc.py`, which",
-        "fails on any spill and when this table differs from what ptxas reports; after changing a",
+        f"(NVRTC {major}.{minor}, `--ptxas-options=-v`), and the instruction mix of each kernel's",
+        "SASS as cuobjdump of the same release shows it (section SASS). Checked by",
+        "`tests/cuda/test_nvrtc.py`, which fails on any spill and when these tables differ from",
+        "what ptxas and cuobjdump report; after changing a",
         f"kernel, rewrite it with `{REWRITE}=1 python -m pytest -q tests/cuda/test_nvrtc.py`",
         "and commit the result.",
+        "",
+        "## ptxas",
         "",
         "| kernel | arch | registers | shared memory (bytes) | spills (bytes) | stack (bytes) |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
@@ -75,6 +118,23 @@ def resource_table(rows) -> str:
         spill = (r["spill_stores"] or 0) + (r["spill_loads"] or 0)
         lines.append(f"| `{r['name']}` | {r['arch']} | {r['registers']} | {r['shared_bytes']} | "
                      f"{spill} | {r['stack_bytes'] or 0} |")
+    lines += [
+        "",
+        "## SASS",
+        "",
+        "Instructions of each kernel as `cuobjdump -sass` shows them: all of them, the FMAs (FFMA,",
+        "DFMA) among them, and the main inner loop (of the loops holding no other loop, a loop",
+        "being the instructions from a backward branch's target to the branch: the one with the",
+        "most FMAs) as FMAs/instructions. The same test checks that every kernel with a product",
+        "has an inner loop of FMAs and that the FMAs' share of the main loop stays above a floor.",
+        "",
+        "| kernel | arch | instructions | FMAs | main loop (FMAs/instructions) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        k, main = r["sass"], r["sass"].main_loop
+        loop = f"{main.fmas}/{main.instructions}" if main else "none"
+        lines.append(f"| `{r['name']}` | {r['arch']} | {k.instructions} | {k.fmas} | {loop} |")
     return "\n".join(lines) + "\n"
 
 
@@ -83,9 +143,9 @@ def test_resource_table_is_current(resources):
     if os.environ.get(REWRITE) == "1":
         TABLE.write_text(want, encoding="utf-8")
     have = TABLE.read_text(encoding="utf-8") if TABLE.exists() else ""
-    diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), "committed", "ptxas",
+    diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), "committed", "now",
                                      lineterm="", n=0))
     if diff:
-        pytest.fail(f"docs/{TABLE.name} differs from what ptxas reports; rewrite it with "
+        pytest.fail(f"docs/{TABLE.name} differs from what ptxas and cuobjdump report; rewrite it with "
                     f"`{REWRITE}=1 python -m pytest -q tests/cuda/test_nvrtc.py` and commit it:\n"
                     + "\n".join(diff[:40]), pytrace=False)
