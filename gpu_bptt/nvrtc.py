@@ -47,6 +47,13 @@ def _include_dirs():
     return dirs + ([os.path.join(_cuda_home(), "include")] if _cuda_home() else [])
 
 
+def tool_paths(name):
+    """Where a CUDA tool (e.g. "cuobjdump") may be: every wheel's bin/, then $CUDA_HOME/bin."""
+    dirs = [os.path.join(root, d, "bin") for root in _nvidia_roots() for d in _listdir(root)]
+    dirs += [os.path.join(_cuda_home(), "bin")] if _cuda_home() else []
+    return [os.path.join(d, name) for d in dirs]
+
+
 def _listdir(path):
     try:
         return sorted(os.listdir(path))

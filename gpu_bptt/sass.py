@@ -3,7 +3,8 @@ inner loops, so that a CPU-only machine can check what the GPU would run.
 
 cuobjdump comes from the `nvidia-cuda-cuobjdump` wheel of the loaded NVRTC's CUDA major (the
 test extra pins both) or from $CUDA_HOME/bin; a cuobjdump of another major may not read the
-CUBIN, so only one of the same major is used.
+CUBIN, so only one of the same major is used. `cuobjdump -sass` runs nvdisasm from its own
+folder (the `nvidia-cuda-nvdisasm` wheel, or the toolkit).
 """
 from __future__ import annotations
 
@@ -23,14 +24,6 @@ _BRANCH = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)")
 _FMA = re.compile(r"\b[FD]FMA\b")
 
 
-def _candidates():
-    """Every cuobjdump of the nvidia-* wheels, then $CUDA_HOME/bin/cuobjdump."""
-    paths = [os.path.join(root, d, "bin", "cuobjdump") for root in nvrtc._nvidia_roots()
-             for d in nvrtc._listdir(root)]
-    home = nvrtc._cuda_home()
-    return paths + ([os.path.join(home, "bin", "cuobjdump")] if home else [])
-
-
 def _release(path):
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
@@ -45,7 +38,7 @@ def cuobjdump_path():
     global _cuobjdump
     if _cuobjdump is None:
         major = nvrtc.version()[0]
-        _cuobjdump = next((p for p in _candidates() if os.path.isfile(p)
+        _cuobjdump = next((p for p in nvrtc.tool_paths("cuobjdump") if os.path.isfile(p)
                            and _release(p) == major), "")
     return _cuobjdump or None
 

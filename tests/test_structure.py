@@ -242,7 +242,7 @@ LAYERS = [
     ("base", 2, "Backend interface, LaunchPlan, notices",
      ["gpu_bptt.backends.base", "gpu_bptt.backends.plan", "gpu_bptt.backends.notices"]),
     ("emulator", 2, "CPU kernel executor", ["gpu_bptt.emulator"]),
-    ("nvrtc", 2, "NVRTC through ctypes", ["gpu_bptt.nvrtc"]),
+    ("nvrtc", 2, "NVRTC through ctypes", ["gpu_bptt.nvrtc", "gpu_bptt.sass"]),
     ("helpers", 1, "validate, activations, progress, BLAS threads",
      ["gpu_bptt.validate", "gpu_bptt.activations", "gpu_bptt.progress", "gpu_bptt.blas_threads"]),
 ]
