@@ -10,6 +10,7 @@ import pytest
 
 import gpu_bptt
 from gpu_bptt.backends import get_backend
+from gpu_bptt.backends.cuda import registry
 
 from .executors import (CUDA, EMULATORS, GRADS, KERNEL_RUNS, NUMPY, assert_equal_arrays,
                         elman_problem, forward_args)
@@ -103,7 +104,7 @@ def test_reverse_matches_reference(backend, lengths, dtype):
 
 
 @pytest.mark.executors(*KERNEL_RUNS, CUDA)
-@pytest.mark.backend_options(step=("v1", "v2", "v3", "v4"))
+@pytest.mark.backend_options(step=tuple(registry.STEP))  # a new version is tested as it lands
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("lengths", ["none", "ragged"])
 def test_reverse_step_kernels(backend, lengths, dtype):
@@ -112,7 +113,7 @@ def test_reverse_step_kernels(backend, lengths, dtype):
 
 
 @pytest.mark.executors(*KERNEL_RUNS, CUDA)
-@pytest.mark.backend_options(persist=("v1", "v2"))
+@pytest.mark.backend_options(persist=tuple(registry.PERSIST))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("lengths", ["none", "ragged"])
 def test_reverse_persistent_kernels(backend, lengths, dtype):
@@ -121,7 +122,7 @@ def test_reverse_persistent_kernels(backend, lengths, dtype):
 
 
 @pytest.mark.executors(*KERNEL_RUNS, CUDA)
-@pytest.mark.backend_options(persist=("v1", "v2"))
+@pytest.mark.backend_options(persist=tuple(registry.PERSIST))
 @pytest.mark.parametrize("H", [39, 40])
 def test_reverse_persistent_batch_chunks(backend, H):
     """B = 19: three batch chunks of the persistent kernels' staging, H over several blocks (the
