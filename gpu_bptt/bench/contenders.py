@@ -92,9 +92,10 @@ class Ours(Contender):
         self.g = elman_backward(self.a["dh"], self.out.cache)
 
     def used(self):
-        cache = self.out.cache
-        label = getattr(self.bk, "algo_label", None)  # the cuda backend names the kernel versions
-        return label(cache.algo, *cache.h.shape[1:]) if label else cache.algo
+        """What ran, from the forward's plan (e.g. "step v2"), and our GEMM where it did the
+        products outside the loop."""
+        own = getattr(self.bk, "gemm", None) == "own"
+        return self.out.cache.plan.label + (", gemm own" if own else "")
 
     def sync(self):
         if self.device == "gpu":

@@ -278,11 +278,6 @@ class CudaBackend(Backend):
         """The step kernels' version for a (B, H) problem on the current device (rules.py)."""
         return rules.step_version(self.step, B, H, self.multiprocessors)[0]
 
-    def algo_label(self, algo, B, H) -> str:
-        """What runs for a resolved algo at (B, H), e.g. "persistent v2" or "step v3, gemm own"."""
-        version = self.persist if algo == "persistent" else self.step_version(B, H)
-        return f"{algo} {version}" + (", gemm own" if self.gemm == "own" else "")
-
     def _lengths(self, lengths, T, B):
         import numpy as np
 
