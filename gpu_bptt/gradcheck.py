@@ -1,7 +1,8 @@
 """Central finite differences in float64 against analytic gradients, on any backend.
 
-`gradcheck(f, inputs, analytic)` is the general tool; `elman_gradcheck` and `network_gradcheck`
-wrap it for the functional core and for a `gpu_bptt.nn` network.
+`gradcheck(f, inputs, analytic)` is the general tool; `elman_gradcheck`, `lstm_gradcheck`,
+`gru_gradcheck` and `network_gradcheck` wrap it for the functional cells and for a `gpu_bptt.nn`
+network.
 """
 from __future__ import annotations
 
@@ -77,40 +78,76 @@ def gradcheck(f, inputs: dict, analytic: dict, *, eps=1e-6, atol=1e-7, rtol=1e-5
     return result
 
 
+def _cell_gradcheck(forward, backward, inputs: dict, grads: dict, upstream: dict, backend, kw):
+    """Gradcheck of a functional cell on `backend`, in float64, with the loss
+    e = Σ_k Σ out.<attr_k> * g_k over upstream = {argument name: (output attribute, g_k or None)},
+    so that ∂e/∂out.<attr_k> = g_k. forward(**inputs, backend=, need_cache=) runs the cell;
+    backward(cache, **upstream gradients by argument name) its backward; grads: {input name:
+    attribute of backward's result}, checked for the inputs given (not None)."""
+    from .backends import get_backend
+
+    bk = get_backend(backend)
+    f64 = lambda a: None if a is None else bk.asarray(np.asarray(to_host(a), dtype=np.float64))
+    if all(g is None for _, g in upstream.values()):
+        raise ValueError(f"{', '.join(upstream)}: at least one gradient must be given")
+    up = {name: (attr, f64(g)) for name, (attr, g) in upstream.items()}
+
+    def run(need_cache, **arrays):
+        return forward(**{k: f64(v) for k, v in arrays.items()}, backend=bk, need_cache=need_cache)
+
+    def loss(**arrays):
+        out = run(False, **arrays)
+        return sum(float((getattr(out, attr) * g).sum()) for attr, g in up.values() if g is not None)
+
+    g = backward(run(True, **inputs).cache, **{name: g for name, (_, g) in up.items()})
+    analytic = {k: getattr(g, attr) for k, attr in grads.items() if inputs[k] is not None}
+    return gradcheck(loss, inputs, analytic, **kw)
+
+
 def elman_gradcheck(x, W, V, b=None, h0=None, *, dh=None, dh_last=None, activation="tanh",
                     lengths=None, backend=None, reverse=False, **kw) -> GradcheckResult:
     """Gradcheck of elman_forward/elman_backward on `backend`, in float64, with the loss
     e = Σ h * dh + Σ h_last * dh_last (so ∂e/∂h = dh and ∂e/∂h_last = dh_last); reverse: the
     reversed direction (elman_forward's)."""
-    from .backends import get_backend
     from .cells import elman_backward, elman_forward
 
-    bk = get_backend(backend)
-    f64 = lambda a: None if a is None else bk.asarray(np.asarray(to_host(a), dtype=np.float64))
-    if dh is None and dh_last is None:
-        raise ValueError("dh, dh_last: at least one gradient must be given")
-    dh_, dl_ = f64(dh), f64(dh_last)
+    return _cell_gradcheck(
+        lambda **a: elman_forward(**a, activation=activation, lengths=lengths, reverse=reverse),
+        lambda cache, dh, dh_last: elman_backward(dh, cache, dh_last=dh_last),
+        dict(x=x, W=W, V=V, b=b, h0=h0),
+        dict(x="dx", W="dW", V="dV", b="db", h0="dh0"),
+        dict(dh=("h", dh), dh_last=("h_last", dh_last)), backend, kw)
 
-    def loss(x, W, V, b=None, h0=None):
-        out = elman_forward(f64(x), f64(W), f64(V), f64(b), f64(h0), activation=activation,
-                            lengths=lengths, backend=bk, need_cache=False, reverse=reverse)
-        e = 0.0
-        if dh_ is not None:
-            e += float((out.h * dh_).sum())
-        if dl_ is not None:
-            e += float((out.h_last * dl_).sum())
-        return e
 
-    inputs = {"x": x, "W": W, "V": V, "b": b, "h0": h0}
-    out = elman_forward(f64(x), f64(W), f64(V), f64(b), f64(h0), activation=activation,
-                        lengths=lengths, backend=bk, reverse=reverse)
-    g = elman_backward(dh_, out.cache, dh_last=dl_)
-    analytic = {"x": g.dx, "W": g.dW, "V": g.dV}
-    if b is not None:
-        analytic["b"] = g.db
-    if h0 is not None:
-        analytic["h0"] = g.dh0
-    return gradcheck(loss, inputs, analytic, **kw)
+def lstm_gradcheck(x, W, V, b=None, h0=None, c0=None, *, R=None, dh=None, dh_last=None,
+                   dc_last=None, lengths=None, backend=None, reverse=False,
+                   **kw) -> GradcheckResult:
+    """Gradcheck of lstm_forward/lstm_backward on `backend`, in float64, with the loss
+    e = Σ h * dh + Σ h_last * dh_last + Σ c_last * dc_last; reverse: lstm_forward's."""
+    from .cells import lstm_backward, lstm_forward
+
+    return _cell_gradcheck(
+        lambda **a: lstm_forward(**a, lengths=lengths, reverse=reverse),
+        lambda cache, dh, dh_last, dc_last: lstm_backward(dh, cache, dh_last=dh_last,
+                                                          dc_last=dc_last),
+        dict(x=x, W=W, V=V, b=b, h0=h0, c0=c0, R=R),
+        dict(x="dx", W="dW", V="dV", b="db", h0="dh0", c0="dc0", R="dR"),
+        dict(dh=("h", dh), dh_last=("h_last", dh_last), dc_last=("c_last", dc_last)),
+        backend, kw)
+
+
+def gru_gradcheck(x, W, V, b_x=None, b_h=None, h0=None, *, dh=None, dh_last=None, lengths=None,
+                  backend=None, reverse=False, **kw) -> GradcheckResult:
+    """Gradcheck of gru_forward/gru_backward on `backend`, in float64, with the loss
+    e = Σ h * dh + Σ h_last * dh_last; reverse: gru_forward's."""
+    from .cells import gru_backward, gru_forward
+
+    return _cell_gradcheck(
+        lambda **a: gru_forward(**a, lengths=lengths, reverse=reverse),
+        lambda cache, dh, dh_last: gru_backward(dh, cache, dh_last=dh_last),
+        dict(x=x, W=W, V=V, b_x=b_x, b_h=b_h, h0=h0),
+        dict(x="dx", W="dW", V="dV", b_x="db_x", b_h="db_h", h0="dh0"),
+        dict(dh=("h", dh), dh_last=("h_last", dh_last)), backend, kw)
 
 
 def network_gradcheck(net, loss_fn, x, target, *, lengths=None, **kw) -> GradcheckResult:

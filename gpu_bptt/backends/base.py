@@ -3,8 +3,10 @@
 A functional cell (gpu_bptt.cells.elman) validates inputs and drives a backend through these
 methods. Only the recurrence is backend-specific; the products outside the time loop default to
 `xp.matmul` (NumPy's BLAS, or cuBLAS through CuPy) and a backend may override them. The
-cell-specific methods are named after their cell (`elman_fwd_seq`, `elman_bwd_seq`; `gradients`
-holds Elman's reductions); a new cell adds its own beside them.
+cell-specific methods are named after their cell (`elman_fwd_seq`, `lstm_bwd_seq`, ...). The
+reductions after the time loop are generic over the G gates: `gradients` serves Elman (G = 1) and
+LSTM (G = 4), `lstm_gradients` adds the projection's dR, `gru_gradients` handles GRU's separate
+recurrent bias.
 """
 from __future__ import annotations
 
@@ -40,14 +42,16 @@ class Backend:
             raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
                              f"(supported: {self.algos})")
 
-    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype, reverse=False) -> LaunchPlan:
+    def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype, reverse=False,
+                     cell="elman", P=0) -> LaunchPlan:
         """The LaunchPlan for a request ("auto" made concrete) in a direction (reverse: each
-        example from its last valid step down to 0); ValueError naming the limit where the
-        requested algorithm cannot run."""
+        example from its last valid step down to 0), for a cell ("elman", "lstm", "gru"; P: the
+        LSTM's projection size, 0 for none); ValueError naming the limit where the requested
+        algorithm cannot run."""
         self.check_algo(algo)
         return LaunchPlan("step" if algo == "auto" else algo, B, H, np.dtype(dtype).name,
                           reason=f"the {self.name} backend runs a step loop",
-                          reverse=bool(reverse))
+                          reverse=bool(reverse), cell=cell, P=int(P))
 
     #: 32-bit words per chunk of `digest`: bounds its temporaries (three uint64 arrays this long)
     digest_chunk: int = 1 << 20
@@ -82,25 +86,69 @@ class Backend:
 
     def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
                   lengths=None, reverse=False):
-        """dx, dW, dV, db, dh0 from du (T, B, H): one reduction over T·B each (docs/architecture.md §1).
+        """dx, dW, dV, db, dh0 from du (T, B, N), the gradient on the pre-activations (N = G·H:
+        H for Elman, 4H for LSTM), and the states h (T, B, Hs) the recurrence fed back (Hs = H, or
+        the LSTM's projection size): one reduction over T·B each (docs/architecture.md §1).
         db is None unless need_db, dx None unless need_dx (one GEMM saved). reverse: the
         direction the forward ran (lengths (B,) or None, needed then)."""
         xp = self.xp
         T, B, I = x.shape
-        H = V.shape[0]
-        du2 = du.reshape(T * B, H)
+        du2 = du.reshape(T * B, du.shape[2])
         dW = xp.matmul(x.reshape(T * B, I).T, du2)
-        # The state before step t is h0 at each example's first step, else h[t-1] (h[t+1]
-        # reversed): two GEMMs avoid building that array (h is 0 at padded steps, du too).
-        first = first_step_rows(xp, du, lengths, reverse)
-        dV = xp.matmul(h0.T, first)
-        if T > 1:
-            prev, cur = (h[1:], du[:-1]) if reverse else (h[:-1], du[1:])
-            dV += xp.matmul(prev.reshape((T - 1) * B, H).T, cur.reshape((T - 1) * B, H))
+        dV, first = self.recurrent_gradient(h0, h, du, lengths, reverse)
         dx = xp.matmul(du2, W.T).reshape(T, B, I) if need_dx else None
         dh0 = xp.matmul(first, V.T)
         db = du2.sum(axis=0) if need_db else None
         return dx, dW, dV, db, dh0
+
+    def recurrent_gradient(self, h0, h, du, lengths=None, reverse=False):
+        """(dV, first): dV = Σ_t h_prev[t].T @ du[t] (Hs, N), and the rows of du at each
+        example's first step (B, N). The state before step t is h0 at each example's first step,
+        else h[t-1] (h[t+1] reversed): two GEMMs avoid building that array (h is 0 at padded
+        steps, du too)."""
+        xp = self.xp
+        T, B, N = du.shape
+        Hs = h.shape[2]
+        first = first_step_rows(xp, du, lengths, reverse)
+        dV = xp.matmul(h0.T, first)
+        if T > 1:
+            prev, cur = (h[1:], du[:-1]) if reverse else (h[:-1], du[1:])
+            dV += xp.matmul(prev.reshape((T - 1) * B, Hs).T, cur.reshape((T - 1) * B, N))
+        return dV, first
+
+    def lstm_gradients(self, x, W, V, h0, h, c, gates, du, dhs, need_db: bool,
+                       need_dx: bool = True, *, lengths=None, reverse=False):
+        """dx, dW, dV, db, dh0 as `gradients` (du (T, B, 4H)), and dR = Σ_t m[t].T @ dhs[t]
+        (H, P) with m = o·tanh(c) recomputed from the saved c and gates (T, B, 4H); dR is None
+        when dhs is None (no projection)."""
+        xp = self.xp
+        dx, dW, dV, db, dh0 = self.gradients(x, W, V, h0, h, du, need_db, need_dx,
+                                             lengths=lengths, reverse=reverse)
+        if dhs is None:
+            return dx, dW, dV, db, dh0, None
+        T, B, H = c.shape
+        m = xp.tanh(c)
+        m *= gates[:, :, 3 * H:]  # 0 at padded steps: the gates are 0 there
+        dR = xp.matmul(m.reshape(T * B, H).T, dhs.reshape(T * B, dhs.shape[2]))
+        return dx, dW, dV, db, dh0, dR
+
+    def gru_gradients(self, x, W, V, h0, h, gates, dgx, need_db_x: bool, need_db_h: bool,
+                      need_dx: bool = True, *, lengths=None, reverse=False):
+        """dx, dW, dV, db_x, db_h from dgx (T, B, 3H), the gradient on [xr|xz|xn]: dW, dx, db_x
+        from dgx; then dgx is turned, in place, into dgh = the gradient on [hr|hz|hn] (its n block
+        times r, from gates (T, B, 4H) = [r|z|n|hn]), which gives dV and db_h. dgx is consumed.
+        db_x/db_h are None unless asked for, dx None unless need_dx."""
+        xp = self.xp
+        T, B, I = x.shape
+        H = h.shape[2]
+        d2 = dgx.reshape(T * B, 3 * H)
+        dW = xp.matmul(x.reshape(T * B, I).T, d2)
+        dx = xp.matmul(d2, W.T).reshape(T, B, I) if need_dx else None
+        db_x = d2.sum(axis=0) if need_db_x else None
+        dgx[:, :, 2 * H:] *= gates[:, :, :H]  # now dgh
+        dV, _ = self.recurrent_gradient(h0, h, dgx, lengths, reverse)
+        db_h = dgx.reshape(T * B, 3 * H).sum(axis=0) if need_db_h else None
+        return dx, dW, dV, db_x, db_h
 
     # -- the recurrence (backend-specific) ---------------------------------------------------------
     def elman_fwd_seq(self, p, V, h0, activation, lengths, plan):
@@ -115,6 +163,37 @@ class Backend:
         valid step, du[t, b] = 0 for padded steps whatever dh holds there (NaN and inf included).
         dh may be None (zeros). Returns du (T, B, H). plan.reverse: du[t] takes du[t-1] @ V.T
         (du of the next step processed) and dh_last enters at t = 0."""
+        raise NotImplementedError
+
+    def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):
+        """The LSTM recurrence (docs/architecture.md §1): u[t] = p[t] + h[t-1] @ V with p
+        (T, B, 4H) = x @ W + b (owned by the callee: it may be overwritten and returned as the
+        gates); [i|f|g|o] = [σ|σ|tanh|σ](u); c[t] = f·c[t-1] + i·g; h[t] = o·tanh(c[t]) (@ R
+        (H, P) when given). h0 (B, Hs), c0 (B, H) with Hs = P or H. Every returned array is 0 at
+        padded steps. plan.reverse: as elman_fwd_seq. Returns h (T, B, Hs), c (T, B, H), gates
+        (T, B, 4H) = the activated [i|f|g|o]."""
+        raise NotImplementedError
+
+    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+        """BPTT through the LSTM recurrence. dh (T, B, Hs), dh_last (B, Hs), dc_last (B, H): the
+        gradients from above (each may be None; dh's padded steps are ignored, NaN included;
+        dh_last/dc_last enter at each example's last valid step in the run's direction).
+        Returns du (T, B, 4H), the gradient on u (0 at padded steps); dc0 (B, H); and
+        dhs (T, B, Hs), the total gradient on h[t] (for dR), when R is given, else None."""
+        raise NotImplementedError
+
+    def gru_fwd_seq(self, p, V, b_h, h0, lengths, plan):
+        """The GRU recurrence (docs/architecture.md §1): p (T, B, 3H) = x @ W + b_x (owned by the
+        callee), b_h (3H,) or None, h0 (B, H); [hr|hz|hn] = h[t-1] @ V + b_h, r = σ(p_r + hr),
+        z = σ(p_z + hz), n = tanh(p_n + r·hn), h[t] = (1-z)·n + z·h[t-1]. Every returned array
+        is 0 at padded steps. plan.reverse: as elman_fwd_seq. Returns h (T, B, H) and
+        gates (T, B, 4H) = [r|z|n|hn]."""
+        raise NotImplementedError
+
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+        """BPTT through the GRU recurrence. dh (T, B, H), dh_last (B, H): as lstm_bwd_seq's.
+        Returns dgx (T, B, 3H), the gradient on p (0 at padded steps), and dh0 (B, H), the whole
+        gradient on h0 (through V and through z·h0)."""
         raise NotImplementedError
 
 

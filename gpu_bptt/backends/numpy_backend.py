@@ -1,8 +1,8 @@
 """The NumPy backend: the reference every kernel is checked against.
 
 A plain time loop with only the recurrence inside it (docs/architecture.md §4): the loop, shared by
-every cell, is time_loop.py; a cell adds its steps here. `elman_fwd_step` and `elman_bwd_step` are
-the NumPy twins of the CUDA step kernels of the same names.
+every cell, is time_loop.py; a cell adds its steps here. `<cell>_fwd_step` and `<cell>_bwd_step`
+(elman, lstm, gru) are the NumPy twins of the CUDA step kernels of the same names.
 
 Speed notes (it is also the CPU backend users run): each step writes into buffers allocated once
 per call (`out=`), because a fresh multi-megabyte temporary costs more in page faults than the
@@ -17,8 +17,8 @@ import numpy as np
 
 from .. import activations
 from .base import Backend
-from .time_loop import (flipped_forward_steps, flipped_reverse_steps, forward_steps,
-                        reverse_steps, valid_steps)
+from .time_loop import (flipped_forward_steps, flipped_reverse_steps, flipped_times,
+                        forward_steps, reverse_steps, valid_steps)
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -42,6 +42,146 @@ def elman_bwd_step(dh_t, du_next, VT, fprime_t, out=None, acc=None):
     if dh_t is not None:
         acc += dh_t
     return np.multiply(acc, fprime_t, out=out)
+
+
+def _sigmoid(a):
+    """σ(a) in place (activations' formula: one home for it)."""
+    return activations.apply(np, "sigmoid", a, out=a)
+
+
+def lstm_fwd_step(p_t, h_prev, c_prev, V, h_out, c_out, R=None, acc=None, m=None):
+    """One LSTM step (docs/architecture.md §1): u = p[t] + h[t-1] @ V, the gates
+    [i|f|g|o] = [σ|σ|tanh|σ](u) written over p_t (B, 4H); c_out = f·c_prev + i·g;
+    h_out = o·tanh(c_out), times R (H, P) when given. h_prev (B, Hs), V (Hs, 4H), c_prev (B, H).
+    h_out may alias h_prev and c_out c_prev; acc (B, 4H) and m (B, H) are optional scratch.
+    Returns (h_out, c_out)."""
+    H = c_prev.shape[1]
+    acc = np.dot(h_prev, V, out=acc)
+    p_t += acc
+    i, f, g, o = (p_t[:, k * H:(k + 1) * H] for k in range(4))
+    _sigmoid(p_t[:, :2 * H])  # i and f, adjacent
+    np.tanh(g, out=g)
+    _sigmoid(o)
+    m = np.multiply(i, g, out=m)
+    np.multiply(f, c_prev, out=c_out)
+    c_out += m
+    np.tanh(c_out, out=m)
+    if R is None:
+        return np.multiply(m, o, out=h_out), c_out
+    m *= o
+    return np.dot(m, R, out=h_out), c_out
+
+
+def lstm_bwd_step(dh_t, du_next, VT, dc, gates_t, c_t, c_prev, out, RT=None, dhs=None,
+                  work=None):
+    """One step back through the LSTM (forward direction; docs/architecture.md §1):
+    dhs = dh[t] + du[t+1] @ V.T (dh_t (B, Hs), du_next (B, 4H): None for zeros; VT (4H, Hs));
+    dm = dhs @ R.T (RT (P, H)) or dhs; dc (B, H), in place: on entry the gradient on c[t] (from
+    step t+1 and from above), on exit the one passed to c[t-1] (dc·f). Writes
+    du[t] = [di·i(1-i) | df·f(1-f) | dg·(1-g²) | do·o(1-o)] into `out` (B, 4H) from the saved
+    gates_t (B, 4H), c_t and c_prev (B, H). dhs (B, Hs) and work (3, B, H) are optional scratch.
+    Returns (out, dhs)."""
+    B, H = dc.shape
+    if dhs is None:
+        dhs = np.empty((B, VT.shape[1]), dtype=dc.dtype)
+    if work is None:
+        work = np.empty((3, B, H), dtype=dc.dtype)
+    if du_next is not None:
+        np.dot(du_next, VT, out=dhs)
+        if dh_t is not None:
+            dhs += dh_t
+    elif dh_t is not None:
+        np.copyto(dhs, dh_t)
+    else:
+        dhs.fill(0)
+    dm = dhs if RT is None else np.dot(dhs, RT, out=work[2])
+    i, f, g, o = (gates_t[:, k * H:(k + 1) * H] for k in range(4))
+    di, df, dg, do = (out[:, k * H:(k + 1) * H] for k in range(4))
+    tc, s = work[0], work[1]
+    np.tanh(c_t, out=tc)
+    np.multiply(dm, tc, out=do)             # do = dm·tanh(c)
+    do *= o
+    np.subtract(1, o, out=s)
+    do *= s
+    np.multiply(tc, tc, out=tc)             # dc += dm·o·(1 - tanh²(c))
+    np.subtract(1, tc, out=tc)
+    tc *= o
+    tc *= dm
+    dc += tc
+    np.multiply(dc, g, out=di)
+    di *= i
+    np.subtract(1, i, out=s)
+    di *= s
+    np.multiply(dc, c_prev, out=df)
+    df *= f
+    np.subtract(1, f, out=s)
+    df *= s
+    np.multiply(dc, i, out=dg)
+    np.multiply(g, g, out=s)
+    np.subtract(1, s, out=s)
+    dg *= s
+    dc *= f
+    return out, dhs
+
+
+def gru_fwd_step(p_t, h_prev, V, b_h, gates_out, h_out, acc=None):
+    """One GRU step (docs/architecture.md §1): [hr|hz|hn] = h[t-1] @ V + b_h (b_h (3H,) or None),
+    r = σ(p_r + hr), z = σ(p_z + hz), n = tanh(p_n + r·hn), h = (1-z)·n + z·h[t-1]. p_t (B, 3H) is
+    only read; gates_out (B, 4H) receives [r|z|n|hn]; h_out (B, H) may alias h_prev; acc (B, 3H)
+    is optional scratch. Returns h_out."""
+    H = h_prev.shape[1]
+    acc = np.dot(h_prev, V, out=acc)
+    if b_h is not None:
+        acc += b_h
+    rz, n, hn = gates_out[:, :2 * H], gates_out[:, 2 * H:3 * H], gates_out[:, 3 * H:]
+    np.add(p_t[:, :2 * H], acc[:, :2 * H], out=rz)
+    _sigmoid(rz)
+    np.copyto(hn, acc[:, 2 * H:])
+    np.multiply(gates_out[:, :H], hn, out=n)
+    n += p_t[:, 2 * H:]
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h_out)       # h = n + z·(h[t-1] - n)
+    h_out *= gates_out[:, H:2 * H]
+    h_out += n
+    return h_out
+
+
+def gru_bwd_step(dh_t, carry, VT, gates_t, h_prev, out, dgh=None, dhs=None, work=None):
+    """One step back through the GRU (forward direction; docs/architecture.md §1). carry (B, H),
+    in place: on entry the gradient on h[t] from step t+1, on exit the one passed to h[t-1]
+    (dgh @ V.T + dhs·z). dhs = dh[t] + carry (dh_t (B, H) or None); writes dgx[t] = [gr|gz|gn]
+    (the gradient on p[t]) into `out` (B, 3H) from the saved gates_t (B, 4H) = [r|z|n|hn] and
+    h_prev (B, H); VT (3H, H). dgh (B, 3H), dhs (B, H), work (B, H) are optional scratch.
+    Returns out."""
+    B, H = carry.shape
+    dgh = np.empty((B, 3 * H), dtype=carry.dtype) if dgh is None else dgh
+    dhs = np.empty_like(carry) if dhs is None else dhs
+    s = np.empty_like(carry) if work is None else work
+    r, z, n, hn = (gates_t[:, k * H:(k + 1) * H] for k in range(4))
+    gr, gz, gn = (out[:, k * H:(k + 1) * H] for k in range(3))
+    if dh_t is None:
+        np.copyto(dhs, carry)
+    else:
+        np.add(dh_t, carry, out=dhs)
+    np.subtract(h_prev, n, out=gz)          # gz = dhs·(h[t-1] - n)·z(1-z)
+    gz *= dhs
+    gz *= z
+    np.subtract(1, z, out=s)
+    gz *= s
+    np.multiply(dhs, s, out=gn)             # gn = dhs·(1-z)·(1-n²)
+    np.multiply(n, n, out=s)
+    np.subtract(1, s, out=s)
+    gn *= s
+    np.multiply(gn, hn, out=gr)             # gr = gn·hn·r(1-r)
+    gr *= r
+    np.subtract(1, r, out=s)
+    gr *= s
+    np.copyto(dgh[:, :2 * H], out[:, :2 * H])
+    np.multiply(gn, r, out=dgh[:, 2 * H:])
+    np.dot(dgh, VT, out=carry)
+    np.multiply(dhs, z, out=s)
+    carry += s
+    return out
 
 
 class NumpyBackend(Backend):
@@ -100,3 +240,100 @@ class NumpyBackend(Backend):
         for t, g in reverse_steps(T, lengths, (dh, dh_last)):
             elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
         return du
+
+    def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):
+        T, B, G = p.shape
+        H, Hs = G // 4, h0.shape[1]
+        gates = p  # step t turns p[t] into its gates
+        h = np.empty((T, B, Hs), dtype=p.dtype)
+        c = np.empty((T, B, H), dtype=p.dtype)
+        acc = np.empty((B, G), dtype=p.dtype)
+        m = np.empty((B, H), dtype=p.dtype)
+        h_prev, c_prev = h0, c0
+        if plan.reverse:
+            h_s, c_s = np.empty((B, Hs), dtype=p.dtype), np.empty((B, H), dtype=p.dtype)
+            for at, pad in flipped_forward_steps(T, lengths):
+                g_s = p[at]  # a gather (a copy) with lengths, else a view
+                h_prev, c_prev = lstm_fwd_step(g_s, h_prev, c_prev, V, h_s, c_s, R, acc, m)
+                if pad is not None:
+                    for a in (g_s, h_s, c_s):
+                        a[pad] = 0
+                gates[at], h[at], c[at] = g_s, h_s, c_s
+            return h, c, gates
+        for t in forward_steps(T, lengths, h, c, gates):
+            h_prev, c_prev = lstm_fwd_step(p[t], h_prev, c_prev, V, h[t], c[t], R, acc, m)
+        return h, c, gates
+
+    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+        T, B, H = c.shape
+        Hs = h.shape[2]
+        dtype = c.dtype
+        VT = np.ascontiguousarray(V.T)
+        RT = None if R is None else np.ascontiguousarray(R.T)
+        du = np.empty_like(gates)
+        dhs = None if R is None else np.empty((T, B, Hs), dtype=dtype)  # kept for dR
+        dhs_s = np.empty((B, Hs), dtype=dtype)
+        dc = np.zeros((B, H), dtype=dtype)
+        work = np.empty((3, B, H), dtype=dtype)
+        if plan.reverse:
+            ats = flipped_times(T, lengths)
+            du_s, du_next = np.empty((2, B, 4 * H), dtype=dtype), None
+            steps = zip(flipped_reverse_steps(T, lengths, dh, dh_last),
+                        flipped_reverse_steps(T, lengths, None, dc_last))
+            for s, ((at, _, gh), (_, _, gc)) in zip(range(T - 1, -1, -1), steps):
+                if gc is not None:
+                    dc += gc
+                c_prev = c[ats[s - 1]] if s else c0
+                du_next, _ = lstm_bwd_step(gh, du_next, VT, dc, gates[at], c[at], c_prev,
+                                           du_s[s % 2], RT, dhs_s, work)
+                du[at] = du_next
+                if dhs is not None:
+                    dhs[at] = dhs_s
+            return du, dc, dhs
+        for t, gh, gc in reverse_steps(T, lengths, (dh, dh_last), (None, dc_last)):
+            if gc is not None:
+                dc += gc
+            lstm_bwd_step(gh, du[t + 1] if t + 1 < T else None, VT, dc, gates[t], c[t],
+                          c[t - 1] if t else c0, du[t], RT, dhs_s if dhs is None else dhs[t],
+                          work)
+        return du, dc, dhs
+
+    def gru_fwd_seq(self, p, V, b_h, h0, lengths, plan):
+        T, B, G = p.shape
+        H = G // 3
+        gates = np.empty((T, B, 4 * H), dtype=p.dtype)
+        h = np.empty((T, B, H), dtype=p.dtype)
+        acc = np.empty((B, G), dtype=p.dtype)
+        h_prev = h0
+        if plan.reverse:
+            g_s, h_s = np.empty((B, 4 * H), dtype=p.dtype), np.empty((B, H), dtype=p.dtype)
+            for at, pad in flipped_forward_steps(T, lengths):
+                h_prev = gru_fwd_step(p[at], h_prev, V, b_h, g_s, h_s, acc)
+                if pad is not None:
+                    g_s[pad] = 0
+                    h_s[pad] = 0
+                gates[at], h[at] = g_s, h_s
+            return h, gates
+        for t in forward_steps(T, lengths, h, gates):
+            h_prev = gru_fwd_step(p[t], h_prev, V, b_h, gates[t], h[t], acc)
+        return h, gates
+
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+        T, B, H = h.shape
+        dtype = h.dtype
+        VT = np.ascontiguousarray(V.T)
+        dgx = np.empty((T, B, 3 * H), dtype=dtype)
+        carry = np.zeros((B, H), dtype=dtype)  # ends as dh0
+        dgh = np.empty((B, 3 * H), dtype=dtype)
+        dhs, work = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
+        if plan.reverse:
+            ats = flipped_times(T, lengths)
+            d_s = np.empty((B, 3 * H), dtype=dtype)
+            for s, (at, _, gh) in zip(range(T - 1, -1, -1),
+                                      flipped_reverse_steps(T, lengths, dh, dh_last)):
+                h_prev = h[ats[s - 1]] if s else h0
+                dgx[at] = gru_bwd_step(gh, carry, VT, gates[at], h_prev, d_s, dgh, dhs, work)
+            return dgx, carry
+        for t, gh in reverse_steps(T, lengths, (dh, dh_last)):
+            gru_bwd_step(gh, carry, VT, gates[t], h[t - 1] if t else h0, dgx[t], dgh, dhs, work)
+        return dgx, carry

@@ -24,14 +24,20 @@ class LaunchPlan:
     reason: str = ""          # why this algorithm and version
     fallback: Optional[str] = None  # why the requested algorithm could not run ("auto" only)
     reverse: bool = False     # the direction: each example from its last valid step down to 0
+    cell: str = "elman"       # the cell it runs: "elman", "lstm" (G = 4 gates) or "gru" (G = 3)
+    P: int = 0                # LSTM: the projection's size (0: none); 0 for the other cells
 
     @property
     def label(self) -> str:
         """What runs, e.g. "persistent v2" or "step v3"."""
         return f"{self.algo} {self.version}" if self.version else self.algo
 
-    def check_problem(self, B, H, dtype):
-        """ValueError unless the plan was made for a (B, H) problem of this dtype."""
+    def check_problem(self, B, H, dtype, cell="elman", P=0):
+        """ValueError unless the plan was made for a (B, H) problem of this dtype, cell and
+        projection size."""
+        if (cell, P) != (self.cell, self.P):
+            raise ValueError(f"plan: made for cell={self.cell!r}, P={self.P}; the cache is "
+                             f"cell={cell!r}, P={P}")
         if (B, H, str(dtype)) != (self.B, self.H, self.dtype):
             raise ValueError(f"plan: made for B={self.B}, H={self.H}, {self.dtype}; the arrays "
                              f"have B={B}, H={H}, {dtype}")

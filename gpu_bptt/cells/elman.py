@@ -22,9 +22,9 @@ from typing import Any, Optional
 from .. import activations
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
-from .sequence import (check_algo, check_cache_algo, check_grads_from_above, check_input,
-                       check_reverse, check_state, check_unchanged, last_state, missing_arrays,
-                       take_digests)
+from .sequence import (cache_plan, check_algo, check_cache_algo, check_grads_from_above,
+                       check_input, check_reverse, check_state, check_unchanged, last_state,
+                       missing_arrays, take_digests)
 
 
 @dataclass(frozen=True)
@@ -92,19 +92,8 @@ class ElmanCache:
                    h=h,
                    lengths=check_lengths(bk, arrays["lengths"], T, B),
                    activation=activations.check_activation(activation), has_bias=bool(has_bias),
-                   plan=_cache_plan(bk, algo, T, B, H, dtype, check_reverse(reverse)),
+                   plan=cache_plan(bk, algo, T, B, H, dtype, check_reverse(reverse)),
                    backend=bk)
-
-
-def _cache_plan(bk, algo, T, B, H, dtype, reverse):
-    """The plan of a rebuilt cache: the one given, checked against the arrays and the direction,
-    or the backend's plan for the named algorithm."""
-    if isinstance(algo, LaunchPlan):
-        bk.check_algo(algo.algo)
-        algo.check_problem(B, H, dtype.name)
-        algo.check_direction(reverse)
-        return algo
-    return bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse)
 
 
 @dataclass(frozen=True)

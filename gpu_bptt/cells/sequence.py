@@ -51,25 +51,55 @@ def check_input(bk, x, dtype):
     return x
 
 
-def check_state(bk, name, a, B, H, dtype):
+def check_state(bk, name, a, B, H, dtype, letter="H"):
     """An initial state (B, H) (h0, c0): zeros when None, else a checked copy (B·H, small), so the
-    cache never sees the caller's later in-place changes."""
+    cache never sees the caller's later in-place changes. letter: H's name in messages ("P" for
+    a projected LSTM's h0)."""
     if a is None:
         return bk.xp.zeros((B, H), dtype=dtype)
-    return check_array(bk, name, a, shape=(B, H), dtype=dtype, dims="(B, H)").copy()
+    return check_array(bk, name, a, shape=(B, H), dtype=dtype, dims=f"(B, {letter})").copy()
 
 
-def check_grads_from_above(bk, T, B, H, dtype, dh, **last):
+def check_grads_from_above(bk, T, B, H, dtype, dh, *, letter="H", sizes=None, **last):
     """dh (T, B, H), then the gradients on the last states (B, H) given by keyword (dh_last=, and
     dc_last= for a cell with a cell state), each checked or None; at least one must be given.
-    Returns them as a tuple in that order."""
+    letter: H's name in messages; sizes: {name: (size, letter)} for a last state of another size
+    (a projected LSTM's dc_last). Returns them as a tuple in that order."""
     if dh is None and all(g is None for g in last.values()):
         raise ValueError(f"{', '.join(('dh',) + tuple(last))}: at least one gradient must be given")
     if dh is not None:
-        dh = check_array(bk, "dh", dh, shape=(T, B, H), dtype=dtype, dims="(T, B, H)")
-    return (dh,) + tuple(None if g is None else
-                         check_array(bk, name, g, shape=(B, H), dtype=dtype, dims="(B, H)")
-                         for name, g in last.items())
+        dh = check_array(bk, "dh", dh, shape=(T, B, H), dtype=dtype, dims=f"(T, B, {letter})")
+    sizes = sizes or {}
+    checked = []
+    for name, g in last.items():
+        n, l = sizes.get(name, (H, letter))
+        checked.append(None if g is None else
+                       check_array(bk, name, g, shape=(B, n), dtype=dtype, dims=f"(B, {l})"))
+    return (dh, *checked)
+
+
+def gate_columns(name, a, G, cell):
+    """H from a weight `a` (., G·H): ValueError naming it unless its second dimension is a
+    positive multiple of G (the gate blocks of `cell`)."""
+    n = a.shape[1]
+    if n == 0 or n % G:
+        raise ValueError(f"{name}: expected shape (I, {G}H) for the {cell}'s {G} gate blocks; its "
+                         f"second dimension {n} is not a positive multiple of {G}")
+    return n // G
+
+
+def cache_plan(bk, algo, T, B, H, dtype, reverse, cell="elman", P=0):
+    """The plan of a rebuilt cache: the one given, checked against the arrays, the direction and
+    the cell, or the backend's plan for the named algorithm."""
+    from ..backends import LaunchPlan
+
+    if isinstance(algo, LaunchPlan):
+        bk.check_algo(algo.algo)
+        algo.check_problem(B, H, dtype.name, cell, P)
+        algo.check_direction(reverse)
+        return algo
+    cell_kw = {} if cell == "elman" else dict(cell=cell, P=P)  # Elman's call is unchanged
+    return bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, **cell_kw)
 
 
 def take_digests(bk, **arrays) -> dict:

@@ -1,0 +1,186 @@
+"""The LSTM cell, functionally: forward and BPTT backward (docs/architecture.md §1), on any backend.
+PyTorch's and cuDNN's gate order and formulas (G = 4 gates i, f, g, o, in column blocks):
+
+    u[t] = x[t] @ W + h[t-1] @ V + b,   [i|f|g|o] = [σ|σ|tanh|σ](u[t])
+    c[t] = f·c[t-1] + i·g,   m[t] = o·tanh(c[t]),   h[t] = m[t] (@ R with a projection)
+
+torch.nn.LSTM's weights map as W = weight_ih.T, V = weight_hh.T, b = bias_ih + bias_hh,
+R = weight_hr.T. With a projection (R (H, P)) the fed-back state h has P columns, so V is (P, 4H).
+The forward saves h, c and the activated gates for backward (6H per example and step, or 5H + P).
+Lengths and reverse as for Elman (cells/elman.py): padded steps have h = c = 0, and the last states
+are those of each example's last valid step in the run's direction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..backends import Backend, LaunchPlan, get_backend
+from ..validate import check_array, check_lengths, common_float_dtype
+from .sequence import (cache_plan, check_algo, check_cache_algo, check_grads_from_above,
+                       check_input, check_reverse, check_state, check_unchanged, gate_columns,
+                       last_state, missing_arrays, take_digests)
+
+G = 4
+
+
+@dataclass(frozen=True)
+class LSTMCache:
+    """What lstm_backward needs. `arrays()` lists the arrays; `LSTMCache.from_arrays(arrays,
+    **meta)` rebuilds the cache from them. As ElmanCache: W, V, R, h0, c0 are copies; x and h
+    (the caller holds them) are guarded by digests; c and gates are the forward's own."""
+
+    x: Any        # (T, B, I)
+    W: Any        # (I, 4H)
+    V: Any        # (Hs, 4H), Hs = P with a projection, else H
+    R: Any        # (H, P) or None
+    h0: Any       # (B, Hs)
+    c0: Any       # (B, H)
+    h: Any        # (T, B, Hs), zero at padded steps
+    c: Any        # (T, B, H), zero at padded steps
+    gates: Any    # (T, B, 4H): the activated [i|f|g|o], zero at padded steps
+    lengths: Any  # (B,) int32 or None
+    has_bias: bool
+    plan: LaunchPlan
+    backend: Backend
+    digests: Optional[dict] = None  # {"x": .., "h": ..}; None: not checked
+
+    ARRAY_NAMES = ("x", "W", "V", "R", "h0", "c0", "h", "c", "gates", "lengths")
+
+    @property
+    def algo(self) -> str:
+        return self.plan.algo
+
+    @property
+    def reverse(self) -> bool:
+        return self.plan.reverse
+
+    def arrays(self) -> dict:
+        return {k: getattr(self, k) for k in self.ARRAY_NAMES}
+
+    def meta(self) -> dict:
+        return {"has_bias": self.has_bias, "algo": self.algo, "backend": self.backend.name,
+                "reverse": self.reverse}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, *, has_bias, algo="step", backend=None, reverse=False):
+        """algo: the algorithm the forward ran, by name (meta()'s), or its LaunchPlan; reverse:
+        the direction it ran."""
+        missing_arrays(cls.ARRAY_NAMES, arrays)
+        bk = get_backend(backend)
+        if not isinstance(algo, LaunchPlan):
+            algo = check_cache_algo(bk, algo)
+        dtype = common_float_dtype(**{k: arrays[k] for k in cls.ARRAY_NAMES if k != "lengths"})
+        c = check_array(bk, "c", arrays["c"], ndim=3, dtype=dtype, dims="(T, B, H)")
+        T, B, H = c.shape
+        R = arrays["R"]
+        if R is not None:
+            R = check_array(bk, "R", R, shape=(H, None), dtype=dtype, dims="(H, P)")
+        P = 0 if R is None else R.shape[1]
+        Hs, s = (P, "P") if P else (H, "H")
+        x = check_array(bk, "x", arrays["x"], shape=(T, B, None), dtype=dtype, dims="(T, B, I)")
+        return cls(x=x,
+                   W=check_array(bk, "W", arrays["W"], shape=(x.shape[2], G * H), dtype=dtype,
+                                 dims="(I, 4H)"),
+                   V=check_array(bk, "V", arrays["V"], shape=(Hs, G * H), dtype=dtype,
+                                 dims=f"({s}, 4H)"),
+                   R=R,
+                   h0=check_array(bk, "h0", arrays["h0"], shape=(B, Hs), dtype=dtype,
+                                  dims=f"(B, {s})"),
+                   c0=check_array(bk, "c0", arrays["c0"], shape=(B, H), dtype=dtype, dims="(B, H)"),
+                   h=check_array(bk, "h", arrays["h"], shape=(T, B, Hs), dtype=dtype,
+                                 dims=f"(T, B, {s})"),
+                   c=c,
+                   gates=check_array(bk, "gates", arrays["gates"], shape=(T, B, G * H),
+                                     dtype=dtype, dims="(T, B, 4H)"),
+                   lengths=check_lengths(bk, arrays["lengths"], T, B), has_bias=bool(has_bias),
+                   plan=cache_plan(bk, algo, T, B, H, dtype, check_reverse(reverse), "lstm", P),
+                   backend=bk)
+
+
+@dataclass(frozen=True)
+class LSTMOutput:
+    h: Any        # (T, B, Hs)
+    h_last: Any   # (B, Hs)
+    c_last: Any   # (B, H)
+    cache: Optional[LSTMCache]  # None when lstm_forward was told need_cache=False
+
+
+@dataclass(frozen=True)
+class LSTMGrads:
+    dx: Any       # (T, B, I), or None when lstm_backward was told need_dx=False
+    dW: Any       # (I, 4H)
+    dV: Any       # (Hs, 4H)
+    db: Optional[Any]  # (4H,) or None when the forward had no bias
+    dR: Optional[Any]  # (H, P) or None without a projection
+    dh0: Any      # (B, Hs)
+    dc0: Any      # (B, H)
+
+
+def lstm_forward(x, W, V, b=None, h0=None, c0=None, *, R=None, lengths=None, backend=None,
+                 algo="auto", need_cache=True, reverse=False) -> LSTMOutput:
+    """Run an LSTM level over a whole sequence (module docstring for the math).
+
+    x: (T, B, I); W: (I, 4H); V: (Hs, 4H); b: (4H,) or None; h0: (B, Hs) or None (zeros);
+    c0: (B, H) or None (zeros); R: (H, P) projection or None (Hs = P with it, else H);
+    lengths: (B,) integers in 1..T or None. One float dtype for all, float32 or float64. None of
+    the arguments is modified. backend, algo, need_cache, reverse: as elman_forward's.
+    Returns LSTMOutput(h (T, B, Hs), h_last (B, Hs), c_last (B, H), cache)."""
+    bk = get_backend(backend)
+    check_algo(algo)
+    dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0, c0=c0, R=R)
+    x = check_input(bk, x, dtype)
+    T, B, I = x.shape
+    W = check_array(bk, "W", W, shape=(I, None), dtype=dtype, dims="(I, 4H)")
+    H = gate_columns("W", W, G, "LSTM")
+    P = 0
+    if R is not None:
+        R = check_array(bk, "R", R, shape=(H, None), dtype=dtype, dims="(H, P)")
+        P = R.shape[1]
+        if P == 0:
+            raise ValueError("R: P (its second dimension) must be >= 1; pass R=None for no "
+                             "projection")
+    Hs, s = (P, "P") if P else (H, "H")
+    V = check_array(bk, "V", V, shape=(Hs, G * H), dtype=dtype, dims=f"({s}, 4H)")
+    if b is not None:
+        b = check_array(bk, "b", b, shape=(G * H,), dtype=dtype, dims="(4H,)")
+    h0 = check_state(bk, "h0", h0, B, Hs, dtype, s)
+    c0 = check_state(bk, "c0", c0, B, H, dtype)
+    lengths = check_lengths(bk, lengths, T, B)
+    reverse = check_reverse(reverse)
+    plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="lstm", P=P)
+
+    p = bk.input_projection(x, W, b)
+    h, c, gates = bk.lstm_fwd_seq(p, V, h0, c0, lengths, plan, R=R)
+    h_last = last_state(bk.xp, h, lengths, reverse)
+    c_last = last_state(bk.xp, c, lengths, reverse)
+    if not need_cache:
+        return LSTMOutput(h=h, h_last=h_last, c_last=c_last, cache=None)
+    cache = LSTMCache(x=x, W=W.copy(), V=V.copy(), R=None if R is None else R.copy(), h0=h0,
+                      c0=c0, h=h, c=c, gates=gates, lengths=lengths, has_bias=b is not None,
+                      plan=plan, backend=bk, digests=take_digests(bk, x=x, h=h))
+    return LSTMOutput(h=h, h_last=h_last, c_last=c_last, cache=cache)
+
+
+def lstm_backward(dh, cache: LSTMCache, *, dh_last=None, dc_last=None,
+                  need_dx=True) -> LSTMGrads:
+    """BPTT through the LSTM level whose forward produced `cache`.
+
+    dh: (T, B, Hs) gradient on h, or None; dh_last: (B, Hs) on h_last; dc_last: (B, H) on c_last
+    (at least one given; none modified; values of dh at padded steps are ignored). need_dx=False
+    skips dx. Returns LSTMGrads(dx, dW, dV, db, dR, dh0, dc0) on the cache's backend."""
+    if not isinstance(cache, LSTMCache):
+        raise TypeError(f"cache: expected the LSTMCache of lstm_forward, got {type(cache).__name__}")
+    bk = cache.backend
+    T, B, H = cache.c.shape
+    Hs = cache.h.shape[2]
+    dh, dh_last, dc_last = check_grads_from_above(
+        bk, T, B, Hs, cache.c.dtype, dh, letter="P" if cache.R is not None else "H",
+        sizes={"dc_last": (H, "H")}, dh_last=dh_last, dc_last=dc_last)
+    check_unchanged(cache, "lstm_forward")
+    du, dc0, dhs = bk.lstm_bwd_seq(dh, dh_last, dc_last, cache.h, cache.c, cache.gates, cache.c0,
+                                   cache.V, cache.lengths, cache.plan, R=cache.R)
+    dx, dW, dV, db, dh0, dR = bk.lstm_gradients(
+        cache.x, cache.W, cache.V, cache.h0, cache.h, cache.c, cache.gates, du, dhs,
+        cache.has_bias, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse)
+    return LSTMGrads(dx=dx, dW=dW, dV=dV, db=db, dR=dR, dh0=dh0, dc0=dc0)
