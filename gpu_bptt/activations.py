@@ -27,7 +27,8 @@ def apply(xp, activation: str, u, out=None):
     elif activation == "sigmoid":
         # 1 / (1 + exp(-u)), written to avoid overflow warnings for large |u|.
         xp.negative(u, out=out)
-        xp.exp(xp.minimum(out, 80.0 if u.dtype.itemsize == 4 else 700.0), out=out)
+        xp.minimum(out, 80.0 if u.dtype.itemsize == 4 else 700.0, out=out)  # no temporary
+        xp.exp(out, out=out)
         out += 1
         xp.reciprocal(out, out=out)
     elif activation == "identity":
