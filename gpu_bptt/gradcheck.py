@@ -97,7 +97,8 @@ def _cell_gradcheck(forward, backward, inputs: dict, grads: dict, upstream: dict
 
     def loss(**arrays):
         out = run(False, **arrays)
-        return sum(float((getattr(out, attr) * g).sum()) for attr, g in up.values() if g is not None)
+        return sum(float((getattr(out, attr) * g).sum())
+                   for attr, g in up.values() if g is not None)
 
     g = backward(run(True, **inputs).cache, **{name: g for name, (_, g) in up.items()})
     analytic = {k: getattr(g, attr) for k, attr in grads.items() if inputs[k] is not None}

@@ -54,7 +54,7 @@ def forward_args(cell, p):
 
 
 def run(cell, backend, p, *, reverse=False, upstream=("dh", "dh_last", "dc_last")):
-    """(output, grads) of problem p on `backend`; `upstream` names the gradients from above given."""
+    """(output, grads) of problem p on `backend`; `upstream`: the gradients from above given."""
     if cell == "lstm":
         out = gpu_bptt.lstm_forward(**forward_args(cell, p), backend=backend, reverse=reverse)
         given = {k: p[k] if k in upstream else None for k in ("dh", "dh_last", "dc_last")}

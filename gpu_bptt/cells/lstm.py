@@ -170,7 +170,8 @@ def lstm_backward(dh, cache: LSTMCache, *, dh_last=None, dc_last=None,
     (at least one given; none modified; values of dh at padded steps are ignored). need_dx=False
     skips dx. Returns LSTMGrads(dx, dW, dV, db, dR, dh0, dc0) on the cache's backend."""
     if not isinstance(cache, LSTMCache):
-        raise TypeError(f"cache: expected the LSTMCache of lstm_forward, got {type(cache).__name__}")
+        raise TypeError(f"cache: expected the LSTMCache of lstm_forward, got "
+                        f"{type(cache).__name__}")
     bk = cache.backend
     T, B, H = cache.c.shape
     Hs = cache.h.shape[2]
