@@ -1,0 +1,208 @@
+"""The GRU's kernels (kernels/gru_*.cu) through the cuda backend's gru_fwd_seq / gru_bwd_seq, on
+each kernel executor (tests/executors.py: the emulator in every thread order, one of them in the
+bounds-checking build, and a CUDA device): every step version and both persistent versions, both
+directions, with lengths, against torch.nn.GRUCell run in float64 example by example."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gpu_bptt.backends.cuda import persistent as P
+from gpu_bptt.backends.cuda import registry
+from gpu_bptt.validate import to_host
+from tests.executors import CUDA, KERNEL_RUNS
+from tests.tolerances import assert_close
+
+pytestmark = pytest.mark.executors(*KERNEL_RUNS, CUDA)
+DTYPES = (np.float32, np.float64)
+
+
+def problem(T, B, H, dtype, seed, *, bias=True, dh=True, dh_last=True):
+    """p (T, B, 3H) = x @ W + b_x, V (H, 3H), b_h (3H,) or None, h0, lengths (lengths[0] = T),
+    dh (T, B, H) or None, dh_last (B, H) or None. p and dh hold NaN at padded steps: the kernels
+    must not read them there."""
+    r = np.random.default_rng(seed)
+    mk = lambda *s, scale=0.5: (r.standard_normal(s) * scale).astype(dtype)
+    lengths = r.integers(1, T + 1, size=B).astype(np.int32)
+    lengths[0] = T
+    pad = np.arange(T)[:, None] >= lengths[None, :]
+    pr = dict(p=mk(T, B, 3 * H, scale=1.0), V=mk(H, 3 * H, scale=1 / np.sqrt(H)),
+              b_h=mk(3 * H) if bias else None, h0=mk(B, H), lengths=lengths,
+              dh=mk(T, B, H) if dh else None, dh_last=mk(B, H) if dh_last else None)
+    pr["p"][pad] = np.nan
+    if dh:
+        pr["dh"][pad] = np.nan
+    return pr
+
+
+def sigmoid(u):
+    return 1 / (1 + np.exp(-u))
+
+
+def reference(pr, reverse):
+    """h, gates, dgx, dh0 in float64: torch.nn.GRUCell stepped over each example's valid steps
+    (weight_ih = I and bias_ih = 0, so its input is p itself and p's gradient is dgx), gradients
+    by autograd from the loss Σ dh·h + Σ dh_last·h_last; gates by the formulas from its h."""
+    p64 = {k: None if v is None else np.asarray(v, np.float64) for k, v in pr.items()}
+    T, B, G3 = p64["p"].shape
+    H = G3 // 3
+    lengths = pr["lengths"]
+    cell = torch.nn.GRUCell(G3, H, dtype=torch.float64)
+    b_h = np.zeros(G3) if p64["b_h"] is None else p64["b_h"]
+    with torch.no_grad():
+        cell.weight_ih.copy_(torch.eye(G3, dtype=torch.float64))
+        cell.bias_ih.zero_()
+        cell.weight_hh.copy_(torch.from_numpy(p64["V"].T.copy()))
+        cell.bias_hh.copy_(torch.from_numpy(b_h))
+    p = torch.from_numpy(np.nan_to_num(p64["p"])).requires_grad_()
+    h0 = torch.from_numpy(p64["h0"]).requires_grad_()
+    h = np.zeros((T, B, H))
+    prev = np.zeros((T, B, H))  # the state each step started from
+    loss = 0
+    for b in range(B):
+        state = h0[b:b + 1]
+        L = int(lengths[b])
+        for t in (range(L - 1, -1, -1) if reverse else range(L)):
+            prev[t, b] = state.detach().numpy()[0]
+            state = cell(p[t, b:b + 1], state)
+            h[t, b] = state.detach().numpy()[0]
+            if p64["dh"] is not None:
+                loss = loss + (state[0] * torch.from_numpy(p64["dh"][t, b])).sum()
+        if p64["dh_last"] is not None:
+            loss = loss + (state[0] * torch.from_numpy(p64["dh_last"][b])).sum()
+    loss.backward()
+    valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+    x = np.nan_to_num(p64["p"])
+    hh = prev @ p64["V"] + b_h
+    r = sigmoid(x[..., :H] + hh[..., :H])
+    z = sigmoid(x[..., H:2 * H] + hh[..., H:2 * H])
+    n = np.tanh(x[..., 2 * H:] + r * hh[..., 2 * H:])
+    gates = np.concatenate([r, z, n, hh[..., 2 * H:]], axis=-1) * valid
+    return h, gates, p.grad.numpy(), h0.grad.numpy()
+
+
+def run(backend, executor, pr, algo, reverse):
+    T, B, G3 = pr["p"].shape
+    H = G3 // 3
+    dev = executor.asarray
+    plan = backend.resolve_algo(algo, T, B, H, pr["p"].dtype, reverse=reverse, cell="gru")
+    assert (plan.algo, plan.cell, plan.reverse) == (algo, "gru", reverse)
+    p = dev(pr["p"].copy())
+    h, gates = backend.gru_fwd_seq(p, dev(pr["V"]), dev(pr["b_h"]), dev(pr["h0"]),
+                                   dev(pr["lengths"]), plan)
+    dgx, dh0 = backend.gru_bwd_seq(dev(pr["dh"]), dev(pr["dh_last"]), h, dev(pr["h0"]), gates,
+                                   dev(pr["V"]), dev(pr["lengths"]), plan)
+    return plan, [to_host(a) for a in (h, gates, dgx, dh0)]
+
+
+def check(backend, executor, pr, algo, reverse):
+    plan, got = run(backend, executor, pr, algo, reverse)
+    ref = reference(pr, reverse)
+    dtype = pr["p"].dtype
+    for name, g, want in zip(("h", "gates", "dgx", "dh0"), got, ref):
+        assert_close(f"{name} ({plan.label}, reverse={reverse})", g, want.astype(dtype), dtype)
+    return plan
+
+
+# B = 3 with lengths 5 and shorter; H = 37: two 32-wide tiles (v2), a partial 64-wide one (v3).
+@pytest.mark.backend_options(step=tuple(registry.STEP))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_step_kernels_equal_torch(executor, backend, dtype, reverse):
+    version = backend.step
+    i = tuple(registry.STEP).index(version)
+    # b_h, dh and dh_last each left out in some version, so every option meets every kernel
+    pr = problem(4, 3, 37, dtype, seed=10 * i + reverse, bias=i != 1, dh=i != 2,
+                 dh_last=i != 3)
+    assert check(backend, executor, pr, "step", reverse).version == version
+
+
+# H = 13 over the emulator's 4 blocks: 4, 4, 4 and 1 units; B = 3 < one batch chunk.
+@pytest.mark.backend_options(persist=P.VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_persistent_kernels_equal_torch(executor, backend, dtype, reverse):
+    pr = problem(5, 3, 13, dtype, seed=3 + reverse, bias=dtype == np.float64,
+                 dh_last=not reverse)
+    check(backend, executor, pr, "persistent", reverse)
+
+
+@pytest.mark.executors("emulator-warps", CUDA)
+@pytest.mark.backend_options(persist=P.VERSIONS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_persistent_two_batch_chunks(backend, executor, reverse):
+    """B = 9: two chunks (8 + 1) of the previous state staged per step, rows of 3H backward."""
+    check(backend, executor, problem(3, 9, 8, np.float64, seed=5), "persistent", reverse)
+
+
+@pytest.mark.executors("emulator-random", CUDA)
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_gradients_are_bit_identical_across_runs(backend, executor, algo):
+    pr = problem(4, 3, 10, np.float32, seed=8)
+    first = run(backend, executor, pr, algo, False)[1]
+    again = run(backend, executor, pr, algo, False)[1]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- the plan: the GRU's shared memory and its limits ------------------------------------------------
+def test_persistent_shared_memory_holds_both_launches():
+    """Forward: 3·cols columns of V, each H long, and a chunk of H; backward: cols rows of 3H and a
+    chunk of 3H (the larger, which the plan holds). Elman's formula is unchanged."""
+    limits = P.DeviceLimits(4, 1 << 20)
+    H, B, cols = 13, 3, 4
+    fwd = P.plan(limits, B, H, np.float32, "v1", gates=3)
+    bwd = P.plan(limits, B, H, np.float32, "v1", K=3 * H)
+    assert fwd.smem == (3 * cols + B) * H * 4
+    assert bwd.smem == (cols + B) * 3 * H * 4
+    assert P.cell_plan(limits, B, H, np.float32, "v1", "gru") == bwd
+    assert P.cell_plan(limits, B, H, np.float64, "v2", "gru").smem == \
+        ((cols + B) * 3 * H + 8 * 64) * 8
+    assert P.plan(limits, B, H, np.float32, "v1").smem == (cols + B) * H * 4  # Elman
+    assert P.smem_bytes(B, H, cols, 4, "v1") == (cols + B) * H * 4
+
+
+@pytest.mark.parametrize("device", sorted(P.KNOWN_DEVICES))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_largest_gru_hidden_size_fits_and_one_more_does_not(device, dtype):
+    limits = P.KNOWN_DEVICES[device]
+    largest = P.max_hidden(limits, 8, dtype, "v2", k_per_h=3)
+    P.cell_plan(limits, 8, largest, dtype, "v2", "gru")
+    with pytest.raises(ValueError, match=rf"H={largest + 1} needs .* the largest H that fits "
+                                         rf"here is {largest}$"):
+        P.cell_plan(limits, 8, largest + 1, dtype, "v2", "gru")
+
+
+@pytest.mark.executors("emulator-forward")
+def test_auto_falls_back_for_a_gru_that_elman_would_run_persistent(backend, monkeypatch):
+    """H = 160 on the emulator's 48 KB: Elman's slice fits ((40 + 3) x 160 x 4 bytes and v2's
+    2048), the GRU's backward ((40 + 3) x 480 x 4 + 2048 = 84608 bytes) does not."""
+    from gpu_bptt.backends import notices
+
+    monkeypatch.setattr(notices, "_warned", set())
+    assert backend.resolve_algo("auto", 2, 3, 160, np.float32).algo == "persistent"
+    with pytest.warns(RuntimeWarning, match=r"V's slice does not fit on chip: H=160 needs 84608"):
+        plan = backend.resolve_algo("auto", 2, 3, 160, np.float32, cell="gru")
+    assert (plan.algo, plan.cell) == ("step", "gru")
+    with pytest.raises(ValueError, match="cell: expected one of"):
+        backend.resolve_algo("auto", 2, 3, 10, np.float32, cell="rnn")
+
+
+@pytest.mark.executors("emulator-forward")
+def test_launchers_name_the_bad_argument(backend):
+    T, B, H = 2, 3, 4
+    pr = problem(T, B, H, np.float32, seed=1)
+    plan = backend.resolve_algo("step", T, B, H, np.float32, cell="gru")
+    args = dict(p=pr["p"], V=pr["V"], b_h=pr["b_h"], h0=pr["h0"], lengths=pr["lengths"])
+    with pytest.raises(ValueError, match=r"V: expected shape \(4, 12\)"):
+        backend.gru_fwd_seq(**dict(args, V=pr["V"][:, :8].copy()), plan=plan)
+    with pytest.raises(TypeError, match="b_h: expected dtype float32"):
+        backend.gru_fwd_seq(**dict(args, b_h=pr["b_h"].astype(np.float64)), plan=plan)
+    elman = backend.resolve_algo("step", T, B, H, np.float32)
+    with pytest.raises(ValueError, match="plan: made for the elman cell"):
+        backend.gru_fwd_seq(**args, plan=elman)
+    h, gates = backend.gru_fwd_seq(**args, plan=plan)
+    with pytest.raises(ValueError, match=r"dh_last: expected shape \(3, 4\)"):
+        backend.gru_bwd_seq(None, pr["dh_last"][:2], h, pr["h0"], gates, pr["V"],
+                            pr["lengths"], plan)
