@@ -96,12 +96,13 @@ def run(backend, executor, pr, algo, reverse):
     return plan, [to_host(a) for a in (h, gates, dgx, dh0)]
 
 
-def check(backend, executor, pr, algo, reverse):
+def check(backend, executor, pr, algo, reverse, **tol):
     plan, got = run(backend, executor, pr, algo, reverse)
     ref = reference(pr, reverse)
     dtype = pr["p"].dtype
     for name, g, want in zip(("h", "gates", "dgx", "dh0"), got, ref):
-        assert_close(f"{name} ({plan.label}, reverse={reverse})", g, want.astype(dtype), dtype)
+        assert_close(f"{name} ({plan.label}, reverse={reverse})", g, want.astype(dtype), dtype,
+                     **tol)
     return plan
 
 
@@ -146,6 +147,30 @@ def test_gradients_are_bit_identical_across_runs(backend, executor, algo):
         np.testing.assert_array_equal(a, b)
 
 
+# Device sizes (the emulator would take minutes a case): tiles and blocks by the dozen, long runs.
+# (T, B, H, dtype, reverse)
+DEVICE_CASES = [
+    (33, 20, 257, np.float32, False),
+    (17, 70, 130, np.float64, True),
+    (40, 3, 1000, np.float32, True),
+]
+
+
+@pytest.mark.executors(CUDA)
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+@pytest.mark.parametrize("case", DEVICE_CASES, ids=str)
+def test_device_sizes(backend, executor, algo, case):
+    from tests.skips import GPU_SIZE, skip
+
+    T, B, H, dtype, reverse = case
+    limits = backend.persistent_limits()
+    if algo == "persistent" and H > P.max_hidden(limits, B, dtype, backend.persist, k_per_h=3):
+        skip(GPU_SIZE, f"H={H} does not fit this device's shared memory ({limits})")
+    # Long float32 recurrences: rounding grows with T, as for Elman's kernels.
+    tol = dict(atol=1e-4, rtol=1e-3) if dtype == np.float32 else {}
+    check(backend, executor, problem(T, B, H, dtype, seed=T), algo, reverse, **tol)
+
+
 # -- the plan: the GRU's shared memory and its limits ------------------------------------------------
 def test_persistent_shared_memory_holds_both_launches():
     """Forward: 3·cols columns of V, each H long, and a chunk of H; backward: cols rows of 3H and a
@@ -187,6 +212,8 @@ def test_auto_falls_back_for_a_gru_that_elman_would_run_persistent(backend, monk
     assert (plan.algo, plan.cell) == ("step", "gru")
     with pytest.raises(ValueError, match="cell: expected one of"):
         backend.resolve_algo("auto", 2, 3, 10, np.float32, cell="rnn")
+    with pytest.raises(ValueError, match="P: a projection .* P=4 for the gru cell"):
+        backend.resolve_algo("auto", 2, 3, 10, np.float32, cell="gru", P=4)
 
 
 @pytest.mark.executors("emulator-forward")
@@ -206,3 +233,18 @@ def test_launchers_name_the_bad_argument(backend):
     with pytest.raises(ValueError, match=r"dh_last: expected shape \(3, 4\)"):
         backend.gru_bwd_seq(None, pr["dh_last"][:2], h, pr["h0"], gates, pr["V"],
                             pr["lengths"], plan)
+
+
+def test_persistent_headers_state_the_shared_memory():
+    """The amounts the GRU's persistent headers state are the registry's constants and the
+    formulas tested above."""
+    from gpu_bptt.backends.cuda import kernel_loader as kl
+
+    c = registry.PERSIST_CONSTANTS
+    bc = f"min(B, {c['PERSIST_BATCH']})"
+    tail = f" * sizeof(T) bytes, plus {c['PERSIST_WARPS']} * {c['PERSIST_OUTS']} * sizeof(T) for v2"
+    for family, amount in ((registry.GRU_PERSIST_FWD, f"(3 * cols + {bc}) * H"),
+                           (registry.GRU_PERSIST_BWD, f"(cols + {bc}) * 3 * H")):
+        head = " ".join(kl.read_kernel(family.file).split("\n\n")[0].replace("//", " ").split())
+        assert f"block ({c['PERSIST_THREADS']}, 1, 1)" in head, family.file
+        assert amount + tail in head, family.file

@@ -16,6 +16,9 @@ Options (constructor arguments, else environment variables):
         "auto" follows the rule in rules.py.
 db is always the deterministic column-sum kernel (no float atomics).
 
+The GRU (kernels/gru_*.cu) runs the same algorithms and versions: gru_fwd_seq / gru_bwd_seq with
+a plan from resolve_algo(..., cell="gru").
+
 algo (elman_forward's keyword): "step" launches one step kernel per t; "persistent" runs the whole
 recurrence in one cooperative launch with V on chip (persistent.py, docs/persistent.md); "auto"
 takes persistent when B <= 32 and it can run here. resolve_algo gathers the device's facts, then
@@ -231,6 +234,9 @@ class CudaBackend(Backend):
         warns with the reason, once per cause (attributed to elman_forward's caller)."""
         self.check_algo(algo)
         persistent.cell_files(cell)  # ValueError naming `cell` for a cell without kernels
+        if P:
+            raise ValueError(f"P: a projection (proj_size) is an LSTM's; got P={P} for the "
+                             f"{cell} cell")
         reverse = bool(reverse)
         key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, reverse, self.step,
                self.persist, cell, P)

@@ -100,7 +100,7 @@ class Launchers:
 
     def _state(self, state, flip, B, H, dtype):
         """v4's (B, H) state of a reversed run (the caller's, checked, or a new one); a dummy,
-        never written, in the forward direction."""
+        never written, in the forward direction. (B, G·H) for a gated cell's dgh: H = G·H."""
         if not flip:
             return self._dummy(dtype)
         if state is None:
@@ -112,7 +112,8 @@ class Launchers:
             raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
 
     def _scratch(self, scratch, B, H, dtype):
-        """v4's (B, H) product buffer: the caller's (checked) or a new one."""
+        """v4's (B, H) product buffer (B, G·H for a gated cell's forward: H = G·H), the caller's
+        (checked) or a new one."""
         if scratch is None:
             return self.xp.empty((B, H), dtype=dtype)
         return self.check("scratch", scratch, (B, H), dtype)

@@ -1,14 +1,17 @@
 """The persistent algorithm's limits: the whole recurrence in one cooperative launch (kernels/
-elman_persistent_fwd.cu and elman_persistent_bwd.cu). Pure functions of the device's facts
+<cell>_persistent_fwd.cu and <cell>_persistent_bwd.cu). Pure functions of the device's facts
 (DeviceLimits, KernelFacts), gathered by the backend first; the launches are launchers.py's and
 the "auto" rule is rules.py's.
 
-Each of `grid` blocks (at most one per multiprocessor) keeps `cols = ceil(H / multiprocessors)`
-columns of V (rows, backward) in shared memory for all T steps, plus one chunk of at most 8 batch
-rows of the previous state, so a block needs (cols + min(B, 8)) * H * itemsize bytes of dynamic
-shared memory (v2 adds 8 * 64 elements for its cross-warp sums). The algorithm runs where that
-fits the device's per-block limit and the grid can be co-resident (every block resident at once,
-which a grid barrier needs). Kernel versions (the backend's `persist` option,
+Each of `grid` blocks (at most one per multiprocessor) owns `cols = ceil(H / multiprocessors)`
+hidden units and keeps their columns of V (rows, backward) in shared memory for all T steps, plus
+one chunk of at most 8 batch rows of the previous state, so a block needs
+(cols + min(B, 8)) * H * itemsize bytes of dynamic shared memory for Elman (v2 adds 8 * 64
+elements for its cross-warp sums). A cell with G gates keeps all G gate columns of its units:
+(G * cols + min(B, 8)) * H forward, and (cols + min(B, 8)) * G * H backward (rows of V, G·H long,
+and a chunk of the gates' gradients), the larger of which the plan holds (CELL_SLICES). The
+algorithm runs where that fits the device's per-block limit and the grid can be co-resident
+(every block resident at once, which a grid barrier needs). Kernel versions (the backend's `persist` option,
 $GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block computes 8 columns at a
 time with every thread splitting k (docs/persistent.md).
 
