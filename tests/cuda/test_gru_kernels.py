@@ -83,17 +83,23 @@ def reference(pr, reverse):
 
 
 def run(backend, executor, pr, algo, reverse):
+    """plan, [h, gates, dgx, dh0] on the host; checks that no input but p (the callee's) and
+    neither h nor gates (the backward's inputs) changed."""
     T, B, G3 = pr["p"].shape
     H = G3 // 3
-    dev = executor.asarray
     plan = backend.resolve_algo(algo, T, B, H, pr["p"].dtype, reverse=reverse, cell="gru")
     assert (plan.algo, plan.cell, plan.reverse) == (algo, "gru", reverse)
-    p = dev(pr["p"].copy())
-    h, gates = backend.gru_fwd_seq(p, dev(pr["V"]), dev(pr["b_h"]), dev(pr["h0"]),
-                                   dev(pr["lengths"]), plan)
-    dgx, dh0 = backend.gru_bwd_seq(dev(pr["dh"]), dev(pr["dh_last"]), h, dev(pr["h0"]), gates,
-                                   dev(pr["V"]), dev(pr["lengths"]), plan)
-    return plan, [to_host(a) for a in (h, gates, dgx, dh0)]
+    a = {k: executor.asarray(None if v is None else v.copy()) for k, v in pr.items()}
+    h, gates = backend.gru_fwd_seq(a["p"], a["V"], a["b_h"], a["h0"], a["lengths"], plan)
+    h_fwd, gates_fwd = to_host(h).copy(), to_host(gates).copy()
+    dgx, dh0 = backend.gru_bwd_seq(a["dh"], a["dh_last"], h, a["h0"], gates, a["V"],
+                                   a["lengths"], plan)
+    for k in ("V", "b_h", "h0", "lengths", "dh", "dh_last"):
+        if pr[k] is not None:
+            np.testing.assert_array_equal(to_host(a[k]), pr[k], err_msg=f"{k} was changed")
+    np.testing.assert_array_equal(to_host(h), h_fwd, err_msg="the backward changed h")
+    np.testing.assert_array_equal(to_host(gates), gates_fwd, err_msg="the backward changed gates")
+    return plan, [to_host(x) for x in (h, gates, dgx, dh0)]
 
 
 def check(backend, executor, pr, algo, reverse, **tol):
@@ -169,6 +175,14 @@ def test_device_sizes(backend, executor, algo, case):
     # Long float32 recurrences: rounding grows with T, as for Elman's kernels.
     tol = dict(atol=1e-4, rtol=1e-3) if dtype == np.float32 else {}
     check(backend, executor, problem(T, B, H, dtype, seed=T), algo, reverse, **tol)
+
+
+@pytest.mark.executors("emulator-forward", CUDA)
+@pytest.mark.backend_options(gemm=("own",))
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_own_gemm(backend, executor, algo):
+    """gemm="own": dh0's product by kernels/gemm.cu instead of the library's."""
+    check(backend, executor, problem(3, 3, 9, np.float64, seed=2), algo, True)
 
 
 # -- the plan: the GRU's shared memory and its limits ------------------------------------------------
