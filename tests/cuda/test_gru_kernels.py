@@ -170,7 +170,7 @@ def test_device_sizes(backend, executor, algo, case):
 
     T, B, H, dtype, reverse = case
     limits = backend.persistent_limits()
-    if algo == "persistent" and H > P.max_hidden(limits, B, dtype, backend.persist, k_per_h=3):
+    if algo == "persistent" and H > P.cell_max_hidden(limits, B, dtype, backend.persist, "gru"):
         skip(GPU_SIZE, f"H={H} does not fit this device's shared memory ({limits})")
     # Long float32 recurrences: rounding grows with T, as for Elman's kernels.
     tol = dict(atol=1e-4, rtol=1e-3) if dtype == np.float32 else {}
@@ -202,15 +202,32 @@ def test_persistent_shared_memory_holds_both_launches():
     assert P.smem_bytes(B, H, cols, 4, "v1") == (cols + B) * H * 4
 
 
+def largest_by_hand(limits, B, itemsize, version):
+    """The largest H with (ceil(H / SMs) + min(B, 8)) * 3H elements (+ v2's 8 x 64 sums) within
+    the limit: the backward's slice, the larger of the two, by brute force."""
+    extra = 8 * 64 if version == "v2" else 0
+    fits = [H for H in range(1, 4000) if ((-(-H // limits.multiprocessors) + min(B, 8)) * 3 * H
+                                          + extra) * itemsize <= limits.smem_per_block]
+    assert fits[-1] < 3999  # the range reaches past the limit
+    return fits[-1]
+
+
 @pytest.mark.parametrize("device", sorted(P.KNOWN_DEVICES))
+@pytest.mark.parametrize("version", P.VERSIONS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_largest_gru_hidden_size_fits_and_one_more_does_not(device, dtype):
+def test_largest_gru_hidden_size_fits_and_one_more_does_not(device, version, dtype):
     limits = P.KNOWN_DEVICES[device]
-    largest = P.max_hidden(limits, 8, dtype, "v2", k_per_h=3)
-    P.cell_plan(limits, 8, largest, dtype, "v2", "gru")
-    with pytest.raises(ValueError, match=rf"H={largest + 1} needs .* the largest H that fits "
-                                         rf"here is {largest}$"):
-        P.cell_plan(limits, 8, largest + 1, dtype, "v2", "gru")
+    for B in (1, 8):
+        largest = P.cell_max_hidden(limits, B, dtype, version, "gru")
+        assert largest == largest_by_hand(limits, B, np.dtype(dtype).itemsize, version)
+        P.cell_plan(limits, B, largest, dtype, version, "gru")
+        with pytest.raises(ValueError, match=rf"H={largest + 1} needs .* the largest H that fits "
+                                             rf"here is {largest}$"):
+            P.cell_plan(limits, B, largest + 1, dtype, version, "gru")
+    lines = P.describe(limits, version)
+    h = {(d, B): largest_by_hand(limits, B, d, version) for d in (4, 8) for B in (1, 8)}
+    assert lines[-1] == (f"persistent, GRU ({version}): largest H: float32 {h[4, 1]} at B=1, "
+                         f"{h[4, 8]} at B>=8; float64 {h[8, 1]} at B=1, {h[8, 8]} at B>=8")
 
 
 @pytest.mark.executors("emulator-forward")

@@ -125,6 +125,14 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
 CELL_SLICES = {"elman": ((1, 1), (1, 1)), "gru": ((3, 1), (1, 3))}
 
 
+def cell_max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, cell="elman") -> int:
+    """The largest H both of `cell`'s persistent kernels take on this device at batch size B."""
+    if cell not in CELL_SLICES:
+        raise ValueError(f"cell: expected one of {tuple(CELL_SLICES)}, got {cell!r}")
+    return min(max_hidden(limits, B, dtype, version, gates=g, k_per_h=k)
+               for g, k in CELL_SLICES[cell])
+
+
 def cell_plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION,
               cell="elman") -> Geometry:
     """plan for the launch of `cell` that needs the most shared memory (so both fit)."""
@@ -205,4 +213,10 @@ def describe(limits: DeviceLimits, version=DEFAULT_VERSION, reason=None) -> list
     else:
         lines.append(f"persistent: algo='auto' takes it when B <= {AUTO_MAX_BATCH} and V's slice "
                      f"fits, else the step kernels (with a warning when B <= {AUTO_MAX_BATCH})")
+    if limits.cooperative:
+        g = {(np.dtype(d).name, B): cell_max_hidden(limits, B, d, version, "gru")
+             for d in (np.float32, np.float64) for B in (1, BATCH_CHUNK)}
+        lines.append(f"persistent, GRU ({version}): largest H: float32 {g['float32', 1]} at B=1, "
+                     f"{g['float32', BATCH_CHUNK]} at B>={BATCH_CHUNK}; float64 {g['float64', 1]} "
+                     f"at B=1, {g['float64', BATCH_CHUNK]} at B>={BATCH_CHUNK}")
     return lines
