@@ -185,6 +185,30 @@ def test_own_gemm(backend, executor, algo):
     check(backend, executor, problem(3, 3, 9, np.float64, seed=2), algo, True)
 
 
+@pytest.mark.parametrize("version", list(registry.STEP))
+def test_step_launches_are_the_plans(version):
+    """What the GRU's step launchers launch is the plan's grid and block, forward and backward."""
+    from cuda_helpers import Recorder
+
+    from gpu_bptt.backends.cuda import rules
+    from gpu_bptt.backends.cuda.launchers import Launchers
+
+    T, B, H = 2, 70, 100
+    plan = rules.launch_plan("step", B, H, np.float32, limits=P.DeviceLimits(4, 48 * 1024),
+                             kernels=(), step=version, persist="v2", cell="gru")
+    rec = Recorder()
+    k = Launchers(np, rec)
+    z = lambda *s: np.zeros(s, np.float32)
+    lengths = np.full(B, T, np.int32)
+    k.gru_fwd_stepper(z(T, B, H), z(T, B, 4 * H), z(T, B, 3 * H), z(B, H), z(H, 3 * H), None,
+                      lengths, plan.version)(1)
+    k.gru_bwd_stepper(z(T, B, 3 * H), z(T, B, H), z(B, H), None, None, z(T, B, H), z(B, H),
+                      z(T, B, 4 * H), z(3 * H, H), lengths, plan.version)(0)
+    assert [(g, b) for _, g, b in rec.launches] == [(plan.grid, plan.block)] * 2
+    assert [n for n, _, _ in rec.launches] == [f"gru_fwd_step_{version}<float>",
+                                              f"gru_bwd_step_{version}<float>"]
+
+
 # -- the plan: the GRU's shared memory and its limits ------------------------------------------------
 def test_persistent_shared_memory_holds_both_launches():
     """Forward: 3·cols columns of V, each H long, and a chunk of H; backward: cols rows of 3H and a

@@ -333,7 +333,7 @@ class Launchers:
         if family.versions[version].product == "library":  # the product by cuBLAS, the rest ours
             acc = self._scratch(scratch, B, 3 * H, h.dtype)
             held = self._state(state, flip, B, H, h.dtype)
-            bh, has_bh, lens = ops[5:]
+            *_, bh, has_bh, lens = ops
             matmul = self.xp.matmul
 
             def launch(s):
@@ -384,8 +384,7 @@ class Launchers:
         if family.versions[version].product == "library":  # the product by cuBLAS, the rest ours
             acc = self._scratch(scratch, B, H, h.dtype)
             held = self._state(state, flip, B, 3 * H, h.dtype)
-            head, rest = ops[:3], ops[3:10]  # (dg, gn, zd), (dh .. gates)
-            lens = ops[11]
+            dg_, gn_, zd_, dh_, has_dh, dl_, has_dl, h_, h0_, gates_, _, lens = ops
             none = self._dummy(h.dtype)
             matmul = self.xp.matmul
             tail = (_i32(flip), _i32(B), _i32(H))
@@ -394,8 +393,8 @@ class Launchers:
                 more = s + 1 < T
                 if more:
                     matmul(held if flip else dg[s + 1], VT, out=acc)
-                fn(grid, block, head + (acc if more else none, _i32(more), held) + rest
-                   + (lens, _i32(s)) + tail)
+                fn(grid, block, (dg_, gn_, zd_, acc if more else none, _i32(more), held, dh_,
+                                 has_dh, dl_, has_dl, h_, h0_, gates_, lens, _i32(s)) + tail)
             return launch
         tail = (_i32(flip), _i32(T), _i32(B), _i32(H))
         return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
