@@ -112,7 +112,7 @@ def check(backend, executor, pr, algo, reverse, **tol):
     return plan
 
 
-# B = 3 with lengths 5 and shorter; H = 37: two 32-wide tiles (v2), a partial 64-wide one (v3).
+# B = 3 with lengths 4 and shorter; H = 37: two 32-wide tiles (v2), a partial 64-wide one (v3).
 @pytest.mark.backend_options(step=tuple(registry.STEP))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
@@ -141,6 +141,13 @@ def test_persistent_kernels_equal_torch(executor, backend, dtype, reverse):
 def test_persistent_two_batch_chunks(backend, executor, reverse):
     """B = 9: two chunks (8 + 1) of the previous state staged per step, rows of 3H backward."""
     check(backend, executor, problem(3, 9, 8, np.float64, seed=5), "persistent", reverse)
+
+
+@pytest.mark.executors("emulator-warps", CUDA)
+@pytest.mark.backend_options(step=("v1", "v2", "v3"))
+def test_step_tiles_across_the_batch(backend, executor):
+    """B = 65: 17 row blocks of v1, 3 row tiles of v2, 2 of v3 (each row at its own length)."""
+    check(backend, executor, problem(2, 65, 5, np.float64, seed=6), "step", True)
 
 
 @pytest.mark.executors("emulator-random", CUDA)
