@@ -101,7 +101,8 @@ def test_entries_template_parameters_and_launch_bounds(family):
         assert threads <= 1024
 
 
-@pytest.mark.parametrize("family", [registry.STEP_FWD, registry.STEP_BWD], ids=lambda f: f.file)
+@pytest.mark.parametrize("family", [registry.STEP_FWD, registry.STEP_BWD, registry.GRU_STEP_FWD,
+                                    registry.GRU_STEP_BWD], ids=lambda f: f.file)
 def test_step_tiles_are_the_registry_tiles(family):
     """The literal template arguments of each tiled step kernel: the shared-memory tile
     TileSmem<BM, BN, BK> and the tile helper's <T, BM, BN, TM, TN>."""
@@ -112,7 +113,8 @@ def test_step_tiles_are_the_registry_tiles(family):
         if not isinstance(tile, registry.Tiled) or tile.depth is None:
             assert "TileSmem" not in body, version
             continue
-        smem = {tuple(map(int, m)) for m in re.findall(r"TileSmem<(\d+), (\d+), (\d+)>", body)}
+        smem = {tuple(map(int, m))
+                for m in re.findall(r"TileSmem<(\d+), (\d+), (\d+)(?:, \d+)?>", body)}
         assert smem == {(tile.rows, tile.cols, tile.depth)}, (version, smem)
         calls = re.findall(r"\w+<T, (\d+), (\d+), (\d+), (\d+)>\(", body)
         assert [tuple(map(int, c)) for c in calls] == [(tile.rows, tile.cols) + tile.per_thread]
@@ -126,7 +128,9 @@ def test_gemm_tile_is_the_registry_tile():
         tile.rows, tile.cols, tile.depth, tile.per_thread)
 
 
-@pytest.mark.parametrize("family", [registry.PERSIST_FWD, registry.PERSIST_BWD], ids=lambda f: f.file)
+@pytest.mark.parametrize("family", [registry.PERSIST_FWD, registry.PERSIST_BWD,
+                                    registry.GRU_PERSIST_FWD, registry.GRU_PERSIST_BWD],
+                         ids=lambda f: f.file)
 def test_persistent_versions_and_reduction(family):
     """Each version's entry runs the shared body with its variant, and the registry's reduction
     area is v2's red (PERSIST_WARPS x PERSIST_OUTS elements), none for v1."""
@@ -144,7 +148,8 @@ def _header(file):
     return kl.read_kernel(file).split("\n\n")[0]
 
 
-@pytest.mark.parametrize("family", [registry.STEP_FWD, registry.STEP_BWD], ids=lambda f: f.file)
+@pytest.mark.parametrize("family", [registry.STEP_FWD, registry.STEP_BWD, registry.GRU_STEP_FWD,
+                                    registry.GRU_STEP_BWD], ids=lambda f: f.file)
 def test_step_headers_state_the_registry_geometry(family):
     head = _header(family.file)
     for version, spec in family.versions.items():

@@ -16,6 +16,9 @@ Options (constructor arguments, else environment variables):
         "auto" follows the rule in rules.py.
 db is always the deterministic column-sum kernel (no float atomics).
 
+The GRU (kernels/gru_*.cu) runs the same algorithms and versions: gru_fwd_seq / gru_bwd_seq with
+a plan from resolve_algo(..., cell="gru").
+
 algo (elman_forward's keyword): "step" launches one step kernel per t; "persistent" runs the whole
 recurrence in one cooperative launch with V on chip (persistent.py, docs/persistent.md); "auto"
 takes persistent when B <= 32 and it can run here. resolve_algo gathers the device's facts, then
@@ -224,18 +227,22 @@ class CudaBackend(Backend):
     #: plans kept per backend; past this many distinct problems the oldest are forgotten
     MAX_PLANS = 256
 
-    def resolve_algo(self, algo, T, B, H, dtype, reverse=False):
-        """The LaunchPlan for a request at (B, H, dtype) on the current device, made once per
-        problem and kept: the forward and its backward (also the framework paths, which resolve
+    def resolve_algo(self, algo, T, B, H, dtype, reverse=False, cell="elman", P=0):
+        """The LaunchPlan for a request at (B, H, dtype) of `cell` on the current device, made once
+        per problem and kept: the forward and its backward (also the framework paths, which resolve
         again from the same request) run the same plan. "auto" falling back to the step kernels
         warns with the reason, once per cause (attributed to elman_forward's caller)."""
         self.check_algo(algo)
+        persistent.cell_files(cell)  # ValueError naming `cell` for a cell without kernels
+        if P:
+            raise ValueError(f"P: a projection (proj_size) is an LSTM's; got P={P} for the "
+                             f"{cell} cell")
         reverse = bool(reverse)
         key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, reverse, self.step,
-               self.persist)
+               self.persist, cell, P)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._make_plan(algo, B, H, dtype, reverse)
+            plan = self._make_plan(algo, B, H, dtype, reverse, cell)
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
@@ -245,24 +252,24 @@ class CudaBackend(Backend):
             warn_once(f"algo='auto' runs the step kernels: {plan.fallback}", stacklevel=3)
         return plan
 
-    def _make_plan(self, algo, B, H, dtype, reverse=False):
+    def _make_plan(self, algo, B, H, dtype, reverse=False, cell="elman"):
         """Gather the device's facts (only those the choice depends on), then plan."""
         limits = self.persistent_limits()
-        kernels = self._persistent_kernels(limits, B, H, dtype) \
+        kernels = self._persistent_kernels(limits, B, H, dtype, cell) \
             if rules.considers_persistent(algo, B) else ()
         return rules.launch_plan(algo, B, H, dtype, limits=limits, kernels=kernels,
-                                 step=self.step, persist=self.persist, reverse=reverse)
+                                 step=self.step, persist=self.persist, reverse=reverse, cell=cell)
 
-    def _persistent_kernels(self, limits, B, H, dtype) -> tuple:
-        """persistent.KernelFacts of the persistent kernels, in launch order, for (B, H): whether
-        each builds here and how many of its blocks fit on a multiprocessor at the plan's shared
-        memory. () where V's slice does not fit (nothing to ask); stops at a build error."""
+    def _persistent_kernels(self, limits, B, H, dtype, cell="elman") -> tuple:
+        """persistent.KernelFacts of `cell`'s persistent kernels, in launch order, for (B, H):
+        whether each builds here and how many of its blocks fit on a multiprocessor at the plan's
+        shared memory. () where V's slice does not fit (nothing to ask); stops at a build error."""
         try:
-            smem = persistent.plan(limits, B, H, dtype, self.persist).smem
+            smem = persistent.cell_plan(limits, B, H, dtype, self.persist, cell).smem
         except ValueError:
             return ()
         facts = []
-        for family in (registry.PERSIST_FWD, registry.PERSIST_BWD):
+        for family in registry.PERSIST_BY_CELL[cell]:
             try:
                 fn = self.loader.function(family.file, family.expression(self.persist, dtype))
             except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
@@ -296,8 +303,8 @@ class CudaBackend(Backend):
     def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
                   lengths=None, reverse=False):
         T, B, I = x.shape
-        H = V.shape[0]
-        du2 = du.reshape(T * B, H)
+        N, Hs = du.shape[2], h.shape[2]  # G·H gate columns; the fed-back state's size
+        du2 = du.reshape(T * B, N)
         db = self.kernels.column_sum(du2) if need_db else None
         if self.gemm == "cublas":
             dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False, need_dx,
@@ -310,7 +317,7 @@ class CudaBackend(Backend):
         if T > 1:  # the state before step t is h[t-1] (h[t+1] reversed) but at the first step:
             # accumulate instead of building that array (h and du are 0 at padded steps)
             prev, cur = (h[1:], du[:-1]) if reverse else (h[:-1], du[1:])
-            k.gemm(prev.reshape((T - 1) * B, H), cur.reshape((T - 1) * B, H), trans_a=True,
+            k.gemm(prev.reshape((T - 1) * B, Hs), cur.reshape((T - 1) * B, N), trans_a=True,
                    out=dV, accumulate=True)
         dx = k.gemm(du2, W, trans_b=True).reshape(T, B, I) if need_dx else None
         dh0 = k.gemm(first, V, trans_b=True)
@@ -343,3 +350,59 @@ class CudaBackend(Backend):
         for s in range(T - 1, -1, -1):
             step(s)
         return du
+
+    # -- the GRU (kernels/gru_*.cu): as the plan from resolve_algo(..., cell="gru") says ----------
+    def gru_fwd_seq(self, p, V, b_h, h0, lengths, plan):
+        """The GRU forward recurrence (the contract of base.Backend.gru_fwd_seq): p (T, B, 3H) =
+        x @ W + b_x, read only; V (H, 3H); b_h (3H,) or None; h0 (B, H). Returns h (T, B, H) and
+        gates (T, B, 4H) = [r|z|n|hn], both new."""
+        T, B, G3 = p.shape
+        H = G3 // 3
+        lens = self._lengths(lengths, T, B)
+        _check_gru_plan(plan)
+        h = self.xp.empty((T, B, H), dtype=p.dtype)
+        gates = self.xp.empty((T, B, 4 * H), dtype=p.dtype)
+        if plan.algo == "persistent":
+            self.kernels.gru_persistent_fwd(h, gates, p, h0, V, b_h, lens, plan)
+            return h, gates
+        plan.check_problem(B, H, p.dtype.name, cell="gru")
+        step = self.kernels.gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
+                                            flip=plan.reverse)
+        for s in range(T):
+            step(s)
+        return h, gates
+
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+        """The GRU backward recurrence (the contract of base.Backend.gru_bwd_seq): dh (T, B, H) or
+        None; dh_last (B, H) or None; h, h0, gates the forward's; V (H, 3H). Returns dgx
+        (T, B, 3H), the gradient on p, and dh0 (B, H), both new."""
+        xp = self.xp
+        T, B, H = h.shape
+        lens = self._lengths(lengths, T, B)
+        _check_gru_plan(plan)
+        dg = xp.empty((T, B, 3 * H), dtype=h.dtype)  # dgh during the loop: every entry written
+        gn = xp.empty((T, B, H), dtype=h.dtype)
+        zd = xp.zeros((B, H), dtype=h.dtype)  # the carry dhs·z: none before the first step
+        if plan.algo == "persistent":
+            self.kernels.gru_persistent_bwd(dg, gn, zd, dh, dh_last, h, h0, gates, V, lens, plan)
+        else:
+            plan.check_problem(B, H, h.dtype.name, cell="gru")
+            VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+            step = self.kernels.gru_bwd_stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens,
+                                                plan.version, flip=plan.reverse)
+            for s in range(T - 1, -1, -1):
+                step(s)
+        # the gradient on h0: the product of the first step's dgh and the z path left in zd
+        first = xp.ascontiguousarray(first_step_rows(xp, dg, lens, plan.reverse))
+        if self.gemm == "own":
+            dh0 = self.kernels.gemm(first, V, trans_b=True)
+        else:
+            dh0 = xp.matmul(first, V.T)
+        dh0 += zd
+        dg[:, :, 2 * H:] = gn  # dgh's n block is gn·r; the gradient on p's is gn
+        return dg, dh0
+
+
+def _check_gru_plan(plan):
+    if plan.cell != "gru":
+        raise ValueError(f"plan: made for the {plan.cell} cell, not the gru")

@@ -25,10 +25,10 @@ def _i32(v):
     return np.int32(v)
 
 
-def _check_persistent(plan, B, H, dtype):
+def _check_persistent(plan, B, H, dtype, cell="elman"):
     if plan.algo != "persistent":
         raise ValueError(f"plan: expected a persistent plan, got {plan.label}")
-    plan.check_problem(B, H, np.dtype(dtype).name)
+    plan.check_problem(B, H, np.dtype(dtype).name, cell=cell)
 
 
 class Launchers:
@@ -100,7 +100,7 @@ class Launchers:
 
     def _state(self, state, flip, B, H, dtype):
         """v4's (B, H) state of a reversed run (the caller's, checked, or a new one); a dummy,
-        never written, in the forward direction."""
+        never written, in the forward direction. (B, G·H) for a gated cell's dgh: H = G·H."""
         if not flip:
             return self._dummy(dtype)
         if state is None:
@@ -112,7 +112,8 @@ class Launchers:
             raise ValueError(f"t: expected 0 <= t < T = {T}, got {t}")
 
     def _scratch(self, scratch, B, H, dtype):
-        """v4's (B, H) product buffer: the caller's (checked) or a new one."""
+        """v4's (B, H) product buffer (B, G·H for a gated cell's forward: H = G·H), the caller's
+        (checked) or a new one."""
         if scratch is None:
             return self.xp.empty((B, H), dtype=dtype)
         return self.check("scratch", scratch, (B, H), dtype)
@@ -297,3 +298,127 @@ class Launchers:
             raise RuntimeError(f"{name}: only {ran} of the {plan.grid[0]} blocks ran ({plan.cols} "
                                "columns each), too few to cover H; the kernel wrote nothing (a "
                                "runtime shrank the cooperative grid)")
+
+    # -- the GRU (kernels/gru_*.cu; the cell's math in gru_common.cuh) -----------------------------
+    def gru_fwd_operands(self, h, gates, p, h0, V, b_h, lengths):
+        """Check the GRU forward's operands (step and persistent): h (T, B, H), gates
+        (T, B, 4H), p (T, B, 3H), h0 (B, H), V (H, 3H), b_h (3H,) or None, all of h's dtype;
+        lengths (B,) int32. Returns them as the kernels' leading arguments (b_h as bh, has_bh)."""
+        T, B, H = h.shape
+        dt = h.dtype
+        self.check("h", h, (T, B, H), dt)
+        self.check("gates", gates, (T, B, 4 * H), dt)
+        self.check("p", p, (T, B, 3 * H), dt)
+        self.check("h0", h0, (B, H), dt)
+        self.check("V", V, (H, 3 * H), dt)
+        if b_h is not None:
+            self.check("b_h", b_h, (3 * H,), dt)
+        self.check("lengths", lengths, (B,), np.int32)
+        bh = (self._dummy(dt), _i32(0)) if b_h is None else (b_h, _i32(1))
+        return (h, gates, p, h0, V) + bh + (lengths,)
+
+    def gru_fwd_stepper(self, h, gates, p, h0, V, b_h, lengths, version="v2", *, flip=False,
+                        scratch=None, state=None):
+        """A function of s that launches GRU forward step s (kernels/gru_fwd_step.cu): h[t] and
+        gates[t] from p[t] and the previous state, operands checked and the kernel looked up once
+        per sequence. s in 0..T-1, in order. flip=True: a reversed run (each batch row from its
+        last valid step down). v4: the product by xp.matmul into scratch (B, 3H), and, flipped,
+        the last step's state in `state` (B, H); both allocated when None."""
+        T, B, H = h.shape
+        ops = self.gru_fwd_operands(h, gates, p, h0, V, b_h, lengths)
+        grid, block = registry.step_geometry(version, B, H)
+        family = registry.GRU_STEP_FWD
+        fn = self.loader.function(family.file, family.expression(version, h.dtype))
+        tail = (_i32(flip), _i32(B), _i32(H))
+        if family.versions[version].product == "library":  # the product by cuBLAS, the rest ours
+            acc = self._scratch(scratch, B, 3 * H, h.dtype)
+            held = self._state(state, flip, B, H, h.dtype)
+            *_, bh, has_bh, lens = ops
+            matmul = self.xp.matmul
+
+            def launch(s):
+                matmul(h0 if s == 0 else held if flip else h[s - 1], V, out=acc)
+                fn(grid, block, (h, gates, p, h0, acc, held, bh, has_bh, lens, _i32(s)) + tail)
+            return launch
+        return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
+
+    def gru_bwd_operands(self, dg, gn, zd, dh, dh_last, h, h0, gates, M, m_shape, m_name,
+                         lengths):
+        """Check the GRU backward's operands (step and persistent) and return them as the
+        kernels' leading arguments: dg (T, B, 3H), gn (T, B, H), zd (B, H) written; dh
+        (T, B, H) or None, dh_last (B, H) or None (absent ones become dummies); h (T, B, H),
+        h0 (B, H), gates (T, B, 4H); M of m_shape (V.T for the step kernels, V for the
+        persistent ones), named m_name; lengths (B,) int32."""
+        T, B, H = h.shape
+        dt = h.dtype
+        self.check("dg", dg, (T, B, 3 * H), dt)
+        self.check("gn", gn, (T, B, H), dt)
+        self.check("zd", zd, (B, H), dt)
+        if dh is not None:
+            self.check("dh", dh, (T, B, H), dt)
+        if dh_last is not None:
+            self.check("dh_last", dh_last, (B, H), dt)
+        self.check("h", h, (T, B, H), dt)
+        self.check("h0", h0, (B, H), dt)
+        self.check("gates", gates, (T, B, 4 * H), dt)
+        self.check(m_name, M, m_shape, dt)
+        self.check("lengths", lengths, (B,), np.int32)
+        none = self._dummy(dt)
+        return (dg, gn, zd, none if dh is None else dh, _i32(dh is not None),
+                none if dh_last is None else dh_last, _i32(dh_last is not None), h, h0, gates,
+                M, lengths)
+
+    def gru_bwd_stepper(self, dg, gn, zd, dh, dh_last, h, h0, gates, VT, lengths, version="v2",
+                        *, flip=False, scratch=None, state=None):
+        """A function of s that launches GRU backward step s (kernels/gru_bwd_step.cu), operands
+        checked and the kernel looked up once per sequence; s from T-1 down to 0. dg (T, B, 3H)
+        gets dgh[t], gn (T, B, H) gn[t]; zd (B, H) must hold zeros before step T-1. VT (3H, H) =
+        V.T contiguous. flip=True: the backward of a reversed run. v4: the product by xp.matmul
+        into scratch (B, H), and, flipped, the last step's dgh rows in `state` (B, 3H)."""
+        T, B, H = h.shape
+        ops = self.gru_bwd_operands(dg, gn, zd, dh, dh_last, h, h0, gates, VT, (3 * H, H), "VT",
+                                    lengths)
+        grid, block = registry.step_geometry(version, B, H)
+        family = registry.GRU_STEP_BWD
+        fn = self.loader.function(family.file, family.expression(version, h.dtype))
+        if family.versions[version].product == "library":  # the product by cuBLAS, the rest ours
+            acc = self._scratch(scratch, B, H, h.dtype)
+            held = self._state(state, flip, B, 3 * H, h.dtype)
+            dg_, gn_, zd_, dh_, has_dh, dl_, has_dl, h_, h0_, gates_, _, lens = ops
+            none = self._dummy(h.dtype)
+            matmul = self.xp.matmul
+            tail = (_i32(flip), _i32(B), _i32(H))
+
+            def launch(s):
+                more = s + 1 < T
+                if more:
+                    matmul(held if flip else dg[s + 1], VT, out=acc)
+                fn(grid, block, (dg_, gn_, zd_, acc if more else none, _i32(more), held, dh_,
+                                 has_dh, dl_, has_dl, h_, h0_, gates_, lens, _i32(s)) + tail)
+            return launch
+        tail = (_i32(flip), _i32(T), _i32(B), _i32(H))
+        return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
+
+    def gru_persistent_fwd(self, h, gates, p, h0, V, b_h, lengths, plan):
+        """The whole GRU forward recurrence (kernels/gru_persistent_fwd.cu) as `plan` (a
+        persistent GRU LaunchPlan for h's problem) says: h (T, B, H) and gates (T, B, 4H)
+        written from p (T, B, 3H), h0 (B, H), V (H, 3H), b_h (3H,) or None, lengths (B,) int32.
+        plan.reverse: a reversed run."""
+        T, B, H = h.shape
+        _check_persistent(plan, B, H, h.dtype, cell="gru")
+        ops = self.gru_fwd_operands(h, gates, p, h0, V, b_h, lengths)
+        self._cooperative(registry.GRU_PERSIST_FWD, plan, h.dtype, ops + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))
+        return h, gates
+
+    def gru_persistent_bwd(self, dg, gn, zd, dh, dh_last, h, h0, gates, V, lengths, plan):
+        """The whole GRU backward recurrence (kernels/gru_persistent_bwd.cu) as `plan` says:
+        dg (T, B, 3H) gets dgh, gn (T, B, H) gn, zd (B, H) (zeros on entry) the first step's
+        carry dhs·z; V (H, 3H) not transposed; the rest as gru_bwd_stepper."""
+        T, B, H = h.shape
+        _check_persistent(plan, B, H, h.dtype, cell="gru")
+        ops = self.gru_bwd_operands(dg, gn, zd, dh, dh_last, h, h0, gates, V, (H, 3 * H), "V",
+                                    lengths)
+        self._cooperative(registry.GRU_PERSIST_BWD, plan, h.dtype, ops + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))
+        return dg

@@ -175,7 +175,23 @@ COLUMN_SUM = Family("column_sum.cu", "column_sum",
                                            * COLSUM_CONSTANTS["COLSUM_ROWS"], None))},
                     constants=COLSUM_CONSTANTS)
 
-FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM)
+# -- the GRU (G = 3 gates): the step versions and persistent variants above, over three gates ------
+#: the forward's v3 holds 3 x 16 accumulators a thread: at 2 blocks per multiprocessor (128
+#: registers) float64 spills, so it asks for one
+GRU_STEP_FWD_VERSIONS = dict(STEP, v3=Version(STEP["v3"].launch, bounds=(256, 1)))
+GRU_STEP_FWD = Family("gru_fwd_step.cu", "gru_fwd_step", GRU_STEP_FWD_VERSIONS,
+                      constants={"BK": STEP_BK})
+GRU_STEP_BWD = Family("gru_bwd_step.cu", "gru_bwd_step", STEP, constants={"BK": STEP_BK})
+GRU_PERSIST_FWD = Family("gru_persistent_fwd.cu", "gru_persistent_fwd", PERSIST,
+                         cooperative=True, constants=PERSIST_CONSTANTS)
+GRU_PERSIST_BWD = Family("gru_persistent_bwd.cu", "gru_persistent_bwd", PERSIST,
+                         cooperative=True, constants=PERSIST_CONSTANTS)
+GRU_FAMILIES = (GRU_STEP_FWD, GRU_STEP_BWD, GRU_PERSIST_FWD, GRU_PERSIST_BWD)
+
+#: each cell's persistent kernels, (forward, backward): the files "persistent" needs built
+PERSIST_BY_CELL = {"elman": (PERSIST_FWD, PERSIST_BWD), "gru": (GRU_PERSIST_FWD, GRU_PERSIST_BWD)}
+
+FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM) + GRU_FAMILIES
 BY_FILE = {f.file: f for f in FAMILIES}
 #: CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
 MAX_GRID_Y = 65535

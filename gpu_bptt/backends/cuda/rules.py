@@ -41,38 +41,44 @@ def considers_persistent(algo: str, B: int) -> bool:
     return algo == "persistent" or (algo == "auto" and B <= persistent.AUTO_MAX_BATCH)
 
 
-def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist, reverse=False) -> LaunchPlan:
+def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist, reverse=False,
+                cell="elman") -> LaunchPlan:
     """The plan for a request `algo` ("auto", "step" or "persistent") at (B, H, dtype), in the
-    direction `reverse`.
+    direction `reverse`, for `cell` (the GRU follows Elman's rules; its persistent kernels need
+    more shared memory: persistent.cell_plan).
 
     limits: the device's persistent.DeviceLimits; kernels: persistent.KernelFacts of both
     persistent kernels where considers_persistent(algo, B), else unused; step, persist:
     the backend's options. "persistent" where it cannot run raises ValueError naming the limit."""
     if algo == "step":
-        return _step_plan(B, H, dtype, step, limits, "algo='step' asked for", reverse=reverse)
+        return _step_plan(B, H, dtype, step, limits, "algo='step' asked for", reverse=reverse,
+                          cell=cell)
     if algo == "auto" and B > persistent.AUTO_MAX_BATCH:
         return _step_plan(B, H, dtype, step, limits,
                           f"algo='auto' runs the step kernels: B={B} > "
                           f"{persistent.AUTO_MAX_BATCH} (the persistent kernels' batch limit "
-                          f"for 'auto')", reverse=reverse)
+                          f"for 'auto')", reverse=reverse, cell=cell)
     try:
-        geo = persistent.check(limits, B, H, dtype, persist, kernels)
+        geo = persistent.check(limits, B, H, dtype, persist, kernels, cell)
     except ValueError as e:
         if algo == "persistent":
             raise
         return _step_plan(B, H, dtype, step, limits, "algo='auto' runs the step kernels",
-                          fallback=str(e), reverse=reverse)
+                          fallback=str(e), reverse=reverse, cell=cell)
     why = ("algo='persistent' asked for" if algo == "persistent" else
            f"algo='auto' and B={B} <= {persistent.AUTO_MAX_BATCH} where it runs")
     launch = registry.PERSIST[persist].launch
     return LaunchPlan("persistent", B, H, np.dtype(dtype).name, version=persist,
                       grid=(geo.grid, 1, 1), block=launch.block, smem=geo.smem, cols=geo.cols,
-                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns", reverse=reverse)
+                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns", reverse=reverse,
+                      cell=cell)
 
 
-def _step_plan(B, H, dtype, step, limits, why, fallback=None, reverse=False) -> LaunchPlan:
+def _step_plan(B, H, dtype, step, limits, why, fallback=None, reverse=False,
+               cell="elman") -> LaunchPlan:
     version, because = step_version(step, B, H, limits.multiprocessors)
     grid, block = registry.step_geometry(version, B, H)
     return LaunchPlan("step", B, H, np.dtype(dtype).name, version=version, grid=grid,
                       block=block, product=registry.STEP[version].product,
-                      reason=f"{why}; {version}: {because}", fallback=fallback, reverse=reverse)
+                      reason=f"{why}; {version}: {because}", fallback=fallback, reverse=reverse,
+                      cell=cell)
