@@ -1,3 +1,5 @@
-from .elman import ElmanCache, ElmanGrads, ElmanOutput, elman_backward, elman_forward
+from .elman import (ElmanCache, ElmanGrads, ElmanOutput, ElmanPairOutput, elman_backward,
+                    elman_backward_pair, elman_forward, elman_forward_pair)
 
-__all__ = ["ElmanCache", "ElmanGrads", "ElmanOutput", "elman_backward", "elman_forward"]
+__all__ = ["ElmanCache", "ElmanGrads", "ElmanOutput", "ElmanPairOutput", "elman_backward",
+           "elman_backward_pair", "elman_forward", "elman_forward_pair"]
