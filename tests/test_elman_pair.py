@@ -12,6 +12,7 @@ import pytest
 import gpu_bptt
 from gpu_bptt.backends.cuda import registry
 from gpu_bptt.cells import elman_backward_pair, elman_forward_pair
+from gpu_bptt.validate import to_host
 
 from .executors import (CUDA, GRADS, KERNEL_RUNS, NUMPY, OUTPUTS, assert_equal_arrays,
                         elman_problem)
@@ -119,3 +120,27 @@ def test_errors_name_the_argument():
     other = gpu_bptt.elman_forward(x, *weights[1], backend="numpy", reverse=True)  # no lengths
     with pytest.raises(ValueError, match=r"^caches: not the two directions of one layer"):
         elman_backward_pair(dh, (caches[0], other.cache))
+
+
+@pytest.mark.executors(NUMPY, "emulator-forward", CUDA)
+@pytest.mark.parametrize("with_dh", [True, False], ids=["dh", "only-dh_last"])
+def test_nn_bidirectional_level_runs_the_pair(executor, with_dh):
+    """gpu_bptt.nn.Elman(bidirectional=True) runs both directions through the pair (its
+    pair_plan says how) and gives, bit for bit, the two directions' single calls."""
+    from gpu_bptt import nn
+
+    bk = executor.backend()
+    algo = "step" if executor.kind == NUMPY else "persistent"
+    level = nn.Elman(3, 7, bidirectional=True, dtype=np.float64, backend=bk, rng=0, algo=algo)
+    x, lengths, _, dh, dh_last = directions(CASES[1][:1] + (11, 3, 7, np.float64, True))
+    y = level.forward(x, lengths=lengths)
+    assert level.pair_plan.how == ("in turn" if executor.kind == NUMPY else "one launch")
+    dx = level.backward(np.concatenate(dh, axis=2) if with_dh else None,
+                        dh_last=np.stack(dh_last))
+    p = level.parameters()
+    weights = [(p["W" + s], p["V" + s], p["b" + s], None) for s in ("", "_reverse")]
+    outs, grads = singles(bk, x, lengths, weights, dh if with_dh else (None, None), dh_last, algo)
+    np.testing.assert_array_equal(to_host(y), np.concatenate([to_host(o.h) for o in outs], 2))
+    np.testing.assert_array_equal(to_host(dx), to_host(grads[0].dx + grads[1].dx))
+    for s, g in zip(("", "_reverse"), grads):
+        np.testing.assert_array_equal(to_host(level.gradients()["V" + s]), to_host(g.dV))
