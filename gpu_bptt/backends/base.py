@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pair import PairPlan, check_directions
-from .plan import LaunchPlan
+from .plan import LaunchPlan, PairPlan, check_directions
 
 
 class Backend:

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import activations
-from ..backends import Backend, LaunchPlan, get_backend
-from ..backends.pair import PairPlan
+from ..backends import Backend, LaunchPlan, PairPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (check_algo, check_cache_algo, check_grads_from_above, check_input,
                        check_reverse, check_state, check_unchanged, last_state, missing_arrays,

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..base import Backend, first_step_rows
 from ..notices import warn_once
-from ..pair import PairPlan, check_directions
+from ..plan import PairPlan, check_directions
 from . import persistent, registry, rules
 from .kernel_loader import OPTIONS, KernelLoader
 from .launchers import Launchers
