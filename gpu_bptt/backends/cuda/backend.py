@@ -1,7 +1,8 @@
 """The cuda backend: CuPy arrays, raw CUDA kernels from kernels/ (docs/architecture.md §2).
 
 Inputs may be NumPy or CuPy arrays; results are CuPy arrays on the current device. Every launch
-and every CuPy operation goes to CuPy's current stream. Availability is probed without compiling
+and every CuPy operation goes to CuPy's current stream, but the reversed direction's of a
+bidirectional pair that runs on two streams (streams.py, joined to the current one by events). Availability is probed without compiling
 anything; CuPy is imported only here, and only when the backend is probed or built.
 
 The class is written against two seams, so that the emulator backend runs this same code on the

@@ -4,7 +4,9 @@ run beside the forward direction's (docs/architecture.md, bidirectional layers).
 `fork()` is a context manager giving the side stream: the forward direction's launches stay on
 the current stream, the reversed direction's go inside `with side:`. On entry the side stream
 waits for the work queued so far on the current stream (its inputs); on exit the current stream
-waits for the side stream's work, so whatever follows sees both directions' results.
+waits for the side stream's work, so whatever follows sees both directions' results. Arrays the
+side stream uses are allocated before the fork (or, as the status words, kept until after the
+join), so no allocator can hand their memory to another stream while the side one works on it.
 """
 from __future__ import annotations
 
