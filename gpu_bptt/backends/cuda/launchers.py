@@ -288,7 +288,7 @@ class Launchers:
         are (h, h0, V) of each direction as persistent_fwd takes them (h updated in place);
         pair: a "one launch" PairPlan of persistent plans for h's problem."""
         T, B, H = fwd[0].shape
-        plan = self._pair_plan(pair, B, H, fwd[0].dtype)
+        plan = self._pair_plan(pair, fwd[0], rev[0])
         ops = [self.fwd_operands(h, h0, V, lengths)[:3] for h, h0, V in (fwd, rev)]
         self._cooperative(registry.PERSIST_FWD, plan, fwd[0].dtype, ops[0] + ops[1] + (
             lengths, _i32(T), _i32(B), _i32(H), _i32(plan.cols),
@@ -299,7 +299,7 @@ class Launchers:
         """Both directions' backward in one launch of the pair kernel: fwd, rev are (du, dh,
         dh_last, h, V) of each direction as persistent_bwd takes them (du written)."""
         T, B, H = fwd[0].shape
-        plan = self._pair_plan(pair, B, H, fwd[0].dtype)
+        plan = self._pair_plan(pair, fwd[0], rev[0])
         ops = [self.bwd_operands(du, dh, dl, h, V, "V", lengths)[:7]
                for du, dh, dl, h, V in (fwd, rev)]
         self._cooperative(registry.PERSIST_BWD, plan, fwd[0].dtype, ops[0] + ops[1] + (
@@ -307,11 +307,13 @@ class Launchers:
             _i32(activations.ACTIVATION_CODES[activation])), pair=pair)()
         return fwd[0], rev[0]
 
-    @staticmethod
-    def _pair_plan(pair, B, H, dtype):
+    def _pair_plan(self, pair, a, a_rev):
+        """The plan both halves of a pair launch run, after checking that it is one launch and
+        that the reversed direction's output `a_rev` has the shape and dtype of the forward's `a`."""
         if pair.how != "one launch":
             raise ValueError(f"pair: expected a plan for one launch, got {pair.label}")
-        _check_persistent(pair.forward, B, H, dtype)
+        self.check("rev", a_rev, a.shape, a.dtype)
+        _check_persistent(pair.forward, *a.shape[1:], a.dtype)
         return pair.forward
 
     def _cooperative(self, family, plan, dtype, args, pair=None):
