@@ -1,9 +1,10 @@
 """Both directions of a bidirectional layer run together (elman_forward_pair, elman_backward_pair;
-docs/architecture.md, bidirectional layers): on the emulator the persistent pair kernel runs both
-in one cooperative launch, and where its blocks cannot all be resident each direction goes to a
-stream of its own; the step kernels always take two streams. Whatever ran, every output, cache and
-gradient is bit for bit what two single-direction calls give (the same kernels' arithmetic), and
-those are checked against an independent reference in tests/test_reverse.py."""
+docs/architecture.md §1, both directions together): on the emulator the persistent pair kernel
+runs both in one cooperative launch, and where its blocks cannot all be resident each direction
+goes to a stream of its own; the step kernels always take two streams. Whatever ran, every
+output, cache and gradient is bit for bit what two single-direction calls give (the same
+kernels' arithmetic), and those are checked against an independent reference in
+tests/test_reverse.py."""
 from __future__ import annotations
 
 import numpy as np

@@ -199,7 +199,7 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
     return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)
 
 
-# -- both directions of a bidirectional layer together -----------------------------------------------
+# -- both directions of a bidirectional layer together ---------------------------------------------
 @dataclass(frozen=True)
 class ElmanPairOutput:
     forward: ElmanOutput  # the forward direction's, as elman_forward(..., reverse=False) gives it
@@ -212,7 +212,7 @@ def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, 
     """Both directions of a bidirectional layer over x, run together: side by side on the GPU (one
     cooperative launch for the persistent algorithm where both directions' blocks fit at once,
     else each direction on a CUDA stream of its own), one after the other elsewhere; plan says
-    which (docs/architecture.md, bidirectional layers).
+    which (docs/architecture.md §1, both directions together).
 
     x: (T, B, I); forward, reverse: each direction's (W, V, b, h0) as elman_forward takes them (b
     and h0 may be None); lengths, activation, backend, algo, need_cache: as elman_forward, shared.

@@ -107,7 +107,7 @@ def elman_pair(x, forward, reverse, lengths=None, *, activation="tanh", backend=
 
     In an eager call (no tracer, no torch.func transform, no autocast) the two directions run
     together, as one autograd node (the core's elman_forward_pair: side by side on the GPU,
-    docs/architecture.md, bidirectional layers). Where a tracer (torch.compile, export,
+    docs/architecture.md §1, both directions together). Where a tracer (torch.compile, export,
     jit.trace), a torch.func transform or autocast sees the call, they run as two `elman` calls,
     one after the other, each with its own operator: the same numbers."""
     for name, d in (("forward", forward), ("reverse", reverse)):

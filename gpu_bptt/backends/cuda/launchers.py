@@ -309,7 +309,7 @@ class Launchers:
 
     def _pair_plan(self, pair, a, a_rev):
         """The plan both halves of a pair launch run, after checking that it is one launch and
-        that the reversed direction's output `a_rev` has the shape and dtype of the forward's `a`."""
+        that the reversed direction's output `a_rev` has the forward's (`a`) shape and dtype."""
         if pair.how != "one launch":
             raise ValueError(f"pair: expected a plan for one launch, got {pair.label}")
         self.check("rev", a_rev, a.shape, a.dtype)

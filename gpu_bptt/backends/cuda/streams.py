@@ -1,5 +1,5 @@
 """A second CUDA stream for the reversed direction of a bidirectional layer, so that its launches
-run beside the forward direction's (docs/architecture.md, bidirectional layers).
+run beside the forward direction's (docs/architecture.md §1, both directions together).
 
 `fork()` is a context manager giving the side stream: the forward direction's launches stay on
 the current stream, the reversed direction's go inside `with side:`. On entry the side stream
