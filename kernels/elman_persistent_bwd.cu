@@ -21,7 +21,11 @@
 // Versions: v1 V slice in shared memory, one warp per column, lanes split k;
 //   v2 (default) the same slice, the block computes 8 columns at a time with all threads
 //   splitting k (fewer shared-memory reads per multiply-add; persistent_common.cuh).
-// Types: float, double (template T). Names: elman_persistent_bwd_v1<float>, ..._v2<double>.
+// Pair: elman_persistent_bwd_pair_v1/_v2 take the forward direction's du, dh, has_dh, dh_last,
+//   has_dh_last, h, V, then the reversed run's, in one cooperative launch of grid
+//   (ceil(H / cols), 2, 1), as elman_persistent_fwd.cu's pair; status (2,) int32.
+// Types: float, double (template T). Names: elman_persistent_bwd_v1<float>, ..._v2<double>,
+//   elman_persistent_bwd_pair_v1<float>, ....
 // persist_recurrence (persistent_common.cuh) with the Elman epilogue of elman_common.cuh.
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
@@ -51,21 +55,46 @@ struct ElmanPersistBwd {
     }
 };
 
+// One direction's whole backward (FLIP: that of the reversed run), as persist_recurrence runs it.
+template <int VERSION, bool FLIP, typename T>
+__device__ inline void persist_bwd_dir(T* du, const T* dh, int has_dh, const T* dh_last,
+                                       int has_dh_last, const T* h, const T* V,
+                                       const int* lengths, int steps, int B, int H, int cols,
+                                       int act, int* status) {
+    persist_recurrence<VERSION, 1, true>(
+        V, false, lengths, steps, B, H, H, cols, status,
+        ElmanPersistBwd<T, FLIP>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B, H,
+                                 act});
+}
+
 template <int VERSION, typename T>
 __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_last,
                                    int has_dh_last, const T* h, const T* V, const int* lengths,
                                    int steps, int B, int H, int cols, int act, int flip,
                                    int* status) {
     if (flip)
-        persist_recurrence<VERSION, 1, true>(
-            V, false, lengths, steps, B, H, H, cols, status,
-            ElmanPersistBwd<T, true>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B,
-                                     H, act});
+        persist_bwd_dir<VERSION, true>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps,
+                                       B, H, cols, act, status);
     else
-        persist_recurrence<VERSION, 1, true>(
-            V, false, lengths, steps, B, H, H, cols, status,
-            ElmanPersistBwd<T, false>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B,
-                                      H, act});
+        persist_bwd_dir<VERSION, false>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths,
+                                        steps, B, H, cols, act, status);
+}
+
+// Both directions' backward in one launch (grid (g, 2, 1)), as persist_fwd_pair in
+// elman_persistent_fwd.cu: blockIdx.y = 0 the forward direction's, 1 the reversed run's.
+template <int VERSION, typename T>
+__device__ inline void persist_bwd_pair(T* du_f, const T* dh_f, int has_dh_f, const T* dh_last_f,
+                                        int has_dh_last_f, const T* h_f, const T* V_f, T* du_r,
+                                        const T* dh_r, int has_dh_r, const T* dh_last_r,
+                                        int has_dh_last_r, const T* h_r, const T* V_r,
+                                        const int* lengths, int steps, int B, int H, int cols,
+                                        int act, int* status) {
+    if (blockIdx.y == 0)
+        persist_bwd_dir<VERSION, false>(du_f, dh_f, has_dh_f, dh_last_f, has_dh_last_f, h_f, V_f,
+                                        lengths, steps, B, H, cols, act, status);
+    else
+        persist_bwd_dir<VERSION, true>(du_r, dh_r, has_dh_r, dh_last_r, has_dh_last_r, h_r, V_r,
+                                       lengths, steps, B, H, cols, act, status + 1);
 }
 
 template <typename T>
@@ -84,4 +113,28 @@ elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int ha
                         int cols, int act, int flip, int* status) {
     persist_bwd<2>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act,
                      flip, status);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_bwd_pair_v1(T* du_f, const T* dh_f, int has_dh_f, const T* dh_last_f,
+                             int has_dh_last_f, const T* h_f, const T* V_f, T* du_r,
+                             const T* dh_r, int has_dh_r, const T* dh_last_r, int has_dh_last_r,
+                             const T* h_r, const T* V_r, const int* lengths, int steps, int B,
+                             int H, int cols, int act, int* status) {
+    persist_bwd_pair<1>(du_f, dh_f, has_dh_f, dh_last_f, has_dh_last_f, h_f, V_f, du_r, dh_r,
+                        has_dh_r, dh_last_r, has_dh_last_r, h_r, V_r, lengths, steps, B, H, cols,
+                        act, status);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_bwd_pair_v2(T* du_f, const T* dh_f, int has_dh_f, const T* dh_last_f,
+                             int has_dh_last_f, const T* h_f, const T* V_f, T* du_r,
+                             const T* dh_r, int has_dh_r, const T* dh_last_r, int has_dh_last_r,
+                             const T* h_r, const T* V_r, const int* lengths, int steps, int B,
+                             int H, int cols, int act, int* status) {
+    persist_bwd_pair<2>(du_f, dh_f, has_dh_f, dh_last_f, has_dh_last_f, h_f, V_f, du_r, dh_r,
+                        has_dh_r, dh_last_r, has_dh_last_r, h_r, V_r, lengths, steps, B, H, cols,
+                        act, status);
 }

@@ -18,7 +18,12 @@
 // Versions: v1 V slice in shared memory, one warp per column, lanes split k;
 //   v2 (default) the same slice, the block computes 8 columns at a time with all threads
 //   splitting k (fewer shared-memory reads per multiply-add; persistent_common.cuh).
-// Types: float, double (template T). Names: elman_persistent_fwd_v1<float>, ..._v2<double>.
+// Pair (both directions of a bidirectional layer at once): elman_persistent_fwd_pair_v1/_v2 take
+//   the forward direction's h, h0, V, then the reversed one's, one cooperative launch of grid
+//   (ceil(H / cols), 2, 1): blockIdx.y = 0 runs the forward direction, 1 the reversed one, each
+//   as its own launch would; status (2,) int32, one word per direction.
+// Types: float, double (template T). Names: elman_persistent_fwd_v1<float>, ..._v2<double>,
+//   elman_persistent_fwd_pair_v1<float>, ....
 // persist_recurrence (persistent_common.cuh) with the Elman epilogue of elman_common.cuh.
 #include "elman_common.cuh"
 #include "persistent_common.cuh"
@@ -41,15 +46,36 @@ struct ElmanPersistFwd {
     }
 };
 
+// One direction's whole forward (FLIP: the reversed one), as persist_recurrence runs it.
+template <int VERSION, bool FLIP, typename T>
+__device__ inline void persist_fwd_dir(T* h, const T* h0, const T* V, const int* lengths,
+                                       int steps, int B, int H, int cols, int act, int* status) {
+    persist_recurrence<VERSION, 1, false>(V, true, lengths, steps, B, H, H, cols, status,
+                                          ElmanPersistFwd<T, FLIP>{h, h0, lengths, B, H, act});
+}
+
 template <int VERSION, typename T>
 __device__ inline void persist_fwd(T* h, const T* h0, const T* V, const int* lengths, int steps,
                                    int B, int H, int cols, int act, int flip, int* status) {
     if (flip)
-        persist_recurrence<VERSION, 1, false>(V, true, lengths, steps, B, H, H, cols, status,
-                                              ElmanPersistFwd<T, true>{h, h0, lengths, B, H, act});
+        persist_fwd_dir<VERSION, true>(h, h0, V, lengths, steps, B, H, cols, act, status);
     else
-        persist_recurrence<VERSION, 1, false>(V, true, lengths, steps, B, H, H, cols, status,
-                                              ElmanPersistFwd<T, false>{h, h0, lengths, B, H, act});
+        persist_fwd_dir<VERSION, false>(h, h0, V, lengths, steps, B, H, cols, act, status);
+}
+
+// Both directions of a bidirectional layer in one launch (grid (g, 2, 1)): blockIdx.y = 0 runs
+// the forward direction on (h_f, h0_f, V_f), blockIdx.y = 1 the reversed one on (h_r, h0_r, V_r),
+// each exactly as its own launch would (same body, same columns per block), with status[0] and
+// status[1] its grid checks. Both halves reach one grid barrier per step, so they share the grid's.
+template <int VERSION, typename T>
+__device__ inline void persist_fwd_pair(T* h_f, const T* h0_f, const T* V_f, T* h_r,
+                                        const T* h0_r, const T* V_r, const int* lengths,
+                                        int steps, int B, int H, int cols, int act, int* status) {
+    if (blockIdx.y == 0)
+        persist_fwd_dir<VERSION, false>(h_f, h0_f, V_f, lengths, steps, B, H, cols, act, status);
+    else
+        persist_fwd_dir<VERSION, true>(h_r, h0_r, V_r, lengths, steps, B, H, cols, act,
+                                       status + 1);
 }
 
 template <typename T>
@@ -64,4 +90,20 @@ __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_fwd_v2(T* h, const T* h0, const T* V, const int* lengths, int steps, int B, int H,
                         int cols, int act, int flip, int* status) {
     persist_fwd<2>(h, h0, V, lengths, steps, B, H, cols, act, flip, status);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_fwd_pair_v1(T* h_f, const T* h0_f, const T* V_f, T* h_r, const T* h0_r,
+                             const T* V_r, const int* lengths, int steps, int B, int H, int cols,
+                             int act, int* status) {
+    persist_fwd_pair<1>(h_f, h0_f, V_f, h_r, h0_r, V_r, lengths, steps, B, H, cols, act, status);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(PERSIST_THREADS, 1)
+elman_persistent_fwd_pair_v2(T* h_f, const T* h0_f, const T* V_f, T* h_r, const T* h0_r,
+                             const T* V_r, const int* lengths, int steps, int B, int H, int cols,
+                             int act, int* status) {
+    persist_fwd_pair<2>(h_f, h0_f, V_f, h_r, h0_r, V_r, lengths, steps, B, H, cols, act, status);
 }

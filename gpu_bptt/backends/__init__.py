@@ -10,7 +10,7 @@ import os
 
 from .base import Backend, first_step_rows, last_step_rows
 from .notices import warn_once
-from .plan import LaunchPlan
+from .plan import LaunchPlan, PairPlan
 
 NAMES = ("numpy", "cuda", "emulator")
 ENV_VAR = "GPU_BPTT_BACKEND"
@@ -78,4 +78,5 @@ def get_backend(name=None) -> Backend:
     return _instances[name]
 
 
-__all__ = ["Backend", "BackendUnavailable", "LaunchPlan", "available_backends", "get_backend", "NAMES"]
+__all__ = ["Backend", "BackendUnavailable", "LaunchPlan", "PairPlan", "available_backends",
+           "get_backend", "NAMES"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import LaunchPlan
+from .plan import LaunchPlan, PairPlan, check_directions
 
 
 class Backend:
@@ -195,6 +195,28 @@ class Backend:
         Returns dgx (T, B, 3H), the gradient on p (0 at padded steps), and dh0 (B, H), the whole
         gradient on h0 (through V and through z·h0)."""
         raise NotImplementedError
+
+
+    # -- both directions of a bidirectional Elman layer together -----------------------------------
+    def resolve_pair(self, forward: LaunchPlan, reverse: LaunchPlan) -> PairPlan:
+        """How the two directions' plans (resolve_algo's for one request, reverse=False and
+        True) run together. Here: one after the other."""
+        check_directions(forward, reverse)
+        return PairPlan(forward, reverse, "in turn",
+                        f"the {self.name} backend runs one direction after the other")
+
+    def elman_fwd_pair(self, fwd, rev, activation, lengths, pair: PairPlan):
+        """Both directions' recurrences: fwd, rev are (p, V, h0) as elman_fwd_seq takes them (p
+        owned by the callee); pair: resolve_pair's. Returns (h_fwd, h_rev), bit for bit what two
+        elman_fwd_seq calls return. A backend that can run them side by side overrides this."""
+        return tuple(self.elman_fwd_seq(p, V, h0, activation, lengths, plan)
+                     for (p, V, h0), plan in zip((fwd, rev), (pair.forward, pair.reverse)))
+
+    def elman_bwd_pair(self, fwd, rev, activation, lengths, pair: PairPlan):
+        """Both directions' backward recurrences: fwd, rev are (dh, dh_last, h, V) as
+        elman_bwd_seq takes them. Returns (du_fwd, du_rev), as two elman_bwd_seq calls."""
+        return tuple(self.elman_bwd_seq(dh, dl, h, V, activation, lengths, plan)
+                     for (dh, dl, h, V), plan in zip((fwd, rev), (pair.forward, pair.reverse)))
 
 
 def first_step_rows(xp, s, lengths, reverse=False):

@@ -65,9 +65,10 @@ class EmulatorBackend(CudaBackend):
                                        name="emulator")
 
     def persistent_blocks_per_sm(self, fn, smem):
-        # every block of a cooperative launch runs at once (up to the emulator's cap of 1024), so
-        # the persistent grid's one block per multiprocessor is always co-resident
-        return 1
+        # every block of a cooperative launch runs at once (up to the emulator's cap of 1024);
+        # two, as a float32 persistent kernel on an A100 or H100 (at most 128 registers a
+        # thread): a bidirectional layer's pair of grids fits one launch
+        return 2
 
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)

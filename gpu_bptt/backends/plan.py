@@ -2,9 +2,12 @@
 
 `Backend.resolve_algo` makes it once per problem, from facts about the device gathered first
 (docs/architecture.md §2); elman_forward keeps it in the cache and elman_backward runs it.
+`PairPlan` adds how the two directions of a bidirectional layer run together, each keeping its
+own LaunchPlan (`Backend.resolve_pair`; docs/architecture.md §1, both directions together).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -47,3 +50,37 @@ class LaunchPlan:
         if bool(reverse) != self.reverse:
             raise ValueError(f"plan: made for reverse={self.reverse}, asked for "
                              f"reverse={bool(reverse)}")
+
+
+#: how the directions run, in a label's words: one launch covering both (persistent: one
+#: cooperative grid), each direction's launches on a stream of its own, or one after the other
+HOWS = {"one launch": "in one launch", "two streams": "on two streams", "in turn": "in turn"}
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """How a bidirectional layer's two directions run together (Backend.resolve_pair)."""
+
+    forward: LaunchPlan   # the forward direction's plan (reverse=False)
+    reverse: LaunchPlan   # the reversed direction's (reverse=True), otherwise the same
+    how: str              # a key of HOWS
+    reason: str           # why: the fit of the one launch, or why it could not run
+    grid: tuple = ()      # "one launch": the pair kernel's grid
+
+    @property
+    def label(self) -> str:
+        """What runs, e.g. "persistent v2, both directions in one launch"."""
+        return f"{self.forward.label}, both directions {HOWS[self.how]}"
+
+
+def check_directions(forward: LaunchPlan, reverse: LaunchPlan):
+    """ValueError unless `forward` and `reverse` are one request's plans for the two directions."""
+    if not isinstance(forward, LaunchPlan) or not isinstance(reverse, LaunchPlan):
+        raise TypeError("forward, reverse: expected the LaunchPlans of resolve_algo")
+    if forward.reverse or not reverse.reverse:
+        raise ValueError(f"forward, reverse: expected plans for reverse=False and reverse=True, "
+                         f"got reverse={forward.reverse} and reverse={reverse.reverse}")
+    if dataclasses.replace(reverse, reverse=False) != forward:
+        raise ValueError(f"forward, reverse: the directions' plans differ ({forward.label} for "
+                         f"B={forward.B}, H={forward.H}, {forward.dtype}; {reverse.label} for "
+                         f"B={reverse.B}, H={reverse.H}, {reverse.dtype})")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .. import activations
-from ..backends import Backend, LaunchPlan, get_backend
+from ..backends import Backend, LaunchPlan, PairPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (cache_plan, check_algo, check_cache_algo, check_grads_from_above,
                        check_input, check_reverse, check_state, check_unchanged, last_state,
@@ -130,6 +130,15 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     direction and elman_backward follows it.
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
+    x, W, V, b, h0, lengths, activation = _checked(bk, x, W, V, b, h0, activation, lengths, algo)
+    T, B, _ = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
+    plan = bk.resolve_algo(algo, T, B, W.shape[1], x.dtype, reverse=check_reverse(reverse))
+    h = bk.elman_fwd_seq(bk.input_projection(x, W, b), V, h0, activation, lengths, plan)
+    return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache)
+
+
+def _checked(bk, x, W, V, b, h0, activation, lengths, algo):
+    """elman_forward's arguments, checked (h0 a copy, or zeros)."""
     activation = activations.check_activation(activation)
     check_algo(algo)
     dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0)
@@ -142,20 +151,20 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     V = check_array(bk, "V", V, shape=(H, H), dtype=dtype, dims="(H, H)")
     if b is not None:
         b = check_array(bk, "b", b, shape=(H,), dtype=dtype, dims="(H,)")
-    h0 = check_state(bk, "h0", h0, B, H, dtype)  # a copy, like W and V below
-    lengths = check_lengths(bk, lengths, T, B)
-    reverse = check_reverse(reverse)
-    plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse)
+    h0 = check_state(bk, "h0", h0, B, H, dtype)  # a copy, like W and V in _output
+    return x, W, V, b, h0, check_lengths(bk, lengths, T, B), activation
 
-    p = bk.input_projection(x, W, b)
-    h = bk.elman_fwd_seq(p, V, h0, activation, lengths, plan)
+
+def _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache) -> ElmanOutput:
+    """The ElmanOutput of a run that produced h, with its cache unless need_cache is False."""
+    h_last = last_state(bk.xp, h, lengths, plan.reverse)
     if not need_cache:
-        return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths, reverse), cache=None)
+        return ElmanOutput(h=h, h_last=h_last, cache=None)
     # W, V are small: copied, so the caller may update them in place before backward.
     cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
                        activation=activation, has_bias=b is not None, plan=plan, backend=bk,
                        digests=take_digests(bk, x=x, h=h))
-    return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths, reverse), cache=cache)
+    return ElmanOutput(h=h, h_last=h_last, cache=cache)
 
 
 def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> ElmanGrads:
@@ -177,3 +186,110 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
                                        cache.has_bias, bool(need_dx), lengths=cache.lengths,
                                        reverse=cache.reverse)
     return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)
+
+
+# -- both directions of a bidirectional layer together ---------------------------------------------
+@dataclass(frozen=True)
+class ElmanPairOutput:
+    forward: ElmanOutput  # the forward direction's, as elman_forward(..., reverse=False) gives it
+    reverse: ElmanOutput  # the reversed direction's (reverse=True)
+    plan: PairPlan        # how the two ran together (plan.label, plan.reason)
+
+
+def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, backend=None,
+                       algo="auto", need_cache=True) -> ElmanPairOutput:
+    """Both directions of a bidirectional layer over x, run together: side by side on the GPU (one
+    cooperative launch for the persistent algorithm where both directions' blocks fit at once,
+    else each direction on a CUDA stream of its own), one after the other elsewhere; plan says
+    which (docs/architecture.md §1, both directions together).
+
+    x: (T, B, I); forward, reverse: each direction's (W, V, b, h0) as elman_forward takes them (b
+    and h0 may be None); lengths, activation, backend, algo, need_cache: as elman_forward, shared.
+    The results are bit for bit those of elman_forward(x, *forward, ...) and elman_forward(x,
+    *reverse, ..., reverse=True), caches included: elman_backward takes either cache alone, and
+    elman_backward_pair both. Returns ElmanPairOutput(forward, reverse, plan)."""
+    bk = get_backend(backend)
+    xf, Wf, Vf, bf, h0f, lengths, activation = _direction(bk, "forward", x, forward, activation,
+                                                          lengths, algo)
+    xr, Wr, Vr, br, h0r, _, _ = _direction(bk, "reverse", x, reverse, activation, lengths, algo)
+    if Wr.shape != Wf.shape or xr.dtype != xf.dtype:
+        raise ValueError(f"reverse: W is {Wr.shape} {Wr.dtype}, the forward direction's "
+                         f"{Wf.shape} {Wf.dtype}: both directions need one shape and dtype")
+    T, B, _ = xf.shape
+    H = Wf.shape[1]
+    pair = bk.resolve_pair(bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=False),
+                           bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=True))
+    hf, hr = bk.elman_fwd_pair((bk.input_projection(xf, Wf, bf), Vf, h0f),
+                               (bk.input_projection(xr, Wr, br), Vr, h0r), activation, lengths,
+                               pair)
+    return ElmanPairOutput(
+        _output(bk, xf, Wf, Vf, bf, h0f, hf, lengths, activation, pair.forward, need_cache),
+        _output(bk, xr, Wr, Vr, br, h0r, hr, lengths, activation, pair.reverse, need_cache),
+        pair)
+
+
+def _direction(bk, name, x, d, activation, lengths, algo):
+    """_checked for one direction's (W, V, b, h0), its errors prefixed with the direction's name."""
+    if not isinstance(d, (tuple, list)) or len(d) != 4:
+        raise TypeError(f"{name}: expected the direction's (W, V, b, h0) (b, h0 may be None), "
+                        f"got {type(d).__name__}")
+    try:
+        return _checked(bk, x, *d, activation, lengths, algo)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name}: {e}") from None
+
+
+def elman_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
+    """BPTT through both directions of a bidirectional layer, run together as
+    elman_forward_pair ran them.
+
+    dh: (dh_forward, dh_reverse), each (T, B, H) or None, or None; caches: (forward cache, reverse
+    cache) of elman_forward_pair (or of two elman_forward calls over one x and lengths);
+    dh_last: (forward's, reverse's), each (B, H) or None, or None; need_dx: as elman_backward.
+    Returns (ElmanGrads of the forward direction, of the reversed one), bit for bit those of two
+    elman_backward calls (dx of each direction apart: the layer's input gradient is their sum)."""
+    dh = _two("dh", dh)
+    dh_last = _two("dh_last", dh_last)
+    cf, cr = _two("caches", caches)
+    for name, c in (("caches[0]", cf), ("caches[1]", cr)):
+        if not isinstance(c, ElmanCache):
+            raise TypeError(f"{name}: expected the ElmanCache of elman_forward, got "
+                            f"{type(c).__name__}")
+    if cf.reverse or not cr.reverse:
+        raise ValueError("caches: expected the forward direction's cache, then the reversed "
+                         f"one's; got reverse={cf.reverse}, then reverse={cr.reverse}")
+    bk = cf.backend
+    if cr.backend is not bk or cr.h.shape != cf.h.shape or cr.activation != cf.activation \
+            or not _same_lengths(bk, cf.lengths, cr.lengths):
+        raise ValueError("caches: not the two directions of one layer (the backend, h's shape, "
+                         "the activation or the lengths differ)")
+    pair = bk.resolve_pair(cf.plan, cr.plan)
+    T, B, H = cf.h.shape
+    ups = [check_grads_from_above(bk, T, B, H, cf.h.dtype, d, dh_last=dl)
+           for d, dl in zip(dh, dh_last)]
+    for c in (cf, cr):
+        check_unchanged(c, "elman_forward")
+    dus = bk.elman_bwd_pair(ups[0] + (cf.h, cf.V), ups[1] + (cr.h, cr.V), cf.activation,
+                            cf.lengths, pair)
+    grads = []
+    for c, du in zip((cf, cr), dus):
+        dx, dW, dV, db, dh0 = bk.gradients(c.x, c.W, c.V, c.h0, c.h, du, c.has_bias,
+                                           bool(need_dx), lengths=c.lengths, reverse=c.reverse)
+        grads.append(ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0))
+    return tuple(grads)
+
+
+def _two(name, a):
+    """(a0, a1) from a pair, or (None, None) from None."""
+    if a is None:
+        return None, None
+    if not isinstance(a, (tuple, list)) or len(a) != 2:
+        raise TypeError(f"{name}: expected a pair (forward direction's, reverse direction's), "
+                        f"got {type(a).__name__}")
+    return tuple(a)
+
+
+def _same_lengths(bk, a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a is b or bool((a == b).all())

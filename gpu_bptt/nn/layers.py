@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import activations
 from ..backends import get_backend
-from ..cells import elman_backward, elman_forward
+from ..cells import elman_backward, elman_backward_pair, elman_forward, elman_forward_pair
 from ..cells.sequence import check_algo
 from ..validate import check_float_dtype, check_real, check_size
 from . import init
@@ -107,20 +107,27 @@ class Elman(_Leaf):
         backward. Also sets self.h_last."""
         x = self._input("x", x, self.input_size)
         h0s = self._per_direction("h0", h0, x.shape[1])
-        outs = [self._run(x, suffix, h, lengths) for suffix, h in zip(self.directions, h0s)]
+        kw = dict(activation=self.activation, lengths=lengths, backend=self.backend,
+                  algo=self.algo)
+        if not self.bidirectional:
+            out = elman_forward(x, *self._weights(""), h0s[0], **kw)
+            self._caches = [out.cache]
+            self.h_last = out.h_last
+            return out.h
+        # both directions together: side by side on the GPU (elman_forward_pair)
+        pair = elman_forward_pair(x, self._weights("") + (h0s[0],),
+                                  self._weights("_reverse") + (h0s[1],), **kw)
+        self.pair_plan = pair.plan  # how they ran (its label and reason)
+        outs = (pair.forward, pair.reverse)
         self._caches = [o.cache for o in outs]
         xp = self.backend.xp
-        if not self.bidirectional:
-            self.h_last = outs[0].h_last
-            return outs[0].h
         self.h_last = xp.stack([o.h_last for o in outs])
         return xp.concatenate([o.h for o in outs], axis=2)
 
-    def _run(self, x, suffix, h0, lengths):
+    def _weights(self, suffix):
+        """(W, V, b) of one direction ("" or "_reverse"); b None without bias."""
         p = self._params
-        return elman_forward(x, p["W" + suffix], p["V" + suffix], p.get("b" + suffix), h0,
-                             activation=self.activation, lengths=lengths, backend=self.backend,
-                             algo=self.algo, reverse=bool(suffix))
+        return p["W" + suffix], p["V" + suffix], p.get("b" + suffix)
 
     def _per_direction(self, name, a, B):
         """[a] for one direction; a (2, B, H) split into its directions for two."""
@@ -145,11 +152,15 @@ class Elman(_Leaf):
                                  f"level, got {tuple(dh.shape)}")
             dhs = [dh[..., :H], dh[..., H:]]
         else:
-            dhs = [dh]
+            dhs = [dh] * len(self.directions)
+        dh_lasts = self._per_direction("dh_last", dh_last, B)
+        if self.bidirectional:
+            grads = elman_backward_pair(dhs, self._caches, dh_last=dh_lasts, need_dx=need_dx)
+        else:
+            grads = [elman_backward(dhs[0], self._caches[0], dh_last=dh_lasts[0],
+                                    need_dx=need_dx)]
         dx, dh0 = None, []
-        for suffix, cache, d, d_last in zip(self.directions, self._caches, dhs,
-                                            self._per_direction("dh_last", dh_last, B)):
-            g = elman_backward(d, cache, dh_last=d_last, need_dx=need_dx)
+        for suffix, g in zip(self.directions, grads):
             self._grads["W" + suffix] += g.dW
             self._grads["V" + suffix] += g.dV
             if g.db is not None:

@@ -12,7 +12,8 @@ also holds under torch.compile, where only tensors and plain arguments pass betw
 from __future__ import annotations
 
 from ..activations import check_activation
-from ..cells import ElmanCache, elman_backward, elman_forward
+from ..cells import (ElmanCache, elman_backward, elman_backward_pair, elman_forward,
+                     elman_forward_pair)
 from ..backends import get_backend
 from .exchange import running_on, to_array, to_tensor
 
@@ -55,3 +56,47 @@ def backward(dh, dh_last, x, W, V, h0, h, lengths, activation: str, backend: str
         g = elman_backward(to_array(dh), cache, dh_last=to_array(dh_last), need_dx=need_dx)
         dx = to_tensor(g.dx) if need_dx else x.new_empty(0)
         return (dx,) + tuple(to_tensor(a) for a in (g.dW, g.dV, g.db, g.dh0))
+
+
+def forward_pair(x, fwd, rev, lengths, activation: str, backend: str, algo: str):
+    """Both directions of a bidirectional layer together (the core's elman_forward_pair): fwd, rev
+    are each direction's (W, V, b, h0). -> (h, h_last) of the forward direction, then of the
+    reversed one: new tensors, bit for bit those of forward() in each direction."""
+    if x.shape[1] == 0 and x.shape[0] > 0:  # an empty batch: forward's empty results
+        return (forward(x, *fwd, lengths, activation, backend, algo)
+                + forward(x, *rev, lengths, activation, backend, algo, True))
+    with running_on(x.device):
+        out = elman_forward_pair(to_array(x), tuple(to_array(t) for t in fwd),
+                                 tuple(to_array(t) for t in rev), activation=activation,
+                                 lengths=to_array(lengths), backend=backend, algo=algo,
+                                 need_cache=False)
+        return tuple(to_tensor(a) for o in (out.forward, out.reverse) for a in (o.h, o.h_last))
+
+
+def backward_pair(ups, x, fwd, rev, lengths, activation: str, backend: str, algo: str,
+                  need_dx: bool = True):
+    """Gradients of forward_pair: ups = (dh, dh_last) of the forward direction, then of the
+    reversed one (each may be None); fwd, rev: each direction's (W, V, h0, h). -> (dx, then dW,
+    dV, db, dh0 of the forward direction, then of the reversed one); dx is the sum of both
+    directions' (an empty tensor without need_dx)."""
+    T, B, H = fwd[3].shape
+    if B == 0:  # an empty batch: backward's empty or zero gradients
+        gf = backward(*ups[:2], x, *fwd, lengths, activation, backend, algo, need_dx)
+        gr = backward(*ups[2:], x, *rev, lengths, activation, backend, algo, need_dx, True)
+        return (gf[0],) + gf[1:] + gr[1:]
+    bk = get_backend(backend)
+    with running_on(x.device):
+        xa, lens = to_array(x), to_array(lengths)
+        caches = []
+        for (W, V, h0, h), reverse in zip((fwd, rev), (False, True)):
+            ha = to_array(h)
+            arrays = dict(x=xa, W=to_array(W), V=to_array(V), h=ha, lengths=lens,
+                          h0=bk.xp.zeros((B, H), ha.dtype) if h0 is None else to_array(h0))
+            plan = bk.resolve_algo(algo, T, B, H, ha.dtype, reverse=reverse)
+            caches.append(ElmanCache.from_arrays(arrays, activation=activation, has_bias=True,
+                                                 algo=plan, backend=bk, reverse=reverse))
+        gf, gr = elman_backward_pair((to_array(ups[0]), to_array(ups[2])), caches,
+                                     dh_last=(to_array(ups[1]), to_array(ups[3])),
+                                     need_dx=need_dx)
+        dx = to_tensor(gf.dx + gr.dx) if need_dx else x.new_empty(0)
+        return (dx,) + tuple(to_tensor(a) for g in (gf, gr) for a in (g.dW, g.dV, g.db, g.dh0))

@@ -97,3 +97,37 @@ def _check_dtypes(floats):
         if t is not None and t.dtype not in _FLOATS:
             raise TypeError(f"{name}: expected float32 or float64, got {t.dtype} (for bfloat16 or "
                             "float16, run inside torch.autocast: the layer computes in float32)")
+
+
+def elman_pair(x, forward, reverse, lengths=None, *, activation="tanh", backend=None,
+               algo="auto"):
+    """(h, h_last), (h_r, h_last_r) = elman_pair(x, (W, V, b, h0), (W_r, V_r, b_r, h0_r), lengths):
+    both directions of a bidirectional layer, recorded for autograd; each direction's results
+    are those of `elman` (reverse=False, then True), arguments as there.
+
+    In an eager call (no tracer, no torch.func transform, no autocast) the two directions run
+    together, as one autograd node (the core's elman_forward_pair: side by side on the GPU,
+    docs/architecture.md §1, both directions together). Where a tracer (torch.compile, export,
+    jit.trace), a torch.func transform or autocast sees the call, they run as two `elman` calls,
+    one after the other, each with its own operator: the same numbers."""
+    for name, d in (("forward", forward), ("reverse", reverse)):
+        if not isinstance(d, (tuple, list)) or len(d) != 4:
+            raise TypeError(f"{name}: expected the direction's (W, V, b, h0) (b, h0 may be "
+                            f"None), got {type(d).__name__}")
+    if _traced(x) or _are_functorch_transforms_active() or autocast_on(x.device.type):
+        kw = dict(activation=activation, backend=backend, algo=algo)
+        return (elman(x, *forward, lengths, **kw), elman(x, *reverse, lengths, **kw, reverse=True))
+    _check("x", x, 3)
+    for d in (forward, reverse):
+        for name, t, ndim in zip(("W", "V", "b", "h0"), d, (2, 2, 1, 2)):
+            if t is not None:
+                _check(name, t, ndim)
+        _check_dtypes((x,) + tuple(d))
+    if lengths is not None:
+        _check("lengths", lengths, 1)
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex:
+            raise TypeError(f"lengths: expected an integer tensor, got {lengths.dtype}")
+        lengths = lengths.cpu()
+    out = ops.ElmanPairFunction.apply(x, *forward, *reverse, lengths, activation,
+                                      backend_name(x.device, backend), algo)
+    return out[:2], out[2:]

@@ -175,3 +175,39 @@ class ElmanTransformFunction(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, *args):
         return _vmap(ElmanTransformFunction.apply, info, in_dims, *args)
+
+
+# -- both directions of a bidirectional layer together (eager calls) -------------------------------
+class ElmanPairFunction(torch.autograd.Function):
+    """Both directions of a bidirectional layer in one autograd node, run together by the core
+    (elman_forward_pair: side by side on the GPU). Inputs: x, the forward direction's W, V, b, h0,
+    the reversed one's, lengths, activation, backend, algo. Outputs: h, h_last of the forward
+    direction, then of the reversed one. Its backward is each direction's ElmanFunction backward,
+    the two first-order ones run together by elman_backward_pair."""
+
+    @staticmethod
+    def forward(ctx, x, Wf, Vf, bf, h0f, Wr, Vr, br, h0r, lengths, activation, backend, algo):
+        out = compute.forward_pair(x, (Wf, Vf, bf, h0f), (Wr, Vr, br, h0r), lengths, activation,
+                                   backend, algo)
+        ctx.save_for_backward(x, Wf, Vf, h0f, out[0], Wr, Vr, h0r, out[2], lengths)
+        ctx.meta = (activation, backend, algo)
+        return out
+
+    @staticmethod
+    def backward(ctx, dhf, dlf, dhr, dlr):
+        x, Wf, Vf, h0f, hf, Wr, Vr, h0r, hr, lengths = ctx.saved_tensors
+        activation, backend, algo = ctx.meta
+        nf, nr = ctx.needs_input_grad[1:5], ctx.needs_input_grad[5:9]
+        need_x = ctx.needs_input_grad[0]
+        rest = (None,) * 4  # lengths, activation, backend, algo
+        if not (need_x or any(nf) or any(nr)):
+            return (None,) * 9 + rest
+        if _needs_graph((dhf, dlf, dhr, dlr, x, Wf, Vf, h0f, hf, Wr, Vr, h0r, hr)):
+            gf = differentiable.backward(dhf, dlf, x, Wf, Vf, h0f, hf, lengths, activation)
+            gr = differentiable.backward(dhr, dlr, x, Wr, Vr, h0r, hr, lengths, activation, True)
+            return ((gf[0] + gr[0] if need_x else None,)
+                    + tuple(g if n else None for g, n in zip(gf[1:] + gr[1:], nf + nr)) + rest)
+        g = compute.backward_pair((dhf, dlf, dhr, dlr), x, (Wf, Vf, h0f, hf), (Wr, Vr, h0r, hr),
+                                  lengths, activation, backend, algo, need_x)
+        return ((g[0] if need_x else None,) + _select(g[1:5], nf, (Wf, Vf, None, h0f))
+                + _select(g[5:9], nr, (Wr, Vr, None, h0r)) + rest)

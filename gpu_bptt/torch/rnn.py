@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .functional import autocast_on, elman
+from .functional import autocast_on, elman, elman_pair
 
 ACTIVATIONS = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}  # nn.RNN's mode -> the core's activation
 MODES = {v: k for k, v in ACTIVATIONS.items()}
@@ -102,34 +102,24 @@ class RNN(nn.RNNBase):
         if input.shape[1 if self.batch_first and batch_sizes is None else 0] == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
-    def _directions(self):
-        """The runner of each direction of a layer: (x, W, V, b, h0, lengths) -> (output, h_n)."""
-        if self.bidirectional:
-            return (self._forward_direction, self._reverse_direction)
-        return (self._forward_direction,)
-
-    def _forward_direction(self, x, W, V, b, h0, lengths, reverse=False):
-        return elman(x, W, V, b, h0, lengths, activation=ACTIVATIONS[self.mode],
-                     backend=self.backend, algo=self.algo, reverse=reverse)
-
-    def _reverse_direction(self, x, W, V, b, h0, lengths):
-        return self._forward_direction(x, W, V, b, h0, lengths, reverse=True)
-
     def _run(self, x, h0, packed):
         """x (T, B, I) time-major; h0 (num_layers·D, B, H) or None; packed: (the input
         PackedSequence, its lengths) or None. -> (output (T, B, D·H), h_n (num_layers·D, B, H))."""
-        runners = self._directions()
-        D, p = len(runners), self.dropout
+        D, p = (2 if self.bidirectional else 1), self.dropout
+        lengths = None if packed is None else packed[1]
+        kw = dict(activation=ACTIVATIONS[self.mode], backend=self.backend, algo=self.algo)
         finals = []
         for k in range(self.num_layers):
-            outs = []
-            for d, run in enumerate(runners):
-                out, h_last = run(x, *self.layer_weights(k, d),
-                                  None if h0 is None else h0[k * D + d], None if packed is None else packed[1])
-                outs.append(out)
+            dirs = [self.layer_weights(k, d) + (None if h0 is None else h0[k * D + d],)
+                    for d in range(D)]
+            if D == 1:
+                x, h_last = elman(x, *dirs[0], lengths, **kw)
                 finals.append(h_last)
-            # nn.RNN's layout: the features of the directions side by side, forward first.
-            x = outs[0] if D == 1 else torch.cat(outs, -1)
+            else:  # both directions together (elman_pair: side by side on the GPU)
+                outs = elman_pair(x, *dirs, lengths, **kw)
+                finals += [h_last for _, h_last in outs]
+                # nn.RNN's layout: the features of the directions side by side, forward first.
+                x = torch.cat([out for out, _ in outs], -1)
             if p and self.training and k < self.num_layers - 1:
                 x = _dropout(x, p, packed)
         return x, torch.stack(finals)

@@ -36,17 +36,48 @@ class CupyLaunch:
 
     def __call__(self, grid, block, args, **kw):
         limit, warns = SHRINK
-        if self.fn.module.enable_cooperative_groups and limit is not None and grid[0] > limit:
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        if self.fn.module.enable_cooperative_groups and limit is not None \
+                and grid[0] * grid[1] * grid[2] > limit:
+            if warns and grid[1:] != (1, 1):  # CuPy refuses a grid of more dimensions
+                raise ValueError(f"The specified grid size ({grid[0]} * {grid[1]} * {grid[2]}) "
+                                 f"exceeds the limit ({limit}).")
             if warns:
                 warnings.warn(f"The grid size will be reduced from {grid[0]} to {limit}, as the "
                               "specified grid size exceeds the limit.")
-            grid = (limit,) + tuple(grid[1:])
+            grid = (limit // (grid[1] * grid[2]),) + grid[1:]
         LAUNCHES.append(self.fn.name)
+        EVENTS.append(("launch", self.fn.name, grid, STREAMS[-1].name))
         return self.fn(grid, block, args, **kw)
 
 
+class Stream:
+    """cupy.cuda.Stream's part the backend uses: `with stream:` makes it current, record() and
+    wait_event() order it; each is recorded in EVENTS, in order with the launches."""
+
+    def __init__(self, non_blocking=False, name="side"):
+        self.name = name
+
+    def __enter__(self):
+        STREAMS.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        STREAMS.pop()
+
+    def record(self):
+        EVENTS.append(("record", self.name))
+        return self.name
+
+    def wait_event(self, event):
+        EVENTS.append(("wait", self.name, event))
+
+
 SHRINK = [None, True]
+PER_SM = [1]  # what the occupancy query answers: blocks per multiprocessor
 LAUNCHES = []
+EVENTS = []   # ("launch", name, grid, stream), ("record", stream), ("wait", stream, on stream)
+STREAMS = []  # the current stream last
 OCCUPANCY = "occupancyMaxActiveBlocksPerMultiprocessor"  # cupy.cuda.driver's binding
 
 
@@ -65,7 +96,7 @@ def fake_cupy(monkeypatch):
 
     def occupancy_query(ptr, threads, smem):
         occupancy.append((threads, smem))
-        return 1
+        return PER_SM[0]
 
     cupy = types.ModuleType("cupy")
     for name in dir(np):
@@ -81,6 +112,8 @@ def fake_cupy(monkeypatch):
         getDeviceCount=lambda: 2, getDeviceProperties=lambda i: dict(props[i]),
         runtimeGetVersion=lambda: 12090, driverGetVersion=lambda: 12080)
     cuda.Device = lambda *a: types.SimpleNamespace(id=current[0], compute_capability="90")
+    cuda.Stream = Stream
+    cuda.get_current_stream = lambda: STREAMS[-1]
     cupy.current_device = current  # for the tests: which device is current
     cuda.get_cuda_path = lambda: None
     cuda.nvrtc = types.SimpleNamespace(getVersion=lambda: (12, 9))
@@ -99,7 +132,10 @@ def fake_cupy(monkeypatch):
     monkeypatch.setattr(kernel_loader, "_MODULES", {})
     monkeypatch.setattr(notices, "_warned", set())  # each test hears its own warnings
     SHRINK[:] = [None, True]
+    PER_SM[:] = [1]
     LAUNCHES.clear()
+    EVENTS.clear()
+    STREAMS[:] = [Stream(name="null")]
     return occupancy
 
 
@@ -222,6 +258,117 @@ def test_kernel_flags_a_grid_too_small_for_H(fake_cupy, direction):
         else:
             gpu_bptt.elman_backward(dh, out.cache)
     assert LAUNCHES[-1].startswith(stem)  # the launch happened; the device said it was short
+
+
+# -- both directions of a bidirectional layer together ---------------------------------------------
+def _pair(bk, algo, T=4, B=2, I=3, H=24):
+    """elman_forward_pair and elman_backward_pair on `bk`, checked bit for bit against two
+    single-direction calls on `bk` and within tolerance against the numpy backend's; returns the
+    pair's plan and the EVENTS of the pair's forward and backward alone."""
+    from gpu_bptt.cells import elman_backward_pair, elman_forward_pair
+
+    args, dh = _problem(T, B, I, H)
+    rev, dh_r = _problem(T, B, I, H, seed=12)
+    lengths = np.array([T, 2][:B], dtype=np.int32)
+    ws = [tuple(a[k] for k in ("W", "V", "b", "h0")) for a in (args, rev)]
+    EVENTS.clear()
+    pair = elman_forward_pair(args["x"], *ws, lengths=lengths, backend=bk, algo=algo)
+    grads = elman_backward_pair((dh, dh_r), (pair.forward.cache, pair.reverse.cache))
+    events = list(EVENTS)
+    for i, (w, d) in enumerate(zip(ws, (dh, dh_r))):
+        outs = {}
+        for name, backend, how in (("numpy", "numpy", "step"), ("cuda", bk, algo)):
+            out = gpu_bptt.elman_forward(args["x"], *w, lengths=lengths, backend=backend,
+                                         algo=how, reverse=bool(i))
+            outs[name] = out, gpu_bptt.elman_backward(d, out.cache)
+        got = (pair.forward, pair.reverse)[i]
+        np.testing.assert_array_equal(got.h, outs["cuda"][0].h)
+        assert_close("h", got.h, outs["numpy"][0].h)
+        for g in ("dx", "dW", "dV", "db", "dh0"):
+            np.testing.assert_array_equal(getattr(grads[i], g), getattr(outs["cuda"][1], g))
+            assert_close(g, getattr(grads[i], g), getattr(outs["numpy"][1], g))
+    return pair.plan, events
+
+
+def _launches(events):
+    """The recurrence's launches (db's column sums aside): (name, grid, stream)."""
+    return [e[1:] for e in events if e[0] == "launch" and e[1].startswith("elman_")]
+
+
+def test_persistent_pair_is_one_cooperative_launch(fake_cupy):
+    """Two blocks per multiprocessor fit: each pass of the pair is ONE launch of 2 * 4 blocks
+    (grid (4, 2, 1)), on the current stream."""
+    from gpu_bptt.backends.cuda import CudaBackend
+
+    PER_SM[:] = [2]
+    plan, events = _pair(CudaBackend(), "persistent")
+    assert (plan.how, plan.grid) == ("one launch", (4, 2, 1)), plan.reason
+    assert _launches(events) == [
+        ("elman_persistent_fwd_pair_v2<double>", (4, 2, 1), "null"),
+        ("elman_persistent_bwd_pair_v2<double>", (4, 2, 1), "null")]
+
+
+def test_persistent_pair_on_two_streams_where_it_cannot_be_one_launch(fake_cupy, monkeypatch):
+    """One block per multiprocessor: 2 * 4 blocks cannot be co-resident on 4 multiprocessors, so
+    each direction's own cooperative launch goes to a stream of its own (the plan says why),
+    and the status words are read only after both are queued."""
+    from gpu_bptt.backends.cuda import CudaBackend
+    from gpu_bptt.backends.cuda.launchers import Launchers
+
+    queue = Launchers._cooperative
+
+    def logged(self, *a, **kw):  # each status check, in EVENTS' order
+        check = queue(self, *a, **kw)
+        return lambda: EVENTS.append(("check",)) or check()
+    monkeypatch.setattr(Launchers, "_cooperative", logged)
+    plan, events = _pair(CudaBackend(), "persistent")
+    assert plan.how == "two streams" and plan.grid == ()
+    assert plan.reason.startswith("elman_persistent_fwd_pair_v2's 2 * 4 = 8 blocks cannot be "
+                                  "co-resident (1 block(s) of 256 threads per multiprocessor, "
+                                  "on 4 multiprocessors)")
+    assert plan.label == "persistent v2, both directions on two streams"
+    forward = [e for e in events[:events.index(("check",)) + 2] if e[0] != "launch"
+               or e[1].startswith("elman_")]
+    assert forward == [
+        ("record", "null"), ("wait", "side", "null"),
+        ("launch", "elman_persistent_fwd_v2<double>", (4, 1, 1), "null"),
+        ("launch", "elman_persistent_fwd_v2<double>", (4, 1, 1), "side"),
+        ("record", "side"), ("wait", "null", "side"), ("check",), ("check",)]
+    assert _launches(events)[2:] == [("elman_persistent_bwd_v2<double>", (4, 1, 1), s)
+                                     for s in ("null", "side")]
+
+
+def test_step_pair_on_two_streams(fake_cupy):
+    """The step kernels: step s of the forward direction on the current stream, of the reversed
+    one on the side stream, interleaved; the side stream joins the current one at both ends."""
+    from gpu_bptt.backends.cuda import CudaBackend
+
+    T = 4
+    plan, events = _pair(CudaBackend(step="v2"), "step", T=T)
+    assert plan.how == "two streams"
+    fork = [("record", "null"), ("wait", "side", "null")]
+    join = [("record", "side"), ("wait", "null", "side")]
+    want = []
+    for d in ("fwd", "bwd"):
+        want += fork + [("launch", f"elman_{d}_step_v2<double>", (1, 1, 1), s)
+                        for _ in range(T) for s in ("null", "side")] + join
+    assert [e for e in events if e[0] != "launch" or e[1].startswith("elman_")] == want
+
+
+def test_pair_kernel_flags_a_grid_too_small_for_H(fake_cupy):
+    """A runtime that shrinks the pair's grid silently: each half sees that it does not cover H,
+    writes nothing, and the launcher raises."""
+    from gpu_bptt.backends.cuda import CudaBackend
+    from gpu_bptt.cells import elman_forward_pair
+
+    PER_SM[:] = [2]
+    args, _ = _problem()
+    w = tuple(args[k] for k in ("W", "V", "b", "h0"))
+    SHRINK[:] = [6, False]
+    with pytest.raises(RuntimeError, match=r"elman_persistent_fwd_pair_v2: only 3 of the 4 "
+                                           r"blocks ran"):
+        elman_forward_pair(args["x"], w, w, backend=CudaBackend(), algo="persistent")
+    assert LAUNCHES == ["elman_persistent_fwd_pair_v2<double>"]
 
 
 # -- fallbacks are visible -------------------------------------------------------------------------

@@ -85,17 +85,18 @@ def test_every_kernel_file_has_one_family():
 def test_entries_template_parameters_and_launch_bounds(family):
     source = kl.kernel_source(family.file)
     found = entries(source)
-    assert sorted(found) == sorted(family.entry(v) for v in family.versions)
+    assert sorted(found) == sorted(family.entries())
     known = constants(source)
     extra = family.params[0]
     for version, spec in family.versions.items():
-        params, bounds, body = found[family.entry(version)]
-        assert params[0] == "typename T" and len(params) == 1 + len(extra), params
-        for p, value in zip(params[1:], extra):
-            assert p.split()[0] == type(value).__name__, (p, value)  # bool TA <-> True/False
-        got = None if bounds is None else tuple(evaluate(b, known) for b in bounds.split(","))
-        want = None if spec.bounds is None else tuple(b for b in spec.bounds if b is not None)
-        assert got == want, f"{family.entry(version)}: __launch_bounds__{got}, registry {want}"
+        for name in (family.entry(version, pair) for pair in (False, True)[:1 + family.paired]):
+            params, bounds, body = found[name]
+            assert params[0] == "typename T" and len(params) == 1 + len(extra), params
+            for p, value in zip(params[1:], extra):
+                assert p.split()[0] == type(value).__name__, (p, value)  # bool TA <-> True/False
+            got = None if bounds is None else tuple(evaluate(b, known) for b in bounds.split(","))
+            want = None if spec.bounds is None else tuple(b for b in spec.bounds if b is not None)
+            assert got == want, f"{name}: __launch_bounds__{got}, registry {want}"
         threads = int(np.prod(spec.launch.block))
         assert spec.bounds is None or threads == spec.bounds[0], (version, spec.launch.block)
         assert threads <= 1024
@@ -136,8 +137,10 @@ def test_persistent_versions_and_reduction(family):
     area is v2's red (PERSIST_WARPS x PERSIST_OUTS elements), none for v1."""
     found = entries(kl.kernel_source(family.file))
     for version, spec in family.versions.items():
-        variants = re.findall(r"persist_\w+<(\d+)>\(", found[family.entry(version)][2])
-        assert variants == [str(spec.variant)], (version, variants)
+        for pair in (False, True) if family.paired else (False,):  # and the pair kernel
+            body = found[family.entry(version, pair)][2]
+            variants = re.findall(r"persist_\w+<(\d+)>\(", body)
+            assert variants == [str(spec.variant)], (version, pair, variants)
         assert spec.launch.block == (registry.PERSIST_CONSTANTS["PERSIST_THREADS"], 1, 1)
     c = registry.PERSIST_CONSTANTS
     assert registry.PERSIST_REDUCTION == {"v1": 0, "v2": c["PERSIST_WARPS"] * c["PERSIST_OUTS"]}
@@ -186,7 +189,11 @@ def test_name_expressions_come_from_the_registry():
         for a, b in (("false", "false"), ("true", "false"), ("false", "true")))
     assert kl.name_expressions("elman_persistent_bwd.cu") == (
         "elman_persistent_bwd_v1<float>", "elman_persistent_bwd_v1<double>",
-        "elman_persistent_bwd_v2<float>", "elman_persistent_bwd_v2<double>")
+        "elman_persistent_bwd_v2<float>", "elman_persistent_bwd_v2<double>",
+        "elman_persistent_bwd_pair_v1<float>", "elman_persistent_bwd_pair_v1<double>",
+        "elman_persistent_bwd_pair_v2<float>", "elman_persistent_bwd_pair_v2<double>")
+    with pytest.raises(ValueError, match="pair: gemm.cu has no pair kernels"):
+        registry.GEMM.entry("v1", pair=True)
     with pytest.raises(ValueError, match="version: expected one of"):
         registry.STEP_FWD.entry("v9")
 

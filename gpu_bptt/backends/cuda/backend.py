@@ -1,7 +1,8 @@
 """The cuda backend: CuPy arrays, raw CUDA kernels from kernels/ (docs/architecture.md §2).
 
 Inputs may be NumPy or CuPy arrays; results are CuPy arrays on the current device. Every launch
-and every CuPy operation goes to CuPy's current stream. Availability is probed without compiling
+and every CuPy operation goes to CuPy's current stream, but the reversed direction's of a
+bidirectional pair that runs on two streams (streams.py, joined to the current one by events). Availability is probed without compiling
 anything; CuPy is imported only here, and only when the backend is probed or built.
 
 The class is written against two seams, so that the emulator backend runs this same code on the
@@ -36,9 +37,11 @@ import numpy as np
 
 from ..base import Backend, first_step_rows
 from ..notices import warn_once
+from ..plan import PairPlan, check_directions
 from . import persistent, registry, rules
 from .kernel_loader import OPTIONS, KernelLoader
 from .launchers import Launchers
+from .streams import IN_ORDER, Streams
 
 log = logging.getLogger("gpu_bptt")
 
@@ -171,6 +174,7 @@ def _option(value, env, choices, name):
 class CudaBackend(Backend):
     name = "cuda"
     algos = ("auto", "step", "persistent")
+    streams = IN_ORDER  # the side stream of a bidirectional layer (CuPy's: __init__)
 
     def __init__(self, gemm=None, step=None, persist=None):
         import cupy
@@ -179,6 +183,7 @@ class CudaBackend(Backend):
         loader = KernelLoader(cupy.RawModule, device=lambda: cupy.cuda.Device().id, kind="cupy",
                               options=OPTIONS + extra)
         self._setup(cupy, loader, gemm, step, persist)
+        self.streams = Streams(cupy.cuda, loader.device)
 
     def _setup(self, xp, loader, gemm, step, persist):
         super().__init__(xp)
@@ -189,6 +194,7 @@ class CudaBackend(Backend):
         self.persist = _option(persist, PERSIST_ENV, PERSIST_CHOICES, "persist")
         self._limits = {}  # device id -> persistent.DeviceLimits
         self._plans = {}   # (device, request, B, H, dtype, options) -> LaunchPlan
+        self._pairs = {}   # (device, forward plan, reverse plan) -> PairPlan
 
     # -- the current device (CuPy's, at each call: one backend serves every device) ----------------
     @property
@@ -329,13 +335,16 @@ class CudaBackend(Backend):
         lens = self._lengths(lengths, T, B)
         if plan.algo == "persistent":
             return self.kernels.persistent_fwd(p, h0, V, lens, activation, plan)
-        plan.check_problem(B, H, p.dtype.name)
-        h = p  # each step overwrites p[t] with h[t]
-        step = self.kernels.fwd_stepper(h, h0, V, lens, activation, plan.version,
-                                        flip=plan.reverse)
+        step = self._fwd_stepper(p, V, h0, activation, lens, plan)
         for s in range(T):
             step(s)
-        return h
+        return p
+
+    def _fwd_stepper(self, p, V, h0, activation, lens, plan):
+        """The forward's step launcher (s -> step s), writing h over p."""
+        plan.check_problem(p.shape[1], p.shape[2], p.dtype.name)
+        return self.kernels.fwd_stepper(p, h0, V, lens, activation, plan.version,
+                                        flip=plan.reverse)
 
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
         T, B, H = h.shape
@@ -343,13 +352,102 @@ class CudaBackend(Backend):
         du = self.xp.empty_like(h)  # every entry is written
         if plan.algo == "persistent":
             return self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan)
-        plan.check_problem(B, H, h.dtype.name)
-        VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-        step = self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version,
-                                        flip=plan.reverse)
+        step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan)
         for s in range(T - 1, -1, -1):
             step(s)
         return du
+
+    def _bwd_stepper(self, du, dh, dh_last, h, V, activation, lens, plan):
+        """The backward's step launcher (s -> step s, called from T-1 down), writing du."""
+        plan.check_problem(h.shape[1], h.shape[2], h.dtype.name)
+        VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+        return self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version,
+                                        flip=plan.reverse)
+
+    # -- both directions of a bidirectional layer side by side (base.py has the contract) ----------
+    def resolve_pair(self, forward, reverse):
+        """Persistent: one cooperative launch of the pair kernels, grid (g, 2, 1), where its 2g
+        blocks can be co-resident, else each direction's launch on a stream of its own (the
+        reason says why). Step: each direction's step launches on a stream of its own. Made
+        once per pair of plans and device, as the plans are."""
+        check_directions(forward, reverse)
+        key = (self.loader.device(), forward, reverse)
+        if key not in self._pairs:
+            if len(self._pairs) >= self.MAX_PLANS:
+                self._pairs.pop(next(iter(self._pairs)))
+            self._pairs[key] = self._make_pair(forward, reverse)
+        return self._pairs[key]
+
+    def _make_pair(self, forward, reverse):
+        if forward.algo != "persistent":
+            return PairPlan(forward, reverse, "two streams", "the step kernels launch one step "
+                            "at a time: each direction's go to a CUDA stream of its own")
+        facts = []
+        for family in (registry.PERSIST_FWD, registry.PERSIST_BWD):
+            fn = self.loader.function(family.file, family.expression(
+                forward.version, np.dtype(forward.dtype), pair=True))
+            facts.append(persistent.KernelFacts(
+                family.file, blocks_per_sm=self.persistent_blocks_per_sm(fn, forward.smem)))
+        g = forward.grid[0]
+        unfit = persistent.pair_unfit(self.persistent_limits(), g, forward.version, facts)
+        if unfit:
+            return PairPlan(forward, reverse, "two streams", f"{unfit}: each direction's "
+                            "cooperative launch goes to a CUDA stream of its own")
+        return PairPlan(forward, reverse, "one launch", f"the pair kernels' 2 * {g} blocks are "
+                        "co-resident: both directions in one cooperative launch",
+                        grid=(g, 2, 1))
+
+    def elman_fwd_pair(self, fwd, rev, activation, lengths, pair):
+        (pf, Vf, h0f), (pr, Vr, h0r) = fwd, rev
+        T, B, H = pf.shape
+        lens = self._lengths(lengths, T, B)
+        k = self.kernels
+        if pair.how == "one launch":
+            return k.persistent_fwd_pair((pf, h0f, Vf), (pr, h0r, Vr), lens, activation, pair)
+        if pair.forward.algo == "persistent":
+            with self.streams.fork() as side:
+                checks = [k.queue_persistent_fwd(pf, h0f, Vf, lens, activation, pair.forward)]
+                with side:
+                    checks.append(k.queue_persistent_fwd(pr, h0r, Vr, lens, activation,
+                                                         pair.reverse))
+            for check in checks:  # the status reads wait: only once both launches are queued
+                check()
+            return pf, pr
+        steps = [self._fwd_stepper(p, V, h0, activation, lens, plan)
+                 for (p, V, h0), plan in zip((fwd, rev), (pair.forward, pair.reverse))]
+        with self.streams.fork() as side:
+            for s in range(T):
+                steps[0](s)
+                with side:
+                    steps[1](s)
+        return pf, pr
+
+    def elman_bwd_pair(self, fwd, rev, activation, lengths, pair):
+        T, B, H = fwd[2].shape
+        lens = self._lengths(lengths, T, B)
+        k = self.kernels
+        dus = (self.xp.empty_like(fwd[2]), self.xp.empty_like(rev[2]))  # every entry written
+        if pair.how == "one launch":
+            return k.persistent_bwd_pair((dus[0],) + tuple(fwd), (dus[1],) + tuple(rev), lens,
+                                         activation, pair)
+        plans = (pair.forward, pair.reverse)
+        if pair.forward.algo == "persistent":
+            with self.streams.fork() as side:
+                checks = [k.queue_persistent_bwd(dus[0], *fwd, lens, activation, plans[0])]
+                with side:
+                    checks.append(k.queue_persistent_bwd(dus[1], *rev, lens, activation,
+                                                         plans[1]))
+            for check in checks:  # the status reads wait: only once both launches are queued
+                check()
+            return dus
+        steps = [self._bwd_stepper(du, *d, activation, lens, plan)
+                 for du, d, plan in zip(dus, (fwd, rev), plans)]
+        with self.streams.fork() as side:
+            for s in range(T - 1, -1, -1):
+                steps[0](s)
+                with side:
+                    steps[1](s)
+        return dus
 
     # -- the GRU (kernels/gru_*.cu): as the plan from resolve_algo(..., cell="gru") says ----------
     def gru_fwd_seq(self, p, V, b_h, h0, lengths, plan):

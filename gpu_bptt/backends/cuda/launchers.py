@@ -253,51 +253,101 @@ class Launchers:
         problem) says: h (T, B, H) holds p on entry and h on exit. h0 (B, H); V (H, H);
         lengths (B,) int32 in 1..T. All owned by the caller; h is updated. plan.reverse: a
         reversed run, each batch row at its own time index (the kernel's flip)."""
+        self.queue_persistent_fwd(h, h0, V, lengths, activation, plan)()
+        return h
+
+    def queue_persistent_fwd(self, h, h0, V, lengths, activation, plan):
+        """persistent_fwd's launch, queued: returns the check to call once every launch that
+        should run beside it is queued too (it reads the kernel's status word, which waits)."""
         T, B, H = h.shape
         _check_persistent(plan, B, H, h.dtype)
         operands = self.fwd_operands(h, h0, V, lengths)
-        self._cooperative(registry.PERSIST_FWD, plan, h.dtype, operands + (
+        return self._cooperative(registry.PERSIST_FWD, plan, h.dtype, operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
             _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
-        return h
 
     def persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
         """The whole reverse recurrence into du (T, B, H), every entry written, as `plan` says.
         dh (T, B, H) or None; dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H)
         (not transposed); lengths (B,) int32 in 1..T. plan.reverse: the backward of a reversed
         run."""
+        self.queue_persistent_bwd(du, dh, dh_last, h, V, lengths, activation, plan)()
+        return du
+
+    def queue_persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
+        """persistent_bwd's launch, queued; returns its check (see queue_persistent_fwd)."""
         T, B, H = du.shape
         _check_persistent(plan, B, H, du.dtype)
         operands = self.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
-        self._cooperative(registry.PERSIST_BWD, plan, du.dtype, operands + (
+        return self._cooperative(registry.PERSIST_BWD, plan, du.dtype, operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
             _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
-        return du
 
-    def _cooperative(self, family, plan, dtype, args):
-        """One cooperative launch of plan.grid blocks; raises rather than let any block be
-        missing."""
-        name = family.entry(plan.version)
-        fn = self.loader.function(family.file, family.expression(plan.version, dtype))
+    # -- both directions of a bidirectional layer in one cooperative launch ------------------------
+    def persistent_fwd_pair(self, fwd, rev, lengths, activation, pair):
+        """Both directions' forward in one launch of the pair kernel, grid (g, 2, 1): fwd, rev
+        are (h, h0, V) of each direction as persistent_fwd takes them (h updated in place);
+        pair: a "one launch" PairPlan of persistent plans for h's problem."""
+        T, B, H = fwd[0].shape
+        plan = self._pair_plan(pair, fwd[0], rev[0])
+        ops = [self.fwd_operands(h, h0, V, lengths)[:3] for h, h0, V in (fwd, rev)]
+        self._cooperative(registry.PERSIST_FWD, plan, fwd[0].dtype, ops[0] + ops[1] + (
+            lengths, _i32(T), _i32(B), _i32(H), _i32(plan.cols),
+            _i32(activations.ACTIVATION_CODES[activation])), pair=pair)()
+        return fwd[0], rev[0]
+
+    def persistent_bwd_pair(self, fwd, rev, lengths, activation, pair):
+        """Both directions' backward in one launch of the pair kernel: fwd, rev are (du, dh,
+        dh_last, h, V) of each direction as persistent_bwd takes them (du written)."""
+        T, B, H = fwd[0].shape
+        plan = self._pair_plan(pair, fwd[0], rev[0])
+        ops = [self.bwd_operands(du, dh, dl, h, V, "V", lengths)[:7]
+               for du, dh, dl, h, V in (fwd, rev)]
+        self._cooperative(registry.PERSIST_BWD, plan, fwd[0].dtype, ops[0] + ops[1] + (
+            lengths, _i32(T), _i32(B), _i32(H), _i32(plan.cols),
+            _i32(activations.ACTIVATION_CODES[activation])), pair=pair)()
+        return fwd[0], rev[0]
+
+    def _pair_plan(self, pair, a, a_rev):
+        """The plan both halves of a pair launch run, after checking that it is one launch and
+        that the reversed direction's output `a_rev` has the forward's (`a`) shape and dtype."""
+        if pair.how != "one launch":
+            raise ValueError(f"pair: expected a plan for one launch, got {pair.label}")
+        self.check("rev", a_rev, a.shape, a.dtype)
+        _check_persistent(pair.forward, *a.shape[1:], a.dtype)
+        return pair.forward
+
+    def _cooperative(self, family, plan, dtype, args, pair=None):
+        """One cooperative launch of plan.grid blocks (pair: of the pair kernel, on pair.grid);
+        raises rather than let any block be missing. Returns the check of the kernel's status
+        words (one per direction), to call once every launch meant to run beside it is queued."""
+        name = family.entry(plan.version, pair is not None)
+        grid = plan.grid if pair is None else pair.grid
+        fn = self.loader.function(family.file, family.expression(plan.version, dtype,
+                                                                 pair=pair is not None))
         if plan.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
             fn.max_dynamic_shared_size_bytes = plan.smem
-        status = self.xp.empty(1, dtype=np.int32)  # the kernel's grid check (always written)
+        # the kernel's grid check, one word per direction (always written)
+        status = self.xp.empty(1 if pair is None else 2, dtype=np.int32)
         with warnings.catch_warnings():
             # CuPy shrinks a 1-D cooperative grid larger than its occupancy query allows, with only
             # a warning (cupy/cuda/function.pyx, _launch); every block owns fixed columns, so a
             # shrunk grid would leave some unwritten.
             warnings.filterwarnings("error", message=CUPY_SHRINK, category=UserWarning)
             try:
-                fn(plan.grid, plan.block, args + (status,), shared_mem=plan.smem)
+                fn(grid, plan.block, args + (status,), shared_mem=plan.smem)
             except UserWarning as e:
-                raise RuntimeError(f"{name}: CuPy would launch fewer than the {plan.grid[0]} "
+                raise RuntimeError(f"{name}: CuPy would launch fewer than the {grid[0]} "
                                    f"co-resident blocks the kernel needs ({e}); nothing was "
                                    "launched") from None
-        ran = int(status[0])  # a 4-byte read: waits for the launch to finish
-        if ran:
-            raise RuntimeError(f"{name}: only {ran} of the {plan.grid[0]} blocks ran ({plan.cols} "
-                               "columns each), too few to cover H; the kernel wrote nothing (a "
-                               "runtime shrank the cooperative grid)")
+
+        def check():
+            ran = max(int(r) for r in status.tolist())  # a small read: waits for the launch
+            if ran:
+                raise RuntimeError(f"{name}: only {ran} of the {grid[0]} blocks ran "
+                                   f"({plan.cols} columns each), too few to cover H; the kernel "
+                                   "wrote nothing (a runtime shrank the cooperative grid)")
+        return check
 
     # -- the GRU (kernels/gru_*.cu; the cell's math in gru_common.cuh) -----------------------------
     def gru_fwd_operands(self, h, gates, p, h0, V, b_h, lengths):
@@ -408,7 +458,7 @@ class Launchers:
         _check_persistent(plan, B, H, h.dtype, cell="gru")
         ops = self.gru_fwd_operands(h, gates, p, h0, V, b_h, lengths)
         self._cooperative(registry.GRU_PERSIST_FWD, plan, h.dtype, ops + (
-            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))()
         return h, gates
 
     def gru_persistent_bwd(self, dg, gn, zd, dh, dh_last, h, h0, gates, V, lengths, plan):
@@ -420,5 +470,5 @@ class Launchers:
         ops = self.gru_bwd_operands(dg, gn, zd, dh, dh_last, h, h0, gates, V, (H, 3 * H), "V",
                                     lengths)
         self._cooperative(registry.GRU_PERSIST_BWD, plan, h.dtype, ops + (
-            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))()
         return dg

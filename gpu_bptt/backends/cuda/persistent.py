@@ -184,6 +184,24 @@ def check(limits: DeviceLimits, B, H, dtype, version, kernels, cell="elman") -> 
     return geo
 
 
+def pair_unfit(limits: DeviceLimits, grid, version, kernels):
+    """None where both directions of a bidirectional layer fit one cooperative launch of the pair
+    kernels (2 * grid blocks co-resident, from `kernels`: KernelFacts of the pair kernels at the
+    plan's shared memory), else why not (the backend then launches each direction on a stream of
+    its own)."""
+    need = 2 * grid
+    for k in kernels:
+        name = registry.family(k.file).entry(version, pair=True)
+        if k.blocks_per_sm is None:
+            return (f"whether {name}'s {need} blocks can be co-resident is unknown (no occupancy "
+                    f"query)")
+        if need > k.blocks_per_sm * limits.multiprocessors:
+            return (f"{name}'s 2 * {grid} = {need} blocks cannot be co-resident ({k.blocks_per_sm} "
+                    f"block(s) of {THREADS} threads per multiprocessor, on "
+                    f"{limits.multiprocessors} multiprocessors)")
+    return None
+
+
 def unavailable_reason(backend):
     """None when the persistent kernels build and launch on `backend` at all (the smallest
     problem), else why not: what `gpu-bptt info` reports."""

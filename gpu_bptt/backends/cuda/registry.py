@@ -99,19 +99,28 @@ class Family:
     params: tuple = ((),)
     cooperative: bool = False
     constants: dict = field(default_factory=dict)  # {name: value} shared with the .cu side
+    paired: bool = False  # also `<stem>_pair_<version>`: both directions of a layer in one launch
 
-    def entry(self, version: str) -> str:
+    def entry(self, version: str, pair: bool = False) -> str:
         if version not in self.versions:
             raise ValueError(f"version: expected one of {tuple(self.versions)}, got {version!r}")
-        return f"{self.stem}_{version}"
+        if pair and not self.paired:
+            raise ValueError(f"pair: {self.file} has no pair kernels")
+        return f"{self.stem}_pair_{version}" if pair else f"{self.stem}_{version}"
 
-    def expression(self, version: str, dtype, *params) -> str:
+    def entries(self) -> tuple:
+        """Every entry kernel's name, pair kernels included."""
+        return tuple(self.entry(v, pair) for pair in (False, True)[:1 + self.paired]
+                     for v in self.versions)
+
+    def expression(self, version: str, dtype, *params, pair: bool = False) -> str:
         """The name expression of one instance, e.g. `elman_fwd_step_v2<float>`."""
-        return template_name(self.entry(version), dtype, *params)
+        return template_name(self.entry(version, pair), dtype, *params)
 
     def name_expressions(self) -> tuple:
-        return tuple(self.expression(v, dt, *p) for v in self.versions for dt in CTYPES
-                     for p in self.params)
+        return tuple(self.expression(v, dt, *p, pair=pair)
+                     for pair in (False, True)[:1 + self.paired]
+                     for v in self.versions for dt in CTYPES for p in self.params)
 
 
 def ctype(dtype) -> str:
@@ -157,9 +166,9 @@ PERSIST = {
 #: elements of T of v2's cross-warp sums after the batch chunk (persistent_common.cuh, red)
 PERSIST_REDUCTION = {"v1": 0, "v2": _P["PERSIST_WARPS"] * _P["PERSIST_OUTS"]}
 PERSIST_FWD = Family("elman_persistent_fwd.cu", "elman_persistent_fwd", PERSIST, cooperative=True,
-                     constants=PERSIST_CONSTANTS)
+                     constants=PERSIST_CONSTANTS, paired=True)
 PERSIST_BWD = Family("elman_persistent_bwd.cu", "elman_persistent_bwd", PERSIST, cooperative=True,
-                     constants=PERSIST_CONSTANTS)
+                     constants=PERSIST_CONSTANTS, paired=True)
 
 # -- products outside the time loop and the bias gradient -----------------------------------------
 GEMM_TILE = Tiled(rows=64, cols=64, per_thread=(4, 4), depth=16, rows_on_x=True)
