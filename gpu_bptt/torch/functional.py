@@ -92,8 +92,8 @@ def autocast_on(device_type) -> bool:
         return torch.is_autocast_enabled()
 
 
-def _check_dtypes(floats):
-    for name, t in zip(("x", "W", "V", "b", "h0"), floats):
+def _check_dtypes(floats, names=("x", "W", "V", "b", "h0")):
+    for name, t in zip(names, floats):
         if t is not None and t.dtype not in _FLOATS:
             raise TypeError(f"{name}: expected float32 or float64, got {t.dtype} (for bfloat16 or "
                             "float16, run inside torch.autocast: the layer computes in float32)")
