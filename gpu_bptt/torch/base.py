@@ -100,7 +100,8 @@ class RecurrentBase(nn.RNNBase):
 
     def _state_sizes(self, input, batch_sizes):
         """[(expected shape, torch's message)] of each state."""
-        return [(self.get_expected_hidden_size(input, batch_sizes), "Expected hidden size {}, got {}")]
+        expected = self.get_expected_hidden_size(input, batch_sizes)
+        return [(expected, "Expected hidden size {}, got {}")]
 
     def _check(self, input, states, batch_sizes):
         """torch.nn's checks, with its errors: input dtype, dimensions and size, the states'

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from .differentiable import _flip, _steps
+from .differentiable import flip_valid, step_masks
 
 
 def _flipped(outs, lengths, time_major):
-    return tuple(_flip(o, lengths) if tm else o for o, tm in zip(outs, time_major))
+    return tuple(flip_valid(o, lengths) if tm else o for o, tm in zip(outs, time_major))
 
 
 def lstm_forward(x, W, V, b, h0, c0, R, lengths, reverse=False):
@@ -23,7 +23,7 @@ def lstm_forward(x, W, V, b, h0, c0, R, lengths, reverse=False):
     activated [i|f|g|o]). x (T, B, I); W (I, 4H); V (Hs, 4H); b (4H,) or None; h0 (B, Hs),
     c0 (B, H) or None (zeros); R (H, P) or None (Hs = P with it, else H); lengths (B,) or None."""
     if reverse:
-        outs = lstm_forward(_flip(x, lengths), W, V, b, h0, c0, R, lengths)
+        outs = lstm_forward(flip_valid(x, lengths), W, V, b, h0, c0, R, lengths)
         return _flipped(outs, lengths, (True, False, False, True, True))
     T, B, _ = x.shape
     H, Hs = W.shape[-1] // 4, V.shape[-2]
@@ -31,7 +31,7 @@ def lstm_forward(x, W, V, b, h0, c0, R, lengths, reverse=False):
     h = h_last = x.new_zeros((B, Hs)) if h0 is None else h0
     c = c_last = x.new_zeros((B, H)) if c0 is None else c0
     hs, cs, gs = [], [], []
-    for t, (valid, is_last) in enumerate(_steps(T, lengths, x.device)):
+    for t, (valid, is_last) in enumerate(step_masks(T, lengths, x.device)):
         i, f, g, o = (p[t] + h @ V).split(H, -1)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
         c = f * c + i * g
@@ -53,14 +53,14 @@ def gru_forward(x, W, V, b_x, b_h, h0, lengths, reverse=False):
     """-> (h (T, B, H), h_last (B, H), gates (T, B, 4H): [r|z|n|hn]). x (T, B, I); W (I, 3H);
     V (H, 3H); b_x, b_h (3H,) or None; h0 (B, H) or None (zeros); lengths (B,) or None."""
     if reverse:
-        outs = gru_forward(_flip(x, lengths), W, V, b_x, b_h, h0, lengths)
+        outs = gru_forward(flip_valid(x, lengths), W, V, b_x, b_h, h0, lengths)
         return _flipped(outs, lengths, (True, False, True))
     T, B, _ = x.shape
     H = W.shape[-1] // 3
     p = x @ W if b_x is None else x @ W + b_x
     h = h_last = x.new_zeros((B, H)) if h0 is None else h0
     hs, gs = [], []
-    for t, (valid, is_last) in enumerate(_steps(T, lengths, x.device)):
+    for t, (valid, is_last) in enumerate(step_masks(T, lengths, x.device)):
         xr, xz, xn = p[t].split(H, -1)
         hr, hz, hn = (h @ V if b_h is None else h @ V + b_h).split(H, -1)
         r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)

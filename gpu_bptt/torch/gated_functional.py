@@ -7,8 +7,7 @@ import torch
 
 from . import gated_ops
 from .exchange import backend_name
-from .functional import (_HALF, IMPLS, _are_functorch_transforms_active, _check, _check_dtypes,
-                         _traced, autocast_on)
+from .functional import HALF, IMPLS, autocast_on, check_dtypes, check_tensor, traced
 
 
 def lstm(x, W, V, b=None, h0=None, c0=None, lengths=None, *, R=None, backend=None, algo="auto",
@@ -47,15 +46,15 @@ def _apply(name, floats, ndims, lengths, backend, algo, impl, reverse):
         raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
     for arg, t, ndim in zip(cell.inputs, floats, ndims):
         if t is not None or arg in ("x", "W", "V"):
-            _check(arg, t, ndim)
+            check_tensor(arg, t, ndim)
     if lengths is not None:
-        _check("lengths", lengths, 1)
+        check_tensor("lengths", lengths, 1)
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex:
             raise TypeError(f"lengths: expected an integer tensor, got {lengths.dtype}")
         lengths = lengths.cpu()
     x = floats[0]
     tail = (lengths, backend_name(x.device, backend), algo, reverse)
-    use_op = impl == "custom_op" or (impl == "auto" and gated_ops.HAS_CUSTOM_OP and _traced(x))
+    use_op = impl == "custom_op" or (impl == "auto" and gated_ops.HAS_CUSTOM_OP and traced(x))
     if impl == "custom_op" and not gated_ops.HAS_CUSTOM_OP:
         raise RuntimeError(f"impl='custom_op' needs torch.library.custom_op and register_autocast "
                            f"(PyTorch >= 2.5); this is {torch.__version__}")
@@ -63,13 +62,13 @@ def _apply(name, floats, ndims, lengths, backend, algo, impl, reverse):
     if use_op:
         # Autocast (registered on the op) casts to float32 before the op sees them.
         if not autocast:
-            _check_dtypes(floats, cell.inputs)
+            check_dtypes(floats, cell.inputs)
         return gated_ops.OPS[name](*floats, *tail)
-    fn = transform if _are_functorch_transforms_active() else plain
+    fn = transform if torch._C._are_functorch_transforms_active() else plain
     if autocast:
         # As autocast does: half types to float32, float64 left alone.
-        floats = tuple(t.float() if t is not None and t.dtype in _HALF else t for t in floats)
+        floats = tuple(t.float() if t is not None and t.dtype in HALF else t for t in floats)
         with torch.autocast(x.device.type, enabled=False):
             return fn.apply(*floats, *tail)
-    _check_dtypes(floats, cell.inputs)
+    check_dtypes(floats, cell.inputs)
     return fn.apply(*floats, *tail)

@@ -5,7 +5,7 @@ torch.func), written once over a `Cell` that lists each cell's inputs and output
 
 A forward returns the caller's outputs and then what the core's backward needs beyond them (c,
 the gates); those are saved, marked non-differentiable, and dropped by gated_functional.py. The
-backward takes one of two paths, chosen as ops.py chooses (`_needs_graph`):
+backward takes one of two paths, chosen as ops.py chooses (`needs_graph`):
 - first order on plain tensors: the core's backward (gated_compute.py), the fast path;
 - where a graph of the backward is wanted (create_graph=True, torch.func) or under vmap:
   torch.func.vjp of the torch-op twin (gated_differentiable.py), recomputed from the saved
@@ -20,7 +20,7 @@ import torch
 
 from . import gated_compute as compute
 from . import gated_differentiable as twin
-from .ops import HAS_CUSTOM_OP, _needs_graph, _select
+from .ops import HAS_CUSTOM_OP, needs_graph, select_grads
 
 _META = 4  # lengths, backend, algo, reverse: after the differentiable inputs, no gradients
 
@@ -62,11 +62,11 @@ def _gradients(cell, ctx, grads, fast):
         return (None,) * n + rest
     backend, algo, reverse = ctx.meta
     top = tuple(grads[:cell.n_top])
-    if _needs_graph(top + inputs):
+    if needs_graph(top + inputs):
         grads = _graph_backward(cell, top, inputs, lengths, reverse)
         return tuple(g if need else None for g, need in zip(grads, needs)) + rest
     grads = fast(*top, *inputs, *kept, lengths, backend, algo, needs[0], reverse)
-    return _select(grads, needs, inputs) + rest
+    return select_grads(grads, needs, inputs) + rest
 
 
 def _graph_backward(cell, top, inputs, lengths, reverse):

@@ -36,7 +36,7 @@ _WRAPPED = tuple(getattr(_F, n) for n in ("is_batchedtensor", "is_gradtrackingte
                                           "is_legacy_batchedtensor") if hasattr(_F, n))
 
 
-def _needs_graph(tensors) -> bool:
+def needs_graph(tensors) -> bool:
     """Whether the backward must be torch operations: its graph is wanted, or a transform wraps
     its tensors."""
     return torch.is_grad_enabled() or any(
@@ -51,15 +51,15 @@ def _gradients(ctx, dh, dh_last, fast):
     if not any(needs):
         return (None,) * len(_GRAD_INPUTS) + rest
     activation, backend, algo, reverse = ctx.meta
-    if _needs_graph((dh, dh_last, x, W, V, h0, h)):
+    if needs_graph((dh, dh_last, x, W, V, h0, h)):
         grads = differentiable.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, reverse)
         return tuple(g if need else None for g, need in zip(grads, needs)) + rest
     grads = fast(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, needs[0],
                  reverse)
-    return _select(grads, needs, (x, W, V, None, h0)) + rest
+    return select_grads(grads, needs, (x, W, V, None, h0)) + rest
 
 
-def _select(grads, needs, inputs):
+def select_grads(grads, needs, inputs):
     """Keep the gradient of each input that needs one (None for the others), laid out like its
     input: W and V are usually transposed views of nn.RNN-shaped parameters, and a gradient in the
     parameter's own layout passes AccumulateGrad and DDP's buckets without another copy."""

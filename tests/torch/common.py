@@ -54,8 +54,8 @@ def states(m, unbatched, B, seed=12):
     n = m.num_layers * (2 if m.bidirectional else 1)
     g = torch.Generator().manual_seed(seed)
     sizes = [m.proj_size or m.hidden_size] + ([m.hidden_size] if m.mode == "LSTM" else [])
-    hx = tuple(torch.randn((n, s) if unbatched else (n, B, s), generator=g, dtype=F64).requires_grad_()
-               for s in sizes)
+    hx = tuple(torch.randn((n, s) if unbatched else (n, B, s), generator=g, dtype=F64)
+               .requires_grad_() for s in sizes)
     return hx if m.mode == "LSTM" else hx[0]
 
 
@@ -76,5 +76,16 @@ def training_step(m, kind, batch_first, with_h0, seed, *, T, B, I, H, lengths):
     out, h_n = m(inp) if h0 is None else m(inp, h0)
     out = out.data if kind == "packed" else out
     weighted_sum([out, flat(h_n)]).backward()
-    dh0 = None if h0 is None else flat(tuple(s.grad for s in h0) if isinstance(h0, tuple) else h0.grad)
+    dh0 = None if h0 is None else \
+        flat(tuple(s.grad for s in h0) if isinstance(h0, tuple) else h0.grad)
     return out, flat(h_n), x.grad, dh0
+
+
+def compile_fullgraph(m, request):
+    """torch.compile(m, fullgraph=True) from a clean compiler state, cleaned again after the test
+    (`request`: its pytest fixture). The drop-ins share one forward, and dynamo counts that code
+    object's recompilations (one per layer configuration) over the whole session, failing a
+    fullgraph compile past its recompile_limit."""
+    torch._dynamo.reset()
+    request.addfinalizer(torch._dynamo.reset)
+    return torch.compile(m, backend="aot_eager", fullgraph=True)

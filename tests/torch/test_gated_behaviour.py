@@ -167,10 +167,12 @@ def test_state_dtype_raises_runtime_error_naming_the_state(kind):
     README, PyTorch section.)"""
     ours, ref = twins(4, 6, kind=kind)
     x = torch.randn(5, 3, 4, dtype=F64)
-    hx = (torch.zeros(1, 3, 6), torch.zeros(1, 3, 6, dtype=F64)) if kind == "LSTM" else torch.zeros(1, 3, 6)
+    h0 = torch.zeros(1, 3, 6)  # float32
+    hx = (h0, torch.zeros(1, 3, 6, dtype=F64)) if kind == "LSTM" else h0
     assert raised(lambda: ref(x, hx))[0] is RuntimeError
     name = r"hx\[0\]" if kind == "LSTM" else "hx"
-    with pytest.raises(RuntimeError, match=name + ": expected the input's dtype torch.float64, got torch.float32"):
+    want = ": expected the input's dtype torch.float64, got torch.float32"
+    with pytest.raises(RuntimeError, match=name + want):
         ours(x, hx)
 
 

@@ -4,7 +4,7 @@ core against torch's cells)."""
 import pytest
 
 from ..skips import TORCH, skip
-from .common import F64, assert_close, gt, torch, weighted_sum
+from .common import F64, assert_close, compile_fullgraph, gt, torch, weighted_sum
 
 KINDS = ["LSTM", "GRU"]
 
@@ -79,13 +79,13 @@ def test_stepping_the_cells_reproduces_the_layer(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_cells_compile_fullgraph(kind):
+def test_cells_compile_fullgraph(kind, request):
     if not hasattr(torch, "compile"):
         skip(TORCH, "no torch.compile")
     torch.manual_seed(3)
     cell = getattr(gt, f"{kind}Cell")(3, 4, dtype=F64)
     x = torch.randn(2, 3, dtype=F64)
-    compiled = torch.compile(cell, backend="aot_eager", fullgraph=True)
+    compiled = compile_fullgraph(cell, request)
     got, want = compiled(x), cell(x)
     for a, b in zip(got if kind == "LSTM" else (got,), want if kind == "LSTM" else (want,)):
         assert_close("compiled cell", a.detach(), b.detach(), atol=1e-12)

@@ -30,7 +30,7 @@ def impl(request, monkeypatch):
     if request.param == "custom_op":
         if not gt.HAS_CUSTOM_OP:
             skip(TORCH, f"torch {torch.__version__} has no torch.library.custom_op/register_autocast")
-        monkeypatch.setattr(gt.gated_functional, "_traced", lambda x: True)  # the op in eager mode
+        monkeypatch.setattr(gt.gated_functional, "traced", lambda x: True)  # the op in eager mode
     return request.param
 
 
@@ -52,7 +52,8 @@ def _run_both(ours, ref, make_input, hx):
     (o1, n1, g1), (o2, n2, g2) = results
     assert_close("output", o1.detach(), o2.detach(), atol=1e-10)
     assert_close("final states", n1.detach(), n2.detach(), atol=1e-10)
-    assert_same_grads(ours, ref, [(f"input/state gradient {i}", a, b) for i, (a, b) in enumerate(zip(g1, g2))])
+    assert_same_grads(ours, ref, [(f"input/state gradient {i}", a, b)
+                                  for i, (a, b) in enumerate(zip(g1, g2))])
 
 
 @pytest.mark.parametrize("kind, case", _cases("LSTM") + _cases("GRU"))

@@ -6,7 +6,8 @@ import pickle
 
 import pytest
 
-from .common import F64, assert_close, assert_same_grads, flat, gt, torch, twins, weighted_sum
+from .common import (F64, assert_close, assert_same_grads, compile_fullgraph, flat, gt, torch,
+                     twins, weighted_sum)
 from .test_gated_transforms import KINDS, level, problem
 
 from torch.nn.utils import parametrizations  # noqa: E402
@@ -47,7 +48,7 @@ def test_opcheck(kind, P, lengths):
 def test_bf16_autocast_computes_in_float32(kind, impl, monkeypatch):
     if impl == "custom_op" and not gt.HAS_CUSTOM_OP:
         pytest.skip("no torch.library.custom_op")
-    monkeypatch.setattr(gt.gated_functional, "_traced", lambda x: impl == "custom_op")
+    monkeypatch.setattr(gt.gated_functional, "traced", lambda x: impl == "custom_op")
     torch.manual_seed(0)
     proj, rnn = torch.nn.Linear(3, 4), getattr(gt, kind)(4, 5)
     x = torch.randn(6, 2, 3)
@@ -104,12 +105,12 @@ def test_saved_tensor_hooks_and_inplace_check(kind):
 
 @needs_custom_op
 @pytest.mark.parametrize("kind", KINDS)
-def test_compile_fullgraph_runs_the_core_backward(kind, monkeypatch):
+def test_compile_fullgraph_runs_the_core_backward(kind, monkeypatch, request):
     calls = []  # the compiled backward runs the core's (the op), not the twin's vjp
     real = gt.gated_ops._graph_backward
     monkeypatch.setattr(gt.gated_ops, "_graph_backward", lambda *a: calls.append(1) or real(*a))
     ours, ref = twins(3, 5, kind=kind, num_layers=2, batch_first=True)
-    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
+    compiled = compile_fullgraph(ours, request)
     x = torch.randn(4, 6, 3, dtype=F64)
     grads = []
     for m in (ref, compiled):

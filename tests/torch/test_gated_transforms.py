@@ -10,7 +10,8 @@ import gpu_bptt.cells
 
 from ..skips import TORCH, skip
 from ..tolerances import GRADCHECK
-from .common import F64, assert_close, flat, gt, states, torch, twins, weighted_sum
+from .common import (F64, assert_close, compile_fullgraph, flat, gt, states, torch, twins,
+                     weighted_sum)
 
 func = torch.func
 IMPLS = ["function", "custom_op"]
@@ -120,7 +121,7 @@ def test_vmap_over_inputs_equals_nn_per_input(impl, kind, monkeypatch):
     """vmap over a batch of (input, hx) pairs: one merged call per layer and direction, the
     results of calling torch.nn on each pair (torch.nn's RNNs have no batching rule)."""
     _impl(impl)
-    monkeypatch.setattr(gt.gated_functional, "_traced", lambda x: impl == "custom_op")
+    monkeypatch.setattr(gt.gated_functional, "traced", lambda x: impl == "custom_op")
     ours, ref = twins(3, 4, kind=kind, num_layers=2, bidirectional=True,
                       **({"proj_size": 2} if kind == "LSTM" else {}))
     g = torch.Generator().manual_seed(4)
@@ -251,13 +252,13 @@ def test_export(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_compile_fullgraph_with_dropout_and_unbatched(kind, batch_first):
+def test_compile_fullgraph_with_dropout_and_unbatched(kind, batch_first, request):
     """The module's Python (checks, hx, dropout, unbatched input) traces in one graph too."""
     if not gt.HAS_CUSTOM_OP:
         skip(TORCH, "no torch.library.custom_op")
     ours, ref = twins(3, 4, kind=kind, num_layers=2, batch_first=batch_first, dropout=0.3,
                       bidirectional=True)
-    compiled = torch.compile(ours, backend="aot_eager", fullgraph=True)
+    compiled = compile_fullgraph(ours, request)
     x, hx = torch.randn(5, 3, dtype=F64), states(ref, True, None)
     x.requires_grad_()
     results = []
