@@ -25,7 +25,9 @@ class LSTMCell(nn.LSTMCell):
     One LSTM step (gpu_bptt/cells/lstm.py, without projection, as torch.nn.LSTMCell): input
     (B, I) or (I,), hx = (h, c) of (B, H) or (H,) each, or None (zeros) -> (h', c'). Stepping it
     with layer k's parameters of `LSTM` gives that layer's outputs. It is torch.nn.LSTMCell, run by
-    PyTorch's own operators, for RNNCell's reason: one step has no recurrence to keep on chip."""
+    PyTorch's own operators, for RNNCell's reason: one step has no recurrence to keep on chip.
+    Measured on one core of the 2-core CPU, forward + backward of one step at B=1, I=H=4: 193 µs as
+    torch.nn.LSTMCell against 808 µs through the core (gpu_bptt.torch.lstm with T=1)."""
 
 
 class GRUCell(nn.GRUCell):
@@ -33,4 +35,5 @@ class GRUCell(nn.GRUCell):
 
     One GRU step (gpu_bptt/cells/gru.py): input (B, I) or (I,), hx (B, H) or (H,) or None
     (zeros) -> h'. Stepping it with layer k's parameters of `GRU` gives that layer's outputs. It is
-    torch.nn.GRUCell, run by PyTorch's own operators, for RNNCell's reason."""
+    torch.nn.GRUCell, run by PyTorch's own operators, for RNNCell's reason (measured as for
+    LSTMCell: 236 µs against 790 µs through the core)."""
