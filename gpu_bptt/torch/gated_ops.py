@@ -37,11 +37,14 @@ class Cell:
     twin: Callable         # gated_differentiable's: (*inputs, lengths, reverse)
 
 
-LSTM = Cell(("x", "W", "V", "b", "h0", "c0", "R"), (1, None, None, None, 0, 0, None),
-            (1, 0, 0, 1, 1), 3, (0, 3, 4), compute.lstm_forward, compute.lstm_backward,
-            twin.lstm_forward)
-GRU = Cell(("x", "W", "V", "b_x", "b_h", "h0"), (1, None, None, None, None, 0), (1, 0, 1), 2,
-           (0, 2), compute.gru_forward, compute.gru_backward, twin.gru_forward)
+# Outputs: LSTM (h, h_last, c_last | c, gates), GRU (h, h_last | gates).
+LSTM = Cell(inputs=("x", "W", "V", "b", "h0", "c0", "R"),
+            batch_dims=(1, None, None, None, 0, 0, None), out_batch_dims=(1, 0, 0, 1, 1),
+            n_top=3, saved=(0, 3, 4), forward=compute.lstm_forward,
+            backward=compute.lstm_backward, twin=twin.lstm_forward)
+GRU = Cell(inputs=("x", "W", "V", "b_x", "b_h", "h0"), batch_dims=(1, None, None, None, None, 0),
+           out_batch_dims=(1, 0, 1), n_top=2, saved=(0, 2), forward=compute.gru_forward,
+           backward=compute.gru_backward, twin=twin.gru_forward)
 
 
 def _setup_context(cell, ctx, inputs, output):
