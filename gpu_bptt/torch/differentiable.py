@@ -18,7 +18,7 @@ _DF = {"tanh": lambda h: 1 - h * h, "relu": lambda h: (h > 0).to(h.dtype),
        "sigmoid": lambda h: h * (1 - h), "identity": torch.ones_like}
 
 
-def _steps(T, lengths, device):
+def step_masks(T, lengths, device):
     """For each t, (valid, last): (B, 1) masks of the examples with t < lengths[b] and of those whose
     last step is t; None for a batch without lengths (every step valid, the last one is T-1)."""
     if lengths is None:
@@ -27,7 +27,7 @@ def _steps(T, lengths, device):
     return [(t < lengths, t == lengths - 1) for t in range(T)]
 
 
-def _flip(a, lengths):
+def flip_valid(a, lengths):
     """a (T, B, ...) with each example's valid prefix a[:lengths[b], b] in reverse order, padded
     steps in place: its own inverse. The reversed direction is the forward one on flipped
     sequences (docs/architecture.md §1); here, in differentiable torch operations."""
@@ -46,15 +46,15 @@ def forward(x, W, V, b, h0, lengths, activation, reverse=False):
     h0 (B, H) or None (zeros); lengths (B,) integer tensor in 1..T, or None. reverse: the
     reversed direction (each example from its last valid step down to 0; h_last is h[0])."""
     if reverse:
-        h, h_last = forward(_flip(x, lengths), W, V, b, h0, lengths, activation)
-        return _flip(h, lengths), h_last
+        h, h_last = forward(flip_valid(x, lengths), W, V, b, h0, lengths, activation)
+        return flip_valid(h, lengths), h_last
     T, B, _ = x.shape
     f = _F[activation]
     p = x @ W if b is None else x @ W + b
     prev = x.new_zeros((B, W.shape[-1])) if h0 is None else h0
     last = prev
     outs = []
-    for t, (valid, is_last) in enumerate(_steps(T, lengths, x.device)):
+    for t, (valid, is_last) in enumerate(step_masks(T, lengths, x.device)):
         h = f(p[t] + prev @ V)
         if valid is not None:
             h = torch.where(valid, h, 0)
@@ -68,14 +68,14 @@ def backward(dh, dh_last, x, W, V, h0, h, lengths, activation, reverse=False):
     """-> (dx, dW, dV, db, dh0), the gradients of forward above, themselves differentiable.
     dh (T, B, H) and dh_last (B, H) may each be None; h is forward's output."""
     if reverse:
-        dx, dW, dV, db, dh0 = backward(_flip(dh, lengths), dh_last, _flip(x, lengths), W, V, h0,
-                                       _flip(h, lengths), lengths, activation)
-        return _flip(dx, lengths), dW, dV, db, dh0
+        dx, dW, dV, db, dh0 = backward(flip_valid(dh, lengths), dh_last, flip_valid(x, lengths),
+                                       W, V, h0, flip_valid(h, lengths), lengths, activation)
+        return flip_valid(dx, lengths), dW, dV, db, dh0
     T, B, H = h.shape
     df = _DF[activation](h)
     du_next = h.new_zeros((B, H))
     dus = [None] * T
-    steps = _steps(T, lengths, h.device)
+    steps = step_masks(T, lengths, h.device)
     for t in reversed(range(T)):
         valid, is_last = steps[t]
         g = du_next @ V.mT

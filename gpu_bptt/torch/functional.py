@@ -9,10 +9,10 @@ from .exchange import backend_name
 IMPLS = ("auto", "custom_op", "function")
 _are_functorch_transforms_active = torch._C._are_functorch_transforms_active
 _FLOATS = (torch.float32, torch.float64)
-_HALF = (torch.float16, torch.bfloat16)
+HALF = (torch.float16, torch.bfloat16)
 
 
-def _check(name, t, ndim):
+def check_tensor(name, t, ndim):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
     if t.dim() != ndim:
@@ -38,20 +38,20 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
         raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse: expected a bool, got {type(reverse).__name__}")
-    _check("x", x, 3)
-    _check("W", W, 2)
-    _check("V", V, 2)
+    check_tensor("x", x, 3)
+    check_tensor("W", W, 2)
+    check_tensor("V", V, 2)
     if b is not None:
-        _check("b", b, 1)
+        check_tensor("b", b, 1)
     if h0 is not None:
-        _check("h0", h0, 2)
+        check_tensor("h0", h0, 2)
     if lengths is not None:
-        _check("lengths", lengths, 1)
+        check_tensor("lengths", lengths, 1)
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex:
             raise TypeError(f"lengths: expected an integer tensor, got {lengths.dtype}")
         lengths = lengths.cpu()
     name = backend_name(x.device, backend)
-    use_op = impl == "custom_op" or (impl == "auto" and ops.HAS_CUSTOM_OP and _traced(x))
+    use_op = impl == "custom_op" or (impl == "auto" and ops.HAS_CUSTOM_OP and traced(x))
     if impl == "custom_op" and not ops.HAS_CUSTOM_OP:
         raise RuntimeError(f"impl='custom_op' needs torch.library.custom_op and register_autocast "
                            f"(PyTorch >= 2.5); this is {torch.__version__}")
@@ -59,19 +59,19 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     if use_op:
         # Autocast (registered on the op) casts to float32 before the op sees them.
         if not autocast_on(x.device.type):
-            _check_dtypes(floats)
+            check_dtypes(floats)
         return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo, reverse)
     fn = ops.ElmanTransformFunction if _are_functorch_transforms_active() else ops.ElmanFunction
     if autocast_on(x.device.type):
         # As autocast does: half types to float32, float64 left alone.
-        floats = tuple(t.float() if t is not None and t.dtype in _HALF else t for t in floats)
+        floats = tuple(t.float() if t is not None and t.dtype in HALF else t for t in floats)
         with torch.autocast(x.device.type, enabled=False):
             return fn.apply(*floats, lengths, activation, name, algo, reverse)
-    _check_dtypes(floats)
+    check_dtypes(floats)
     return fn.apply(*floats, lengths, activation, name, algo, reverse)
 
 
-def _traced(x) -> bool:
+def traced(x) -> bool:
     """Whether this call is being traced (compile, export, jit.trace) or runs on fake tensors."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return True
@@ -92,8 +92,8 @@ def autocast_on(device_type) -> bool:
         return torch.is_autocast_enabled()
 
 
-def _check_dtypes(floats):
-    for name, t in zip(("x", "W", "V", "b", "h0"), floats):
+def check_dtypes(floats, names=("x", "W", "V", "b", "h0")):
+    for name, t in zip(names, floats):
         if t is not None and t.dtype not in _FLOATS:
             raise TypeError(f"{name}: expected float32 or float64, got {t.dtype} (for bfloat16 or "
                             "float16, run inside torch.autocast: the layer computes in float32)")
@@ -114,17 +114,17 @@ def elman_pair(x, forward, reverse, lengths=None, *, activation="tanh", backend=
         if not isinstance(d, (tuple, list)) or len(d) != 4:
             raise TypeError(f"{name}: expected the direction's (W, V, b, h0) (b, h0 may be "
                             f"None), got {type(d).__name__}")
-    if _traced(x) or _are_functorch_transforms_active() or autocast_on(x.device.type):
+    if traced(x) or _are_functorch_transforms_active() or autocast_on(x.device.type):
         kw = dict(activation=activation, backend=backend, algo=algo)
         return (elman(x, *forward, lengths, **kw), elman(x, *reverse, lengths, **kw, reverse=True))
-    _check("x", x, 3)
+    check_tensor("x", x, 3)
     for d in (forward, reverse):
         for name, t, ndim in zip(("W", "V", "b", "h0"), d, (2, 2, 1, 2)):
             if t is not None:
-                _check(name, t, ndim)
-        _check_dtypes((x,) + tuple(d))
+                check_tensor(name, t, ndim)
+        check_dtypes((x,) + tuple(d))
     if lengths is not None:
-        _check("lengths", lengths, 1)
+        check_tensor("lengths", lengths, 1)
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex:
             raise TypeError(f"lengths: expected an integer tensor, got {lengths.dtype}")
         lengths = lengths.cpu()

@@ -36,7 +36,7 @@ _WRAPPED = tuple(getattr(_F, n) for n in ("is_batchedtensor", "is_gradtrackingte
                                           "is_legacy_batchedtensor") if hasattr(_F, n))
 
 
-def _needs_graph(tensors) -> bool:
+def needs_graph(tensors) -> bool:
     """Whether the backward must be torch operations: its graph is wanted, or a transform wraps
     its tensors."""
     return torch.is_grad_enabled() or any(
@@ -51,15 +51,15 @@ def _gradients(ctx, dh, dh_last, fast):
     if not any(needs):
         return (None,) * len(_GRAD_INPUTS) + rest
     activation, backend, algo, reverse = ctx.meta
-    if _needs_graph((dh, dh_last, x, W, V, h0, h)):
+    if needs_graph((dh, dh_last, x, W, V, h0, h)):
         grads = differentiable.backward(dh, dh_last, x, W, V, h0, h, lengths, activation, reverse)
         return tuple(g if need else None for g, need in zip(grads, needs)) + rest
     grads = fast(dh, dh_last, x, W, V, h0, h, lengths, activation, backend, algo, needs[0],
                  reverse)
-    return _select(grads, needs, (x, W, V, None, h0)) + rest
+    return select_grads(grads, needs, (x, W, V, None, h0)) + rest
 
 
-def _select(grads, needs, inputs):
+def select_grads(grads, needs, inputs):
     """Keep the gradient of each input that needs one (None for the others), laid out like its
     input: W and V are usually transposed views of nn.RNN-shaped parameters, and a gradient in the
     parameter's own layout passes AccumulateGrad and DDP's buckets without another copy."""
@@ -202,12 +202,12 @@ class ElmanPairFunction(torch.autograd.Function):
         rest = (None,) * 4  # lengths, activation, backend, algo
         if not (need_x or any(nf) or any(nr)):
             return (None,) * 9 + rest
-        if _needs_graph((dhf, dlf, dhr, dlr, x, Wf, Vf, h0f, hf, Wr, Vr, h0r, hr)):
+        if needs_graph((dhf, dlf, dhr, dlr, x, Wf, Vf, h0f, hf, Wr, Vr, h0r, hr)):
             gf = differentiable.backward(dhf, dlf, x, Wf, Vf, h0f, hf, lengths, activation)
             gr = differentiable.backward(dhr, dlr, x, Wr, Vr, h0r, hr, lengths, activation, True)
             return ((gf[0] + gr[0] if need_x else None,)
                     + tuple(g if n else None for g, n in zip(gf[1:] + gr[1:], nf + nr)) + rest)
         g = compute.backward_pair((dhf, dlf, dhr, dlr), x, (Wf, Vf, h0f, hf), (Wr, Vr, h0r, hr),
                                   lengths, activation, backend, algo, need_x)
-        return ((g[0] if need_x else None,) + _select(g[1:5], nf, (Wf, Vf, None, h0f))
-                + _select(g[5:9], nr, (Wr, Vr, None, h0r)) + rest)
+        return ((g[0] if need_x else None,) + select_grads(g[1:5], nf, (Wf, Vf, None, h0f))
+                + select_grads(g[5:9], nr, (Wr, Vr, None, h0r)) + rest)

@@ -11,11 +11,12 @@ from ..tolerances import assert_close  # noqa: E402
 F64 = torch.float64
 
 
-def twins(I, H, *, seed=0, device="cpu", dtype=F64, **kw):
-    """(ours, reference): gpu_bptt.torch.RNN and torch.nn.RNN with the same parameters."""
+def twins(I, H, *, seed=0, device="cpu", dtype=F64, kind="RNN", **kw):
+    """(ours, reference): gpu_bptt.torch.RNN and torch.nn.RNN (or another `kind`: "LSTM", "GRU")
+    with the same parameters."""
     torch.manual_seed(seed)
-    ref = torch.nn.RNN(I, H, device=device, dtype=dtype, **kw)
-    ours = gt.RNN(I, H, device=device, dtype=dtype, **kw)
+    ref = getattr(torch.nn, kind)(I, H, device=device, dtype=dtype, **kw)
+    ours = getattr(gt, kind)(I, H, device=device, dtype=dtype, **kw)
     ours.load_state_dict(ref.state_dict())
     return ours, ref
 
@@ -48,19 +49,43 @@ def layer_input(kind, batch_first, T, B, I):
     return torch.randn((B, T, I) if batch_first else (T, B, I), generator=g, dtype=F64)
 
 
+def states(m, unbatched, B, seed=12):
+    """Random initial states for module m (torch.nn's or ours): h0, or (h0, c0) for an LSTM."""
+    n = m.num_layers * (2 if m.bidirectional else 1)
+    g = torch.Generator().manual_seed(seed)
+    sizes = [m.proj_size or m.hidden_size] + ([m.hidden_size] if m.mode == "LSTM" else [])
+    hx = tuple(torch.randn((n, s) if unbatched else (n, B, s), generator=g, dtype=F64)
+               .requires_grad_() for s in sizes)
+    return hx if m.mode == "LSTM" else hx[0]
+
+
+def flat(t):
+    """A tensor, or an LSTM's tuple of states, as one flat tensor."""
+    return torch.cat([a.reshape(-1) for a in t]) if isinstance(t, tuple) else t
+
+
 def training_step(m, kind, batch_first, with_h0, seed, *, T, B, I, H, lengths):
     """Output (the packed data for kind="packed", with `lengths`), h_n, dx, dh0 of one training
-    step of module m (torch.nn.RNN or ours) whose random draws start from `seed`."""
+    step of module m (torch.nn.RNN or ours) whose random draws start from `seed` (for an LSTM,
+    h_n and dh0 hold both states, flattened)."""
     x = layer_input(kind, batch_first, T, B, I).requires_grad_()
-    n = m.num_layers * (2 if m.bidirectional else 1)
-    h0 = None
-    if with_h0:
-        shape = (n, H) if kind == "unbatched" else (n, B, H)
-        h0 = torch.randn(shape, generator=torch.Generator().manual_seed(12), dtype=F64).requires_grad_()
+    h0 = states(m, kind == "unbatched", B) if with_h0 else None
     inp = pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False) \
         if kind == "packed" else x
     torch.manual_seed(seed)
     out, h_n = m(inp) if h0 is None else m(inp, h0)
     out = out.data if kind == "packed" else out
-    weighted_sum([out, h_n]).backward()
-    return out, h_n, x.grad, None if h0 is None else h0.grad
+    weighted_sum([out, flat(h_n)]).backward()
+    dh0 = None if h0 is None else \
+        flat(tuple(s.grad for s in h0) if isinstance(h0, tuple) else h0.grad)
+    return out, flat(h_n), x.grad, dh0
+
+
+def compile_fullgraph(m, request):
+    """torch.compile(m, fullgraph=True) from a clean compiler state, cleaned again after the test
+    (`request`: its pytest fixture). The drop-ins share one forward, and dynamo counts that code
+    object's recompilations (one per layer configuration) over the whole session, failing a
+    fullgraph compile past its recompile_limit."""
+    torch._dynamo.reset()
+    request.addfinalizer(torch._dynamo.reset)
+    return torch.compile(m, backend="aot_eager", fullgraph=True)

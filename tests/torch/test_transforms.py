@@ -88,7 +88,7 @@ def test_vmap_over_inputs_equals_nn_rnn_per_input(impl, monkeypatch):
     on each pair (nn.RNN itself has no batching rule)."""
     _impl(impl)
     if impl == "custom_op":
-        monkeypatch.setattr(gt.functional, "_traced", lambda x: True)  # the op in eager mode
+        monkeypatch.setattr(gt.functional, "traced", lambda x: True)  # the op in eager mode
     ours, ref = twins(3, 4, num_layers=2)
     g = torch.Generator().manual_seed(4)
     xs = torch.randn(6, 5, 2, 3, generator=g, dtype=F64)
