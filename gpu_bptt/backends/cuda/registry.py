@@ -175,7 +175,51 @@ COLUMN_SUM = Family("column_sum.cu", "column_sum",
                                            * COLSUM_CONSTANTS["COLSUM_ROWS"], None))},
                     constants=COLSUM_CONSTANTS)
 
-FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM)
+# -- the LSTM (G = 4): its own step tiles (4 gates per unit: v3's 64x64 would spill in double) --
+LSTM_GATES = 4
+#: lstm_bwd_step.cu's modes: no projection; a projection's first launch (dhs) and second (du)
+LSTM_BWD_MODES = {"LSTM_BWD_FULL": 0, "LSTM_BWD_DHS": 1, "LSTM_BWD_FROM_DM": 2}
+LSTM_STEP = {
+    "v1": STEP["v1"],
+    "v2": STEP["v2"],
+    "v3": Version(Tiled(rows=64, cols=32, per_thread=(4, 2), depth=STEP_BK), bounds=(256, 2)),
+    "v4": STEP["v4"],
+}
+LSTM_STEP_FWD = Family("lstm_fwd_step.cu", "lstm_fwd_step", LSTM_STEP, constants={"BK": STEP_BK})
+LSTM_STEP_BWD = Family("lstm_bwd_step.cu", "lstm_bwd_step", LSTM_STEP,
+                       constants={"BK": STEP_BK, **LSTM_BWD_MODES})
+LSTM_PERSIST_FWD = Family("lstm_persistent_fwd.cu", "lstm_persistent_fwd", PERSIST,
+                          cooperative=True, constants=PERSIST_CONSTANTS)
+LSTM_PERSIST_BWD = Family("lstm_persistent_bwd.cu", "lstm_persistent_bwd", PERSIST,
+                          cooperative=True, constants=PERSIST_CONSTANTS)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A recurrent cell's kernels: its G gates, step versions (shared by forward and backward)
+    and the four families, in launch order (forward, backward)."""
+
+    gates: int
+    step: dict
+    step_fwd: Family
+    step_bwd: Family
+    persist_fwd: Family
+    persist_bwd: Family
+
+
+CELLS = {"elman": Cell(1, STEP, STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD)}
+CELLS["lstm"] = Cell(LSTM_GATES, LSTM_STEP, LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD,
+                     LSTM_PERSIST_BWD)
+
+
+def cell(name: str) -> Cell:
+    if name not in CELLS:
+        raise ValueError(f"cell: expected one of {tuple(CELLS)}, got {name!r}")
+    return CELLS[name]
+
+
+FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM,
+            LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD, LSTM_PERSIST_BWD)
 BY_FILE = {f.file: f for f in FAMILIES}
 #: CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
 MAX_GRID_Y = 65535
@@ -187,8 +231,9 @@ def family(file: str) -> Family:
     return BY_FILE[file]
 
 
-def step_geometry(version: str, B: int, H: int) -> tuple:
-    """(grid, block) of a step kernel version for a (B, H) step."""
-    if version not in STEP:
-        raise ValueError(f"version: expected one of {tuple(STEP)}, got {version!r}")
-    return STEP[version].launch.geometry(B, H)
+def step_geometry(version: str, B: int, H: int, table=STEP) -> tuple:
+    """(grid, block) of a step kernel version (of `table`: a cell's step versions) for a (B, H)
+    step."""
+    if version not in table:
+        raise ValueError(f"version: expected one of {tuple(table)}, got {version!r}")
+    return table[version].launch.geometry(B, H)
