@@ -24,6 +24,8 @@ class LaunchPlan:
     reason: str = ""          # why this algorithm and version
     fallback: Optional[str] = None  # why the requested algorithm could not run ("auto" only)
     reverse: bool = False     # the direction: each example from its last valid step down to 0
+    cell: str = "elman"       # "elman" | "lstm" | "gru"
+    P: int = 0                # LSTM: proj_size (0: no projection)
 
     @property
     def label(self) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 from ... import activations
 from ...validate import format_shape
 from . import registry
+from .lstm_launchers import LstmLaunchers
 from .persistent import DEFAULT_SMEM
 from .registry import MAX_GRID_Y, cdiv
 
@@ -31,7 +32,7 @@ def _check_persistent(plan, B, H, dtype):
     plan.check_problem(B, H, np.dtype(dtype).name)
 
 
-class Launchers:
+class Launchers(LstmLaunchers):
     def __init__(self, xp, loader):
         self.xp = xp
         self.loader = loader

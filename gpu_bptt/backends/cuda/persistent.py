@@ -59,38 +59,54 @@ class Geometry:
     smem: int   # dynamic shared memory per block, bytes
 
 
-def smem_bytes(B, H, cols, itemsize, version=DEFAULT_VERSION) -> int:
-    """Dynamic shared memory of one block: V's slice (cols x H), one batch chunk (bc x H) and, for
-    v2, the cross-warp sums."""
+def smem_bytes(B, K, ncols, itemsize, version=DEFAULT_VERSION) -> int:
+    """Dynamic shared memory of one block: `ncols` columns of V each K long (the block's slice),
+    one batch chunk (bc x K) of the previous state and, for v2, the cross-warp sums."""
     extra = registry.PERSIST_REDUCTION[version]
-    return ((cols + min(B, BATCH_CHUNK)) * H + extra) * itemsize
+    return ((ncols + min(B, BATCH_CHUNK)) * K + extra) * itemsize
 
 
-def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem=0) -> Geometry:
-    """The launch geometry for a (B, H) problem; ValueError naming the limit where it cannot run."""
+def _need(B, H, K, cols, itemsize, version, gates) -> int:
+    """The larger direction's shared memory: the forward holds G·cols columns of V of length K
+    (the fed-back state's size) and a chunk of K; the backward cols rows of V of length G·H and a
+    chunk of G·H. Elman (G = 1, K = H): both the same."""
+    return max(smem_bytes(B, K, gates * cols, itemsize, version),
+               smem_bytes(B, gates * H, cols, itemsize, version))
+
+
+def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem=0, *, gates=1,
+         K=None) -> Geometry:
+    """The launch geometry for a (B, H) problem of a cell with `gates` gates whose fed-back
+    state is K long (H when None); ValueError naming the limit where it cannot run."""
     itemsize = np.dtype(dtype).itemsize
+    K = H if K is None else K
     if not limits.cooperative:
         raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
                          "launches")
     cols = cdiv(H, limits.multiprocessors)
-    smem = smem_bytes(B, H, cols, itemsize, version)
+    smem = _need(B, H, K, cols, itemsize, version, gates)
     if smem + static_smem > limits.smem_per_block:
+        what = (f"{cols} columns of V and {min(B, BATCH_CHUNK)} batch rows of {H} x {itemsize} "
+                f"bytes" if gates == 1 else
+                f"the {gates} gates' columns of V for {cols} units and {min(B, BATCH_CHUNK)} batch "
+                f"rows, of {itemsize}-byte elements")
         raise ValueError(
             f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs "
-            f"{smem + static_smem} bytes of shared memory per block ({cols} columns of V and "
-            f"{min(B, BATCH_CHUNK)} batch rows of {H} x {itemsize} bytes, over "
+            f"{smem + static_smem} bytes of shared memory per block ({what}, over "
             f"{limits.multiprocessors} multiprocessors), above the device's "
             f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
-            f"{max_hidden(limits, B, dtype, version, static_smem)}")
+            f"{max_hidden(limits, B, dtype, version, static_smem, gates=gates)}")
     return Geometry(grid=cdiv(H, cols), cols=cols, smem=smem)
 
 
-def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_smem=0) -> int:
-    """The largest H the persistent kernels (of `version`) take on this device at batch size B."""
+def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_smem=0, *,
+               gates=1) -> int:
+    """The largest H the persistent kernels (of `version`, for a cell of `gates` gates fed back
+    its H-long state) take on this device at batch size B."""
     itemsize = np.dtype(dtype).itemsize
 
     def fits(H):
-        return smem_bytes(B, H, cdiv(H, limits.multiprocessors), itemsize, version) \
+        return _need(B, H, H, cdiv(H, limits.multiprocessors), itemsize, version, gates) \
             + static_smem <= limits.smem_per_block
 
     lo, hi = 0, 1
@@ -113,13 +129,15 @@ class KernelFacts:
     blocks_per_sm: Optional[int] = None
 
 
-def check(limits: DeviceLimits, B, H, dtype, version, kernels) -> Geometry:
+def check(limits: DeviceLimits, B, H, dtype, version, kernels, *, gates=1,
+          files=FILES) -> Geometry:
     """The geometry for both directions, after checking that V's slice fits, that each kernel
-    builds and that its grid can be co-resident, from `kernels` (KernelFacts; after a build
-    error, the later files' may be missing); ValueError naming the limit otherwise."""
-    geo = plan(limits, B, H, dtype, version)
+    (of `files`: a cell's two, in launch order) builds and that its grid can be co-resident,
+    from `kernels` (KernelFacts; after a build error, the later files' may be missing);
+    ValueError naming the limit otherwise."""
+    geo = plan(limits, B, H, dtype, version, gates=gates)
     facts = {k.file: k for k in kernels}
-    for file in FILES:
+    for file in files:
         if file not in facts:  # the caller's omission, not a limit: never an "auto" fallback
             raise LookupError(f"kernels: no KernelFacts for {file}")
         k = facts[file]

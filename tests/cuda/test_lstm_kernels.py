@@ -1,0 +1,141 @@
+"""The LSTM's kernels (kernels/lstm_*.cu) through the cuda backend's lstm_fwd_seq / lstm_bwd_seq,
+on each kernel executor (tests/executors.py: the emulator in every thread order, one of them in
+the bounds-checking build, and a CUDA device), against torch.nn.LSTM in float64 run one example
+at a time over its valid steps (reversed for a reversed run): outputs, c, the gates, du (the
+gradient on p = x @ W + b), dc0 and, with a projection, dhs. Both directions, lengths, h0/c0,
+dh/dh_last/dc_last given or not, proj_size, float32 and float64; every step version and both
+persistent versions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpu_bptt.backends.cuda import persistent as PS
+from gpu_bptt.backends.cuda import registry, rules
+from gpu_bptt.validate import to_host
+from tests import skips
+from tests.executors import CUDA, KERNEL_RUNS
+from tests.tolerances import assert_close
+
+torch = skips.import_or_skip("torch", skips.TORCH, "PyTorch is not installed: no reference")
+
+pytestmark = pytest.mark.executors(*KERNEL_RUNS, CUDA)
+
+
+def lstm_problem(T, B, H, P, dtype, seed, *, lengths=True, h0=True, c0=True, grads=True):
+    """A seeded LSTM problem for the backend methods: p (T, B, 4H) = x @ W + b, V (Hs, 4H),
+    h0 (B, Hs), c0 (B, H), R (H, P) or None, lengths (B,) int32 or None, dh (T, B, Hs),
+    dh_last (B, Hs), dc_last (B, H) (None where grads=False)."""
+    r = np.random.default_rng(seed)
+    Hs = P or H
+    mk = lambda *s, scale=0.5: (r.standard_normal(s) * scale).astype(dtype)
+    q = dict(p=mk(T, B, 4 * H, scale=1.0), V=mk(Hs, 4 * H, scale=1 / np.sqrt(Hs)),
+             h0=mk(B, Hs) if h0 else None, c0=mk(B, H) if c0 else None,
+             R=mk(H, P, scale=1 / np.sqrt(H)) if P else None)
+    lens = None
+    if lengths:
+        lens = r.integers(1, T + 1, size=B).astype(np.int32)
+        lens[0] = T
+    q["lengths"] = lens
+    q.update(dh=mk(T, B, Hs) if grads else None, dh_last=mk(B, Hs) if grads else None,
+             dc_last=mk(B, H) if grads else None)
+    return q
+
+
+def torch_reference(q, reverse):
+    """torch.nn.LSTM (float64, CPU) with weight_ih = I (so its input is p), weight_hh = V.T,
+    weight_hr = R.T, run one example at a time over its valid steps in the run's order; the loss
+    Σ h·dh + h_last·dh_last + c_last·dc_last. Returns h, c, gates (by hand from torch's states),
+    du = ∂loss/∂p, dc0, dhs = ∂loss/∂h[t] (total)."""
+    p = q["p"].astype(np.float64)
+    T, B, G4 = p.shape
+    H = G4 // 4
+    Hs = q["V"].shape[0]
+    P = 0 if q["R"] is None else q["R"].shape[1]
+    lstm = torch.nn.LSTM(G4, H, proj_size=P, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.eye(G4, dtype=torch.float64))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(q["V"].T.astype(np.float64)))
+        if P:
+            lstm.weight_hr_l0.copy_(torch.from_numpy(q["R"].T.astype(np.float64)))
+    f64 = lambda a, *shape: torch.zeros(shape, dtype=torch.float64) if a is None else \
+        torch.tensor(a, dtype=torch.float64)
+    pt = torch.tensor(p, requires_grad=True)
+    h0, c0 = f64(q["h0"], B, Hs).requires_grad_(), f64(q["c0"], B, H).requires_grad_()
+    dh, dh_last, dc_last = f64(q["dh"], T, B, Hs), f64(q["dh_last"], B, Hs), \
+        f64(q["dc_last"], B, H)
+    lengths = np.full(B, T) if q["lengths"] is None else q["lengths"]
+    h, c, gates = (np.zeros((T, B, n)) for n in (Hs, H, G4))
+    states, loss = {}, 0
+    for b in range(B):
+        n = int(lengths[b])
+        hx, cx = h0[b].view(1, 1, Hs), c0[b].view(1, 1, H)
+        for t in (range(n - 1, -1, -1) if reverse else range(n)):
+            u = pt[t, b] + hx.view(Hs) @ torch.from_numpy(q["V"].astype(np.float64))
+            _, (hx, cx) = lstm(pt[t, b].view(1, 1, G4), (hx, cx))
+            hx.retain_grad()
+            states[t, b] = hx
+            i, f, g, o = u.detach().view(4, H)
+            gates[t, b] = torch.cat([torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g),
+                                     torch.sigmoid(o)]).numpy()
+            h[t, b], c[t, b] = hx.detach().view(Hs).numpy(), cx.detach().view(H).numpy()
+            loss = loss + (hx.view(Hs) * dh[t, b]).sum()
+        loss = loss + (hx.view(Hs) * dh_last[b]).sum() + (cx.view(H) * dc_last[b]).sum()
+    loss.backward()
+    dhs = np.zeros((T, B, Hs))
+    for (t, b), hx in states.items():
+        dhs[t, b] = hx.grad.view(Hs).numpy()
+    return dict(h=h, c=c, gates=gates, du=pt.grad.numpy(), dc0=c0.grad.numpy(), dhs=dhs)
+
+
+def run_backend(backend, executor, q, algo, reverse):
+    """h, c, gates, du, dc0, dhs of problem q on `backend` (its plan for algo)."""
+    dev = executor.asarray
+    T, B, G4 = q["p"].shape
+    P = 0 if q["R"] is None else q["R"].shape[1]
+    plan = backend.resolve_algo(algo, T, B, G4 // 4, q["p"].dtype, reverse=reverse, cell="lstm",
+                                P=P)
+    assert plan.algo == algo and plan.cell == "lstm"
+    h, c, gates = backend.lstm_fwd_seq(dev(q["p"].copy()), dev(q["V"]), dev(q["h0"]),
+                                       dev(q["c0"]), dev(q["lengths"]), plan, R=dev(q["R"]))
+    du, dc0, dhs = backend.lstm_bwd_seq(dev(q["dh"]), dev(q["dh_last"]), dev(q["dc_last"]), h, c,
+                                        gates, dev(q["c0"]), dev(q["V"]), dev(q["lengths"]), plan,
+                                        R=dev(q["R"]))
+    assert (dhs is None) == (P == 0)
+    out = dict(h=h, c=c, gates=gates, du=du, dc0=dc0, dhs=dhs)
+    return {k: to_host(v) for k, v in out.items() if v is not None}
+
+
+def check(backend, executor, q, algo, reverse):
+    ref = torch_reference(q, reverse)
+    got = run_backend(backend, executor, q, algo, reverse)
+    dtype = q["p"].dtype
+    for name, value in got.items():
+        assert_close(name, value, ref[name], dtype)
+
+
+# (T, B, H, P, dtype, reverse, lengths, h0/c0, upstream grads): every case has padding but one;
+# H not a multiple of any tile.
+STEP_CASES = [
+    (4, 3, 5, 0, np.float64, False, True, True, True),
+    (4, 3, 5, 0, np.float64, True, True, False, True),
+    (3, 2, 6, 4, np.float64, False, True, True, True),   # a projection (torch: P < H)
+    (3, 3, 5, 3, np.float64, True, True, True, False),   # reversed, only h0/c0's path
+    (4, 3, 6, 0, np.float32, True, True, True, True),
+    (2, 1, 3, 2, np.float32, False, False, True, True),
+]
+
+
+def _ids(c):
+    T, B, H, P, dt, rev, lens, init, grads = c
+    return (f"T{T}-B{B}-H{H}-P{P}-{np.dtype(dt).name}-{'rev' if rev else 'fwd'}"
+            f"{'-len' if lens else ''}{'' if init else '-noinit'}{'' if grads else '-nograds'}")
+
+
+@pytest.mark.backend_options(step=tuple(registry.LSTM_STEP))
+@pytest.mark.parametrize("case", STEP_CASES, ids=_ids)
+def test_step_kernels_equal_torch(executor, backend, case):
+    T, B, H, P, dtype, reverse, lengths, init, grads = case
+    q = lstm_problem(T, B, H, P, dtype, seed=T * 100 + B * 10 + H + P, lengths=lengths,
+                     h0=init, c0=init, grads=grads)
+    check(backend, executor, q, "step", reverse)
