@@ -139,3 +139,63 @@ def test_step_kernels_equal_torch(executor, backend, case):
     q = lstm_problem(T, B, H, P, dtype, seed=T * 100 + B * 10 + H + P, lengths=lengths,
                      h0=init, c0=init, grads=grads)
     check(backend, executor, q, "step", reverse)
+
+
+# (T, B, H, dtype, reverse, lengths, h0/c0, upstream grads). On the emulator's 4 multiprocessors:
+# H = 13 gives blocks of 4, 4, 4 and 1 units; H = 40, 10 units a block (warps 0-1 take two in
+# v1); B = 9, two batch chunks (8 + 1).
+PERSIST_CASES = [
+    (5, 3, 13, np.float64, False, True, True, True),
+    (5, 3, 13, np.float64, True, True, True, True),
+    (3, 2, 40, np.float32, True, True, False, True),
+    (3, 9, 6, np.float64, False, True, True, False),
+    (1, 2, 6, np.float32, False, False, True, True),
+]
+
+
+@pytest.mark.backend_options(persist=tuple(registry.PERSIST))
+@pytest.mark.parametrize("case", PERSIST_CASES, ids=lambda c: _ids(c[:3] + (0,) + c[3:]))
+def test_persistent_kernels_equal_torch(executor, backend, case):
+    T, B, H, dtype, reverse, lengths, init, grads = case
+    q = lstm_problem(T, B, H, 0, dtype, seed=T * 100 + B * 10 + H, lengths=lengths, h0=init,
+                     c0=init, grads=grads)
+    check(backend, executor, q, "persistent", reverse)
+
+
+@pytest.mark.executors("emulator-forward")
+def test_persistent_refuses_a_projection(executor, backend):
+    """No silent fallback: algo="persistent" with proj_size raises naming it; "auto" runs the
+    step kernels and warns why."""
+    with pytest.raises(ValueError, match=r"persistent LSTM kernels have no projection "
+                                         r"\(proj_size=3\)"):
+        backend.resolve_algo("persistent", 4, 2, 5, np.float64, cell="lstm", P=3)
+    with pytest.warns(RuntimeWarning, match=r"algo='auto' runs the step kernels: .*proj_size=3"):
+        plan = backend.resolve_algo("auto", 4, 2, 5, np.float64, cell="lstm", P=3)
+    assert (plan.algo, plan.cell, plan.P) == ("step", "lstm", 3)
+    assert backend.resolve_algo("auto", 4, 2, 5, np.float64, cell="lstm").algo == "persistent"
+    with pytest.raises(ValueError, match="cell: expected one of"):
+        backend.resolve_algo("step", 4, 2, 5, np.float64, cell="lstn")
+
+
+def test_persistent_shared_memory_for_four_gates():
+    """The forward holds 4·cols columns of V of length H and a chunk of H; the backward cols rows
+    of length 4H and a chunk of 4H; the plan asks for the larger. B = 3, H = 13 over 4
+    multiprocessors: cols = 4; float64, v1 (no cross-warp sums)."""
+    limits = PS.DeviceLimits(4, 48 * 1024)
+    fwd, bwd = (4 * 4 + 3) * 13 * 8, (4 + 3) * 4 * 13 * 8
+    geo = PS.plan(limits, 3, 13, np.float64, "v1", gates=4)
+    assert (geo.cols, geo.grid, geo.smem) == (4, 4, max(fwd, bwd))
+    assert PS.plan(limits, 3, 13, np.float64, "v1").smem == (4 + 3) * 13 * 8  # Elman's, as before
+    H = PS.max_hidden(limits, 8, np.float32, gates=4)
+    PS.plan(limits, 8, H, np.float32, gates=4)
+    with pytest.raises(ValueError, match=rf"the largest H that fits here is {H}"):
+        PS.plan(limits, 8, H + 1, np.float32, gates=4)
+
+
+@pytest.mark.parametrize("version", tuple(registry.LSTM_STEP))
+def test_step_plan_geometry_is_the_lstm_table(version):
+    """The LSTM's step plan takes its own tiles (v3: 64x32), forward over the H units."""
+    plan = rules.launch_plan("step", 70, 100, np.float64, limits=PS.DeviceLimits(4, 48 * 1024),
+                             kernels=(), step=version, persist="v2", cell="lstm")
+    assert (plan.grid, plan.block) == registry.LSTM_STEP[version].launch.geometry(70, 100)
+    assert plan.cell == "lstm" and plan.product == registry.LSTM_STEP[version].product
