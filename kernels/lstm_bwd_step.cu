@@ -20,7 +20,8 @@
 // Launch (one launch per step, s = T-1 down to 0); thread -> column n < N of row b:
 //   v1: grid (ceil(N/64), ceil(B/4)), block (64, 4); one dot product of length 4H.
 //   v2: grid (ceil(N/32), ceil(B/32)), block (16, 16); 32x32 tile, 2x2 per thread (tile_gemm.cuh).
-//   v3: grid (ceil(N/32), ceil(B/64)), block (16, 16); 64x32 tile, 4x2 per thread.
+//   v3: grid (ceil(N/64), ceil(B/64)), block (16, 16); 64x64 tile, 4x4 per thread (one sum
+//       per output, as Elman's; the forward's 4 gates take 64x32).
 //   v4: acc = du[t+1] @ V.T (B, N) by cuBLAS (the backend; has_acc = 0 at s = T-1), then this
 //       kernel's fused epilogue: grid (ceil(B*N/256)), block (256); thread -> (b, n). flip = 1
 //       also writes the step's du rows to state (B, 4H), which the next launch's product reads.
@@ -140,9 +141,9 @@ lstm_bwd_step_v3(T* du, T* dc, const T* dc_last, int has_dc_last, T* dhs, const 
                  int has_dh, const T* dh_last, int has_dh_last, const T* gates, const T* c,
                  const T* c0, const T* VT, const int* lengths, int s, int flip, int steps, int B,
                  int H, int N, int mode) {
-    __shared__ T As[TileSmem<64, 32, 16>::A_ELEMS];
-    __shared__ T Bs[TileSmem<64, 32, 16>::B_ELEMS];
-    lstm_bwd_step_tiled<T, 64, 32, 4, 2>(du, dc, dc_last, has_dc_last, dhs, dh, has_dh, dh_last,
+    __shared__ T As[TileSmem<64, 64, 16>::A_ELEMS];
+    __shared__ T Bs[TileSmem<64, 64, 16>::B_ELEMS];
+    lstm_bwd_step_tiled<T, 64, 64, 4, 4>(du, dc, dc_last, has_dc_last, dhs, dh, has_dh, dh_last,
                                          has_dh_last, gates, c, c0, VT, lengths, s, flip, steps,
                                          B, H, N, mode, As, Bs);
 }

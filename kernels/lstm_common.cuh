@@ -4,7 +4,8 @@
 //   (tile_gemm.cuh, persistent_common.cuh) or, for v4, from cuBLAS.
 //   u = p[t] + h[t-1] @ V  (p = x @ W + b);  i, f, o = σ(u_i, u_f, u_o);  g = tanh(u_g)
 //   c[t] = f·c[t-1] + i·g;  m[t] = o·tanh(c[t]);  h[t] = m[t] (@ R with a projection)
-//   lstm_fwd_out   one unit (b, n): gates, c[t], and m[t], from the 4 sums s[q] = (h[t-1] @ V)[b, q*H + n]
+//   lstm_fwd_out   one unit (b, n): gates, c[t], and m[t], from the 4 sums
+//                  s[q] = (h[t-1] @ V)[b, q*H + n]
 //   lstm_dhs       backward: the total gradient on h[t, b, n], from s = (du[t+1] @ V.T)[b, n],
 //                  dh[t] and dh_last (entering at the run's last step)
 //   lstm_bwd_out   backward: du[t, b, q*H + n] for the 4 gates from dm = the gradient on m[t, b, n]

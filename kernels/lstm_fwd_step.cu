@@ -13,7 +13,8 @@
 //   (step_order.cuh) and reads what launch s-1 wrote for b; flip = 0: t = s. The tiled kernels
 //   branch once on flip into a FLIP body.
 // Launch (one launch per step s = 0..T-1, in order); thread -> the 4 gates of unit (b, n):
-//   v1: grid (ceil(H/64), ceil(B/4)), block (64, 4); one dot product per gate, V from global memory.
+//   v1: grid (ceil(H/64), ceil(B/4)), block (64, 4); one dot product per gate, V from global
+//       memory.
 //   v2: grid (ceil(H/32), ceil(B/32)), block (16, 16); 32x32 units a block, 2x2 per thread, the 4
 //       gate columns of V staged in shared memory (step_tile_product<4>, tile_gemm.cuh).
 //   v3: grid (ceil(H/32), ceil(B/64)), block (16, 16); 64x32 units, 4x2 per thread (4 gates x 8

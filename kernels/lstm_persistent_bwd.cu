@@ -13,7 +13,8 @@
 // flip = 1 (the backward of a reversed run): step s works on t = step_time<true>(s, lengths[b])
 //   for batch row b (step_order.cuh), reads the rows step s+1 wrote for b and takes dh_last,
 //   dc_last at s = lengths[b]-1 (t = 0). flip = 0: t = s.
-// Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
+// Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per
+//   multiprocessor);
 //   block (256, 1, 1); dynamic shared memory (cols + min(B, 8)) * 4H * sizeof(T) bytes, plus
 //   8 * 64 * sizeof(T) for v2.
 //   Block g owns hidden units g*cols ..: it keeps their rows of V (4H long) on chip for all steps,

@@ -9,7 +9,8 @@
 // flip = 1 (a reversed run): step s works on t = step_time<true>(s, lengths[b]) for batch row b
 //   (step_order.cuh) and reads the rows step s-1 wrote for b (h0, c0 at s = 0). flip = 0: t = s.
 //   Each kernel branches once on flip into a FLIP body.
-// Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per multiprocessor);
+// Launch: cooperative; grid (ceil(H / cols), 1, 1) blocks, all co-resident (one per
+//   multiprocessor);
 //   block (256, 1, 1); dynamic shared memory (4 * cols + min(B, 8)) * H * sizeof(T) bytes, plus
 //   8 * 64 * sizeof(T) for v2 (the backend passes the larger backward need).
 //   Block g owns hidden units g*cols .. and keeps all 4 gate columns of V for them on chip for
@@ -20,7 +21,8 @@
 // Versions: v1 one warp per unit, lanes split k; v2 (default) the block computes 8 units at a
 //   time with all threads splitting k, once per gate (persistent_common.cuh).
 // Types: float, double (template T). Names: lstm_persistent_fwd_v1<float>, ..._v2<double>.
-// persist_recurrence<VERSION, 4, false> (persistent_common.cuh) with the epilogue of lstm_common.cuh.
+// persist_recurrence<VERSION, 4, false> (persistent_common.cuh) with the epilogue of
+// lstm_common.cuh.
 #include "lstm_common.cuh"
 #include "persistent_common.cuh"
 

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.executors(*KERNEL_RUNS, CUDA)
 def lstm_problem(T, B, H, P, dtype, seed, *, lengths=True, h0=True, c0=True, grads=True):
     """A seeded LSTM problem for the backend methods: p (T, B, 4H) = x @ W + b, V (Hs, 4H),
     h0 (B, Hs), c0 (B, H), R (H, P) or None, lengths (B,) int32 or None, dh (T, B, Hs),
-    dh_last (B, Hs), dc_last (B, H) (None where grads=False)."""
+    dh_last (B, Hs), dc_last (B, H) (grads=False: dc_last only, so the gradient enters through
+    the cell state alone)."""
     r = np.random.default_rng(seed)
     Hs = P or H
     mk = lambda *s, scale=0.5: (r.standard_normal(s) * scale).astype(dtype)
@@ -38,7 +39,7 @@ def lstm_problem(T, B, H, P, dtype, seed, *, lengths=True, h0=True, c0=True, gra
         lens[0] = T
     q["lengths"] = lens
     q.update(dh=mk(T, B, Hs) if grads else None, dh_last=mk(B, Hs) if grads else None,
-             dc_last=mk(B, H) if grads else None)
+             dc_last=mk(B, H))
     return q
 
 
@@ -114,13 +115,13 @@ def check(backend, executor, q, algo, reverse):
         assert_close(name, value, ref[name], dtype)
 
 
-# (T, B, H, P, dtype, reverse, lengths, h0/c0, upstream grads): every case has padding but one;
-# H not a multiple of any tile.
+# (T, B, H, P, dtype, reverse, lengths, h0/c0, dh and dh_last (else dc_last alone)): every case
+# has padding but one; H not a multiple of any tile.
 STEP_CASES = [
     (4, 3, 5, 0, np.float64, False, True, True, True),
     (4, 3, 5, 0, np.float64, True, True, False, True),
     (3, 2, 6, 4, np.float64, False, True, True, True),   # a projection (torch: P < H)
-    (3, 3, 5, 3, np.float64, True, True, True, False),   # reversed, only h0/c0's path
+    (3, 3, 5, 3, np.float64, True, True, True, False),   # reversed, the gradient from dc_last alone
     (4, 3, 6, 0, np.float32, True, True, True, True),
     (2, 1, 3, 2, np.float32, False, False, True, True),
 ]
@@ -129,7 +130,7 @@ STEP_CASES = [
 def _ids(c):
     T, B, H, P, dt, rev, lens, init, grads = c
     return (f"T{T}-B{B}-H{H}-P{P}-{np.dtype(dt).name}-{'rev' if rev else 'fwd'}"
-            f"{'-len' if lens else ''}{'' if init else '-noinit'}{'' if grads else '-nograds'}")
+            f"{'-len' if lens else ''}{'' if init else '-noinit'}{'' if grads else '-dc_last'}")
 
 
 @pytest.mark.backend_options(step=tuple(registry.LSTM_STEP))
@@ -141,9 +142,9 @@ def test_step_kernels_equal_torch(executor, backend, case):
     check(backend, executor, q, "step", reverse)
 
 
-# (T, B, H, dtype, reverse, lengths, h0/c0, upstream grads). On the emulator's 4 multiprocessors:
-# H = 13 gives blocks of 4, 4, 4 and 1 units; H = 40, 10 units a block (warps 0-1 take two in
-# v1); B = 9, two batch chunks (8 + 1).
+# (T, B, H, dtype, reverse, lengths, h0/c0, dh and dh_last (else dc_last alone)). On the
+# emulator's 4 multiprocessors: H = 13 gives blocks of 4, 4, 4 and 1 units; H = 40, 10 units a
+# block (warps 0-1 take two in v1); B = 9, two batch chunks (8 + 1).
 PERSIST_CASES = [
     (5, 3, 13, np.float64, False, True, True, True),
     (5, 3, 13, np.float64, True, True, True, True),

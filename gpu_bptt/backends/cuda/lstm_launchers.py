@@ -1,6 +1,7 @@
 """The LSTM's launchers (kernels/lstm_*.cu; docs/architecture.md §1): a mixin of Launchers
 (launchers.py), which supplies the checks, the dummies and the cooperative launch. Grids and
-blocks come from the registry's LSTM_STEP table; the persistent launches take the plan.
+blocks come from the registry's LSTM_STEP (forward) and LSTM_STEP_BWD_TABLE tables; the
+persistent launches take the plan.
 
 A projection (R (H, P), proj_size P) runs on the step path only: forward, each step's fused
 kernel writes m = o·tanh(c) (B, H) and cuBLAS (xp.matmul) computes h[t] = m @ R; backward, the
@@ -46,8 +47,9 @@ class LstmLaunchers:
         return R.shape[1]
 
     def _lstm_rows(self, lengths, T, flip):
-        """For a reversed run, the time index of each batch row at each step s, (T, B) (step_order.cuh's
-        step_time) and arange(B): where the dense (B, .) rows of step s lie in a (T, B, .) array."""
+        """For a reversed run, the time index of each batch row at each step s, (T, B)
+        (step_order.cuh's step_time), and arange(B): where the dense (B, .) rows of step s lie
+        in a (T, B, .) array. (None, None) forward: step s is row s."""
         if not flip:
             return None, None
         xp = self.xp
@@ -130,7 +132,7 @@ class LstmLaunchers:
         mode = DHS if P else FULL
         fam = registry.LSTM_STEP_BWD
         fn = self.loader.function(fam.file, fam.expression(version, dt))
-        grid, block = registry.step_geometry(version, B, N, registry.LSTM_STEP)
+        grid, block = registry.step_geometry(version, B, N, registry.LSTM_STEP_BWD_TABLE)
         library = registry.LSTM_STEP[version].product == "library"
         state = xp.empty((B, 4 * H), dtype=dt) if flip and (library or P) else d
         matmul = xp.matmul
@@ -155,7 +157,7 @@ class LstmLaunchers:
         dm = xp.empty((B, H), dtype=dt)
         tidx, ar = self._lstm_rows(lengths, T, flip)
         fn4 = self.loader.function(fam.file, fam.expression("v4", dt))
-        grid4, block4 = registry.step_geometry("v4", B, H, registry.LSTM_STEP)
+        grid4, block4 = registry.step_geometry("v4", B, H, registry.LSTM_STEP_BWD_TABLE)
         tail4 = (_i32(flip), _i32(B), _i32(H), _i32(H), _i32(FROM_DM))
         head4 = (du, dc, dcl, has_dcl, d, d, _i32(0), d, _i32(0), gates, c, c0, dm, _i32(1), state,
                  lengths)

@@ -186,7 +186,9 @@ LSTM_STEP = {
     "v4": STEP["v4"],
 }
 LSTM_STEP_FWD = Family("lstm_fwd_step.cu", "lstm_fwd_step", LSTM_STEP, constants={"BK": STEP_BK})
-LSTM_STEP_BWD = Family("lstm_bwd_step.cu", "lstm_bwd_step", LSTM_STEP,
+#: the backward's product has one sum per output (K = 4H), so its v3 keeps Elman's 64x64 tiles
+LSTM_STEP_BWD_TABLE = {**LSTM_STEP, "v3": STEP["v3"]}
+LSTM_STEP_BWD = Family("lstm_bwd_step.cu", "lstm_bwd_step", LSTM_STEP_BWD_TABLE,
                        constants={"BK": STEP_BK, **LSTM_BWD_MODES})
 LSTM_PERSIST_FWD = Family("lstm_persistent_fwd.cu", "lstm_persistent_fwd", PERSIST,
                           cooperative=True, constants=PERSIST_CONSTANTS)
