@@ -200,3 +200,55 @@ def test_step_plan_geometry_is_the_lstm_table(version):
                              kernels=(), step=version, persist="v2", cell="lstm")
     assert (plan.grid, plan.block) == registry.LSTM_STEP[version].launch.geometry(70, 100)
     assert plan.cell == "lstm" and plan.product == registry.LSTM_STEP[version].product
+
+
+# Device sizes (T, B, H, P, dtype, reverse, algo): past one pass of a 256-thread block, many
+# blocks and tiles (the emulator would take minutes a case).
+DEVICE_CASES = [
+    (40, 8, 300, 0, np.float32, False, "persistent"),
+    (17, 5, 257, 0, np.float64, True, "persistent"),
+    (33, 70, 130, 0, np.float32, True, "step"),
+    (9, 3, 200, 64, np.float64, False, "step"),
+]
+
+
+@pytest.mark.executors(CUDA)
+@pytest.mark.backend_options(step=tuple(registry.LSTM_STEP))
+@pytest.mark.parametrize("case", DEVICE_CASES, ids=str)
+def test_device_sizes(executor, backend, case):
+    T, B, H, P, dtype, reverse, algo = case
+    q = lstm_problem(T, B, H, P, dtype, seed=H)
+    # Long float32 recurrences: rounding grows with T, as for Elman's kernels.
+    tol = dict(atol=1e-4, rtol=1e-3) if dtype == np.float32 and T > 32 else {}
+    ref = torch_reference(q, reverse)
+    for name, value in run_backend(backend, executor, q, algo, reverse).items():
+        assert_close(name, value, ref[name], dtype, **tol)
+
+
+@pytest.mark.executors("emulator-random")
+@pytest.mark.parametrize("algo", ("step", "persistent"))
+def test_gradients_are_bit_identical_run_to_run(executor, backend, algo):
+    q = lstm_problem(4, 3, 13, 0, np.float32, seed=5)
+    first = run_backend(backend, executor, q, algo, True)
+    again = run_backend(backend, executor, q, algo, True)
+    for name in first:
+        np.testing.assert_array_equal(again[name], first[name], err_msg=name)
+
+
+@pytest.mark.executors("emulator-forward")
+def test_bad_operands_name_the_argument(executor, backend):
+    q = lstm_problem(3, 2, 5, 0, np.float64, seed=1)
+    plan = backend.resolve_algo("step", 3, 2, 5, np.float64, cell="lstm")
+    with pytest.raises(ValueError, match=r"V: expected shape \(5, 20\)"):
+        backend.lstm_fwd_seq(q["p"].copy(), q["V"][:, :16].copy(), q["h0"], q["c0"],
+                             q["lengths"], plan)
+    with pytest.raises(TypeError, match="c0: expected dtype float64"):
+        backend.lstm_fwd_seq(q["p"].copy(), q["V"], q["h0"], q["c0"].astype(np.float32),
+                             q["lengths"], plan)
+    with pytest.raises(ValueError, match=r"plan: made for cell='lstm', P=0; this is an LSTM "
+                                         r"with P=4"):
+        backend.lstm_fwd_seq(q["p"].copy(), q["V"], q["h0"], q["c0"], q["lengths"], plan,
+                             R=np.zeros((5, 4)))
+    elman = backend.resolve_algo("step", 3, 2, 5, np.float64)
+    with pytest.raises(ValueError, match="plan: made for cell='elman'"):
+        backend.lstm_fwd_seq(q["p"].copy(), q["V"], q["h0"], q["c0"], q["lengths"], elman)

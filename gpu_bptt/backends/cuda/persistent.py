@@ -6,7 +6,10 @@ the "auto" rule is rules.py's.
 Each of `grid` blocks (at most one per multiprocessor) keeps `cols = ceil(H / multiprocessors)`
 columns of V (rows, backward) in shared memory for all T steps, plus one chunk of at most 8 batch
 rows of the previous state, so a block needs (cols + min(B, 8)) * H * itemsize bytes of dynamic
-shared memory (v2 adds 8 * 64 elements for its cross-warp sums). The algorithm runs where that
+shared memory (v2 adds 8 * 64 elements for its cross-warp sums). A cell of G gates (the LSTM's 4,
+kernels/lstm_persistent_*.cu) keeps all G gate columns of its units: forward G·cols columns of
+length H and a chunk of H, backward cols rows of V of length G·H and a chunk of G·H; both
+launches take the larger (plan's `gates`). The algorithm runs where that
 fits the device's per-block limit and the grid can be co-resident (every block resident at once,
 which a grid barrier needs). Kernel versions (the backend's `persist` option,
 $GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block computes 8 columns at a
