@@ -252,3 +252,37 @@ def test_bad_operands_name_the_argument(executor, backend):
     elman = backend.resolve_algo("step", 3, 2, 5, np.float64)
     with pytest.raises(ValueError, match="plan: made for cell='elman'"):
         backend.lstm_fwd_seq(q["p"].copy(), q["V"], q["h0"], q["c0"], q["lengths"], elman)
+
+
+@pytest.mark.executors(*KERNEL_RUNS, CUDA)
+@pytest.mark.backend_options(step=("v1", "v4"), persist=("v2",))
+@pytest.mark.parametrize("algo", ("step", "persistent"))
+@pytest.mark.parametrize("reverse", (False, True), ids=("fwd", "rev"))
+def test_carried_cell_gradient_starts_at_each_last_step(executor, backend, algo, reverse):
+    """The kernels take the carried dc from the caller: filled with NaN and no dc_last, each
+    example's last step must start from 0, never read what dc held (lengths: examples end at
+    different steps, after their padded ones)."""
+    q = lstm_problem(4, 3, 5, 0, np.float64, seed=3)
+    q["dc_last"] = None
+    ref = torch_reference(q, reverse)
+    T, B, G4 = q["p"].shape
+    H = G4 // 4
+    dev = executor.asarray
+    plan = backend.resolve_algo(algo, T, B, H, np.float64, reverse=reverse, cell="lstm")
+    assert plan.algo == algo
+    h, c, gates = backend.lstm_fwd_seq(dev(q["p"].copy()), dev(q["V"]), dev(q["h0"]),
+                                       dev(q["c0"]), dev(q["lengths"]), plan)
+    du = dev(np.full((T, B, G4), np.nan))
+    dc = dev(np.full((B, H), np.nan))
+    args = (dev(q["dh"]), dev(q["dh_last"]), gates, c, dev(q["c0"]))
+    if algo == "persistent":
+        backend.kernels.lstm_persistent_bwd(du, dc, None, *args, dev(q["V"]), dev(q["lengths"]),
+                                            plan)
+    else:
+        step = backend.kernels.lstm_bwd_stepper(du, dc, None, None, *args,
+                                                dev(np.ascontiguousarray(q["V"].T)),
+                                                dev(q["lengths"]), plan.version, flip=reverse)
+        for s in range(T - 1, -1, -1):
+            step(s)
+    assert_close("du", to_host(du), ref["du"])
+    assert_close("dc0", to_host(dc), ref["dc0"])
