@@ -142,38 +142,36 @@ def test_step_kernels_equal_torch(executor, backend, case):
     check(backend, executor, q, "step", reverse)
 
 
-# (T, B, H, dtype, reverse, lengths, h0/c0, dh and dh_last (else dc_last alone)). On the
+# (T, B, H, P, dtype, reverse, lengths, h0/c0, dh and dh_last (else dc_last alone)). On the
 # emulator's 4 multiprocessors: H = 13 gives blocks of 4, 4, 4 and 1 units; H = 40, 10 units a
-# block (warps 0-1 take two in v1); B = 9, two batch chunks (8 + 1).
+# block (warps 0-1 take two in v1); B = 9, two batch chunks (8 + 1). With a projection (P > 0) a
+# second phase per step: P = 5 over the 4 blocks: 2, 2, 1 and none.
 PERSIST_CASES = [
-    (5, 3, 13, np.float64, False, True, True, True),
-    (5, 3, 13, np.float64, True, True, True, True),
-    (3, 2, 40, np.float32, True, True, False, True),
-    (3, 9, 6, np.float64, False, True, True, False),
-    (1, 2, 6, np.float32, False, False, True, True),
+    (5, 3, 13, 0, np.float64, False, True, True, True),
+    (5, 3, 13, 0, np.float64, True, True, True, True),
+    (3, 2, 40, 0, np.float32, True, True, False, True),
+    (3, 9, 6, 0, np.float64, False, True, True, False),
+    (1, 2, 6, 0, np.float32, False, False, True, True),
+    (4, 3, 13, 5, np.float64, False, True, True, True),
+    (4, 3, 13, 5, np.float64, True, True, True, True),
+    (3, 9, 7, 3, np.float32, True, True, False, False),
 ]
 
 
 @pytest.mark.backend_options(persist=tuple(registry.PERSIST))
-@pytest.mark.parametrize("case", PERSIST_CASES, ids=lambda c: _ids(c[:3] + (0,) + c[3:]))
+@pytest.mark.parametrize("case", PERSIST_CASES, ids=_ids)
 def test_persistent_kernels_equal_torch(executor, backend, case):
-    T, B, H, dtype, reverse, lengths, init, grads = case
-    q = lstm_problem(T, B, H, 0, dtype, seed=T * 100 + B * 10 + H, lengths=lengths, h0=init,
-                     c0=init, grads=grads)
+    T, B, H, P, dtype, reverse, lengths, init, grads = case
+    q = lstm_problem(T, B, H, P, dtype, seed=T * 100 + B * 10 + H + P, lengths=lengths,
+                     h0=init, c0=init, grads=grads)
     check(backend, executor, q, "persistent", reverse)
 
 
 @pytest.mark.executors("emulator-forward")
-def test_persistent_refuses_a_projection(executor, backend):
-    """No silent fallback: algo="persistent" with proj_size raises naming it; "auto" runs the
-    step kernels and warns why."""
-    with pytest.raises(ValueError, match=r"persistent LSTM kernels have no projection "
-                                         r"\(proj_size=3\)"):
-        backend.resolve_algo("persistent", 4, 2, 5, np.float64, cell="lstm", P=3)
-    with pytest.warns(RuntimeWarning, match=r"algo='auto' runs the step kernels: .*proj_size=3"):
-        plan = backend.resolve_algo("auto", 4, 2, 5, np.float64, cell="lstm", P=3)
-    assert (plan.algo, plan.cell, plan.P) == ("step", "lstm", 3)
+def test_auto_takes_the_persistent_kernels_for_the_lstm(executor, backend):
     assert backend.resolve_algo("auto", 4, 2, 5, np.float64, cell="lstm").algo == "persistent"
+    plan = backend.resolve_algo("auto", 4, 2, 5, np.float64, cell="lstm", P=3)
+    assert (plan.algo, plan.cell, plan.P) == ("persistent", "lstm", 3)
     with pytest.raises(ValueError, match="cell: expected one of"):
         backend.resolve_algo("step", 4, 2, 5, np.float64, cell="lstn")
 
@@ -191,6 +189,15 @@ def test_persistent_shared_memory_for_four_gates():
     PS.plan(limits, 8, H, np.float32, gates=4)
     with pytest.raises(ValueError, match=rf"the largest H that fits here is {H}"):
         PS.plan(limits, 8, H + 1, np.float32, gates=4)
+    # A projection P = 5: R's slice too (pcols = 2 of the grid's 4 blocks), the chunk the longer
+    # phase's state: forward 4·4·5 + 2·13 + 3·13, backward 2·52 + 4·5 + 3·52 elements.
+    geo = PS.plan(limits, 3, 13, np.float64, "v1", gates=4, proj=5)
+    assert geo.smem == max(4 * 4 * 5 + 2 * 13 + 3 * 13, 2 * 52 + 4 * 5 + 3 * 52) * 8
+    H = PS.max_hidden(limits, 8, np.float32, gates=4, proj=64)
+    PS.plan(limits, 8, H, np.float32, gates=4, proj=64)
+    with pytest.raises(ValueError, match=r"a slice of R \(proj_size=64\).* the largest H that "
+                                         rf"fits here is {H}"):
+        PS.plan(limits, 8, H + 1, np.float32, gates=4, proj=64)
 
 
 @pytest.mark.parametrize("version", tuple(registry.LSTM_STEP))
@@ -207,6 +214,7 @@ def test_step_plan_geometry_is_the_lstm_table(version):
 DEVICE_CASES = [
     (40, 8, 300, 0, np.float32, False, "persistent"),
     (17, 5, 257, 0, np.float64, True, "persistent"),
+    (20, 12, 384, 128, np.float32, True, "persistent"),
     (33, 70, 130, 0, np.float32, True, "step"),
     (9, 3, 200, 64, np.float64, False, "step"),
 ]

@@ -250,26 +250,28 @@ class CudaBackend(Backend):
     def _make_plan(self, algo, B, H, dtype, reverse=False, cell="elman", P=0):
         """Gather the device's facts (only those the choice depends on), then plan."""
         limits = self.persistent_limits()
-        kernels = self._persistent_kernels(limits, B, H, dtype, cell) \
-            if rules.considers_persistent(algo, B) and not P else ()
+        kernels = self._persistent_kernels(limits, B, H, dtype, cell, P) \
+            if rules.considers_persistent(algo, B) else ()
         return rules.launch_plan(algo, B, H, dtype, limits=limits, kernels=kernels,
                                  step=self.step, persist=self.persist, reverse=reverse,
                                  cell=cell, P=P)
 
-    def _persistent_kernels(self, limits, B, H, dtype, cell="elman") -> tuple:
+    def _persistent_kernels(self, limits, B, H, dtype, cell="elman", P=0) -> tuple:
         """persistent.KernelFacts of the cell's persistent kernels, in launch order, for (B, H):
         whether each builds here and how many of its blocks fit on a multiprocessor at the
         plan's shared memory. () where V's slice does not fit (nothing to ask); stops at a build
         error."""
         spec = registry.cell(cell)
         try:
-            smem = persistent.plan(limits, B, H, dtype, self.persist, gates=spec.gates).smem
+            smem = persistent.plan(limits, B, H, dtype, self.persist, gates=spec.gates,
+                                   proj=P).smem
         except ValueError:
             return ()
         facts = []
         for family in (spec.persist_fwd, spec.persist_bwd):
             try:
-                fn = self.loader.function(family.file, family.expression(self.persist, dtype))
+                fn = self.loader.function(family.file, family.expression(
+                    self.persist, dtype, *spec.persist_params(P)))
             except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 facts.append(persistent.KernelFacts(family.file,
@@ -371,7 +373,7 @@ class CudaBackend(Backend):
         h = xp.empty((T, B, Hs), dtype=p.dtype)
         c = xp.empty((T, B, H), dtype=p.dtype)
         if plan.algo == "persistent":
-            self.kernels.lstm_persistent_fwd(p, c, h, h0, c0, V, lens, plan)
+            self.kernels.lstm_persistent_fwd(p, c, h, h0, c0, V, lens, plan, R=R)
             return h, c, p
         step = self.kernels.lstm_fwd_stepper(p, c, h, h0, c0, V, lens, plan.version,
                                              flip=plan.reverse, R=R)
@@ -394,8 +396,8 @@ class CudaBackend(Backend):
         dhs = None if R is None else xp.empty((T, B, R.shape[1]), dtype=dt)
         if plan.algo == "persistent":
             self.kernels.lstm_persistent_bwd(du, dc, dc_last, dh, dh_last, gates, c, c0, V, lens,
-                                             plan)
-            return du, dc, None
+                                             plan, R=R, dhs=dhs)
+            return du, dc, dhs
         VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
         step = self.kernels.lstm_bwd_stepper(du, dc, dc_last, dhs, dh, dh_last, gates, c, c0, VT,
                                              lens, plan.version, flip=plan.reverse, R=R)

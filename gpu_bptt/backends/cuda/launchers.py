@@ -274,11 +274,11 @@ class Launchers(LstmLaunchers):
             _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
         return du
 
-    def _cooperative(self, family, plan, dtype, args):
-        """One cooperative launch of plan.grid blocks; raises rather than let any block be
-        missing."""
+    def _cooperative(self, family, plan, dtype, args, params=()):
+        """One cooperative launch of plan.grid blocks (the instance of `params`, the template
+        arguments after T); raises rather than let any block be missing."""
         name = family.entry(plan.version)
-        fn = self.loader.function(family.file, family.expression(plan.version, dtype))
+        fn = self.loader.function(family.file, family.expression(plan.version, dtype, *params))
         if plan.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
             fn.max_dynamic_shared_size_bytes = plan.smem
         status = self.xp.empty(1, dtype=np.int32)  # the kernel's grid check (always written)

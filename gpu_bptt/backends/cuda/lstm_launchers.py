@@ -3,17 +3,18 @@
 blocks come from the registry's LSTM_STEP (forward) and LSTM_STEP_BWD_TABLE tables; the
 persistent launches take the plan.
 
-A projection (R (H, P), proj_size P) runs on the step path only: forward, each step's fused
+A projection (R (H, P), proj_size P) on the step path: forward, each step's fused
 kernel writes m = o·tanh(c) (B, H) and cuBLAS (xp.matmul) computes h[t] = m @ R; backward, the
 first launch writes dhs[t] (the product by V.T plus dh, dh_last), cuBLAS computes dm = dhs[t] @
 R.T and lstm_bwd_step_v4 (mode LSTM_BWD_FROM_DM) the gates' gradients from it, whatever the
-version of the first launch.
+version of the first launch. The persistent kernels run it as a second phase of each step
+(kernels/lstm_persistent_fwd.cu, lstm_persistent_bwd.cu).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import registry
+from . import persistent, registry
 
 FULL, DHS, FROM_DM = (registry.LSTM_BWD_MODES[k] for k in
                       ("LSTM_BWD_FULL", "LSTM_BWD_DHS", "LSTM_BWD_FROM_DM"))
@@ -168,42 +169,58 @@ class LstmLaunchers:
             fn4(grid4, block4, head4 + (_i32(s),) + tail4)
         return launch
 
-    def _lstm_persistent_plan(self, plan, B, H, dtype):
-        if plan.algo != "persistent" or plan.cell != "lstm" or plan.P:
-            raise ValueError(f"plan: expected a persistent LSTM plan without projection, got "
+    def _lstm_persistent_plan(self, plan, B, H, dtype, P):
+        if plan.algo != "persistent" or plan.cell != "lstm" or plan.P != P:
+            raise ValueError(f"plan: expected a persistent LSTM plan with P={P}, got "
                              f"{plan.label} ({plan.cell}, P={plan.P})")
         plan.check_problem(B, H, np.dtype(dtype).name)
+        return persistent.proj_cols(P, H, plan.cols) if P else 0
 
-    def lstm_persistent_fwd(self, gates, c, h, h0, c0, V, lengths, plan):
+    def lstm_persistent_fwd(self, gates, c, h, h0, c0, V, lengths, plan, R=None):
         """The whole forward LSTM recurrence in one cooperative launch, as `plan` says: gates
-        (T, B, 4H) holds p on entry and the activated gates on exit; c, h (T, B, H) written;
-        h0, c0 (B, H); V (H, 4H); lengths (B,) int32. plan.reverse: a reversed run."""
-        T, B, H = self.lstm_state_operands(gates, c, c0, lengths)
-        self._lstm_persistent_plan(plan, B, H, gates.dtype)
-        self.check("V", V, (H, 4 * H), gates.dtype)
-        self.check("h", h, (T, B, H), gates.dtype)
-        self.check("h0", h0, (B, H), gates.dtype)
-        self._cooperative(registry.LSTM_PERSIST_FWD, plan, gates.dtype, (
-            gates, c, h, h0, c0, V, lengths, _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(plan.reverse)))
-
-    def lstm_persistent_bwd(self, du, dc, dc_last, dh, dh_last, gates, c, c0, V, lengths, plan):
-        """The whole reverse LSTM recurrence in one cooperative launch: du (T, B, 4H) written;
-        dc (B, H) written (dc0 on exit); dc_last (B, H), dh (T, B, H), dh_last (B, H) or None;
-        gates, c the forward's; c0 (B, H); V (H, 4H) (not transposed)."""
+        (T, B, 4H) holds p on entry and the activated gates on exit; c (T, B, H) and h (T, B, Hs)
+        written (Hs = P with a projection R (H, P), else H); h0 (B, Hs); c0 (B, H); V (Hs, 4H);
+        lengths (B,) int32. plan.reverse: a reversed run."""
         T, B, H = self.lstm_state_operands(gates, c, c0, lengths)
         dt = gates.dtype
-        self._lstm_persistent_plan(plan, B, H, dt)
-        self.check("V", V, (H, 4 * H), dt)
+        P = self._lstm_proj(R, H, dt)
+        pcols = self._lstm_persistent_plan(plan, B, H, dt, P)
+        Hs = P or H
+        self.check("V", V, (Hs, 4 * H), dt)
+        self.check("h", h, (T, B, Hs), dt)
+        self.check("h0", h0, (B, Hs), dt)
+        d = self._dummy(dt)
+        m = self.xp.empty((B, H), dtype=dt) if P else d
+        self._cooperative(registry.LSTM_PERSIST_FWD, plan, dt, (
+            gates, c, h, m, h0, c0, V, d if R is None else R, lengths, _i32(T), _i32(B), _i32(H),
+            _i32(P), _i32(plan.cols), _i32(pcols), _i32(plan.reverse)),
+            registry.CELLS["lstm"].persist_params(P))
+
+    def lstm_persistent_bwd(self, du, dc, dc_last, dh, dh_last, gates, c, c0, V, lengths, plan,
+                            R=None, dhs=None):
+        """The whole reverse LSTM recurrence in one cooperative launch: du (T, B, 4H) written;
+        dc (B, H) written (dc0 on exit); dc_last (B, H), dh (T, B, Hs), dh_last (B, Hs) or None;
+        gates, c the forward's; c0 (B, H); V (Hs, 4H) (not transposed); with a projection R
+        (H, P), dhs (T, B, P) written."""
+        T, B, H = self.lstm_state_operands(gates, c, c0, lengths)
+        dt = gates.dtype
+        P = self._lstm_proj(R, H, dt)
+        pcols = self._lstm_persistent_plan(plan, B, H, dt, P)
+        Hs = P or H
+        self.check("V", V, (Hs, 4 * H), dt)
         self.check("du", du, (T, B, 4 * H), dt)
         self.check("dc", dc, (B, H), dt)
         d = self._dummy(dt)
-        args = [du, dc]
-        for name, a, shape in (("dc_last", dc_last, (B, H)), ("dh", dh, (T, B, H)),
-                               ("dh_last", dh_last, (B, H))):
+        if P:
+            self.check("dhs", dhs, (T, B, P), dt)
+        args = []
+        for name, a, shape in (("dc_last", dc_last, (B, H)), ("dh", dh, (T, B, Hs)),
+                               ("dh_last", dh_last, (B, Hs))):
             if a is not None:
                 self.check(name, a, shape, dt)
             args += [d if a is None else a, _i32(a is not None)]
-        self._cooperative(registry.LSTM_PERSIST_BWD, plan, dt, tuple(args) + (
-            gates, c, c0, V, lengths, _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(plan.reverse)))
+        dc_last_args, grads = args[:2], args[2:]
+        self._cooperative(registry.LSTM_PERSIST_BWD, plan, dt, (
+            du, dc, *dc_last_args, d if dhs is None else dhs, *grads, gates, c, c0, V,
+            d if R is None else R, lengths, _i32(T), _i32(B), _i32(H), _i32(P), _i32(plan.cols),
+            _i32(pcols), _i32(plan.reverse)), registry.CELLS["lstm"].persist_params(P))

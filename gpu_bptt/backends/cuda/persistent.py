@@ -9,7 +9,8 @@ rows of the previous state, so a block needs (cols + min(B, 8)) * H * itemsize b
 shared memory (v2 adds 8 * 64 elements for its cross-warp sums). A cell of G gates (the LSTM's 4,
 kernels/lstm_persistent_*.cu) keeps all G gate columns of its units: forward G·cols columns of
 length H and a chunk of H, backward cols rows of V of length G·H and a chunk of G·H; both
-launches take the larger (plan's `gates`). The algorithm runs where that
+launches take the larger (plan's `gates`). An LSTM's projection (proj_size P) adds a second
+phase per step, with R's slice on chip too (plan's `proj`; see _need). The algorithm runs where that
 fits the device's per-block limit and the grid can be co-resident (every block resident at once,
 which a grid barrier needs). Kernel versions (the backend's `persist` option,
 $GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block computes 8 columns at a
@@ -69,48 +70,63 @@ def smem_bytes(B, K, ncols, itemsize, version=DEFAULT_VERSION) -> int:
     return ((ncols + min(B, BATCH_CHUNK)) * K + extra) * itemsize
 
 
-def _need(B, H, K, cols, itemsize, version, gates) -> int:
+def proj_cols(P, H, cols) -> int:
+    """An LSTM projection's columns of h (of P) per block: P over the grid of ceil(H / cols)."""
+    return cdiv(P, cdiv(H, cols))
+
+
+def _need(B, H, K, cols, itemsize, version, gates, proj=0) -> int:
     """The larger direction's shared memory: the forward holds G·cols columns of V of length K
     (the fed-back state's size) and a chunk of K; the backward cols rows of V of length G·H and a
-    chunk of G·H. Elman (G = 1, K = H): both the same."""
-    return max(smem_bytes(B, K, gates * cols, itemsize, version),
-               smem_bytes(B, gates * H, cols, itemsize, version))
+    chunk of G·H. Elman (G = 1, K = H): both the same. With an LSTM's projection (proj = P = K)
+    each also holds its slice of R: forward pcols columns of length H, backward cols rows of
+    length P, and the forward's V slice pcols rows of V (P, 4H) in the backward; the chunk is the
+    longer of the two phases' states."""
+    if not proj:
+        return max(smem_bytes(B, K, gates * cols, itemsize, version),
+                   smem_bytes(B, gates * H, cols, itemsize, version))
+    bc, pcols = min(B, BATCH_CHUNK), proj_cols(proj, H, cols)
+    fwd = gates * cols * K + pcols * H + bc * max(K, H)
+    bwd = pcols * gates * H + cols * K + bc * max(gates * H, K)
+    return (max(fwd, bwd) + registry.PERSIST_REDUCTION[version]) * itemsize
 
 
 def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem=0, *, gates=1,
-         K=None) -> Geometry:
+         K=None, proj=0) -> Geometry:
     """The launch geometry for a (B, H) problem of a cell with `gates` gates whose fed-back
-    state is K long (H when None); ValueError naming the limit where it cannot run."""
+    state is K long (H when None; an LSTM's projection `proj` = P sets K = P and adds R's slice);
+    ValueError naming the limit where it cannot run."""
     itemsize = np.dtype(dtype).itemsize
-    K = H if K is None else K
+    K = (proj or H) if K is None else K
     if not limits.cooperative:
         raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
                          "launches")
     cols = cdiv(H, limits.multiprocessors)
-    smem = _need(B, H, K, cols, itemsize, version, gates)
+    smem = _need(B, H, K, cols, itemsize, version, gates, proj)
     if smem + static_smem > limits.smem_per_block:
         what = (f"{cols} columns of V and {min(B, BATCH_CHUNK)} batch rows of {H} x {itemsize} "
                 f"bytes" if gates == 1 else
-                f"the {gates} gates' columns of V for {cols} units and {min(B, BATCH_CHUNK)} batch "
-                f"rows, of {itemsize}-byte elements")
+                f"the {gates} gates' columns of V for {cols} units"
+                f"{f' and a slice of R (proj_size={proj})' if proj else ''} and "
+                f"{min(B, BATCH_CHUNK)} batch rows, of {itemsize}-byte elements")
         raise ValueError(
             f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs "
             f"{smem + static_smem} bytes of shared memory per block ({what}, over "
             f"{limits.multiprocessors} multiprocessors), above the device's "
             f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
-            f"{max_hidden(limits, B, dtype, version, static_smem, gates=gates)}")
+            f"{max_hidden(limits, B, dtype, version, static_smem, gates=gates, proj=proj)}")
     return Geometry(grid=cdiv(H, cols), cols=cols, smem=smem)
 
 
 def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_smem=0, *,
-               gates=1) -> int:
+               gates=1, proj=0) -> int:
     """The largest H the persistent kernels (of `version`, for a cell of `gates` gates fed back
-    its H-long state) take on this device at batch size B."""
+    its H-long state, or an LSTM's projection of size `proj`) take on this device at batch B."""
     itemsize = np.dtype(dtype).itemsize
 
     def fits(H):
-        return _need(B, H, H, cdiv(H, limits.multiprocessors), itemsize, version, gates) \
-            + static_smem <= limits.smem_per_block
+        return _need(B, H, proj or H, cdiv(H, limits.multiprocessors), itemsize, version, gates,
+                     proj) + static_smem <= limits.smem_per_block
 
     lo, hi = 0, 1
     while fits(hi):  # the need grows with H, so bisection finds the last H that fits
@@ -132,13 +148,13 @@ class KernelFacts:
     blocks_per_sm: Optional[int] = None
 
 
-def check(limits: DeviceLimits, B, H, dtype, version, kernels, *, gates=1,
-          files=FILES) -> Geometry:
+def check(limits: DeviceLimits, B, H, dtype, version, kernels, *, gates=1, files=FILES,
+          proj=0) -> Geometry:
     """The geometry for both directions, after checking that V's slice fits, that each kernel
     (of `files`: a cell's two, in launch order) builds and that its grid can be co-resident,
     from `kernels` (KernelFacts; after a build error, the later files' may be missing);
     ValueError naming the limit otherwise."""
-    geo = plan(limits, B, H, dtype, version, gates=gates)
+    geo = plan(limits, B, H, dtype, version, gates=gates, proj=proj)
     facts = {k.file: k for k in kernels}
     for file in files:
         if file not in facts:  # the caller's omission, not a limit: never an "auto" fallback

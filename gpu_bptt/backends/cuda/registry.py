@@ -190,10 +190,14 @@ LSTM_STEP_FWD = Family("lstm_fwd_step.cu", "lstm_fwd_step", LSTM_STEP, constants
 LSTM_STEP_BWD_TABLE = {**LSTM_STEP, "v3": STEP["v3"]}
 LSTM_STEP_BWD = Family("lstm_bwd_step.cu", "lstm_bwd_step", LSTM_STEP_BWD_TABLE,
                        constants={"BK": STEP_BK, **LSTM_BWD_MODES})
+#: the persistent kernels' template parameter PROJ: without and with a projection
+LSTM_PERSIST_PARAMS = ((False,), (True,))
 LSTM_PERSIST_FWD = Family("lstm_persistent_fwd.cu", "lstm_persistent_fwd", PERSIST,
-                          cooperative=True, constants=PERSIST_CONSTANTS)
+                          params=LSTM_PERSIST_PARAMS, cooperative=True,
+                          constants=PERSIST_CONSTANTS)
 LSTM_PERSIST_BWD = Family("lstm_persistent_bwd.cu", "lstm_persistent_bwd", PERSIST,
-                          cooperative=True, constants=PERSIST_CONSTANTS)
+                          params=LSTM_PERSIST_PARAMS, cooperative=True,
+                          constants=PERSIST_CONSTANTS)
 
 
 @dataclass(frozen=True)
@@ -207,11 +211,16 @@ class Cell:
     step_bwd: Family
     persist_fwd: Family
     persist_bwd: Family
+    proj_param: bool = False  # the persistent kernels take PROJ (a projection) as a template bool
+
+    def persist_params(self, P) -> tuple:
+        """The persistent kernels' template arguments after T, for proj_size P."""
+        return (bool(P),) if self.proj_param else ()
 
 
 CELLS = {"elman": Cell(1, STEP, STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD)}
 CELLS["lstm"] = Cell(LSTM_GATES, LSTM_STEP, LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD,
-                     LSTM_PERSIST_BWD)
+                     LSTM_PERSIST_BWD, proj_param=True)
 
 
 def cell(name: str) -> Cell:

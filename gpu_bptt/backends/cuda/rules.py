@@ -11,9 +11,8 @@ Rules (first guesses, to be tuned from GPU measurements with `gpu-bptt bench --t
 - step "auto": v4 when one step's recurrent product is large (B·H·H >= V4_MIN_MACS; a gated
   cell's B·Hs·G·H), else v3 (64x64 tiles; the LSTM's 64x32) when that grid has at least two
   blocks per multiprocessor, else v2 (32x32).
-- cell: every rule is the same for each cell (registry.CELLS); an LSTM with a projection
-  (P > 0) has no persistent kernels: "persistent" raises ValueError naming proj_size, "auto"
-  falls back to the step kernels with that reason.
+- cell: every rule is the same for each cell (registry.CELLS); an LSTM's projection (P > 0)
+  adds R's slice to the persistent kernels' shared memory (persistent.plan's proj).
 """
 from __future__ import annotations
 
@@ -68,11 +67,8 @@ def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist, reverse=Fa
                           f"{persistent.AUTO_MAX_BATCH} (the persistent kernels' batch limit "
                           f"for 'auto')", **same)
     try:
-        if P:  # the projection h = m @ R would need a second grid barrier per step
-            raise ValueError(f"algo='persistent' cannot run: the persistent LSTM kernels have no "
-                             f"projection (proj_size={P}); algo='step' runs it")
         geo = persistent.check(limits, B, H, dtype, persist, kernels, gates=spec.gates,
-                               files=(spec.persist_fwd.file, spec.persist_bwd.file))
+                               files=(spec.persist_fwd.file, spec.persist_bwd.file), proj=P)
     except ValueError as e:
         if algo == "persistent":
             raise
