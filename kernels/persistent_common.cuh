@@ -1,7 +1,8 @@
 // kernels/persistent_common.cuh — the persistent plumbing, for any cell: one cooperative launch
 //   runs every step of a recurrence; each block keeps a slice of the recurrent matrix in shared
 //   memory for the whole sequence. Names no cell: a cell's kernel (elman_persistent_fwd.cu,
-//   elman_persistent_bwd.cu) is persist_recurrence with the cell's epilogue (see there).
+//   elman_persistent_bwd.cu) is persist_recurrence with the cell's epilogue (see there); a kernel
+//   with two products per step (an LSTM's projection) calls persist_chunk itself.
 // Products over G gates: block g owns hidden units j0 = g * cols .. j0 + ncols - 1 (the last block
 //   may own fewer, or none) and computes, per step, output (b, j) and gate q < G, the sums
 //   s[q] = sum_k x[b][k] * M[k][q * H + j]  (by_column: forward, x = h[t-1], K = H)
@@ -87,17 +88,27 @@ struct PersistSlice {
     int ncols;
 };
 
+// The same with the areas placed by the caller (a kernel with two slices: an LSTM's projection).
 template <int G, typename T>
-__device__ inline PersistSlice<T> persist_slice(const T* M, int B, int H, int K, int cols,
-                                                bool by_column) {
+__device__ inline PersistSlice<T> persist_slice_in(T* Ws, T* xs, T* red, const T* M, int H,
+                                                   int K, int cols, bool by_column) {
     PersistSlice<T> s;
-    s.Ws = reinterpret_cast<T*>(persist_smem);
-    s.xs = s.Ws + (size_t)G * cols * K;
-    s.red = s.xs + (size_t)min(B, PERSIST_BATCH) * K;
+    s.Ws = Ws;
+    s.xs = xs;
+    s.red = red;
     s.j0 = blockIdx.x * cols;
     s.ncols = s.j0 < H ? min(cols, H - s.j0) : 0;
     persist_load_slice<G>(s.Ws, M, H, K, s.j0, s.ncols, cols, by_column);
     return s;
+}
+
+template <int G, typename T>
+__device__ inline PersistSlice<T> persist_slice(const T* M, int B, int H, int K, int cols,
+                                                bool by_column) {
+    T* Ws = reinterpret_cast<T*>(persist_smem);
+    T* xs = Ws + (size_t)G * cols * K;
+    return persist_slice_in<G>(Ws, xs, xs + (size_t)min(B, PERSIST_BATCH) * K, M, H, K, cols,
+                               by_column);
 }
 
 // The 16-byte vector of 4 floats or 2 doubles.
@@ -216,12 +227,60 @@ __device__ inline T persist_group_dot(const T* xs, const T* Ws, T* red, int g0, 
     return sum;
 }
 
+// The products of one batch chunk (rows b0 .. b0 + nb - 1, staged in slice.xs) against the
+// block's slice, G sums per output (b, j) of the block's units, handed to
+// epi(b, j, len, s[G]) (len = lengths[b]); has_prev = false gives s = 0 without reading xs.
+// VERSION 1 or 2 (above). Whole block, uniform arguments (v2 holds __syncthreads).
+template <int VERSION, int G, typename T, typename Epi>
+__device__ inline void persist_chunk(const PersistSlice<T>& slice, int cols, int K, int b0,
+                                     int nb, bool has_prev, const int* lengths, Epi epi) {
+    const int j0 = slice.j0, ncols = slice.ncols;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int o = threadIdx.x, bo = o / PERSIST_GROUP, co = o % PERSIST_GROUP;  // v2's output
+    if constexpr (VERSION == 1) {
+        for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
+            T acc[G][PERSIST_BATCH];
+#pragma unroll
+            for (int q = 0; q < G; ++q) {
+                if (has_prev) {
+                    persist_dot(acc[q], slice.xs, slice.Ws + ((size_t)q * cols + jl) * K, nb, K);
+                } else {
+#pragma unroll
+                    for (int bb = 0; bb < PERSIST_BATCH; ++bb) acc[q][bb] = T(0);
+                }
+            }
+            // Lane bb writes batch row b0 + bb: at most 8 scattered words per unit.
+#pragma unroll
+            for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
+                if (bb < nb && lane == bb) {
+                    T s[G];
+#pragma unroll
+                    for (int q = 0; q < G; ++q) s[q] = acc[q][bb];
+                    epi(b0 + bb, j0 + jl, lengths[b0 + bb], s);
+                }
+            }
+        }
+    } else {
+        for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
+            const int ng = min(PERSIST_GROUP, ncols - g0);
+            T s[G];
+#pragma unroll
+            for (int q = 0; q < G; ++q)
+                s[q] = has_prev ? persist_group_dot(slice.xs, slice.Ws + (size_t)q * cols * K,
+                                                    slice.red, g0, ng, nb, K)
+                                : T(0);
+            if (o < PERSIST_OUTS && bo < nb && co < ng)
+                epi(b0 + bo, j0 + g0 + co, lengths[b0 + bo], s);
+        }
+    }
+}
+
 // The whole recurrence of a cell in one cooperative launch: for each step t (0 .. steps-1, or
 // steps-1 .. 0 when REVERSE: the backward's order of steps, not the direction of the run, which
 // the cell's FLIP gives through step_order.cuh) and each batch chunk, stage the chunk of the
-// previous state, compute the G sums of every output (b, j) of the block's units (VERSION 1 or 2
-// products, above) and hand them to the cell's epilogue; a grid barrier separates the steps. Rows
-// of the previous state written by other blocks are read only after that barrier.
+// previous state, compute the G sums of every output (b, j) of the block's units (persist_chunk)
+// and hand them to the cell's epilogue; a grid barrier separates the steps. Rows of the previous
+// state written by other blocks are read only after that barrier.
 // M, by_column, K: the recurrent matrix as persist_load_slice takes it. lengths (B,): passed to the
 // epilogue as len = lengths[b]. status: see persist_grid_covers. The cell object provides
 //   bool has_prev(int t)      whether step t has a product (else s = 0 and nothing is staged);
@@ -237,9 +296,6 @@ __device__ inline void persist_recurrence(const T* M, bool by_column, const int*
     if (!persist_grid_covers(status, H, cols)) return;
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
     const PersistSlice<T> slice = persist_slice<G>(M, B, H, K, cols, by_column);
-    const int j0 = slice.j0, ncols = slice.ncols;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int o = threadIdx.x, bo = o / PERSIST_GROUP, co = o % PERSIST_GROUP;  // v2's output
 
     for (int t = REVERSE ? steps - 1 : 0; REVERSE ? t >= 0 : t < steps; t += REVERSE ? -1 : 1) {
         const bool has_prev = cell.has_prev(t);
@@ -248,44 +304,10 @@ __device__ inline void persist_recurrence(const T* M, bool by_column, const int*
             __syncthreads();  // the slice is loaded and the previous chunk's reads of xs are done
             if (has_prev) persist_stage(slice.xs, cell.prev(t), b0, nb, K);
             __syncthreads();
-            if constexpr (VERSION == 1) {
-                for (int jl = warp; jl < ncols; jl += PERSIST_WARPS) {
-                    T acc[G][PERSIST_BATCH];
-#pragma unroll
-                    for (int q = 0; q < G; ++q) {
-                        if (has_prev) {
-                            persist_dot(acc[q], slice.xs, slice.Ws + ((size_t)q * cols + jl) * K,
-                                        nb, K);
-                        } else {
-#pragma unroll
-                            for (int bb = 0; bb < PERSIST_BATCH; ++bb) acc[q][bb] = T(0);
-                        }
-                    }
-                    // Lane bb writes batch row b0 + bb: at most 8 scattered words per unit.
-#pragma unroll
-                    for (int bb = 0; bb < PERSIST_BATCH; ++bb) {
-                        if (bb < nb && lane == bb) {
-                            T s[G];
-#pragma unroll
-                            for (int q = 0; q < G; ++q) s[q] = acc[q][bb];
-                            cell(t, b0 + bb, j0 + jl, lengths[b0 + bb], s);
-                        }
-                    }
-                }
-            } else {
-                for (int g0 = 0; g0 < ncols; g0 += PERSIST_GROUP) {
-                    const int ng = min(PERSIST_GROUP, ncols - g0);
-                    T s[G];
-#pragma unroll
-                    for (int q = 0; q < G; ++q)
-                        s[q] = has_prev ? persist_group_dot(slice.xs,
-                                                            slice.Ws + (size_t)q * cols * K,
-                                                            slice.red, g0, ng, nb, K)
-                                        : T(0);
-                    if (o < PERSIST_OUTS && bo < nb && co < ng)
-                        cell(t, b0 + bo, j0 + g0 + co, lengths[b0 + bo], s);
-                }
-            }
+            persist_chunk<VERSION, G>(slice, cols, K, b0, nb, has_prev, lengths,
+                                      [&](int b, int j, int len, const T (&s)[G]) {
+                                          cell(t, b, j, len, s);
+                                      });
         }
         // step t complete everywhere before any block reads it
         if (REVERSE ? t > 0 : t + 1 < steps) grid.sync();

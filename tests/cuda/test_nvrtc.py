@@ -71,7 +71,7 @@ def kernel_version(name):
     if name.startswith("gemm_"):
         return "gemm"
     base = name.split("<")[0]
-    return base.rsplit("_", 1)[1] if base.startswith(("elman_", "gru_")) else None
+    return base.rsplit("_", 1)[1] if base.startswith(("elman_", "gru_", "lstm_")) else None
 
 
 def test_products_are_fma_loops(resources):

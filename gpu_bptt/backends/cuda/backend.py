@@ -234,13 +234,13 @@ class CudaBackend(Backend):
     MAX_PLANS = 256
 
     def resolve_algo(self, algo, T, B, H, dtype, reverse=False, cell="elman", P=0):
-        """The LaunchPlan for a request at (B, H, dtype) of `cell` on the current device, made once
-        per problem and kept: the forward and its backward (also the framework paths, which resolve
-        again from the same request) run the same plan. "auto" falling back to the step kernels
-        warns with the reason, once per cause (attributed to elman_forward's caller)."""
+        """The LaunchPlan for a request at (B, H, dtype) on the current device, for a cell
+        (registry.CELLS; P: an LSTM's proj_size), made once per problem and kept: the forward
+        and its backward (also the framework paths, which resolve again from the same request)
+        run the same plan. "auto" falling back to the step kernels warns with the reason, once
+        per cause (attributed to the cell's forward's caller)."""
         self.check_algo(algo)
-        persistent.cell_files(cell)  # ValueError naming `cell` for a cell without kernels
-        if P:
+        if P and not registry.cell(cell).proj_param:  # ValueError naming `cell` if unknown
             raise ValueError(f"P: a projection (proj_size) is an LSTM's; got P={P} for the "
                              f"{cell} cell")
         reverse = bool(reverse)
@@ -248,7 +248,7 @@ class CudaBackend(Backend):
                self.persist, cell, P)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._make_plan(algo, B, H, dtype, reverse, cell)
+            plan = self._make_plan(algo, B, H, dtype, reverse, cell, P)
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
@@ -258,26 +258,31 @@ class CudaBackend(Backend):
             warn_once(f"algo='auto' runs the step kernels: {plan.fallback}", stacklevel=3)
         return plan
 
-    def _make_plan(self, algo, B, H, dtype, reverse=False, cell="elman"):
+    def _make_plan(self, algo, B, H, dtype, reverse=False, cell="elman", P=0):
         """Gather the device's facts (only those the choice depends on), then plan."""
         limits = self.persistent_limits()
-        kernels = self._persistent_kernels(limits, B, H, dtype, cell) \
+        kernels = self._persistent_kernels(limits, B, H, dtype, cell, P) \
             if rules.considers_persistent(algo, B) else ()
         return rules.launch_plan(algo, B, H, dtype, limits=limits, kernels=kernels,
-                                 step=self.step, persist=self.persist, reverse=reverse, cell=cell)
+                                 step=self.step, persist=self.persist, reverse=reverse,
+                                 cell=cell, P=P)
 
-    def _persistent_kernels(self, limits, B, H, dtype, cell="elman") -> tuple:
-        """persistent.KernelFacts of `cell`'s persistent kernels, in launch order, for (B, H):
-        whether each builds here and how many of its blocks fit on a multiprocessor at the plan's
-        shared memory. () where V's slice does not fit (nothing to ask); stops at a build error."""
+    def _persistent_kernels(self, limits, B, H, dtype, cell="elman", P=0) -> tuple:
+        """persistent.KernelFacts of the cell's persistent kernels, in launch order, for (B, H):
+        whether each builds here and how many of its blocks fit on a multiprocessor at the
+        plan's shared memory. () where V's slice does not fit (nothing to ask); stops at a build
+        error."""
+        spec = registry.cell(cell)
         try:
-            smem = persistent.cell_plan(limits, B, H, dtype, self.persist, cell).smem
+            smem = persistent.plan(limits, B, H, dtype, self.persist, gates=spec.gates,
+                                   proj=P).smem
         except ValueError:
             return ()
         facts = []
-        for family in registry.PERSIST_BY_CELL[cell]:
+        for family in (spec.persist_fwd, spec.persist_bwd):
             try:
-                fn = self.loader.function(family.file, family.expression(self.persist, dtype))
+                fn = self.loader.function(family.file, family.expression(
+                    self.persist, dtype, *spec.persist_params(P)))
             except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 facts.append(persistent.KernelFacts(family.file,
@@ -448,6 +453,57 @@ class CudaBackend(Backend):
                 with side:
                     steps[1](s)
         return dus
+
+    # -- the LSTM (docs/architecture.md §1): as the plan from resolve_algo(cell="lstm") says ------
+    def _lstm_plan(self, plan, B, H, dtype, P):
+        plan.check_problem(B, H, np.dtype(dtype).name, cell="lstm", P=P)
+
+    def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):
+        """The LSTM's forward recurrence: p (T, B, 4H) = x @ W + b, owned by the callee (returned
+        as `gates`); V (Hs, 4H); h0 (B, Hs), c0 (B, H) or None (zeros); R (H, P) or None.
+        Returns h (T, B, Hs), c (T, B, H), gates (T, B, 4H), the activated [i|f|g|o]."""
+        xp = self.xp
+        T, B, G4 = p.shape
+        H = G4 // registry.LSTM_GATES
+        Hs = V.shape[0]
+        self._lstm_plan(plan, B, H, p.dtype, 0 if R is None else R.shape[1])
+        lens = self._lengths(lengths, T, B)
+        h0 = xp.zeros((B, Hs), dtype=p.dtype) if h0 is None else h0
+        c0 = xp.zeros((B, H), dtype=p.dtype) if c0 is None else c0
+        h = xp.empty((T, B, Hs), dtype=p.dtype)
+        c = xp.empty((T, B, H), dtype=p.dtype)
+        if plan.algo == "persistent":
+            self.kernels.lstm_persistent_fwd(p, c, h, h0, c0, V, lens, plan, R=R)
+            return h, c, p
+        step = self.kernels.lstm_fwd_stepper(p, c, h, h0, c0, V, lens, plan.version,
+                                             flip=plan.reverse, R=R)
+        for s in range(T):
+            step(s)
+        return h, c, p
+
+    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+        """The LSTM's reverse recurrence: dh (T, B, Hs), dh_last (B, Hs), dc_last (B, H) or
+        None; h, c, gates the forward's; c0 (B, H) or None (zeros); V (Hs, 4H); R (H, P) or
+        None. Returns du (T, B, 4H), dc0 (B, H) and, with R, dhs (T, B, P) (else None)."""
+        xp = self.xp
+        T, B, H = c.shape
+        dt = c.dtype
+        self._lstm_plan(plan, B, H, dt, 0 if R is None else R.shape[1])
+        lens = self._lengths(lengths, T, B)
+        c0 = xp.zeros((B, H), dtype=dt) if c0 is None else c0
+        du = xp.empty((T, B, 4 * H), dtype=dt)  # every entry is written
+        dc = xp.empty((B, H), dtype=dt)
+        dhs = None if R is None else xp.empty((T, B, R.shape[1]), dtype=dt)
+        if plan.algo == "persistent":
+            self.kernels.lstm_persistent_bwd(du, dc, dc_last, dh, dh_last, gates, c, c0, V, lens,
+                                             plan, R=R, dhs=dhs)
+            return du, dc, dhs
+        VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+        step = self.kernels.lstm_bwd_stepper(du, dc, dc_last, dhs, dh, dh_last, gates, c, c0, VT,
+                                             lens, plan.version, flip=plan.reverse, R=R)
+        for s in range(T - 1, -1, -1):
+            step(s)
+        return du, dc, dhs
 
     # -- the GRU (kernels/gru_*.cu): as the plan from resolve_algo(..., cell="gru") says ----------
     def gru_fwd_seq(self, p, V, b_h, h0, lengths, plan):

@@ -15,6 +15,7 @@ import numpy as np
 from ... import activations
 from ...validate import format_shape
 from . import registry
+from .lstm_launchers import LstmLaunchers
 from .persistent import DEFAULT_SMEM
 from .registry import MAX_GRID_Y, cdiv
 
@@ -31,7 +32,7 @@ def _check_persistent(plan, B, H, dtype, cell="elman"):
     plan.check_problem(B, H, np.dtype(dtype).name, cell=cell)
 
 
-class Launchers:
+class Launchers(LstmLaunchers):
     def __init__(self, xp, loader):
         self.xp = xp
         self.loader = loader
@@ -317,13 +318,14 @@ class Launchers:
         _check_persistent(pair.forward, *a.shape[1:], a.dtype)
         return pair.forward
 
-    def _cooperative(self, family, plan, dtype, args, pair=None):
-        """One cooperative launch of plan.grid blocks (pair: of the pair kernel, on pair.grid);
-        raises rather than let any block be missing. Returns the check of the kernel's status
+    def _cooperative(self, family, plan, dtype, args, params=(), pair=None):
+        """One cooperative launch of plan.grid blocks (the instance of `params`, the template
+        arguments after T; pair: of the pair kernel, on pair.grid); raises rather than let any
+        block be missing. Returns the check of the kernel's status
         words (one per direction), to call once every launch meant to run beside it is queued."""
         name = family.entry(plan.version, pair is not None)
         grid = plan.grid if pair is None else pair.grid
-        fn = self.loader.function(family.file, family.expression(plan.version, dtype,
+        fn = self.loader.function(family.file, family.expression(plan.version, dtype, *params,
                                                                  pair=pair is not None))
         if plan.smem > DEFAULT_SMEM:  # CuPy's RawKernel (and the emulator's) opt in per kernel
             fn.max_dynamic_shared_size_bytes = plan.smem

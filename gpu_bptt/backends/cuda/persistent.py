@@ -3,15 +3,16 @@
 (DeviceLimits, KernelFacts), gathered by the backend first; the launches are launchers.py's and
 the "auto" rule is rules.py's.
 
-Each of `grid` blocks (at most one per multiprocessor) owns `cols = ceil(H / multiprocessors)`
-hidden units and keeps their columns of V (rows, backward) in shared memory for all T steps, plus
-one chunk of at most 8 batch rows of the previous state, so a block needs
-(cols + min(B, 8)) * H * itemsize bytes of dynamic shared memory for Elman (v2 adds 8 * 64
-elements for its cross-warp sums). A cell with G gates keeps all G gate columns of its units:
-(G * cols + min(B, 8)) * H forward, and (cols + min(B, 8)) * G * H backward (rows of V, G·H long,
-and a chunk of the gates' gradients), the larger of which the plan holds (CELL_SLICES). The
-algorithm runs where that fits the device's per-block limit and the grid can be co-resident
-(every block resident at once, which a grid barrier needs). Kernel versions (the backend's `persist` option,
+Each of `grid` blocks (at most one per multiprocessor) keeps `cols = ceil(H / multiprocessors)`
+columns of V (rows, backward) in shared memory for all T steps, plus one chunk of at most 8 batch
+rows of the previous state, so a block needs (cols + min(B, 8)) * H * itemsize bytes of dynamic
+shared memory (v2 adds 8 * 64 elements for its cross-warp sums). A cell of G gates (the LSTM's 4,
+kernels/lstm_persistent_*.cu) keeps all G gate columns of its units: forward G·cols columns of
+length H and a chunk of H, backward cols rows of V of length G·H and a chunk of G·H; both
+launches take the larger (plan's `gates`). An LSTM's projection (proj_size P) adds a second
+phase per step, with R's slice on chip too (plan's `proj`; see _need). The algorithm runs where that
+fits the device's per-block limit and the grid can be co-resident (every block resident at once,
+which a grid barrier needs). Kernel versions (the backend's `persist` option,
 $GPU_BPTT_PERSIST_KERNEL): v1 one warp per column; v2 (default) the block computes 8 columns at a
 time with every thread splitting k (docs/persistent.md).
 
@@ -36,11 +37,6 @@ FILES = (registry.PERSIST_FWD.file, registry.PERSIST_BWD.file)  # in launch orde
 FWD_FILE, BWD_FILE = FILES
 
 
-def cell_files(cell="elman") -> tuple:
-    """The persistent kernel files of `cell`, in launch order."""
-    if cell not in registry.PERSIST_BY_CELL:
-        raise ValueError(f"cell: expected one of {tuple(registry.PERSIST_BY_CELL)}, got {cell!r}")
-    return tuple(f.file for f in registry.PERSIST_BY_CELL[cell])
 VERSIONS = tuple(registry.PERSIST)
 DEFAULT_VERSION = "v2"
 AUTO_MAX_BATCH = 32    # "auto" takes the persistent kernels up to this batch size (rules.py)
@@ -71,44 +67,69 @@ class Geometry:
 
 
 def smem_bytes(B, K, ncols, itemsize, version=DEFAULT_VERSION) -> int:
-    """Dynamic shared memory of one block: `ncols` columns of V (rows, backward), each K long, one
-    batch chunk (bc x K) and, for v2, the cross-warp sums (Elman: ncols = cols, K = H)."""
+    """Dynamic shared memory of one block: `ncols` columns of V each K long (the block's slice),
+    one batch chunk (bc x K) of the previous state and, for v2, the cross-warp sums."""
     extra = registry.PERSIST_REDUCTION[version]
     return ((ncols + min(B, BATCH_CHUNK)) * K + extra) * itemsize
 
 
+def proj_cols(P, H, cols) -> int:
+    """An LSTM projection's columns of h (of P) per block: P over the grid of ceil(H / cols)."""
+    return cdiv(P, cdiv(H, cols))
+
+
+def _need(B, H, K, cols, itemsize, version, gates, proj=0) -> int:
+    """The larger direction's shared memory: the forward holds G·cols columns of V of length K
+    (the fed-back state's size) and a chunk of K; the backward cols rows of V of length G·H and a
+    chunk of G·H. Elman (G = 1, K = H): both the same. With an LSTM's projection (proj = P = K)
+    each also holds its slice of R: forward pcols columns of length H, backward cols rows of
+    length P, and the forward's V slice pcols rows of V (P, 4H) in the backward; the chunk is the
+    longer of the two phases' states."""
+    if not proj:
+        return max(smem_bytes(B, K, gates * cols, itemsize, version),
+                   smem_bytes(B, gates * H, cols, itemsize, version))
+    bc, pcols = min(B, BATCH_CHUNK), proj_cols(proj, H, cols)
+    fwd = gates * cols * K + pcols * H + bc * max(K, H)
+    bwd = pcols * gates * H + cols * K + bc * max(gates * H, K)
+    return (max(fwd, bwd) + registry.PERSIST_REDUCTION[version]) * itemsize
+
+
 def plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, static_smem=0, *, gates=1,
-         K=None) -> Geometry:
-    """The launch geometry for a (B, H) problem; ValueError naming the limit where it cannot run.
-    Each block owns cols hidden units and keeps `gates` columns of V per unit, each K long (K = H
-    by default): a gated cell's forward has gates = G, its backward gates = 1 and K = G·H."""
+         K=None, proj=0) -> Geometry:
+    """The launch geometry for a (B, H) problem of a cell with `gates` gates whose fed-back
+    state is K long (H when None; an LSTM's projection `proj` = P sets K = P and adds R's slice);
+    ValueError naming the limit where it cannot run."""
     itemsize = np.dtype(dtype).itemsize
-    K = H if K is None else K
+    K = (proj or H) if K is None else K
     if not limits.cooperative:
         raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
                          "launches")
     cols = cdiv(H, limits.multiprocessors)
-    smem = smem_bytes(B, K, gates * cols, itemsize, version)
+    smem = _need(B, H, K, cols, itemsize, version, gates, proj)
     if smem + static_smem > limits.smem_per_block:
-        largest = max_hidden(limits, B, dtype, version, static_smem, gates=gates, k_per_h=K / H)
+        what = (f"{cols} columns of V and {min(B, BATCH_CHUNK)} batch rows of {H} x {itemsize} "
+                f"bytes" if gates == 1 else
+                f"the {gates} gates' columns of V for {cols} units"
+                f"{f' and a slice of R (proj_size={proj})' if proj else ''} and "
+                f"{min(B, BATCH_CHUNK)} batch rows, of {itemsize}-byte elements")
         raise ValueError(
             f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs "
-            f"{smem + static_smem} bytes of shared memory per block ({gates * cols} columns of V "
-            f"and {min(B, BATCH_CHUNK)} batch rows of {K} x {itemsize} bytes, over "
+            f"{smem + static_smem} bytes of shared memory per block ({what}, over "
             f"{limits.multiprocessors} multiprocessors), above the device's "
-            f"{limits.smem_per_block} bytes per block; the largest H that fits here is {largest}")
+            f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
+            f"{max_hidden(limits, B, dtype, version, static_smem, gates=gates, proj=proj)}")
     return Geometry(grid=cdiv(H, cols), cols=cols, smem=smem)
 
 
 def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_smem=0, *,
-               gates=1, k_per_h=1) -> int:
-    """The largest H the persistent kernels (of `version`) take on this device at batch size B,
-    for `gates` columns of V per unit, each k_per_h·H long (plan's gates and K)."""
+               gates=1, proj=0) -> int:
+    """The largest H the persistent kernels (of `version`, for a cell of `gates` gates fed back
+    its H-long state, or an LSTM's projection of size `proj`) take on this device at batch B."""
     itemsize = np.dtype(dtype).itemsize
 
     def fits(H):
-        return smem_bytes(B, math.ceil(k_per_h * H), gates * cdiv(H, limits.multiprocessors),
-                          itemsize, version) + static_smem <= limits.smem_per_block
+        return _need(B, H, proj or H, cdiv(H, limits.multiprocessors), itemsize, version, gates,
+                     proj) + static_smem <= limits.smem_per_block
 
     lo, hi = 0, 1
     while fits(hi):  # the need grows with H, so bisection finds the last H that fits
@@ -119,28 +140,22 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
     return lo
 
 
-#: each cell's two persistent launches as (gates, K / H) of plan: the forward keeps G columns of V
-#: per hidden unit, each H long; the backward the unit's row of V, G·H long (both give the same
-#: grid and cols; the plan holds the larger shared memory, which both launches get)
-CELL_SLICES = {"elman": ((1, 1), (1, 1)), "gru": ((3, 1), (1, 3))}
+def cell_files(cell="elman") -> tuple:
+    """The persistent kernel files of `cell` (registry.CELLS), in launch order."""
+    spec = registry.cell(cell)
+    return (spec.persist_fwd.file, spec.persist_bwd.file)
 
 
-def cell_max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, cell="elman") -> int:
+def cell_plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION, cell="elman",
+              P=0) -> Geometry:
+    """plan for `cell`'s kernels (both launches get the larger shared memory); P: proj_size."""
+    return plan(limits, B, H, dtype, version, gates=registry.cell(cell).gates, proj=P)
+
+
+def cell_max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, cell="elman",
+                    P=0) -> int:
     """The largest H both of `cell`'s persistent kernels take on this device at batch size B."""
-    if cell not in CELL_SLICES:
-        raise ValueError(f"cell: expected one of {tuple(CELL_SLICES)}, got {cell!r}")
-    return min(max_hidden(limits, B, dtype, version, gates=g, k_per_h=k)
-               for g, k in CELL_SLICES[cell])
-
-
-def cell_plan(limits: DeviceLimits, B, H, dtype, version=DEFAULT_VERSION,
-              cell="elman") -> Geometry:
-    """plan for the launch of `cell` that needs the most shared memory (so both fit)."""
-    if cell not in CELL_SLICES:
-        raise ValueError(f"cell: expected one of {tuple(CELL_SLICES)}, got {cell!r}")
-    cols = cdiv(H, limits.multiprocessors)
-    gates, k = max(CELL_SLICES[cell], key=lambda s: smem_bytes(B, s[1] * H, s[0] * cols, 1, version))
-    return plan(limits, B, H, dtype, version, gates=gates, K=k * H)
+    return max_hidden(limits, B, dtype, version, gates=registry.cell(cell).gates, proj=P)
 
 
 @dataclass(frozen=True)
@@ -154,13 +169,15 @@ class KernelFacts:
     blocks_per_sm: Optional[int] = None
 
 
-def check(limits: DeviceLimits, B, H, dtype, version, kernels, cell="elman") -> Geometry:
-    """The geometry for both directions of `cell`, after checking that V's slice fits, that each
-    kernel builds and that its grid can be co-resident, from `kernels` (KernelFacts; after a build
-    error, the later files' may be missing); ValueError naming the limit otherwise."""
-    geo = cell_plan(limits, B, H, dtype, version, cell)
+def check(limits: DeviceLimits, B, H, dtype, version, kernels, *, gates=1, files=FILES,
+          proj=0) -> Geometry:
+    """The geometry for both directions, after checking that V's slice fits, that each kernel
+    (of `files`: a cell's two, in launch order) builds and that its grid can be co-resident,
+    from `kernels` (KernelFacts; after a build error, the later files' may be missing);
+    ValueError naming the limit otherwise."""
+    geo = plan(limits, B, H, dtype, version, gates=gates, proj=proj)
     facts = {k.file: k for k in kernels}
-    for file in cell_files(cell):
+    for file in files:
         if file not in facts:  # the caller's omission, not a limit: never an "auto" fallback
             raise LookupError(f"kernels: no KernelFacts for {file}")
         k = facts[file]
@@ -231,10 +248,11 @@ def describe(limits: DeviceLimits, version=DEFAULT_VERSION, reason=None) -> list
     else:
         lines.append(f"persistent: algo='auto' takes it when B <= {AUTO_MAX_BATCH} and V's slice "
                      f"fits, else the step kernels (with a warning when B <= {AUTO_MAX_BATCH})")
-    if limits.cooperative:
-        g = {(np.dtype(d).name, B): cell_max_hidden(limits, B, d, version, "gru")
+    for name in (c for c in registry.CELLS if c != "elman") if limits.cooperative else ():
+        g = {(np.dtype(d).name, B): cell_max_hidden(limits, B, d, version, name)
              for d in (np.float32, np.float64) for B in (1, BATCH_CHUNK)}
-        lines.append(f"persistent, GRU ({version}): largest H: float32 {g['float32', 1]} at B=1, "
-                     f"{g['float32', BATCH_CHUNK]} at B>={BATCH_CHUNK}; float64 {g['float64', 1]} "
-                     f"at B=1, {g['float64', BATCH_CHUNK]} at B>={BATCH_CHUNK}")
+        lines.append(f"persistent, {name.upper()} ({version}): largest H: float32 "
+                     f"{g['float32', 1]} at B=1, {g['float32', BATCH_CHUNK]} at "
+                     f"B>={BATCH_CHUNK}; float64 {g['float64', 1]} at B=1, "
+                     f"{g['float64', BATCH_CHUNK]} at B>={BATCH_CHUNK}")
     return lines

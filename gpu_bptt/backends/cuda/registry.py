@@ -197,10 +197,63 @@ GRU_PERSIST_BWD = Family("gru_persistent_bwd.cu", "gru_persistent_bwd", PERSIST,
                          cooperative=True, constants=PERSIST_CONSTANTS)
 GRU_FAMILIES = (GRU_STEP_FWD, GRU_STEP_BWD, GRU_PERSIST_FWD, GRU_PERSIST_BWD)
 
-#: each cell's persistent kernels, (forward, backward): the files "persistent" needs built
-PERSIST_BY_CELL = {"elman": (PERSIST_FWD, PERSIST_BWD), "gru": (GRU_PERSIST_FWD, GRU_PERSIST_BWD)}
+# -- the LSTM (G = 4): its own step tiles (4 gates per unit: v3's 64x64 would spill in double) --
+LSTM_GATES = 4
+#: lstm_bwd_step.cu's modes: no projection; a projection's first launch (dhs) and second (du)
+LSTM_BWD_MODES = {"LSTM_BWD_FULL": 0, "LSTM_BWD_DHS": 1, "LSTM_BWD_FROM_DM": 2}
+LSTM_STEP = {
+    "v1": STEP["v1"],
+    "v2": STEP["v2"],
+    "v3": Version(Tiled(rows=64, cols=32, per_thread=(4, 2), depth=STEP_BK), bounds=(256, 2)),
+    "v4": STEP["v4"],
+}
+LSTM_STEP_FWD = Family("lstm_fwd_step.cu", "lstm_fwd_step", LSTM_STEP, constants={"BK": STEP_BK})
+#: the backward's product has one sum per output (K = 4H), so its v3 keeps Elman's 64x64 tiles
+LSTM_STEP_BWD_TABLE = {**LSTM_STEP, "v3": STEP["v3"]}
+LSTM_STEP_BWD = Family("lstm_bwd_step.cu", "lstm_bwd_step", LSTM_STEP_BWD_TABLE,
+                       constants={"BK": STEP_BK, **LSTM_BWD_MODES})
+#: the persistent kernels' template parameter PROJ: without and with a projection
+LSTM_PERSIST_PARAMS = ((False,), (True,))
+LSTM_PERSIST_FWD = Family("lstm_persistent_fwd.cu", "lstm_persistent_fwd", PERSIST,
+                          params=LSTM_PERSIST_PARAMS, cooperative=True,
+                          constants=PERSIST_CONSTANTS)
+LSTM_PERSIST_BWD = Family("lstm_persistent_bwd.cu", "lstm_persistent_bwd", PERSIST,
+                          params=LSTM_PERSIST_PARAMS, cooperative=True,
+                          constants=PERSIST_CONSTANTS)
 
-FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM) + GRU_FAMILIES
+
+@dataclass(frozen=True)
+class Cell:
+    """A recurrent cell's kernels: its G gates, step versions (shared by forward and backward)
+    and the four families, in launch order (forward, backward)."""
+
+    gates: int
+    step: dict
+    step_fwd: Family
+    step_bwd: Family
+    persist_fwd: Family
+    persist_bwd: Family
+    proj_param: bool = False  # the persistent kernels take PROJ (a projection) as a template bool
+
+    def persist_params(self, P) -> tuple:
+        """The persistent kernels' template arguments after T, for proj_size P."""
+        return (bool(P),) if self.proj_param else ()
+
+
+CELLS = {"elman": Cell(1, STEP, STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD)}
+CELLS["lstm"] = Cell(LSTM_GATES, LSTM_STEP, LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD,
+                     LSTM_PERSIST_BWD, proj_param=True)
+CELLS["gru"] = Cell(3, STEP, GRU_STEP_FWD, GRU_STEP_BWD, GRU_PERSIST_FWD, GRU_PERSIST_BWD)
+
+
+def cell(name: str) -> Cell:
+    if name not in CELLS:
+        raise ValueError(f"cell: expected one of {tuple(CELLS)}, got {name!r}")
+    return CELLS[name]
+
+
+FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM,
+            LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD, LSTM_PERSIST_BWD) + GRU_FAMILIES
 BY_FILE = {f.file: f for f in FAMILIES}
 #: CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
 MAX_GRID_Y = 65535
@@ -212,8 +265,9 @@ def family(file: str) -> Family:
     return BY_FILE[file]
 
 
-def step_geometry(version: str, B: int, H: int) -> tuple:
-    """(grid, block) of a step kernel version for a (B, H) step."""
-    if version not in STEP:
-        raise ValueError(f"version: expected one of {tuple(STEP)}, got {version!r}")
-    return STEP[version].launch.geometry(B, H)
+def step_geometry(version: str, B: int, H: int, table=STEP) -> tuple:
+    """(grid, block) of a step kernel version (of `table`: a cell's step versions) for a (B, H)
+    step."""
+    if version not in table:
+        raise ValueError(f"version: expected one of {tuple(table)}, got {version!r}")
+    return table[version].launch.geometry(B, H)

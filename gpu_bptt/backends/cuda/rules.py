@@ -8,8 +8,11 @@ Rules (first guesses, to be tuned from GPU measurements with `gpu-bptt bench --t
   below that batch size carries its reason in `LaunchPlan.fallback` (the backend warns with it).
 - reverse=True (a reversed run) follows the same rules: every kernel takes the direction per
   batch row (its flip).
-- step "auto": v4 when one step's recurrent product is large (B·H·H >= V4_MIN_MACS), else v3
-  (64x64 tiles) when that grid has at least two blocks per multiprocessor, else v2 (32x32).
+- step "auto": v4 when one step's recurrent product is large (B·H·H >= V4_MIN_MACS; a gated
+  cell's B·Hs·G·H), else v3 (64x64 tiles; the LSTM's 64x32) when that grid has at least two
+  blocks per multiprocessor, else v2 (32x32).
+- cell: every rule is the same for each cell (registry.CELLS); an LSTM's projection (P > 0)
+  adds R's slice to the persistent kernels' shared memory (persistent.plan's proj).
 """
 from __future__ import annotations
 
@@ -22,17 +25,22 @@ from .registry import cdiv
 V4_MIN_MACS = 1 << 26  # step "auto" takes v4 from this many multiply-adds per step's product
 
 
-def step_version(choice: str, B: int, H: int, multiprocessors: int) -> tuple:
-    """(version, why) of the step kernels for `choice` ("auto" or a version) at (B, H)."""
+def step_version(choice: str, B: int, H: int, multiprocessors: int, cell="elman", P=0) -> tuple:
+    """(version, why) of the step kernels for `choice` ("auto" or a version) at (B, H) for a
+    cell (registry.CELLS; P: an LSTM's proj_size, the fed-back state's size when > 0)."""
     if choice != "auto":
         return choice, f"step={choice} asked for"
-    if B * H * H >= V4_MIN_MACS:
-        return "v4", f"B·H·H = {B * H * H} >= {V4_MIN_MACS} multiply-adds per step"
-    v3 = registry.STEP["v3"].launch
+    spec = registry.cell(cell)
+    macs = B * (P or H) * spec.gates * H  # one step's product: (B, Hs) @ (Hs, G·H)
+    if macs >= V4_MIN_MACS:
+        term = "B·H·H" if spec.gates == 1 else f"B·{'P' if P else 'H'}·{spec.gates}H"
+        return "v4", f"{term} = {macs} >= {V4_MIN_MACS} multiply-adds per step"
+    v3 = spec.step["v3"].launch
     blocks = cdiv(B, v3.rows) * cdiv(H, v3.cols)
+    tiles = f"{v3.rows}x{v3.cols} tiles"
     if blocks >= 2 * multiprocessors:
-        return "v3", f"{blocks} 64x64 tiles >= 2 per multiprocessor ({multiprocessors})"
-    return "v2", f"{blocks} 64x64 tiles < 2 per multiprocessor ({multiprocessors})"
+        return "v3", f"{blocks} {tiles} >= 2 per multiprocessor ({multiprocessors})"
+    return "v2", f"{blocks} {tiles} < 2 per multiprocessor ({multiprocessors})"
 
 
 def considers_persistent(algo: str, B: int) -> bool:
@@ -42,43 +50,44 @@ def considers_persistent(algo: str, B: int) -> bool:
 
 
 def launch_plan(algo, B, H, dtype, *, limits, kernels, step, persist, reverse=False,
-                cell="elman") -> LaunchPlan:
+                cell="elman", P=0) -> LaunchPlan:
     """The plan for a request `algo` ("auto", "step" or "persistent") at (B, H, dtype), in the
-    direction `reverse`, for `cell` (the GRU follows Elman's rules; its persistent kernels need
-    more shared memory: persistent.cell_plan).
+    direction `reverse`, for a cell (registry.CELLS; P: an LSTM's proj_size).
 
     limits: the device's persistent.DeviceLimits; kernels: persistent.KernelFacts of both
     persistent kernels where considers_persistent(algo, B), else unused; step, persist:
     the backend's options. "persistent" where it cannot run raises ValueError naming the limit."""
+    spec = registry.cell(cell)
+    same = dict(reverse=reverse, cell=cell, P=P)
     if algo == "step":
-        return _step_plan(B, H, dtype, step, limits, "algo='step' asked for", reverse=reverse,
-                          cell=cell)
+        return _step_plan(B, H, dtype, step, limits, "algo='step' asked for", **same)
     if algo == "auto" and B > persistent.AUTO_MAX_BATCH:
         return _step_plan(B, H, dtype, step, limits,
                           f"algo='auto' runs the step kernels: B={B} > "
                           f"{persistent.AUTO_MAX_BATCH} (the persistent kernels' batch limit "
-                          f"for 'auto')", reverse=reverse, cell=cell)
+                          f"for 'auto')", **same)
     try:
-        geo = persistent.check(limits, B, H, dtype, persist, kernels, cell)
+        geo = persistent.check(limits, B, H, dtype, persist, kernels, gates=spec.gates,
+                               files=(spec.persist_fwd.file, spec.persist_bwd.file), proj=P)
     except ValueError as e:
         if algo == "persistent":
             raise
         return _step_plan(B, H, dtype, step, limits, "algo='auto' runs the step kernels",
-                          fallback=str(e), reverse=reverse, cell=cell)
+                          fallback=str(e), **same)
     why = ("algo='persistent' asked for" if algo == "persistent" else
            f"algo='auto' and B={B} <= {persistent.AUTO_MAX_BATCH} where it runs")
     launch = registry.PERSIST[persist].launch
     return LaunchPlan("persistent", B, H, np.dtype(dtype).name, version=persist,
                       grid=(geo.grid, 1, 1), block=launch.block, smem=geo.smem, cols=geo.cols,
-                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns", reverse=reverse,
-                      cell=cell)
+                      reason=f"{why}; {geo.grid} blocks of {geo.cols} columns", **same)
 
 
-def _step_plan(B, H, dtype, step, limits, why, fallback=None, reverse=False,
-               cell="elman") -> LaunchPlan:
-    version, because = step_version(step, B, H, limits.multiprocessors)
-    grid, block = registry.step_geometry(version, B, H)
+def _step_plan(B, H, dtype, step, limits, why, fallback=None, reverse=False, cell="elman",
+               P=0) -> LaunchPlan:
+    version, because = step_version(step, B, H, limits.multiprocessors, cell, P)
+    table = registry.cell(cell).step
+    grid, block = registry.step_geometry(version, B, H, table)
     return LaunchPlan("step", B, H, np.dtype(dtype).name, version=version, grid=grid,
-                      block=block, product=registry.STEP[version].product,
+                      block=block, product=table[version].product,
                       reason=f"{why}; {version}: {because}", fallback=fallback, reverse=reverse,
-                      cell=cell)
+                      cell=cell, P=P)
