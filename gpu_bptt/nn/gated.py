@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import gru_backward, gru_forward, lstm_backward, lstm_forward
+from ..cells import gru, gru_backward, gru_forward, lstm, lstm_backward, lstm_forward
 from ..cells.sequence import check_algo
 from ..validate import check_float_dtype, check_size
 from . import init
-from .layers import _Leaf
+from .layers import Leaf
 
 
-class _Gated(_Leaf):
+class _Gated(Leaf):
     """What LSTM and GRU share: the parameters of each direction, the split of (2, B, ·) states
     and of (T, B, 2·) gradients into the two directions, and the running of both."""
 
@@ -111,6 +111,7 @@ class LSTM(_Gated):
     c_last have H. bidirectional: as Elman's (output (T, B, 2·); states (2, B, ·))."""
 
     STATES = ("h", "c")
+    gates = lstm.G
 
     def __init__(self, input_size, hidden_size, *, proj_size=0, bias=True, dtype=np.float32,
                  backend=None, rng=None, algo="auto", bidirectional=False):
@@ -157,6 +158,7 @@ class GRU(_Gated):
     bias_ih and bias_hh); gate blocks r, z, n. bidirectional: as Elman's."""
 
     STATES = ("h",)
+    gates = gru.G
 
     def __init__(self, input_size, hidden_size, *, bias=True, dtype=np.float32, backend=None,
                  rng=None, algo="auto", bidirectional=False):
