@@ -39,7 +39,8 @@ def estimate(cfg, task) -> int:
 
     train_step = data(B) + K * B * F32 * (PER_H[cell] * H + PER_O * O)
     n_eval = min(EVAL_BATCH, task.eval_size)
-    evaluation = data(B) + data(task.eval_size) + T * n_eval * F32 * (EVAL_PER_H[cell] * H + EVAL_PER_O * O)
+    evaluation = (data(B) + data(task.eval_size)
+                  + T * n_eval * F32 * (EVAL_PER_H[cell] * H + EVAL_PER_O * O))
     return weights + max(train_step, evaluation) + task.data_bytes
 
 

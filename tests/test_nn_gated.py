@@ -32,8 +32,8 @@ def torch_twin(level):
              "b_x": "bias_ih", "b_h": "bias_hh"}
     with torch.no_grad():
         for name, value in p.items():
-            base, _, rev = name.partition("_reverse")
-            target = getattr(t, f"{names[base]}_l0" + ("_reverse" if name.endswith("_reverse") else ""))
+            base = name.removesuffix("_reverse")
+            target = getattr(t, f"{names[base]}_l0" + name[len(base):])
             target.copy_(torch.tensor(value.T if value.ndim == 2 else value))
         if "b" in p:   # torch's two LSTM biases add up to our one
             for suffix in level.directions:
@@ -89,9 +89,8 @@ def check_level(level, *, lengths, with_states, seed=0):
         close(f"d{k}0", getattr(level, f"d{k}0"), squeeze(grads_t[f"d{k}0"]))
     grads = level.gradients()
     for name, g in grads.items():
-        base = name.replace("_reverse", "")
-        tname = f"{names[base]}_l0" + ("_reverse" if name.endswith("_reverse") else "")
-        want = grads_t[tname]
+        base = name.removesuffix("_reverse")
+        want = grads_t[f"{names[base]}_l0" + name[len(base):]]
         close(name, g, want.T if want.ndim == 2 else want)
     assert len(grads) == len(list(t.parameters())) - (D if "b" in grads else 0)
 

@@ -36,7 +36,8 @@ def add_train_parser(sub):
     a("--min-len", type=int, metavar="N",
       help="shortest sequence: lengths vary in N..T (default T, i.e. fixed; charlm T/2)")
     a("--hidden", type=int, metavar="H", help=f"hidden units ({_per_task('hidden')})")
-    a("--activation", help="--cell elman only: tanh, relu (identity-initialized: an IRNN), sigmoid or identity "
+    a("--activation", help="--cell elman only: tanh, relu (identity-initialized: an IRNN), "
+      "sigmoid or identity "
       f"({_per_task('activation')})")
     a("--steps", type=int, help=f"total optimizer steps, counting those of a resumed run ({_per_task('steps')})")
     a("--batch", type=int, metavar="B", help=f"sequences per step ({_per_task('batch')})")

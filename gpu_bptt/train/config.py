@@ -21,14 +21,14 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 # learning rate when the optimizer is adam; other optimizers use DEFAULT_LR.
 TASK_DEFAULTS = {
     "adding": dict(seq_len=30, hidden=64, batch=128, steps=8000),
-    # a tanh Elman network sits at the memoryless baseline for a long time; an IRNN gets going at once
+    # a tanh Elman network sits at the memoryless baseline for a long time; an IRNN starts at once
     "copy": dict(seq_len=30, hidden=64, batch=64, steps=10000, activation="relu", adam_lr=1e-3),
     "sine": dict(seq_len=50, hidden=32, batch=64, steps=3000),
     "charlm": dict(seq_len=100, hidden=128, batch=32, steps=2000),
 }
 # backend None: $GPU_BPTT_BACKEND, else auto (gpu_bptt.backends.get_backend)
-DEFAULTS = dict(cell="elman", activation="tanh", optimizer="adam", momentum=0.9, clip=1.0, bptt_trunc=0,
-                seed=0, checkpoint_every=500, threads=1)
+DEFAULTS = dict(cell="elman", activation="tanh", optimizer="adam", momentum=0.9, clip=1.0,
+                bptt_trunc=0, seed=0, checkpoint_every=500, threads=1)
 DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 2e-3}
 
 # Settings that apply to one cell only (the gated cells have no activation to choose).
@@ -37,8 +37,8 @@ ELMAN_ONLY = ("activation",)
 # Settings that define a run: a resumed run keeps the checkpoint's (an explicit different value is
 # an error). Others (steps, backend, out, ...) may change between invocations. A checkpoint
 # written before --cell existed records no cell: its run is an Elman one.
-FIXED = ("task", "cell", "seq_len", "min_len", "text", "hidden", "activation", "batch", "optimizer", "lr",
-         "momentum", "clip", "bptt_trunc", "seed")
+FIXED = ("task", "cell", "seq_len", "min_len", "text", "hidden", "activation", "batch", "optimizer",
+         "lr", "momentum", "clip", "bptt_trunc", "seed")
 
 
 class ConfigError(ValueError):
