@@ -17,10 +17,12 @@ def cmd_info(args) -> int:
 
     import gpu_bptt
     from gpu_bptt.backends import available_backends, get_backend
+    from gpu_bptt.train import CELLS
 
     print(f"gpu_bptt {gpu_bptt.__version__}")
     print(f"python   {platform.python_version()} ({platform.machine()})")
     print(f"numpy    {np.__version__}; BLAS: {blas_summary()}")
+    print(f"cells:   {', '.join(CELLS)} (gpu_bptt.nn levels; gpu-bptt train --cell)")
     print("backends:")
     status = available_backends()
     for name, reason in status.items():

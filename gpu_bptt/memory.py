@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import os
 
+from .nn import CELLS
+
 F32 = 4
 OPT_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}   # optimizer arrays per parameter
+GATES = {name: getattr(level, "gates", 1) for name, level in CELLS.items()}   # Elman: one
 # Arrays of one time step's (B, H) or (B, O) values held at the peak of a training step (counted
-# from the numpy backend and the loss objects): h, du, dh and the reduction's temporary; y, dy, the
-# counted steps' copies and the loss's temporaries. The evaluation runs forward only: h and its
-# last state; y and the loss's temporaries.
-PER_H, PER_O = 3, 4
-EVAL_PER_H, EVAL_PER_O = 2, 4
+# from the numpy backend and the loss objects): Elman's h, du, dh and the reduction's temporary
+# (the gated cells' c, gates, input projection and their gradients fitted to the measured peak);
+# y, dy, the counted steps' copies and the loss's temporaries. The evaluation runs forward only:
+# h and its last state (and the gated cells' gates); y and the loss's temporaries.
+PER_H, PER_O = {"elman": 3, "lstm": 12, "gru": 13}, 4
+EVAL_PER_H, EVAL_PER_O = {"elman": 2, "lstm": 12, "gru": 13}, 4
 EVAL_BATCH = 256
 
 
@@ -24,17 +28,19 @@ def estimate(cfg, task) -> int:
     """Bytes a run of resolved settings `cfg` on `task` needs at its peak."""
     T, B, I, H, O = cfg.seq_len, cfg.batch, task.input_size, cfg.hidden, task.output_size
     K = cfg.bptt_trunc if 0 < cfg.bptt_trunc < T else T
-    P = I * H + H * H + H + H * O + O
-    # parameters, gradients, optimizer state; V.T and the update's temporaries (H, H) each
-    weights = F32 * ((2 + OPT_COPIES[cfg.optimizer]) * P + 3 * H * H)
+    cell, G = cfg.cell, GATES[cfg.cell]
+    P = G * (I * H + H * H + H * (2 if cell == "gru" else 1)) + H * O + O
+    # parameters, gradients, optimizer state; V.T and the update's temporaries (H, G·H) each
+    weights = F32 * ((2 + OPT_COPIES[cfg.optimizer]) * P + 3 * G * H * H)
     target = F32 * O if task.loss == "mse" else 2 * 8   # class targets and the tokens they come from
 
     def data(n):   # inputs and targets of n sequences
         return T * n * (F32 * I + target)
 
-    train_step = data(B) + K * B * F32 * (PER_H * H + PER_O * O)
+    train_step = data(B) + K * B * F32 * (PER_H[cell] * H + PER_O * O)
     n_eval = min(EVAL_BATCH, task.eval_size)
-    evaluation = data(B) + data(task.eval_size) + T * n_eval * F32 * (EVAL_PER_H * H + EVAL_PER_O * O)
+    evaluation = (data(B) + data(task.eval_size)
+                  + T * n_eval * F32 * (EVAL_PER_H[cell] * H + EVAL_PER_O * O))
     return weights + max(train_step, evaluation) + task.data_bytes
 
 

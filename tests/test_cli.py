@@ -20,6 +20,12 @@ def test_info_lists_every_backend_with_its_reason(capsys):
     assert f"default backend: {gpu_bptt.get_backend().name}" in out
 
 
+def test_info_shows_the_cells(capsys):
+    assert main(["info"]) == 0
+    assert "cells:   elman, lstm, gru (gpu_bptt.nn levels; gpu-bptt train --cell)" in \
+        capsys.readouterr().out.splitlines()
+
+
 def test_info_reports_a_bad_backend_variable_instead_of_failing(monkeypatch, capsys):
     monkeypatch.setenv("GPU_BPTT_BACKEND", "nonsense")
     assert main(["info"]) == 0

@@ -531,13 +531,15 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(args, monkeypatch, 
     dict(task="adding", seq_len=8, hidden=600, batch=4),              # the weights dominate
     dict(task="adding", seq_len=60, hidden=96, batch=600),            # one step's activations
     dict(task="copy", seq_len=20, hidden=32, batch=2000, optimizer="sgd"),
+    dict(task="adding", seq_len=60, hidden=96, batch=16),             # the evaluation
 ])
-def test_the_memory_estimate_follows_the_measured_peak(settings):
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_the_memory_estimate_follows_the_measured_peak(settings, cell):
     import tracemalloc
 
     from gpu_bptt import memory
 
-    cfg = resolve(Config(steps=2, backend="numpy", progress=False, **settings))
+    cfg = resolve(Config(steps=2, backend="numpy", progress=False, cell=cell, **settings))
     estimate = memory.estimate(cfg, make_task(cfg.task, cfg.seq_len))
     tracemalloc.start()
     try:
@@ -609,3 +611,91 @@ def test_the_backend_variable_counts_when_backend_is_not_given(monkeypatch, caps
     monkeypatch.setenv("GPU_BPTT_BACKEND", "emulator")
     assert main(run) == 0
     assert json.loads(capsys.readouterr().out)["backend"] == "emulator"
+
+
+# --- the recurrent cell (--cell) ---------------------------------------------------------------
+
+CELL_PARAMS = {"elman": ("W", "V", "b"), "lstm": ("W", "V", "b"), "gru": ("W", "V", "b_x", "b_h")}
+
+
+@pytest.mark.parametrize("task", ["adding", "copy", "sine", "charlm"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_every_cell_trains_on_every_task_and_its_checkpoint_records_the_cell(cell, task, tmp_path, capsys):
+    out = str(tmp_path / "r")
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    extra = ["--text", str(text)] if task == "charlm" else []
+    rc = main(["train", *TINY, "--task", task, *extra, "--cell", cell, "--steps", "3", "--backend",
+               "numpy", "--out", out, "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert json.loads(cap.out)["cell"] == cell
+    assert f"  cell: {cell}, 8 hidden units" in cap.err.splitlines()
+    meta, p = params(out)
+    assert meta["config"]["cell"] == cell and meta["model"]["cell"] == cell and meta["step"] == 3
+    assert sorted(p) == sorted([f"param/0.{k}" for k in CELL_PARAMS[cell]] + ["param/1.W", "param/1.b"])
+    # the gated cells have no activation: none is recorded, none is applied
+    assert meta["config"]["activation"] == (None if cell != "elman" else ("relu" if task == "copy" else "tanh"))
+
+
+def test_resume_with_another_cell_is_refused_naming_it(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", *TINY, "--cell", "lstm", "--steps", "3", "--backend", "numpy", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", out, "--cell", "gru", "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gpu-bptt train: error: --cell gru differs from the checkpoint's lstm; a resumed run keeps its "
+        "settings (drop the option, or start a new run with --overwrite or another --out)"]
+    assert main(["train", "--resume", "--out", out, "--cell", "elman", "--quiet"]) == 2
+    assert "--cell elman differs from the checkpoint's lstm" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", out, "--activation", "tanh", "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "gpu-bptt train: error: --activation: applies only to --cell elman, not to --cell lstm"]
+    assert main(["train", "--resume", "--out", out, "--steps", "5", "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["cell"], summary["steps"], summary["start_step"]) == ("lstm", 5, 3)
+
+
+def test_a_checkpoint_from_before_cells_resumes_as_elman(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", *TINY, "--steps", "3", "--backend", "numpy", "--out", str(out)]) == 0
+
+    def drop_cell(m):
+        return {**m, "config": {k: v for k, v in m["config"].items() if k != "cell"},
+                "model": {k: v for k, v in m["model"].items() if k != "cell"}}
+
+    _edit_meta(drop_cell)(out)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--cell", "gru", "--quiet"]) == 2
+    assert "--cell gru differs from the checkpoint's elman" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--steps", "5", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cell"] == "elman"
+    meta, _ = params(str(out))
+    assert meta["config"]["cell"] == "elman" and meta["step"] == 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cell", "lstm", "--activation", "tanh"], "--activation: applies only to --cell elman, not to --cell lstm"),
+    (["--cell", "gru", "--activation", "relu", "--task", "copy"],
+     "--activation: applies only to --cell elman, not to --cell gru"),
+    (["--cell", "rnn"], "--cell: unknown 'rnn'; expected one of elman, lstm, gru"),
+])
+def test_cell_options_errors_are_one_line_naming_the_option(args, message, tmp_path, capsys):
+    assert main(["train", *TINY, "--steps", "2", "--backend", "numpy", "--out", str(tmp_path / "r"), *args]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"gpu-bptt train: error: {message}"]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_truncated_bptt_carries_every_state_of_a_gated_cell(cell):
+    """The forward of truncated BPTT is that of the whole sequence: the LSTM's c (and h) carried
+    across segment boundaries, also for examples that end inside a segment."""
+    cfg = resolve(tiny(task="adding", cell=cell, seq_len=12, min_len=5))
+    task, backend = make_task("adding", 12, 5), get_backend("numpy")
+    model = build_model(task, cfg, backend, np.random.default_rng(0))
+    batch = task.sample(np.random.default_rng(1), 16)
+    assert batch.lengths is not None and batch.lengths.min() < 12
+    full = run_batch(model, task, batch, backend, trunc=0, backward=False)
+    for K in (3, 5):
+        # float32 sums taken over other groupings of the same values
+        assert abs(run_batch(model, task, batch, backend, trunc=K, backward=False) - full) < 1e-6 * full

@@ -45,7 +45,7 @@ class Module:
             g[...] = 0
 
 
-class _Leaf(Module):
+class Leaf(Module):
     """A layer with its own named parameters."""
 
     def __init__(self, backend, dtype, params: dict):
@@ -69,7 +69,7 @@ class _Leaf(Module):
         return x
 
 
-class Elman(_Leaf):
+class Elman(Leaf):
     """Recurrent level r: h[t] = f(x[t] @ W + h[t-1] @ V + b).
 
     init_V: "uniform" (±1/sqrt(H), default) or "identity" (IRNN, for relu).
@@ -171,7 +171,7 @@ class Elman(_Leaf):
         return dx
 
 
-class Dense(_Leaf):
+class Dense(Leaf):
     """Per-timestep level: y[t] = g(x[t] @ W + b), g one of the activations (default identity)."""
 
     def __init__(self, input_size, output_size, *, activation="identity", bias=True,

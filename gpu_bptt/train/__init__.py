@@ -7,13 +7,13 @@ rundir (the run directory: choosing, creating and holding it), summary (Result, 
 loss curve), command (the argparse options and cmd_train).
 """
 from .command import add_train_parser, cmd_train
-from .config import (DEFAULT_LR, DEFAULTS, FIXED, OPTIMIZERS, TASK_DEFAULTS, Config, ConfigError,
-                     resolve)
+from .config import (CELLS, DEFAULT_LR, DEFAULTS, FIXED, OPTIMIZERS, TASK_DEFAULTS, Config,
+                     ConfigError, resolve)
 from .loop import NonFiniteLoss, build_model, build_optimizer, evaluate, run_batch, train
 from .rundir import default_out
 from .summary import SMOOTH, Result, describe
 
-__all__ = ["DEFAULT_LR", "DEFAULTS", "FIXED", "OPTIMIZERS", "SMOOTH", "TASK_DEFAULTS", "Config",
-           "ConfigError", "NonFiniteLoss", "Result", "add_train_parser", "build_model",
+__all__ = ["CELLS", "DEFAULT_LR", "DEFAULTS", "FIXED", "OPTIMIZERS", "SMOOTH", "TASK_DEFAULTS",
+           "Config", "ConfigError", "NonFiniteLoss", "Result", "add_train_parser", "build_model",
            "build_optimizer", "cmd_train", "default_out", "describe", "evaluate", "resolve",
            "run_batch", "train"]

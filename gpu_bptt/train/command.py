@@ -9,6 +9,7 @@ import time
 
 from .. import checkpoint
 from ..backends import BackendUnavailable
+from ..nn import CELLS
 from ..tasks import TASKS, TaskError
 from .config import DEFAULTS, TASK_DEFAULTS, Config, ConfigError
 from .loop import NonFiniteLoss, train
@@ -22,18 +23,21 @@ def _per_task(key):
 
 def add_train_parser(sub):
     """Register `gpu-bptt train` on an argparse subparsers object."""
-    p = sub.add_parser("train", help="train an Elman network on a built-in task",
-                       description="Train an Elman network with BPTT on a built-in task. With no "
+    p = sub.add_parser("train", help="train a recurrent network on a built-in task",
+                       description="Train a recurrent network (Elman, LSTM or GRU) with BPTT on a "
+                       "built-in task. With no "
                        "options: the adding problem, checkpoints in runs/adding. Options left out "
                        "take the task's defaults (docs/training.md), or the checkpoint's with --resume.")
     a = p.add_argument
     a("--task", help=f"one of {', '.join(TASKS)} (default adding)")
     a("--text", metavar="PATH", help="text file for --task charlm")
+    a("--cell", help=f"the recurrent level: {', '.join(CELLS)} (default elman)")
     a("--seq-len", type=int, metavar="T", help=f"sequence length ({_per_task('seq_len')})")
     a("--min-len", type=int, metavar="N",
       help="shortest sequence: lengths vary in N..T (default T, i.e. fixed; charlm T/2)")
     a("--hidden", type=int, metavar="H", help=f"hidden units ({_per_task('hidden')})")
-    a("--activation", help="tanh, relu (identity-initialized: an IRNN), sigmoid or identity "
+    a("--activation", help="--cell elman only: tanh, relu (identity-initialized: an IRNN), "
+      "sigmoid or identity "
       f"({_per_task('activation')})")
     a("--steps", type=int, help=f"total optimizer steps, counting those of a resumed run ({_per_task('steps')})")
     a("--batch", type=int, metavar="B", help=f"sequences per step ({_per_task('batch')})")

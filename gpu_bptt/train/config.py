@@ -11,6 +11,7 @@ from typing import Optional
 
 from ..activations import check_activation
 from ..backends import NAMES as BACKENDS
+from ..nn import CELLS
 from ..tasks import TASKS
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -20,20 +21,24 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 # learning rate when the optimizer is adam; other optimizers use DEFAULT_LR.
 TASK_DEFAULTS = {
     "adding": dict(seq_len=30, hidden=64, batch=128, steps=8000),
-    # a tanh network sits at the memoryless baseline for a long time; an IRNN gets going at once
+    # a tanh Elman network sits at the memoryless baseline for a long time; an IRNN starts at once
     "copy": dict(seq_len=30, hidden=64, batch=64, steps=10000, activation="relu", adam_lr=1e-3),
     "sine": dict(seq_len=50, hidden=32, batch=64, steps=3000),
     "charlm": dict(seq_len=100, hidden=128, batch=32, steps=2000),
 }
 # backend None: $GPU_BPTT_BACKEND, else auto (gpu_bptt.backends.get_backend)
-DEFAULTS = dict(activation="tanh", optimizer="adam", momentum=0.9, clip=1.0, bptt_trunc=0,
-                seed=0, checkpoint_every=500, threads=1)
+DEFAULTS = dict(cell="elman", activation="tanh", optimizer="adam", momentum=0.9, clip=1.0,
+                bptt_trunc=0, seed=0, checkpoint_every=500, threads=1)
 DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 2e-3}
 
+# Settings that apply to one cell only (the gated cells have no activation to choose).
+ELMAN_ONLY = ("activation",)
+
 # Settings that define a run: a resumed run keeps the checkpoint's (an explicit different value is
-# an error). Others (steps, backend, out, ...) may change between invocations.
-FIXED = ("task", "seq_len", "min_len", "text", "hidden", "activation", "batch", "optimizer", "lr",
-         "momentum", "clip", "bptt_trunc", "seed")
+# an error). Others (steps, backend, out, ...) may change between invocations. A checkpoint
+# written before --cell existed records no cell: its run is an Elman one.
+FIXED = ("task", "cell", "seq_len", "min_len", "text", "hidden", "activation", "batch", "optimizer",
+         "lr", "momentum", "clip", "bptt_trunc", "seed")
 
 
 class ConfigError(ValueError):
@@ -46,6 +51,7 @@ class Config:
     out: a folder for checkpoints and the loss curve, or None for no files."""
 
     task: Optional[str] = None     # default "adding"
+    cell: Optional[str] = None     # default "elman"
     seq_len: Optional[int] = None
     min_len: Optional[int] = None
     text: Optional[str] = None
@@ -78,6 +84,14 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
         raise ConfigError(f"--task: unknown {v['task']!r}; expected one of {', '.join(TASKS)}")
     if v["text"] is not None:
         v["text"] = os.path.abspath(v["text"])
+    cell = v["cell"] or (saved or {}).get("cell") or DEFAULTS["cell"]
+    if cell not in CELLS:
+        raise ConfigError(f"--cell: unknown {cell!r}; expected one of {', '.join(CELLS)}")
+    if cell != "elman":
+        for k in ELMAN_ONLY:
+            if v[k] is not None:
+                raise ConfigError(f"--{k.replace('_', '-')}: applies only to --cell elman, not to "
+                                  f"--cell {cell}")
     if saved is not None:
         for k in FIXED:
             if v[k] is not None and v[k] != saved[k]:
@@ -90,7 +104,7 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
     task_defaults = dict(TASK_DEFAULTS[v["task"]])
     adam_lr = task_defaults.pop("adam_lr", None)
     for k, d in {**DEFAULTS, **task_defaults}.items():
-        if v[k] is None:
+        if v[k] is None and (cell == "elman" or k not in ELMAN_ONLY):
             v[k] = d
     if v["lr"] is None:
         v["lr"] = adam_lr if (adam_lr and v["optimizer"] == "adam") else DEFAULT_LR.get(v["optimizer"], 1e-3)
@@ -102,7 +116,8 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
     if v["optimizer"] not in OPTIMIZERS:
         raise ConfigError(f"--optimizer: unknown {v['optimizer']!r}; expected one of {', '.join(OPTIMIZERS)}")
     try:
-        check_activation(v["activation"])
+        if cell == "elman":
+            check_activation(v["activation"])
     except ValueError as e:   # the one rule for activations, in the option's words
         raise ConfigError(f"--{e}") from None
     if not (math.isfinite(v["lr"]) and v["lr"] > 0):

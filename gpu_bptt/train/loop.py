@@ -1,6 +1,7 @@
 """The training loop of `gpu-bptt train`.
 
-The network is the seed's: one recurrent Elman level and a per-step Dense output level. One step
+The network is the seed's: one recurrent level (Elman, LSTM or GRU: --cell) and a per-step Dense
+output level. One step
 is one batch and one optimizer update. With truncated BPTT (bptt_trunc = K) the batch runs in
 segments of K steps: the hidden state is carried from each segment into the next (so the forward
 pass, and the loss, are exactly those of the whole sequence), the gradient stops at each segment's
@@ -35,10 +36,14 @@ class NonFiniteLoss(RuntimeError):
 
 
 def build_model(task, cfg, backend, rng):
-    """Elman level (relu gets the identity recurrent init of an IRNN) and a Dense output level."""
-    init_V = "identity" if cfg.activation == "relu" else "uniform"
-    rnn = nn.Elman(task.input_size, cfg.hidden, activation=cfg.activation, init_V=init_V,
-                   backend=backend, rng=rng)
+    """The recurrent level of cfg.cell (an Elman relu level gets the identity recurrent init of an
+    IRNN) and a Dense output level."""
+    if cfg.cell == "elman":
+        init_V = "identity" if cfg.activation == "relu" else "uniform"
+        rnn = nn.Elman(task.input_size, cfg.hidden, activation=cfg.activation, init_V=init_V,
+                       backend=backend, rng=rng)
+    else:
+        rnn = nn.CELLS[cfg.cell](task.input_size, cfg.hidden, backend=backend, rng=rng)
     return nn.Sequential(rnn, nn.Dense(cfg.hidden, task.output_size, backend=backend, rng=rng))
 
 
@@ -67,13 +72,14 @@ def run_batch(model, task, batch, backend, trunc=0, backward=True):
     n_total = int(counted.sum())
     x, target = backend.asarray(batch.x), backend.asarray(batch.target)
     K = trunc if 0 < trunc < T else T
-    h, total = None, 0.0
+    carry, total = {}, 0.0
     for s in range(0, T, K):
         e = min(s + K, T)
         # Examples that ended before this segment run one ignored step (lengths must be >= 1).
         seg_len = np.clip(L - s, 1, e - s)
-        hseq = rnn.forward(x[s:e], lengths=None if (seg_len == e - s).all() else seg_len, h0=h)
-        h = rnn.h_last  # a plain array: no gradient flows back across the boundary
+        hseq = rnn.forward(x[s:e], lengths=None if (seg_len == e - s).all() else seg_len, **carry)
+        # plain arrays: no gradient flows back across the boundary
+        carry = {"h0": rnn.h_last, **({"c0": rnn.c_last} if isinstance(rnn, nn.LSTM) else {})}
         n = int(counted[s:e].sum())
         if n == 0:
             continue
@@ -255,7 +261,8 @@ def _loop(cfg, task, backend, saved, stream, t_start):
     metric = evaluate(model, task, eval_batches, backend)
     res = Result(task=cfg.task, steps=step, final_loss=float(np.mean(losses[-SMOOTH:])) if losses else math.nan,
                  eval_metric=metric, baseline=task.baseline(eval_batches), backend=backend.name,
-                 seconds=time.perf_counter() - t_start, metric=task.metric,
+                 seconds=time.perf_counter() - t_start, metric=task.metric, cell=cfg.cell,
+                 hidden=cfg.hidden,
                  baseline_name=task.baseline_name, out=cfg.out or None, stopped=stopped,
                  start_step=start_step, train_seconds=train_seconds, losses=losses)
     if cfg.out:

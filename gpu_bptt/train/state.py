@@ -18,8 +18,13 @@ SLOT_ARRAYS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}
 
 def model_meta(task, cfg):
     """The model's facts a checkpoint records (and a resumed run must match)."""
-    return {"input_size": task.input_size, "hidden": cfg.hidden, "output_size": task.output_size,
-            "activation": cfg.activation, "dtype": "float32"}
+    return {"cell": cfg.cell, "input_size": task.input_size, "hidden": cfg.hidden,
+            "output_size": task.output_size, "activation": cfg.activation, "dtype": "float32"}
+
+
+def _with_cell(record):
+    """A config or model record with its cell; one written before --cell existed is Elman's."""
+    return {"cell": "elman", **record} if isinstance(record, dict) else record
 
 
 def optimizer_meta(opt, cfg, step):
@@ -56,7 +61,7 @@ def save(cfg, task, model, opt, rng, step, losses, seconds, backend):
 def saved_config(folder, meta) -> dict:
     """The run settings recorded in a checkpoint, checked as the command's options are."""
     path = os.path.join(folder, checkpoint.META)
-    saved = meta.get("config")
+    saved = _with_cell(meta.get("config"))
     keys = FIXED + ("steps",)
     if not isinstance(saved, dict) or not set(keys) <= set(saved):
         raise checkpoint.CheckpointError(f"{path}: 'config' must be an object with {', '.join(keys)}")
@@ -79,7 +84,8 @@ def check_saved(folder, meta, arrays, task, cfg, model, opt):
         bad(f"written for the task {meta.get('task')}, which differs from this run's {task.meta()} "
             "(a changed --text file?)")
     for key, want in (("model", model_meta(task, cfg)), ("optimizer", optimizer_meta(opt, cfg, step))):
-        if meta.get(key) != want:
+        have = _with_cell(meta.get(key)) if key == "model" else meta.get(key)
+        if have != want:
             bad(f"'{key}' is {meta.get(key)}, but this run's is {want}")
     try:
         np.random.default_rng().bit_generator.state = meta.get("rng")

@@ -22,6 +22,8 @@ class Result:
     backend: str
     seconds: float             # wall time of this invocation
     metric: str = "MSE"
+    cell: str = "elman"             # the recurrent level (--cell)
+    hidden: int = 0                 # its hidden units
     baseline_name: str = ""
     out: Optional[str] = None
     stopped: Optional[str] = None   # the signal's name ("SIGINT", "SIGTERM") when one ended the run early
@@ -33,7 +35,8 @@ class Result:
         """The one-line JSON summary of `gpu-bptt train --json`."""
         return {"task": self.task, "steps": self.steps, "final_loss": self.final_loss,
                 "eval_metric": self.eval_metric, "baseline": self.baseline, "backend": self.backend,
-                "seconds": round(self.seconds, 3), "metric": self.metric, "out": self.out,
+                "seconds": round(self.seconds, 3), "metric": self.metric, "cell": self.cell,
+                "hidden": self.hidden, "out": self.out,
                 "start_step": self.start_step, "train_seconds": round(self.train_seconds, 3)}
 
 
@@ -49,6 +52,7 @@ def describe(res: Result) -> str:
     else:
         head = [f"{res.task}: {res.steps} steps, {res.seconds:.1f} s on the {res.backend} backend{stopped}"]
     lines = head + [
+        f"  cell: {res.cell}, {res.hidden} hidden units",
         f"  training loss (mean of last {min(SMOOTH, max(len(res.losses), 1))} steps): {res.final_loss:.4g}",
         f"  held-out {res.metric}: {res.eval_metric:.4g}   baseline ({res.baseline_name}): {res.baseline:.4g}"]
     if res.eval_metric < res.baseline:
