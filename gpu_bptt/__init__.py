@@ -3,17 +3,19 @@
 Importing this package never imports CuPy or compiles a kernel.
 """
 from .backends import BackendUnavailable, available_backends, get_backend
-from .cells import (ElmanCache, ElmanGrads, ElmanOutput, GRUCache, GRUGrads, GRUOutput,
-                    LSTMCache, LSTMGrads, LSTMOutput, elman_backward, elman_forward, gru_backward,
+from .cells import (ElmanCache, ElmanGrads, ElmanOutput, ElmanPairOutput, GRUCache, GRUGrads,
+                    GRUOutput, LSTMCache, LSTMGrads, LSTMOutput, elman_backward,
+                    elman_backward_pair, elman_forward, elman_forward_pair, gru_backward,
                     gru_forward, lstm_backward, lstm_forward)
 from .gradcheck import elman_gradcheck, gradcheck, gru_gradcheck, lstm_gradcheck, network_gradcheck
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailable", "ElmanCache", "ElmanGrads", "ElmanOutput", "GRUCache", "GRUGrads",
-    "GRUOutput", "LSTMCache", "LSTMGrads", "LSTMOutput", "available_backends", "elman_backward",
-    "elman_forward", "elman_gradcheck", "get_backend", "gradcheck", "gru_backward", "gru_forward",
+    "BackendUnavailable", "ElmanCache", "ElmanGrads", "ElmanOutput", "ElmanPairOutput",
+    "GRUCache", "GRUGrads", "GRUOutput", "LSTMCache", "LSTMGrads", "LSTMOutput",
+    "available_backends", "elman_backward", "elman_backward_pair", "elman_forward",
+    "elman_forward_pair", "elman_gradcheck", "get_backend", "gradcheck", "gru_backward", "gru_forward",
     "gru_gradcheck", "lstm_backward", "lstm_forward", "lstm_gradcheck", "network_gradcheck",
     "__version__",
 ]
