@@ -143,7 +143,7 @@ def test_cache_is_rebuilt_from_its_arrays(executor, reverse):
         assert_equal_arrays(GRU_GRADS, gpu_bptt.gru_backward(p["dh"], again,
                                                              dh_last=p["dh_last"]), g)
     lstm_plan = bk.resolve_algo("step", 6, 3, 5, np.float64, reverse=reverse, cell="lstm")
-    with pytest.raises(ValueError, match=r"^plan: made for cell='lstm', P=0; the cache is "
+    with pytest.raises(ValueError, match=r"^plan: made for cell='lstm', P=0; asked for "
                                          r"cell='gru', P=0"):
         GRUCache.from_arrays(arrays, **{**meta, "algo": lstm_plan})
     with pytest.raises(ValueError, match=r"^gates: expected shape \(T, B, 4H\) = \(6, 3, 20\)"):

@@ -132,7 +132,7 @@ def test_cache_is_rebuilt_from_its_arrays(executor, reverse):
         g2 = gpu_bptt.lstm_backward(p["dh"], again, dh_last=p["dh_last"], dc_last=p["dc_last"])
         assert_equal_arrays(LSTM_GRADS, g2, g)
     elman_plan = bk.resolve_algo("step", 6, 3, 5, np.float64, reverse=reverse)
-    with pytest.raises(ValueError, match=r"^plan: made for cell='elman', P=0; the cache is "
+    with pytest.raises(ValueError, match=r"^plan: made for cell='elman', P=0; asked for "
                                          r"cell='lstm', P=2"):
         LSTMCache.from_arrays(arrays, **{**meta, "algo": elman_plan})
     with pytest.raises(ValueError, match=r"arrays: missing \['gates'\]"):

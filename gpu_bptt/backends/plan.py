@@ -39,7 +39,7 @@ class LaunchPlan:
         """ValueError unless the plan was made for a (B, H) problem of this dtype, cell and
         projection size."""
         if (cell, P) != (self.cell, self.P):
-            raise ValueError(f"plan: made for cell={self.cell!r}, P={self.P}; the cache is "
+            raise ValueError(f"plan: made for cell={self.cell!r}, P={self.P}; asked for "
                              f"cell={cell!r}, P={P}")
         if (B, H, str(dtype)) != (self.B, self.H, self.dtype):
             raise ValueError(f"plan: made for B={self.B}, H={self.H}, {self.dtype}; the arrays "

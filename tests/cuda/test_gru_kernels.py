@@ -222,11 +222,12 @@ def test_persistent_shared_memory_holds_both_launches():
     chunk of 3H (the larger, which the plan holds). Elman's formula is unchanged."""
     limits = P.DeviceLimits(4, 1 << 20)
     H, B, cols = 13, 3, 4
-    fwd = P.plan(limits, B, H, np.float32, "v1", gates=3)
-    bwd = P.plan(limits, B, H, np.float32, "v1", K=3 * H)
-    assert fwd.smem == (3 * cols + B) * H * 4
-    assert bwd.smem == (cols + B) * 3 * H * 4
-    assert P.cell_plan(limits, B, H, np.float32, "v1", "gru") == bwd
+    fwd = P.smem_bytes(B, H, 3 * cols, 4, "v1")
+    bwd = P.smem_bytes(B, 3 * H, cols, 4, "v1")
+    assert fwd == (3 * cols + B) * H * 4
+    assert bwd == (cols + B) * 3 * H * 4
+    plan = P.cell_plan(limits, B, H, np.float32, "v1", "gru")
+    assert plan.smem == bwd > fwd and plan == P.plan(limits, B, H, np.float32, "v1", gates=3)
     assert P.cell_plan(limits, B, H, np.float64, "v2", "gru").smem == \
         ((cols + B) * 3 * H + 8 * 64) * 8
     assert P.plan(limits, B, H, np.float32, "v1").smem == (cols + B) * H * 4  # Elman
