@@ -22,13 +22,13 @@ from typing import Any, Optional
 from .. import activations
 from ..backends import Backend, LaunchPlan, PairPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
-from .sequence import (cache_plan, check_algo, check_cache_algo, check_grads_from_above,
-                       check_input, check_reverse, check_state, check_unchanged, last_state,
-                       missing_arrays, take_digests)
+from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
+                       check_grads_from_above, check_input, check_reverse, check_state,
+                       check_unchanged, last_state, missing_arrays, take_digests)
 
 
 @dataclass(frozen=True)
-class ElmanCache:
+class ElmanCache(CacheArrays):
     """What backward needs, no more. `arrays()` lists the arrays (a framework can keep them as its
     own tensors); `ElmanCache.from_arrays(arrays, **meta)` rebuilds the cache from them.
 
@@ -52,19 +52,6 @@ class ElmanCache:
     digests: Optional[dict] = None  # {"x": .., "h": ..} taken by the forward; None: not checked
 
     ARRAY_NAMES = ("x", "W", "V", "h0", "h", "lengths")
-
-    @property
-    def algo(self) -> str:
-        """The concrete algorithm the forward ran ("step" or "persistent")."""
-        return self.plan.algo
-
-    @property
-    def reverse(self) -> bool:
-        """The direction the forward ran (the plan's)."""
-        return self.plan.reverse
-
-    def arrays(self) -> dict:
-        return {k: getattr(self, k) for k in self.ARRAY_NAMES}
 
     def meta(self) -> dict:
         return {"activation": self.activation, "has_bias": self.has_bias, "algo": self.algo,

@@ -15,15 +15,15 @@ from typing import Any, Optional
 
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
-from .sequence import (cache_plan, check_algo, check_cache_algo, check_grads_from_above,
-                       check_input, check_reverse, check_state, check_unchanged, gate_columns,
-                       last_state, missing_arrays, take_digests)
+from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
+                       check_grads_from_above, check_input, check_reverse, check_state,
+                       check_unchanged, gate_columns, last_state, missing_arrays, take_digests)
 
 G = 3
 
 
 @dataclass(frozen=True)
-class GRUCache:
+class GRUCache(CacheArrays):
     """What gru_backward needs. `arrays()` lists the arrays; `GRUCache.from_arrays(arrays,
     **meta)` rebuilds the cache from them. As ElmanCache: W, V, h0 are copies; x and h (the
     caller holds them) are guarded by digests; gates are the forward's own."""
@@ -42,17 +42,6 @@ class GRUCache:
     digests: Optional[dict] = None  # {"x": .., "h": ..}; None: not checked
 
     ARRAY_NAMES = ("x", "W", "V", "h0", "h", "gates", "lengths")
-
-    @property
-    def algo(self) -> str:
-        return self.plan.algo
-
-    @property
-    def reverse(self) -> bool:
-        return self.plan.reverse
-
-    def arrays(self) -> dict:
-        return {k: getattr(self, k) for k in self.ARRAY_NAMES}
 
     def meta(self) -> dict:
         return {"has_b_x": self.has_b_x, "has_b_h": self.has_b_h, "algo": self.algo,

@@ -17,15 +17,15 @@ from typing import Any, Optional
 
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
-from .sequence import (cache_plan, check_algo, check_cache_algo, check_grads_from_above,
-                       check_input, check_reverse, check_state, check_unchanged, gate_columns,
-                       last_state, missing_arrays, take_digests)
+from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
+                       check_grads_from_above, check_input, check_reverse, check_state,
+                       check_unchanged, gate_columns, last_state, missing_arrays, take_digests)
 
 G = 4
 
 
 @dataclass(frozen=True)
-class LSTMCache:
+class LSTMCache(CacheArrays):
     """What lstm_backward needs. `arrays()` lists the arrays; `LSTMCache.from_arrays(arrays,
     **meta)` rebuilds the cache from them. As ElmanCache: W, V, R, h0, c0 are copies; x and h
     (the caller holds them) are guarded by digests; c and gates are the forward's own."""
@@ -46,17 +46,6 @@ class LSTMCache:
     digests: Optional[dict] = None  # {"x": .., "h": ..}; None: not checked
 
     ARRAY_NAMES = ("x", "W", "V", "R", "h0", "c0", "h", "c", "gates", "lengths")
-
-    @property
-    def algo(self) -> str:
-        return self.plan.algo
-
-    @property
-    def reverse(self) -> bool:
-        return self.plan.reverse
-
-    def arrays(self) -> dict:
-        return {k: getattr(self, k) for k in self.ARRAY_NAMES}
 
     def meta(self) -> dict:
         return {"has_bias": self.has_bias, "algo": self.algo, "backend": self.backend.name,

@@ -20,6 +20,26 @@ from ..validate import check_array
 ALGOS = ("auto", "step", "persistent")
 
 
+class CacheArrays:
+    """What every cell's cache shares: its arrays by name (the class's ARRAY_NAMES), and the
+    algorithm and direction of the plan the forward ran (its `plan` field)."""
+
+    ARRAY_NAMES: tuple = ()
+
+    @property
+    def algo(self) -> str:
+        """The concrete algorithm the forward ran ("step" or "persistent")."""
+        return self.plan.algo
+
+    @property
+    def reverse(self) -> bool:
+        """The direction the forward ran (the plan's)."""
+        return self.plan.reverse
+
+    def arrays(self) -> dict:
+        return {k: getattr(self, k) for k in self.ARRAY_NAMES}
+
+
 def check_algo(algo):
     """ValueError unless `algo` is one of ALGOS (whether a backend honours it is its own check)."""
     if not isinstance(algo, str) or algo not in ALGOS:
