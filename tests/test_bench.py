@@ -332,7 +332,8 @@ def test_backend_options_go_to_the_constructor_not_the_environment(monkeypatch):
 def test_gpu_check_runs_its_stages_and_copies_the_results(tmp_path):
     """bench/gpu_check.sh with a stand-in CuPy that reports one device: each stage named runs and
     records its exit code, an unknown stage fails the run, and the log and an archive of the run's
-    files are copied out."""
+    files are copied out. The lstm stage runs the GPU presets with --cell lstm; the stand-in has
+    no kernels and PyTorch no CUDA here, so it finds no GPU contender and says so (exit 2)."""
     import os
     import subprocess
     from pathlib import Path
@@ -343,12 +344,15 @@ def test_gpu_check_runs_its_stages_and_copies_the_results(tmp_path):
     (fake / "__init__.py").write_text(
         "class cuda:\n    class runtime:\n        getDeviceCount = staticmethod(lambda: 1)\n")
     env = dict(os.environ, PYTHONPATH=f"{fake.parent}{os.pathsep}{root}",
-               GPU_CHECK_RESULTS=str(tmp_path / "results"), LIMIT_info="45")
+               GPU_CHECK_RESULTS=str(tmp_path / "results"), LIMIT_info="45", LIMIT_lstm="60")
     out = tmp_path / "out"
-    p = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), str(out), "info", "bogus"],
-                       env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), str(out), "info", "lstm",
+                        "bogus"], env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 1, p.stdout + p.stderr  # the unknown stage
     assert "== info (limit 45s)" in p.stdout and "info exit code: 0" in p.stdout
+    assert "== lstm (limit 60s): " in p.stdout and (
+        "--cell lstm --preset large-batch --preset small-batch") in p.stdout
+    assert "no contender can run here" in p.stdout and "lstm exit code: 2" in p.stdout
     assert "unknown stage bogus" in p.stdout and "bogus exit code: 2" in p.stdout
     logs = list(out.glob("gpu-check-*.log"))
     assert len(logs) == 1 and "info exit code" in logs[0].read_text()
