@@ -30,24 +30,24 @@ def check_cell(cell) -> str:
 
 def forward(cell, a, backend, algo="auto"):
     """Our forward of `cell` on the arrays `a` (INPUTS[cell] but dh): the cell's Output."""
-    import gpu_bptt
+    from .. import cells
 
     if cell == "elman":
-        return gpu_bptt.elman_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], backend=backend,
-                                      algo=algo)
+        return cells.elman_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], backend=backend,
+                                   algo=algo)
     if cell == "lstm":
-        return gpu_bptt.lstm_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], a["c0"],
-                                     backend=backend, algo=algo)
-    return gpu_bptt.gru_forward(a["x"], a["W"], a["V"], a["b_x"], a["b_h"], a["h0"],
-                                backend=backend, algo=algo)
+        return cells.lstm_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], a["c0"],
+                                  backend=backend, algo=algo)
+    return cells.gru_forward(a["x"], a["W"], a["V"], a["b_x"], a["b_h"], a["h0"],
+                             backend=backend, algo=algo)
 
 
 def backward(cell, dh, out):
     """Our backward of `cell` for the loss Σ h·dh, from the forward's Output: the cell's Grads."""
-    import gpu_bptt
+    from .. import cells
 
-    run = {"elman": gpu_bptt.elman_backward, "lstm": gpu_bptt.lstm_backward,
-           "gru": gpu_bptt.gru_backward}[cell]
+    run = {"elman": cells.elman_backward, "lstm": cells.lstm_backward,
+           "gru": cells.gru_backward}[cell]
     return run(dh, out.cache)
 
 

@@ -84,7 +84,7 @@ class Ours(Contender):
         self.memory = "cupy" if device == "gpu" else "tracemalloc"
 
     def setup(self, problem):
-        from ..backends.base import Backend
+        from ..backends import Backend
         from ..blas_threads import blas_threads
 
         self.limit = ExitStack()
