@@ -37,8 +37,9 @@ def test_run_records_times_ratios_and_check(tmp_path):
     path = write_json(run, tmp_path)
     data = json.loads(path.read_text())
     m = data["machine"]
-    for key in ("date", "commit", "cpu", "cpu_count", "blas", "versions", "env"):
+    for key in ("date", "commit", "cpu", "cpu_count", "load_average", "blas", "versions", "env"):
         assert key in m, key
+    assert len(m["load_average"]) == 3 and len(data["load_average_end"]) == 3
     assert m["versions"]["numpy"] == np.__version__
     assert data["dtype"] == "float32" and set(data["flop_count"]) == {"fwd", "bwd", "fwdbwd"}
     assert [b["size"] for b in data["sizes"]] == [s.as_dict() for s in TINY]

@@ -58,10 +58,19 @@ def _versions() -> dict:
     return out
 
 
+def load_average():
+    """The 1, 5 and 15 minute load averages (a shared machine's other work shows here), or None."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_info(with_gpu: bool) -> dict:
     info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(), "host": platform.node(), "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "blas": blas_summary(), "versions": _versions(),
+            "cpu_count": os.cpu_count(), "load_average": load_average(), "blas": blas_summary(),
+            "versions": _versions(),
             "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ}}
     if with_gpu:
         info["gpu"] = gpu_info()

@@ -8,7 +8,7 @@ from ..progress import StatusLine
 from .contenders import NotApplicable
 from .cells import GATES, check_cell
 from .measure import PHASES, check, cpu_gemm_rates, gpu_rates, peak_memory, summarize, time_phase
-from .report import machine_info
+from .report import load_average, machine_info
 from .sizes import Problem, make_problem, reference
 
 BASELINE = {"cpu": "torch-cpu", "gpu": "torch-cudnn-fp32"}
@@ -139,5 +139,6 @@ def run_bench(sizes, contenders, *, name="custom", cell="elman", dtype="float32"
         if on_size is not None and i + 1 < len(sizes):
             on_size(run)
     run["complete"] = True
+    run["load_average_end"] = load_average()
     progress.close(keep=False)
     return run
