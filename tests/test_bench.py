@@ -264,7 +264,8 @@ def test_sizes_and_flop_count():
             parse_size(bad)
     s = Size(10, 4, 3, 5)
     assert s.flops("fwd") == 2 * 10 * 4 * (3 * 5 + 5 * 5)
-    assert s.flops("fwdbwd", "lstm") == 4 * s.flops("fwdbwd") and s.flops("bwd", "gru") == 3 * s.flops("bwd")
+    assert s.flops("fwdbwd", "lstm") == 4 * s.flops("fwdbwd")
+    assert s.flops("bwd", "gru") == 3 * s.flops("bwd")
     # compulsory bytes: the LSTM's extra state c0 (in) and dc0 (out), the GRU's second bias
     T, B, I, H = 10, 4, 3, 5
     assert s.bytes("fwd", 4, "lstm") == 4 * (T * B * I + 4 * (I * H + H * H) + 4 * H + 2 * B * H

@@ -28,7 +28,7 @@ class Contender:
     tolerance = None      # relative error allowed in the check; None: the dtype's default
     note = ""
     for_cells = cells.CELLS  # the cells it can run
-    blas_threads = None   # the BLAS thread limit it runs under (blas_threads(n)); None: the BLAS's own
+    blas_threads = None   # the BLAS thread limit it runs under; None: the BLAS's own
     FIXED = ("name", "device", "timer", "memory", "tolerance", "note", "options", "for_cells",
              "blas_threads")
 
@@ -265,7 +265,8 @@ class TorchRNN(Contender):
     def forward(self):
         for t in (self.x, *self.states, *self.rnn.parameters()):
             t.grad = None
-        self.y, _ = self.rnn(self.x, self.states[0] if len(self.states) == 1 else tuple(self.states))
+        states = self.states[0] if len(self.states) == 1 else tuple(self.states)
+        self.y, _ = self.rnn(self.x, states)
 
     def backward(self):
         self.y.backward(self.dh)

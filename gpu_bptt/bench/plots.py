@@ -38,7 +38,8 @@ def write_plots(run, stem) -> list:
                 pts.sort()
                 ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], marker="o", label=name)
             ax.set(xscale="log", yscale="log", xlabel=vary, ylabel="forward+backward ms",
-                   title=" ".join(f"{k}={v}" for k, v in fixed) + f", {run.get('cell', 'elman')}, {run['dtype']}")
+                   title=" ".join(f"{k}={v}" for k, v in fixed)
+                   + f", {run.get('cell', 'elman')}, {run['dtype']}")
             ax.legend(fontsize=7)
             path = stem.with_name(f"{stem.name}-time-vs-{vary}-" + "-".join(f"{k}{v}" for k, v in fixed)
                                   + ".png")

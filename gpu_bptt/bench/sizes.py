@@ -1,8 +1,8 @@
 """Benchmark sizes, presets, the problem every contender runs, and the counts the ratios use.
 
 FLOPs counted (multiply-add = 2), from the GEMM-shaped work only (elementwise work, the bias and
-dh0 = du[0] @ V.T are left out: they are O(T·B·G·H) or O(B·G·H²), small next to these); G is the
-cell's number of gates (Elman 1, LSTM 4, GRU 3: each product is G·H columns wide):
+dh0 = du[0] @ V.T are left out: they are O(T·B·G·H) or O(B·G·H²), small next to these); G is
+the cell's number of gates (Elman 1, LSTM 4, GRU 3: each product is G·H columns wide):
     forward   2·T·B·G·(I·H + H·H)         input projection x @ W, recurrence h[t-1] @ V
     backward  2·T·B·G·(2·I·H + 2·H·H)     recurrence du[t+1] @ V.T, dV, dW, dx
     fwd+bwd   2·T·B·G·(3·I·H + 3·H·H)
