@@ -56,6 +56,7 @@ def test_run_records_times_ratios_and_check(tmp_path):
             assert "speedup_fwdbwd" not in rec["ratios"]  # no torch-cpu baseline in this run
             assert rec["peak_bytes"] > 0  # tracemalloc sees NumPy's buffers
     assert "numpy-loop" in table(run) and "numpy-loop" in markdown(run)
+    assert f"load average {m['load_average'][0]} at the start" in markdown(data)
 
 
 def test_rounds_pool_their_samples():

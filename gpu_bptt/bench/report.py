@@ -171,8 +171,13 @@ def markdown(run: dict) -> str:
     m = run["machine"]
     dev = m["gpu"].get("device", "?") if "gpu" in m else f"{m['cpu']} ({m['cpu_count']} cores)"
     cell = "tanh" if _cell(run) == "elman" else _cell(run).upper()
-    out = [f"Device: {dev}; date {m['date']}; commit {m['commit']}; {run['dtype']}, {cell}, "
-           f"median of repeats. Times in ms.{_limits(run)}", "",
+    load = ""
+    if m.get("load_average"):
+        load = f"; load average {m['load_average'][0]}"
+        if run.get("load_average_end"):
+            load += f" at the start, {run['load_average_end'][0]} at the end"
+    out = [f"Device: {dev}; date {m['date']}; commit {m['commit']}{load}; {run['dtype']}, "
+           f"{cell}, median of repeats. Times in ms.{_limits(run)}", "",
            "| size | contender | fwd | bwd | fwd+bwd | GFLOP/s | % of GEMM | "
            "speed-up (fwd+bwd) | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
     for block in run["sizes"]:
