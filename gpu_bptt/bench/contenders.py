@@ -95,8 +95,10 @@ class Ours(Contender):
         if getattr(type(self.bk), seq, None) is getattr(Backend, seq):
             raise NotApplicable(f"the {self.bk.name} backend has no {self.cell} recurrence")
         algo, s = self.options["algo"], problem.size
+        # Elman's call as before the gated cells (a backend may not take `cell` yet)
+        cell = {} if self.cell == "elman" else {"cell": self.cell}
         try:  # an algorithm asked for by name where it cannot run is a limit, not a failure
-            self.bk.resolve_algo(algo, s.T, s.B, s.H, problem.dtype, cell=self.cell)
+            self.bk.resolve_algo(algo, s.T, s.B, s.H, problem.dtype, **cell)
         except ValueError as e:
             raise NotApplicable(str(e)) from None
         self.a = {k: self.bk.asarray(v) for k, v in problem.arrays().items()}
