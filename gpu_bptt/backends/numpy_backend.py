@@ -17,8 +17,8 @@ import numpy as np
 
 from .. import activations
 from .base import Backend
-from .time_loop import (flipped_forward_steps, flipped_reverse_steps, flipped_times,
-                        forward_steps, reverse_steps, valid_steps)
+from .time_loop import (flipped_forward_steps, flipped_reverse_steps, forward_steps,
+                        reverse_steps, valid_steps)
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -167,42 +167,49 @@ def gru_fwd_step(p_t, h_prev, V, b_h, gates_out, h_out, acc=None):
     return h_out
 
 
-def gru_bwd_step(dh_t, carry, VT, gates_t, h_prev, out, dgh=None, dhs=None, work=None):
+def gru_bwd_factors(gates, h_prev):
+    """What the backward needs of each step before its gradient is known, for all T at once
+    (docs/architecture.md §1): dgx (T, B, 3H) = [hn·r(1-r) | (h_prev-n)·z(1-z) | (1-z)(1-n²)];
+    step t multiplies the last two blocks by its dhs and the first by the result's last
+    (gru_bwd_step). From the saved gates (T, B, 4H) = [r|z|n|hn] and h_prev (T, B, H), the state
+    before each step (consumed: its memory is reused). Padded steps (gates 0) give [0 | 0 | 1]:
+    they receive dhs = 0."""
+    T, B, H = h_prev.shape
+    r, z, n, hn = (gates[:, :, j * H:(j + 1) * H] for j in range(4))
+    dgx = np.empty((T, B, 3 * H), dtype=gates.dtype)
+    fr, fz, fn = (dgx[:, :, j * H:(j + 1) * H] for j in range(3))
+    np.subtract(1, r, out=fr)
+    fr *= r
+    fr *= hn
+    np.subtract(h_prev, n, out=fz)
+    one_z = np.subtract(1, z, out=h_prev)
+    fz *= z
+    fz *= one_z
+    np.multiply(n, n, out=fn)
+    np.subtract(1, fn, out=fn)
+    fn *= one_z
+    return dgx
+
+
+def gru_bwd_step(dh_t, carry, VT, fac, r_t, z_t, dgh, dhs, work):
     """One step back through the GRU (forward direction; docs/architecture.md §1). carry (B, H),
     in place: on entry the gradient on h[t] from step t+1, on exit the one passed to h[t-1]
-    (dgh @ V.T + dhs·z). dhs = dh[t] + carry (dh_t (B, H) or None); writes dgx[t] = [gr|gz|gn]
-    (the gradient on p[t]) into `out` (B, 3H) from the saved gates_t (B, 4H) = [r|z|n|hn] and
-    h_prev (B, H); VT (3H, H). dgh (B, 3H), dhs (B, H), work (B, H) are optional scratch.
-    Returns out."""
+    (dgh @ V.T + dhs·z). dhs (B, H) receives dh[t] + carry (dh_t (B, H) or None). fac (B, 3H),
+    in place: on entry step t's gru_bwd_factors, on exit dgx[t] = [gr|gz|gn] (the gradient on
+    p[t]). r_t, z_t (B, H): the step's gates; VT (3H, H); dgh (B, 3H) and work (B, H) scratch.
+    Returns fac."""
     B, H = carry.shape
-    dgh = np.empty((B, 3 * H), dtype=carry.dtype) if dgh is None else dgh
-    dhs = np.empty_like(carry) if dhs is None else dhs
-    s = np.empty_like(carry) if work is None else work
-    r, z, n, hn = (gates_t[:, k * H:(k + 1) * H] for k in range(4))
-    gr, gz, gn = (out[:, k * H:(k + 1) * H] for k in range(3))
     if dh_t is None:
         np.copyto(dhs, carry)
     else:
         np.add(dh_t, carry, out=dhs)
-    np.subtract(h_prev, n, out=gz)          # gz = dhs·(h[t-1] - n)·z(1-z)
-    gz *= dhs
-    gz *= z
-    np.subtract(1, z, out=s)
-    gz *= s
-    np.multiply(dhs, s, out=gn)             # gn = dhs·(1-z)·(1-n²)
-    np.multiply(n, n, out=s)
-    np.subtract(1, s, out=s)
-    gn *= s
-    np.multiply(gn, hn, out=gr)             # gr = gn·hn·r(1-r)
-    gr *= r
-    np.subtract(1, r, out=s)
-    gr *= s
-    np.copyto(dgh[:, :2 * H], out[:, :2 * H])
-    np.multiply(gn, r, out=dgh[:, 2 * H:])
+    fac.reshape(B, 3, H)[:, 1:] *= dhs[:, None, :]   # gz, gn (a view: fac's rows are contiguous)
+    fac[:, :H] *= fac[:, 2 * H:]                      # gr = gn·hn·r(1-r)
+    np.copyto(dgh[:, :2 * H], fac[:, :2 * H])
+    np.multiply(fac[:, 2 * H:], r_t, out=dgh[:, 2 * H:])
     np.dot(dgh, VT, out=carry)
-    np.multiply(dhs, z, out=s)
-    carry += s
-    return out
+    carry += np.multiply(dhs, z_t, out=work)
+    return fac
 
 
 class NumpyBackend(Backend):
@@ -355,18 +362,28 @@ class NumpyBackend(Backend):
         T, B, H = h.shape
         dtype = h.dtype
         VT = np.ascontiguousarray(V.T)
-        dgx = np.empty((T, B, 3 * H), dtype=dtype)
+        h_prev = np.empty_like(h)  # the state before each step, in the run's direction
+        if plan.reverse:
+            h_prev[:-1] = h[1:]
+            h_prev[-1] = h0
+            if lengths is not None:
+                rows = np.arange(B)
+                h_prev[lengths - 1, rows] = h0[rows]
+        else:
+            h_prev[0] = h0
+            h_prev[1:] = h[:-1]
+        dgx = gru_bwd_factors(gates, h_prev)
+        r, z = gates[:, :, :H], gates[:, :, H:2 * H]
         carry = np.zeros((B, H), dtype=dtype)  # ends as dh0
         dgh = np.empty((B, 3 * H), dtype=dtype)
-        dhs, work = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
+        dhs, work = np.empty((B, H), dtype=dtype), h_prev[0]  # h_prev is consumed: scratch
         if plan.reverse:
-            ats = flipped_times(T, lengths)
-            d_s = np.empty((B, 3 * H), dtype=dtype)
-            for s, (at, _, gh) in zip(range(T - 1, -1, -1),
-                                      flipped_reverse_steps(T, lengths, dh, dh_last)):
-                h_prev = h[ats[s - 1]] if s else h0
-                dgx[at] = gru_bwd_step(gh, carry, VT, gates[at], h_prev, d_s, dgh, dhs, work)
+            for at, _, gh in flipped_reverse_steps(T, lengths, dh, dh_last):
+                fac = dgx[at]  # a gather (a copy) with lengths, else a view
+                gru_bwd_step(gh, carry, VT, fac, r[at], z[at], dgh, dhs, work)
+                if lengths is not None:
+                    dgx[at] = fac
             return dgx, carry
         for t, gh in reverse_steps(T, lengths, (dh, dh_last)):
-            gru_bwd_step(gh, carry, VT, gates[t], h[t - 1] if t else h0, dgx[t], dgh, dhs, work)
+            gru_bwd_step(gh, carry, VT, dgx[t], r[t], z[t], dgh, dhs, work)
         return dgx, carry
