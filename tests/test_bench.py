@@ -338,6 +338,9 @@ def test_every_cuda_variant_is_a_contender(monkeypatch):
     assert own.options["algo"] == "persistent" and own.options["backend_options"] == {
         "gemm": "own", "persist": "v2"}
     assert found[0].options["backend_options"] == {"gemm": "cublas", "step": "v1"}
+    # the same variants time the gated cells (each says at setup if its backend cannot)
+    for cell in ("lstm", "gru"):
+        assert [c.name for c in discover(["cuda"], cell=cell)[0]] == [c.name for c in found]
 
 
 def test_backend_options_go_to_the_constructor_not_the_environment(monkeypatch):
