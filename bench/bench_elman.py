@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Elman forward/backward benchmarks from a checkout; the options of `gpu-bptt bench` (--help).
+"""Elman, LSTM and GRU forward/backward benchmarks from a checkout; the options of `gpu-bptt
+bench` (--help).
 
     python bench/bench_elman.py                      # the cpu preset (GPU presets where a GPU is seen)
     python bench/bench_elman.py --preset small-batch --contenders cuda,torch
     python bench/bench_elman.py --size 64,16,128,128 --repeats 30
+    python bench/bench_elman.py --cell lstm          # the LSTM (or gru)
 
 Results (JSON, plots) go to bench/results/ beside this file unless --out says otherwise.
 """

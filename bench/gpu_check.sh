@@ -5,12 +5,15 @@
 #   targets   the large-batch and small-batch presets: the cuda backend's and the persistent
 #             kernels' targets against cuDNN, with every contender found (our cuda variants,
 #             cuDNN with TF32 off and on, the CuPy loop, JAX on the GPU)
+#   lstm, gru the same presets for the LSTM and the GRU (`--cell`): against cuDNN's nn.LSTM and
+#             nn.GRU with TF32 off and on, and JAX on the GPU
 #   tune      `gpu-bptt bench --tune`: every step kernel version and the persistent algorithm over
 #             a (B, H) grid, next to what "auto" picks (the data for the auto rules)
 #   long-seq  the long-seq preset (T up to 16384)
 # Each stage runs under its own time limit (seconds, $LIMIT_<stage>, e.g. LIMIT_tune=300), so one
 # that overruns is cut short without losing the others; a bench run saves its finished sizes as it
-# goes. The default limits keep `info tests targets` and `tune long-seq` each under 10 minutes.
+# goes. The default limits keep `info tests targets`, `lstm gru` and `tune long-seq` each under
+# 10 minutes.
 # Results and a log go to bench/results/ (or $GPU_CHECK_RESULTS). With a directory argument, this
 # run's log, JSON and Markdown are copied there after every stage, and at the end every file of
 # the run (plots included) in one .tar.gz.
@@ -26,7 +29,7 @@ marker=$(mktemp)  # files newer than this one are this run's
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 copy_to=${1:-}
 [ $# -ge 1 ] && shift
-stages=${*:-info tests targets tune long-seq}
+stages=${*:-info tests targets lstm gru tune long-seq}
 # GPU timings come from device events: a few repeats give a stable median, and no pause is needed
 BENCH=(bench/bench_elman.py --out "$RESULTS" --repeats 10 --budget 3 --pause 0)
 
@@ -65,12 +68,14 @@ for s in $stages; do
         tests) stage tests 240 "$PY" -m pytest -m gpu -q -rs tests ;;
         targets) stage targets 260 "$PY" "${BENCH[@]}" --preset large-batch --preset small-batch \
                      --markdown "$RESULTS/gpu-latest.md" ;;
+        lstm|gru) stage "$s" 270 "$PY" "${BENCH[@]}" --cell "$s" --preset large-batch \
+                      --preset small-batch --markdown "$RESULTS/gpu-$s-latest.md" ;;
         # a ranking needs fewer repeats than a reported time; H=2048 (the costliest row) comes last
         tune) stage tune 240 "$PY" "${BENCH[@]}" --repeats 5 --budget 1 --tune \
                   --markdown "$RESULTS/gpu-tune-latest.md" ;;
         long-seq) stage long-seq 300 "$PY" "${BENCH[@]}" --preset long-seq \
                       --markdown "$RESULTS/gpu-long-seq-latest.md" ;;
-        *) echo "unknown stage $s (stages: info tests targets tune long-seq)"; echo "$s exit code: 2" ;;
+        *) echo "unknown stage $s (stages: info tests targets lstm gru tune long-seq)"; echo "$s exit code: 2" ;;
     esac 2>&1 | tee -a "$log"
     collect
 done

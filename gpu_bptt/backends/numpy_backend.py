@@ -17,8 +17,8 @@ import numpy as np
 
 from .. import activations
 from .base import Backend
-from .time_loop import (flipped_forward_steps, flipped_reverse_steps, flipped_times,
-                        forward_steps, reverse_steps, valid_steps)
+from .time_loop import (flipped_forward_steps, flipped_reverse_steps, forward_steps,
+                        reverse_steps, valid_steps)
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -44,24 +44,41 @@ def elman_bwd_step(dh_t, du_next, VT, fprime_t, out=None, acc=None):
     return np.multiply(acc, fprime_t, out=out)
 
 
+# The gates' sigmoids are written σ(a) = (1 + tanh(a/2)) / 2: NumPy's tanh is vectorized and needs
+# no clamp against overflow, and the LSTM's four gates then take one tanh over the (B, 4H) block
+# (g's tanh(1·a)·1 + 0 is exact). The small-batch CPU presets spend their time in these calls.
 def _sigmoid(a):
-    """σ(a) in place (activations' formula: one home for it)."""
-    return activations.apply(np, "sigmoid", a, out=a)
+    """σ(a) in place, as (1 + tanh(a/2)) / 2."""
+    a *= 0.5
+    np.tanh(a, out=a)
+    a *= 0.5
+    a += 0.5
+    return a
 
 
-def lstm_fwd_step(p_t, h_prev, c_prev, V, h_out, c_out, R=None, acc=None, m=None):
+def lstm_gate_affine(H, dtype):
+    """(2, 4H): per column of [i|f|g|o], the scale k and offset d with act(u) = k·tanh(k·u) + d:
+    k = 1/2, d = 1/2 for the sigmoid gates; k = 1, d = 0 for g."""
+    kd = np.full((2, 4 * H), 0.5, dtype=dtype)
+    kd[0, 2 * H:3 * H], kd[1, 2 * H:3 * H] = 1, 0
+    return kd
+
+
+def lstm_fwd_step(p_t, h_prev, c_prev, V, h_out, c_out, R=None, acc=None, m=None, kd=None):
     """One LSTM step (docs/architecture.md §1): u = p[t] + h[t-1] @ V, the gates
     [i|f|g|o] = [σ|σ|tanh|σ](u) written over p_t (B, 4H); c_out = f·c_prev + i·g;
     h_out = o·tanh(c_out), times R (H, P) when given. h_prev (B, Hs), V (Hs, 4H), c_prev (B, H).
-    h_out may alias h_prev and c_out c_prev; acc (B, 4H) and m (B, H) are optional scratch.
-    Returns (h_out, c_out)."""
+    h_out may alias h_prev and c_out c_prev; acc (B, 4H) and m (B, H) are optional scratch;
+    kd: lstm_gate_affine(H, dtype), made here when not given. Returns (h_out, c_out)."""
     H = c_prev.shape[1]
+    k, d = lstm_gate_affine(H, p_t.dtype) if kd is None else kd
     acc = np.dot(h_prev, V, out=acc)
     p_t += acc
-    i, f, g, o = (p_t[:, k * H:(k + 1) * H] for k in range(4))
-    _sigmoid(p_t[:, :2 * H])  # i and f, adjacent
-    np.tanh(g, out=g)
-    _sigmoid(o)
+    p_t *= k
+    np.tanh(p_t, out=p_t)
+    p_t *= k
+    p_t += d
+    i, f, g, o = (p_t[:, j * H:(j + 1) * H] for j in range(4))
     m = np.multiply(i, g, out=m)
     np.multiply(f, c_prev, out=c_out)
     c_out += m
@@ -72,20 +89,45 @@ def lstm_fwd_step(p_t, h_prev, c_prev, V, h_out, c_out, R=None, acc=None, m=None
     return np.dot(m, R, out=h_out), c_out
 
 
-def lstm_bwd_step(dh_t, du_next, VT, dc, gates_t, c_t, c_prev, out, RT=None, dhs=None,
-                  work=None):
+def lstm_bwd_factors(gates, c, c_prev):
+    """What the backward needs of each step before its gradient is known, for all T at once
+    (docs/architecture.md §1): du (T, B, 4H) = [g·i(1-i) | c_prev·f(1-f) | i(1-g²) | tc·o(1-o)]
+    and a (T, B, H) = o·(1-tc²), tc = tanh(c); step t then multiplies du[t]'s first three blocks by
+    its dc and the last by its dm (lstm_bwd_step). From the saved gates (T, B, 4H) = [i|f|g|o], c
+    and c_prev (T, B, H), the cell state before each step (consumed: its memory is reused). Zero
+    at padded steps, where the gates are."""
+    H = c.shape[2]
+    i, f, g, o = (gates[:, :, j * H:(j + 1) * H] for j in range(4))
+    du = np.empty_like(gates)
+    di, df, dg, do = (du[:, :, j * H:(j + 1) * H] for j in range(4))
+    np.subtract(1, i, out=di)
+    di *= i
+    di *= g
+    np.subtract(1, f, out=df)
+    df *= f
+    df *= c_prev
+    np.multiply(g, g, out=dg)
+    np.subtract(1, dg, out=dg)
+    dg *= i
+    a = np.tanh(c)
+    np.subtract(1, o, out=do)
+    do *= o
+    do *= a
+    a *= a
+    np.subtract(1, a, out=a)
+    a *= o
+    return du, a
+
+
+def lstm_bwd_step(dh_t, du_next, VT, dc, fac, a_t, f_t, dhs, RT=None, dm=None, work=None):
     """One step back through the LSTM (forward direction; docs/architecture.md §1):
-    dhs = dh[t] + du[t+1] @ V.T (dh_t (B, Hs), du_next (B, 4H): None for zeros; VT (4H, Hs));
-    dm = dhs @ R.T (RT (P, H)) or dhs; dc (B, H), in place: on entry the gradient on c[t] (from
-    step t+1 and from above), on exit the one passed to c[t-1] (dc·f). Writes
-    du[t] = [di·i(1-i) | df·f(1-f) | dg·(1-g²) | do·o(1-o)] into `out` (B, 4H) from the saved
-    gates_t (B, 4H), c_t and c_prev (B, H). dhs (B, Hs) and work (3, B, H) are optional scratch.
-    Returns (out, dhs)."""
+    dhs (B, Hs) = dh[t] + du[t+1] @ V.T (dh_t (B, Hs), du_next (B, 4H): None for zeros; VT
+    (4H, Hs)); dm = dhs @ R.T (RT (P, H)) or dhs; dc (B, H), in place: on entry the gradient on
+    c[t] from step t+1 and from above, on exit the one passed to c[t-1] (dc·f). fac (B, 4H), in
+    place: on entry step t's lstm_bwd_factors, on exit du[t] = [dc·.. | dc·.. | dc·.. | dm·..]
+    with dc += dm·a_t first; f_t (B, H) the forget gate. dm (B, H) and work (B, H) are optional
+    scratch. Returns (fac, dhs)."""
     B, H = dc.shape
-    if dhs is None:
-        dhs = np.empty((B, VT.shape[1]), dtype=dc.dtype)
-    if work is None:
-        work = np.empty((3, B, H), dtype=dc.dtype)
     if du_next is not None:
         np.dot(du_next, VT, out=dhs)
         if dh_t is not None:
@@ -94,34 +136,13 @@ def lstm_bwd_step(dh_t, du_next, VT, dc, gates_t, c_t, c_prev, out, RT=None, dhs
         np.copyto(dhs, dh_t)
     else:
         dhs.fill(0)
-    dm = dhs if RT is None else np.dot(dhs, RT, out=work[2])
-    i, f, g, o = (gates_t[:, k * H:(k + 1) * H] for k in range(4))
-    di, df, dg, do = (out[:, k * H:(k + 1) * H] for k in range(4))
-    tc, s = work[0], work[1]
-    np.tanh(c_t, out=tc)
-    np.multiply(dm, tc, out=do)             # do = dm·tanh(c)
-    do *= o
-    np.subtract(1, o, out=s)
-    do *= s
-    np.multiply(tc, tc, out=tc)             # dc += dm·o·(1 - tanh²(c))
-    np.subtract(1, tc, out=tc)
-    tc *= o
-    tc *= dm
-    dc += tc
-    np.multiply(dc, g, out=di)
-    di *= i
-    np.subtract(1, i, out=s)
-    di *= s
-    np.multiply(dc, c_prev, out=df)
-    df *= f
-    np.subtract(1, f, out=s)
-    df *= s
-    np.multiply(dc, i, out=dg)
-    np.multiply(g, g, out=s)
-    np.subtract(1, s, out=s)
-    dg *= s
-    dc *= f
-    return out, dhs
+    dm = dhs if RT is None else np.dot(dhs, RT, out=dm)
+    dc += np.multiply(dm, a_t, out=work)
+    blocks = fac.reshape(B, 4, H)  # a view: fac's rows are contiguous
+    blocks[:, :3] *= dc[:, None, :]
+    blocks[:, 3] *= dm
+    dc *= f_t
+    return fac, dhs
 
 
 def gru_fwd_step(p_t, h_prev, V, b_h, gates_out, h_out, acc=None):
@@ -146,42 +167,49 @@ def gru_fwd_step(p_t, h_prev, V, b_h, gates_out, h_out, acc=None):
     return h_out
 
 
-def gru_bwd_step(dh_t, carry, VT, gates_t, h_prev, out, dgh=None, dhs=None, work=None):
+def gru_bwd_factors(gates, h_prev):
+    """What the backward needs of each step before its gradient is known, for all T at once
+    (docs/architecture.md §1): dgx (T, B, 3H) = [hn·r(1-r) | (h_prev-n)·z(1-z) | (1-z)(1-n²)];
+    step t multiplies the last two blocks by its dhs and the first by the result's last
+    (gru_bwd_step). From the saved gates (T, B, 4H) = [r|z|n|hn] and h_prev (T, B, H), the state
+    before each step (consumed: its memory is reused). Padded steps (gates 0) give [0 | 0 | 1]:
+    they receive dhs = 0."""
+    T, B, H = h_prev.shape
+    r, z, n, hn = (gates[:, :, j * H:(j + 1) * H] for j in range(4))
+    dgx = np.empty((T, B, 3 * H), dtype=gates.dtype)
+    fr, fz, fn = (dgx[:, :, j * H:(j + 1) * H] for j in range(3))
+    np.subtract(1, r, out=fr)
+    fr *= r
+    fr *= hn
+    np.subtract(h_prev, n, out=fz)
+    one_z = np.subtract(1, z, out=h_prev)
+    fz *= z
+    fz *= one_z
+    np.multiply(n, n, out=fn)
+    np.subtract(1, fn, out=fn)
+    fn *= one_z
+    return dgx
+
+
+def gru_bwd_step(dh_t, carry, VT, fac, r_t, z_t, dgh, dhs, work):
     """One step back through the GRU (forward direction; docs/architecture.md §1). carry (B, H),
     in place: on entry the gradient on h[t] from step t+1, on exit the one passed to h[t-1]
-    (dgh @ V.T + dhs·z). dhs = dh[t] + carry (dh_t (B, H) or None); writes dgx[t] = [gr|gz|gn]
-    (the gradient on p[t]) into `out` (B, 3H) from the saved gates_t (B, 4H) = [r|z|n|hn] and
-    h_prev (B, H); VT (3H, H). dgh (B, 3H), dhs (B, H), work (B, H) are optional scratch.
-    Returns out."""
+    (dgh @ V.T + dhs·z). dhs (B, H) receives dh[t] + carry (dh_t (B, H) or None). fac (B, 3H),
+    in place: on entry step t's gru_bwd_factors, on exit dgx[t] = [gr|gz|gn] (the gradient on
+    p[t]). r_t, z_t (B, H): the step's gates; VT (3H, H); dgh (B, 3H) and work (B, H) scratch.
+    Returns fac."""
     B, H = carry.shape
-    dgh = np.empty((B, 3 * H), dtype=carry.dtype) if dgh is None else dgh
-    dhs = np.empty_like(carry) if dhs is None else dhs
-    s = np.empty_like(carry) if work is None else work
-    r, z, n, hn = (gates_t[:, k * H:(k + 1) * H] for k in range(4))
-    gr, gz, gn = (out[:, k * H:(k + 1) * H] for k in range(3))
     if dh_t is None:
         np.copyto(dhs, carry)
     else:
         np.add(dh_t, carry, out=dhs)
-    np.subtract(h_prev, n, out=gz)          # gz = dhs·(h[t-1] - n)·z(1-z)
-    gz *= dhs
-    gz *= z
-    np.subtract(1, z, out=s)
-    gz *= s
-    np.multiply(dhs, s, out=gn)             # gn = dhs·(1-z)·(1-n²)
-    np.multiply(n, n, out=s)
-    np.subtract(1, s, out=s)
-    gn *= s
-    np.multiply(gn, hn, out=gr)             # gr = gn·hn·r(1-r)
-    gr *= r
-    np.subtract(1, r, out=s)
-    gr *= s
-    np.copyto(dgh[:, :2 * H], out[:, :2 * H])
-    np.multiply(gn, r, out=dgh[:, 2 * H:])
+    fac.reshape(B, 3, H)[:, 1:] *= dhs[:, None, :]   # gz, gn (a view: fac's rows are contiguous)
+    fac[:, :H] *= fac[:, 2 * H:]                      # gr = gn·hn·r(1-r)
+    np.copyto(dgh[:, :2 * H], fac[:, :2 * H])
+    np.multiply(fac[:, 2 * H:], r_t, out=dgh[:, 2 * H:])
     np.dot(dgh, VT, out=carry)
-    np.multiply(dhs, z, out=s)
-    carry += s
-    return out
+    carry += np.multiply(dhs, z_t, out=work)
+    return fac
 
 
 class NumpyBackend(Backend):
@@ -249,19 +277,20 @@ class NumpyBackend(Backend):
         c = np.empty((T, B, H), dtype=p.dtype)
         acc = np.empty((B, G), dtype=p.dtype)
         m = np.empty((B, H), dtype=p.dtype)
+        kd = lstm_gate_affine(H, p.dtype)
         h_prev, c_prev = h0, c0
         if plan.reverse:
             h_s, c_s = np.empty((B, Hs), dtype=p.dtype), np.empty((B, H), dtype=p.dtype)
             for at, pad in flipped_forward_steps(T, lengths):
                 g_s = p[at]  # a gather (a copy) with lengths, else a view
-                h_prev, c_prev = lstm_fwd_step(g_s, h_prev, c_prev, V, h_s, c_s, R, acc, m)
+                h_prev, c_prev = lstm_fwd_step(g_s, h_prev, c_prev, V, h_s, c_s, R, acc, m, kd)
                 if pad is not None:
                     for a in (g_s, h_s, c_s):
                         a[pad] = 0
                 gates[at], h[at], c[at] = g_s, h_s, c_s
             return h, c, gates
         for t in forward_steps(T, lengths, h, c, gates):
-            h_prev, c_prev = lstm_fwd_step(p[t], h_prev, c_prev, V, h[t], c[t], R, acc, m)
+            h_prev, c_prev = lstm_fwd_step(p[t], h_prev, c_prev, V, h[t], c[t], R, acc, m, kd)
         return h, c, gates
 
     def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
@@ -270,32 +299,43 @@ class NumpyBackend(Backend):
         dtype = c.dtype
         VT = np.ascontiguousarray(V.T)
         RT = None if R is None else np.ascontiguousarray(R.T)
-        du = np.empty_like(gates)
+        c_prev = np.empty_like(c)  # the state before each step, in the run's direction
+        if plan.reverse:
+            c_prev[:-1] = c[1:]
+            c_prev[-1] = c0
+            if lengths is not None:
+                rows = np.arange(B)
+                c_prev[lengths - 1, rows] = c0[rows]
+        else:
+            c_prev[0] = c0
+            c_prev[1:] = c[:-1]
+        du, a = lstm_bwd_factors(gates, c, c_prev)
+        f = gates[:, :, H:2 * H]
         dhs = None if R is None else np.empty((T, B, Hs), dtype=dtype)  # kept for dR
         dhs_s = np.empty((B, Hs), dtype=dtype)
         dc = np.zeros((B, H), dtype=dtype)
-        work = np.empty((3, B, H), dtype=dtype)
+        dm = None if R is None else np.empty((B, H), dtype=dtype)
+        work = c_prev[0]  # scratch: c_prev is consumed
         if plan.reverse:
-            ats = flipped_times(T, lengths)
-            du_s, du_next = np.empty((2, B, 4 * H), dtype=dtype), None
+            du_next = None
             steps = zip(flipped_reverse_steps(T, lengths, dh, dh_last),
                         flipped_reverse_steps(T, lengths, None, dc_last))
-            for s, ((at, _, gh), (_, _, gc)) in zip(range(T - 1, -1, -1), steps):
+            for (at, _, gh), (_, _, gc) in steps:
                 if gc is not None:
                     dc += gc
-                c_prev = c[ats[s - 1]] if s else c0
-                du_next, _ = lstm_bwd_step(gh, du_next, VT, dc, gates[at], c[at], c_prev,
-                                           du_s[s % 2], RT, dhs_s, work)
-                du[at] = du_next
+                fac = du[at]  # a gather (a copy) with lengths, else a view
+                du_next, _ = lstm_bwd_step(gh, du_next, VT, dc, fac, a[at], f[at], dhs_s, RT,
+                                           dm, work)
+                if lengths is not None:
+                    du[at] = fac
                 if dhs is not None:
                     dhs[at] = dhs_s
             return du, dc, dhs
         for t, gh, gc in reverse_steps(T, lengths, (dh, dh_last), (None, dc_last)):
             if gc is not None:
                 dc += gc
-            lstm_bwd_step(gh, du[t + 1] if t + 1 < T else None, VT, dc, gates[t], c[t],
-                          c[t - 1] if t else c0, du[t], RT, dhs_s if dhs is None else dhs[t],
-                          work)
+            lstm_bwd_step(gh, du[t + 1] if t + 1 < T else None, VT, dc, du[t], a[t], f[t],
+                          dhs_s if dhs is None else dhs[t], RT, dm, work)
         return du, dc, dhs
 
     def gru_fwd_seq(self, p, V, b_h, h0, lengths, plan):
@@ -322,18 +362,28 @@ class NumpyBackend(Backend):
         T, B, H = h.shape
         dtype = h.dtype
         VT = np.ascontiguousarray(V.T)
-        dgx = np.empty((T, B, 3 * H), dtype=dtype)
+        h_prev = np.empty_like(h)  # the state before each step, in the run's direction
+        if plan.reverse:
+            h_prev[:-1] = h[1:]
+            h_prev[-1] = h0
+            if lengths is not None:
+                rows = np.arange(B)
+                h_prev[lengths - 1, rows] = h0[rows]
+        else:
+            h_prev[0] = h0
+            h_prev[1:] = h[:-1]
+        dgx = gru_bwd_factors(gates, h_prev)
+        r, z = gates[:, :, :H], gates[:, :, H:2 * H]
         carry = np.zeros((B, H), dtype=dtype)  # ends as dh0
         dgh = np.empty((B, 3 * H), dtype=dtype)
-        dhs, work = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
+        dhs, work = np.empty((B, H), dtype=dtype), h_prev[0]  # h_prev is consumed: scratch
         if plan.reverse:
-            ats = flipped_times(T, lengths)
-            d_s = np.empty((B, 3 * H), dtype=dtype)
-            for s, (at, _, gh) in zip(range(T - 1, -1, -1),
-                                      flipped_reverse_steps(T, lengths, dh, dh_last)):
-                h_prev = h[ats[s - 1]] if s else h0
-                dgx[at] = gru_bwd_step(gh, carry, VT, gates[at], h_prev, d_s, dgh, dhs, work)
+            for at, _, gh in flipped_reverse_steps(T, lengths, dh, dh_last):
+                fac = dgx[at]  # a gather (a copy) with lengths, else a view
+                gru_bwd_step(gh, carry, VT, fac, r[at], z[at], dgh, dhs, work)
+                if lengths is not None:
+                    dgx[at] = fac
             return dgx, carry
         for t, gh in reverse_steps(T, lengths, (dh, dh_last)):
-            gru_bwd_step(gh, carry, VT, gates[t], h[t - 1] if t else h0, dgx[t], dgh, dhs, work)
+            gru_bwd_step(gh, carry, VT, dgx[t], r[t], z[t], dgh, dhs, work)
         return dgx, carry

@@ -1,5 +1,6 @@
-"""Benchmarks of the Elman forward and BPTT backward: every backend and kernel version of ours
-against the best peers that are installed, in one run, as ratios (see bench/README.md).
+"""Benchmarks of a cell's forward and BPTT backward (Elman, LSTM or GRU: cells.py): every backend
+and kernel version of ours against the best peers that are installed, in one run, as ratios (see
+bench/README.md).
 
 `gpu-bptt bench` (or `python bench/bench_elman.py`) runs it; `run_bench` is the library entry.
 """

@@ -6,23 +6,34 @@ import sys
 from pathlib import Path
 
 from ..progress import StatusLine
+from .cells import CELLS
 from .contenders import discover
 from .report import markdown, table, write_json
 from .runner import run_bench
 from .sizes import GPU_PRESETS, PRESETS, parse_size
 
 DEFAULT_OUT = Path("bench") / "results"
+#: the numpy contender's BLAS thread limit when --blas-threads is not given (0: the BLAS's own):
+#: LSTM and GRU as training runs them (gpu_bptt/train/loop.py holds the BLAS to 1 thread by
+#: default); Elman as its committed results were measured
+DEFAULT_BLAS_THREADS = {"elman": 0, "lstm": 1, "gru": 1}
 
 
 def add_bench_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time forward/backward of every backend against PyTorch, "
                                      "cuDNN, CuPy and JAX where installed",
-                       description="Time the Elman forward, backward and forward+backward of "
-                                   "every contender installed here, after checking each against "
-                                   "the float64 NumPy reference; table on stdout, JSON and plots "
-                                   "under --out.")
+                       description="Time the forward, backward and forward+backward of a "
+                                   "cell (Elman, LSTM or GRU) by every contender installed here, "
+                                   "after checking each against the float64 NumPy reference; "
+                                   "table on stdout, JSON and plots under --out.")
     p.add_argument("--preset", action="append", choices=sorted(PRESETS),
                    help="size set (repeatable); default: cpu, or the GPU presets where a GPU is seen")
+    p.add_argument("--cell", default="elman", metavar="CELL",
+                   help=f"the cell timed: {', '.join(CELLS)} (default elman)")
+    p.add_argument("--blas-threads", type=int, metavar="N",
+                   help="hold the CPU BLAS to N threads while the numpy contender runs (0: the "
+                        "BLAS's own); default: 1 for lstm and gru, as training does, the BLAS's "
+                        "own for elman. Recorded in the JSON")
     p.add_argument("--size", action="append", type=_size, metavar="T,B,I,H",
                    help="a free size (repeatable)")
     p.add_argument("--contenders", metavar="A,B,...",
@@ -51,7 +62,12 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
 
 def _bad_argument(args):
     """The one-line message for an unusable option, or None; creates --out when JSON is written."""
-    for option, value, ok, want in (("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
+    if _bad_cell(args):
+        return _bad_cell(args)
+    threads = args.blas_threads
+    for option, value, ok, want in (("--blas-threads", threads, threads is None or threads >= 0,
+                                     ">= 0"),
+                                    ("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
                                     ("--warmup", args.warmup, args.warmup >= 0, ">= 0"),
                                     ("--rounds", args.rounds, args.rounds >= 1, ">= 1"),
                                     ("--budget", args.budget, args.budget > 0, "> 0"),
@@ -70,6 +86,12 @@ def _bad_argument(args):
     return None
 
 
+def _bad_cell(args):
+    if args.cell not in CELLS:
+        return f"--cell: expected one of {', '.join(CELLS)}, got {args.cell!r}"
+    return None
+
+
 def _size(text):
     """parse_size for argparse, whose message for a ValueError hides the reason."""
     try:
@@ -80,27 +102,30 @@ def _size(text):
 
 def cmd_bench(args) -> int:
     names = [n.strip() for n in args.contenders.split(",") if n.strip()] if args.contenders else None
+    bad = _bad_cell(args) if args.list else _bad_argument(args)
+    if bad:
+        print(f"gpu-bptt bench: error: {bad}", file=sys.stderr)
+        return 2
+    if args.blas_threads is None:
+        args.blas_threads = DEFAULT_BLAS_THREADS[args.cell]
     if args.list:
-        found, skipped = discover(names)
+        found, skipped = discover(names, cell=args.cell)
         for c in found:
             print(f"{c.name:<28} {c.device}")
         for k, why in skipped.items():
             print(f"{k:<28} not here: {why}")
         return 0
-    bad = _bad_argument(args)
-    if bad:
-        print(f"gpu-bptt bench: error: {bad}", file=sys.stderr)
-        return 2
     if args.tune:
         return cmd_tune(args)
     presets = args.preset or []
     if not presets and not args.size:
-        gpu = any(c.device == "gpu" for c in discover()[0])
+        gpu = any(c.device == "gpu" for c in discover(cell=args.cell)[0])
         presets = list(GPU_PRESETS) if gpu else ["cpu"]
     sizes = [s for name in presets for s in PRESETS[name][1]] + list(args.size or [])
     kinds = {PRESETS[name][0] for name in presets}
     device = kinds.pop() if len(kinds) == 1 and not args.size else None
-    contenders, skipped = discover(names, device=device)
+    contenders, skipped = discover(names, device=device, cell=args.cell,
+                                   blas_threads=args.blas_threads)
     if not contenders:
         print("no contender can run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
               file=sys.stderr)
@@ -113,7 +138,7 @@ def cmd_bench(args) -> int:
 def _run(args, sizes, contenders, name, skipped):
     # A long run saves what it has after each size: a run cut short keeps its finished sizes.
     save = None if args.no_json else (lambda partial: write_json(partial, args.out))
-    return run_bench(sizes, contenders, name=name, dtype=args.dtype, warmup=args.warmup,
+    return run_bench(sizes, contenders, name=name, cell=args.cell, dtype=args.dtype, warmup=args.warmup,
                      repeats=args.repeats, budget_s=args.budget, pause_s=args.pause,
                      rounds=args.rounds, skipped=skipped,
                      progress=StatusLine(enabled=not args.quiet), on_size=save)

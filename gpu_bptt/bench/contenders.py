@@ -1,5 +1,6 @@
-"""The contenders: everything that computes the Elman forward and BPTT backward, each only where
-it can run here. Nothing is imported at module load; each probe imports its own framework.
+"""The contenders: everything that computes a cell's forward and BPTT backward (Elman, LSTM, GRU:
+cells.py), each only where it can run here. Nothing is imported at module load; each probe imports
+its own framework.
 
 A contender is prepared for one problem (`setup`), then runs `forward()` and `backward()` (the
 backward of the latest forward) as often as the timer asks; `sync()` waits for the device;
@@ -8,8 +9,11 @@ backward of the latest forward) as often as the timer asks; `sync()` waits for t
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 
 import numpy as np
+
+from . import cells
 
 
 class NotApplicable(Exception):
@@ -23,7 +27,10 @@ class Contender:
     memory = None         # how peak memory is measured: "tracemalloc", "cupy", "torch" or None
     tolerance = None      # relative error allowed in the check; None: the dtype's default
     note = ""
-    FIXED = ("name", "device", "timer", "memory", "tolerance", "note", "options")
+    for_cells = cells.CELLS  # the cells it can run
+    blas_threads = None   # the BLAS thread limit it runs under; None: the BLAS's own
+    FIXED = ("name", "device", "timer", "memory", "tolerance", "note", "options", "for_cells",
+             "blas_threads")
 
     def setup(self, problem):
         raise NotImplementedError
@@ -59,37 +66,48 @@ def _host(a):
 
 # -- ours ------------------------------------------------------------------------------------------
 class Ours(Contender):
-    """gpu_bptt.elman_forward / elman_backward on one backend configuration.
+    """gpu_bptt's <cell>_forward / <cell>_backward on one backend configuration.
 
-    make_backend(**backend_options) builds the backend at setup (e.g. CudaBackend(gemm="own"))."""
+    make_backend(**backend_options) builds the backend at setup (e.g. CudaBackend(gemm="own")).
+    blas_threads: n holds the CPU BLAS to n threads (gpu_bptt.blas_threads) from setup to
+    teardown, as training does; None leaves the BLAS its own."""
 
-    def __init__(self, name, make_backend, algo="auto", device="cpu", backend_options=None):
+    def __init__(self, name, make_backend, algo="auto", device="cpu", backend_options=None,
+                 blas_threads=None):
         self.name, self.device = name, device
         self.options = dict(make_backend=make_backend, algo=algo,
                             backend_options=dict(backend_options or {}))
+        self.blas_threads = blas_threads or None
+        if self.blas_threads:
+            self.note = f"BLAS held to {blas_threads} thread{'s' if blas_threads > 1 else ''}"
         self.timer = "cupy" if device == "gpu" else "wall"
         self.memory = "cupy" if device == "gpu" else "tracemalloc"
 
     def setup(self, problem):
+        from ..backends import Backend
+        from ..blas_threads import blas_threads
+
+        self.limit = ExitStack()
+        self.limit.enter_context(blas_threads(self.blas_threads))
         self.bk = self.options["make_backend"](**self.options["backend_options"])
+        self.cell = problem.cell
+        seq = f"{self.cell}_fwd_seq"
+        if getattr(type(self.bk), seq, None) is getattr(Backend, seq):
+            raise NotApplicable(f"the {self.bk.name} backend has no {self.cell} recurrence")
         algo, s = self.options["algo"], problem.size
+        # Elman's call as before the gated cells (a backend may not take `cell` yet)
+        cell = {} if self.cell == "elman" else {"cell": self.cell}
         try:  # an algorithm asked for by name where it cannot run is a limit, not a failure
-            self.bk.resolve_algo(algo, s.T, s.B, s.H, problem.dtype)
+            self.bk.resolve_algo(algo, s.T, s.B, s.H, problem.dtype, **cell)
         except ValueError as e:
             raise NotApplicable(str(e)) from None
         self.a = {k: self.bk.asarray(v) for k, v in problem.arrays().items()}
 
     def forward(self):
-        from ..cells import elman_forward
-
-        a = self.a
-        self.out = elman_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], backend=self.bk,
-                                 algo=self.options["algo"])
+        self.out = cells.forward(self.cell, self.a, self.bk, self.options["algo"])
 
     def backward(self):
-        from ..cells import elman_backward
-
-        self.g = elman_backward(self.a["dh"], self.out.cache)
+        self.g = cells.backward(self.cell, self.a["dh"], self.out)
 
     def used(self):
         """What ran, from the forward's plan (e.g. "step v2"), and our GEMM where it did the
@@ -104,15 +122,19 @@ class Ours(Contender):
             cupy.cuda.get_current_stream().synchronize()
 
     def outputs(self):
-        g = self.g
-        return dict(h=_host(self.out.h), dx=_host(g.dx), dW=_host(g.dW), dV=_host(g.dV),
-                    db=_host(g.db), dh0=_host(g.dh0))
+        return cells.outputs(self.cell, self.out, self.g, _host)
+
+    def teardown(self):
+        limit = getattr(self, "limit", None)
+        super().teardown()
+        if limit is not None:
+            limit.close()  # the BLAS's threads as they were
 
 
-def _ours(skipped):
+def _ours(skipped, blas_threads=None):
     from ..backends import available_backends, get_backend
 
-    found = [Ours("numpy", lambda: get_backend("numpy"))]
+    found = [Ours("numpy", lambda: get_backend("numpy"), blas_threads=blas_threads)]
     reason = available_backends().get("cuda")
     if reason:
         skipped["cuda"] = reason
@@ -139,7 +161,9 @@ def _ours(skipped):
 # -- a plain per-step loop in an array module: the naive baseline ----------------------------------
 class XpLoop(Contender):
     """What a user writes first: x @ W for all steps, then one GEMM call and fresh temporaries per
-    step, in CuPy (each product a cuBLAS call) or NumPy. tanh only."""
+    step, in CuPy (each product a cuBLAS call) or NumPy. Elman with tanh only."""
+
+    for_cells = ("elman",)
 
     def __init__(self, xp_name):
         self.name = f"{xp_name}-loop"
@@ -189,10 +213,15 @@ class XpLoop(Contender):
         return dict(h=_host(self.h), **{k: _host(v) for k, v in self.g.items()})
 
 
-# -- PyTorch nn.RNN --------------------------------------------------------------------------------
+# -- PyTorch nn.RNN, nn.LSTM, nn.GRU --------------------------------------------------------------
+TORCH_MODULES = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
 class TorchRNN(Contender):
-    """torch.nn.RNN(tanh), one layer, with W, V, b copied in (b_hh = 0). On the GPU it runs cuDNN,
-    with TF32 off or on as named; on the CPU it uses as many threads as there are cores."""
+    """torch.nn.RNN(tanh), nn.LSTM or nn.GRU (the problem's cell), one layer, with the problem's
+    weights copied in (W = weight_ih.T, V = weight_hh.T; Elman's and the LSTM's b in bias_ih,
+    bias_hh = 0; the GRU's b_x, b_h in bias_ih, bias_hh). On the GPU it runs cuDNN, with TF32 off
+    or on as named; on the CPU it uses as many threads as there are cores."""
 
     def __init__(self, device, tf32=False):
         self.device = device
@@ -216,21 +245,30 @@ class TorchRNN(Contender):
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
         dt = getattr(torch, problem.dtype.name)
         I, H = problem.size.I, problem.size.H
-        rnn = torch.nn.RNN(I, H, nonlinearity="tanh", bias=True).to(dev, dt)
+        self.cell, a = problem.cell, problem.arrays()
+        kind = getattr(torch.nn, TORCH_MODULES[self.cell])
+        extra = {"nonlinearity": "tanh"} if self.cell == "elman" else {}
+        rnn = kind(I, H, bias=True, **extra).to(dev, dt)
+        b_ih, b_hh = (a["b_x"], a["b_h"]) if self.cell == "gru" else (a["b"], None)
         with torch.no_grad():
-            rnn.weight_ih_l0.copy_(torch.from_numpy(problem.W.T.copy()))
-            rnn.weight_hh_l0.copy_(torch.from_numpy(problem.V.T.copy()))
-            rnn.bias_ih_l0.copy_(torch.from_numpy(problem.b))
-            rnn.bias_hh_l0.zero_()
+            rnn.weight_ih_l0.copy_(torch.from_numpy(a["W"].T.copy()))
+            rnn.weight_hh_l0.copy_(torch.from_numpy(a["V"].T.copy()))
+            rnn.bias_ih_l0.copy_(torch.from_numpy(b_ih))
+            if b_hh is None:
+                rnn.bias_hh_l0.zero_()
+            else:
+                rnn.bias_hh_l0.copy_(torch.from_numpy(b_hh))
         self.rnn = rnn
-        self.x = torch.from_numpy(problem.x).to(dev).requires_grad_()
-        self.h0 = torch.from_numpy(problem.h0[None]).to(dev).requires_grad_()
-        self.dh = torch.from_numpy(problem.dh).to(dev)
+        self.x = torch.from_numpy(a["x"]).to(dev).requires_grad_()
+        self.states = [torch.from_numpy(a[k][None]).to(dev).requires_grad_()
+                       for k in cells.STATES[self.cell]]
+        self.dh = torch.from_numpy(a["dh"]).to(dev)
 
     def forward(self):
-        for t in (self.x, self.h0, *self.rnn.parameters()):
+        for t in (self.x, *self.states, *self.rnn.parameters()):
             t.grad = None
-        self.y, _ = self.rnn(self.x, self.h0)
+        states = self.states[0] if len(self.states) == 1 else tuple(self.states)
+        self.y, _ = self.rnn(self.x, states)
 
     def backward(self):
         self.y.backward(self.dh)
@@ -244,8 +282,14 @@ class TorchRNN(Contender):
             return t.detach().cpu().double().numpy()
 
         r = self.rnn
-        return dict(h=h(self.y), dx=h(self.x.grad), dW=h(r.weight_ih_l0.grad).T,
-                    dV=h(r.weight_hh_l0.grad).T, db=h(r.bias_ih_l0.grad), dh0=h(self.h0.grad)[0])
+        out = dict(h=h(self.y), dx=h(self.x.grad), dW=h(r.weight_ih_l0.grad).T,
+                   dV=h(r.weight_hh_l0.grad).T)
+        out.update({f"d{k}": h(s.grad)[0] for k, s in zip(cells.STATES[self.cell], self.states)})
+        if self.cell == "gru":
+            out.update(db_x=h(r.bias_ih_l0.grad), db_h=h(r.bias_hh_l0.grad))
+        else:
+            out["db"] = h(r.bias_ih_l0.grad)
+        return out
 
     def teardown(self):
         flags = getattr(self, "_flags", None)
@@ -274,6 +318,34 @@ def _torch(skipped):
 
 
 # -- JAX lax.scan ----------------------------------------------------------------------------------
+def _jax_steps(jax, jnp):
+    """{cell: (step(carry, p_t, *weights) -> (carry, h), the carry's initial states)}: each cell's
+    recurrence written for lax.scan; p_t = x[t] @ W + (the input bias)."""
+    mm = lambda a, b: jnp.matmul(a, b, precision="highest")  # noqa: E731  (no TF32)
+    sig = jax.nn.sigmoid
+
+    def elman(h, p_t, V):
+        h = jnp.tanh(p_t + mm(h, V))
+        return h, h
+
+    def lstm(hc, p_t, V):
+        h, c = hc
+        i, f, g, o = jnp.split(p_t + mm(h, V), 4, axis=-1)
+        c = sig(f) * c + sig(i) * jnp.tanh(g)
+        h = sig(o) * jnp.tanh(c)
+        return (h, c), h
+
+    def gru(h, p_t, V, b_h):
+        xr, xz, xn = jnp.split(p_t, 3, axis=-1)
+        hr, hz, hn = jnp.split(mm(h, V) + b_h, 3, axis=-1)
+        r, z = sig(xr + hr), sig(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        h = (1 - z) * n + z * h
+        return h, h
+
+    return {"elman": elman, "lstm": lstm, "gru": gru}
+
+
 class JaxScan(Contender):
     """The recurrence as jax.lax.scan under jit, gradients by jax.vjp; float32 matmuls at "highest"
     precision (no TF32). The forward keeps what the backward needs, as ours does."""
@@ -288,20 +360,23 @@ class JaxScan(Contender):
         import jax.numpy as jnp
 
         self.jax = jax
+        self.cell = problem.cell
+        step = _jax_steps(jax, jnp)[self.cell]
+        self.names = [k for k in cells.INPUTS[self.cell] if k != "dh"]
+        states = cells.STATES[self.cell]
 
-        def f(x, W, V, b, h0):
-            p = jnp.einsum("tbi,ih->tbh", x, W, precision="highest") + b
-
-            def step(h, p_t):
-                h = jnp.tanh(p_t + jnp.matmul(h, V, precision="highest"))
-                return h, h
-
-            return jax.lax.scan(step, h0, p)[1]
+        def f(*args):
+            a = dict(zip(self.names, args))
+            p = jnp.einsum("tbi,ih->tbh", a["x"], a["W"], precision="highest")
+            p = p + a["b_x" if self.cell == "gru" else "b"]
+            weights = (a["V"], a["b_h"]) if self.cell == "gru" else (a["V"],)
+            carry = tuple(a[k] for k in states) if len(states) > 1 else a[states[0]]
+            return jax.lax.scan(lambda c, p_t: step(c, p_t, *weights), carry, p)[1]
 
         self._fwd = jax.jit(lambda *a: jax.vjp(f, *a))
         self._bwd = jax.jit(lambda pull, dh: pull(dh))
         a = problem.arrays()
-        self.args = [jax.device_put(a[k]) for k in ("x", "W", "V", "b", "h0")]
+        self.args = [jax.device_put(a[k]) for k in self.names]
         self.dh = jax.device_put(a["dh"])
 
     def forward(self):
@@ -314,8 +389,7 @@ class JaxScan(Contender):
         self.jax.block_until_ready((self.h, getattr(self, "g", None)))
 
     def outputs(self):
-        dx, dW, dV, db, dh0 = (_host(g) for g in self.g)
-        return dict(h=_host(self.h), dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)
+        return dict(h=_host(self.h), **{f"d{k}": _host(g) for k, g in zip(self.names, self.g)})
 
 
 def _jax(skipped):
@@ -343,13 +417,20 @@ def _cupy_loop(skipped):
 EXTRA = {"numpy-loop": lambda: XpLoop("numpy")}  # only when named
 
 
-def discover(names=None, device=None):
+def discover(names=None, device=None, cell="elman", blas_threads=None):
     """(contenders, {name: why skipped}). names: exact names or prefixes ("cuda" takes every cuda
-    variant); None: every default contender, or those for `device` ("cpu"/"gpu") when given."""
+    variant); None: every default contender, or those for `device` ("cpu"/"gpu") when given.
+    cell: those that run it (cells.CELLS); blas_threads: the numpy contender's BLAS limit."""
+    cells.check_cell(cell)
     skipped: dict = {"emulator": "not timed: it runs the CUDA kernels on the CPU to verify them"}
-    found = _ours(skipped) + _torch(skipped) + _cupy_loop(skipped) + _jax(skipped)
+    found = (_ours(skipped, blas_threads) + _torch(skipped) + _cupy_loop(skipped)
+             + _jax(skipped))
     if names:
         found += [make() for n, make in EXTRA.items() if n in names]
+    for c in [c for c in found if cell not in c.for_cells]:
+        found.remove(c)
+        skipped[c.name] = f"runs {', '.join(c.for_cells)} only, not {cell}"
+    if names:
         picked = [c for c in found if any(c.name == n or c.name.startswith(n) for n in names)]
         for n in names:
             if not any(c.name == n or c.name.startswith(n) for c in picked) and n not in skipped:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .sizes import OUTPUTS
+from ..blas_threads import blas_threads
 
 PHASES = ("fwd", "bwd", "fwdbwd")
 DEFAULT_TOLERANCE = {"float32": 2e-3, "float64": 1e-9}
@@ -96,16 +96,17 @@ def summarize(samples) -> dict:
 
 
 def check(c, ref, dtype) -> dict:
-    """Run forward+backward once and compare every output with the float64 reference:
-    error = max|out - ref| / max|ref| per output. ok when each is within the tolerance."""
+    """Run forward+backward once and compare every output of the float64 reference `ref` (the
+    cell's) with the contender's: error = max|out - ref| / max|ref| per output. ok when each is
+    within the tolerance."""
     tol = c.tolerance or DEFAULT_TOLERANCE.get(np.dtype(dtype).name, 2e-3)
     c.forward()
     c.backward()
     c.sync()
     out = c.outputs()
     errors = {}
-    for k in OUTPUTS:
-        a, r = out.get(k), ref[k]
+    for k, r in ref.items():
+        a = out.get(k)
         if a is None or a.shape != r.shape:
             errors[k] = float("inf")
             continue
@@ -157,13 +158,14 @@ def peak_memory(c):
 
 
 # -- the machine's own rates -----------------------------------------------------------------------
-def cpu_gemm_rate(size, dtype, repeats=20, samples=()) -> dict:
-    """GFLOP/s of one NumPy matmul (T·B, H) @ (H, H) into a preallocated output: the shape class of
-    the products outside the time loop, at this size; what 'the machine's limit' means here.
+def cpu_gemm_rate(size, dtype, repeats=20, samples=(), gates=1) -> dict:
+    """GFLOP/s of one NumPy matmul (T·B, H) @ (H, G·H) into a preallocated output (G = gates: the
+    cell's product width): the shape class of the products outside the time loop, at this size;
+    what 'the machine's limit' means here, with the BLAS threads in force when it is called.
     `samples` (seconds) from earlier rounds are pooled with this round's before the median."""
     r = np.random.default_rng(1)
     a = r.standard_normal((size.T * size.B, size.H)).astype(dtype)
-    b = r.standard_normal((size.H, size.H)).astype(dtype)
+    b = r.standard_normal((size.H, gates * size.H)).astype(dtype)
     out = np.empty((a.shape[0], b.shape[1]), dtype=dtype)
     for _ in range(3):
         np.matmul(a, b, out=out)
@@ -172,13 +174,34 @@ def cpu_gemm_rate(size, dtype, repeats=20, samples=()) -> dict:
         t0 = time.perf_counter()
         np.matmul(a, b, out=out)
         ts.append(time.perf_counter() - t0)
-    flops = 2 * a.shape[0] * size.H * size.H
+    flops = 2 * a.shape[0] * size.H * b.shape[1]
     return {"gemm_gflops": flops / statistics.median(ts) / 1e9,
-            "gemm_shape": [a.shape[0], size.H, size.H], "gemm_samples_s": ts}
+            "gemm_shape": [a.shape[0], size.H, b.shape[1]], "gemm_samples_s": ts}
 
 
-def gpu_rates(size, dtype, repeats=20, samples=()) -> dict:
-    """fp32 (no TF32) matmul GFLOP/s at (T·B, H) @ (H, H) and device-to-device copy GB/s (256 MiB),
+def cpu_gemm_rates(size, dtype, gates=1, limits=(), previous=None) -> dict:
+    """cpu_gemm_rate with the BLAS's own threads and, for each n in `limits` (the BLAS thread
+    limits contenders run under), held to n threads. Without limits: cpu_gemm_rate's record.
+    With them, "gemm_by_threads" has each rate ("blas default", "1", ..) and the record's
+    "gemm_gflops" is the best of them (named by "gemm_threads"): the machine's limit at this shape
+    whichever way its BLAS is run. `previous`: the last round's record, whose samples are pooled."""
+    previous = previous or {}
+    before = previous.get("gemm_by_threads", {"blas default": previous})
+    own = cpu_gemm_rate(size, dtype, samples=before.get("blas default", {}).get(
+        "gemm_samples_s", ()), gates=gates)
+    if not limits:
+        return own
+    by = {"blas default": own}
+    for n in limits:
+        with blas_threads(n):
+            by[str(n)] = cpu_gemm_rate(size, dtype, samples=before.get(str(n), {}).get(
+                "gemm_samples_s", ()), gates=gates)
+    best = max(by, key=lambda k: by[k]["gemm_gflops"])
+    return {**by[best], "gemm_threads": best, "gemm_by_threads": by}
+
+
+def gpu_rates(size, dtype, repeats=20, samples=(), gates=1) -> dict:
+    """fp32 (no TF32) matmul GFLOP/s at (T·B, H) @ (H, G·H) and device-to-device copy GB/s (256 MiB),
     both by device events. Only this round's samples count (a GPU is not shared)."""
     import cupy
 
@@ -198,11 +221,11 @@ def gpu_rates(size, dtype, repeats=20, samples=()) -> dict:
 
     r = np.random.default_rng(1)  # made on the host: cuRAND is not among the cuda extras' libraries
     a = cupy.asarray(r.standard_normal((size.T * size.B, size.H)).astype(dtype))
-    b = cupy.asarray(r.standard_normal((size.H, size.H)).astype(dtype))
-    out = cupy.empty((a.shape[0], size.H), dtype=dtype)
+    b = cupy.asarray(r.standard_normal((size.H, gates * size.H)).astype(dtype))
+    out = cupy.empty((a.shape[0], b.shape[1]), dtype=dtype)
     t = timed(lambda: cupy.matmul(a, b, out=out))
     src = cupy.ones(64 * 2**20, dtype=cupy.float32)
     dst = cupy.empty_like(src)
     tc = timed(lambda: dst.__setitem__(Ellipsis, src))
-    return {"gemm_gflops": 2 * a.shape[0] * size.H * size.H / t / 1e9,
-            "gemm_shape": [a.shape[0], size.H, size.H], "copy_gbps": 2 * src.nbytes / tc / 1e9}
+    return {"gemm_gflops": 2 * a.shape[0] * size.H * b.shape[1] / t / 1e9,
+            "gemm_shape": [a.shape[0], size.H, b.shape[1]], "copy_gbps": 2 * src.nbytes / tc / 1e9}

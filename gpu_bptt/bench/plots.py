@@ -38,7 +38,8 @@ def write_plots(run, stem) -> list:
                 pts.sort()
                 ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], marker="o", label=name)
             ax.set(xscale="log", yscale="log", xlabel=vary, ylabel="forward+backward ms",
-                   title=" ".join(f"{k}={v}" for k, v in fixed) + f", {run['dtype']}")
+                   title=" ".join(f"{k}={v}" for k, v in fixed)
+                   + f", {run.get('cell', 'elman')}, {run['dtype']}")
             ax.legend(fontsize=7)
             path = stem.with_name(f"{stem.name}-time-vs-{vary}-" + "-".join(f"{k}{v}" for k, v in fixed)
                                   + ".png")
@@ -64,7 +65,7 @@ def write_plots(run, stem) -> list:
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))], labels, fontsize=7)
         base = run["sizes"][0]["baseline"]
         ax.set(ylabel=f"speed-up over {base} (fwd+bwd)", yscale="log",
-               title=f"speed-up over {base}, {run['dtype']}")
+               title=f"speed-up over {base}, {run.get('cell', 'elman')}, {run['dtype']}")
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = stem.with_name(f"{stem.name}-speedup.png")

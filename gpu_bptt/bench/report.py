@@ -58,10 +58,19 @@ def _versions() -> dict:
     return out
 
 
+def load_average():
+    """The 1, 5 and 15 minute load averages (a shared machine's other work shows here), or None."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def machine_info(with_gpu: bool) -> dict:
     info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": _commit(), "host": platform.node(), "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "blas": blas_summary(), "versions": _versions(),
+            "cpu_count": os.cpu_count(), "load_average": load_average(), "blas": blas_summary(),
+            "versions": _versions(),
             "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ}}
     if with_gpu:
         info["gpu"] = gpu_info()
@@ -97,14 +106,33 @@ def _num(v, fmt):
     return format(v, fmt) if v is not None else format("-", f">{width or 0}")
 
 
+def _cell(run):
+    return run.get("cell", "elman")
+
+
+def _gemm_threads(rates):
+    """How the BLAS ran for the GEMM rate, where contenders ran it with a thread limit."""
+    by = rates.get("gemm_by_threads")
+    if not by:
+        return ""
+    each = ", ".join(f"{k}: {v['gemm_gflops']:.1f}" for k, v in by.items())
+    return f" (best of BLAS threads {each})"
+
+
+def _limits(run):
+    """The BLAS thread limits contenders ran under, as a sentence (or "")."""
+    held = {k: n for k, n in run.get("blas_threads", {}).items() if n}
+    return "".join(f" {k}: BLAS held to {n} thread{'s' if n > 1 else ''}." for k, n in held.items())
+
+
 def table(run: dict) -> str:
     """One block per size: each contender's median times, rates, ratios and check."""
     lines = []
     for block in run["sizes"]:
         size = block["size"]
         rates = block["machine"]
-        head = (f"T={size['T']} B={size['B']} I={size['I']} H={size['H']} {run['dtype']}  |  "
-                f"GEMM {rates['gemm_gflops']:.1f} GFLOP/s")
+        head = (f"T={size['T']} B={size['B']} I={size['I']} H={size['H']} {_cell(run)} "
+                f"{run['dtype']}  |  GEMM {rates['gemm_gflops']:.1f} GFLOP/s{_gemm_threads(rates)}")
         if "copy_gbps" in rates:
             head += f", copy {rates['copy_gbps']:.0f} GB/s"
         lines += [head, f"  {'contender':<26}{'fwd ms':>9} {'bwd ms':>9} {'f+b ms':>9} "
@@ -132,6 +160,8 @@ def table(run: dict) -> str:
                 f"ok {max(rec['check']['errors'].values()):.0e}"
                 + (f"  ran {rec['algo']}" if "algo" in rec else ""))
         lines.append("")
+    if _limits(run):
+        lines.append(_limits(run).strip())
     if run.get("skipped"):
         lines.append("not run: " + "; ".join(f"{k}: {v}" for k, v in run["skipped"].items()))
     return "\n".join(lines)
@@ -140,8 +170,14 @@ def table(run: dict) -> str:
 def markdown(run: dict) -> str:
     m = run["machine"]
     dev = m["gpu"].get("device", "?") if "gpu" in m else f"{m['cpu']} ({m['cpu_count']} cores)"
-    out = [f"Device: {dev}; date {m['date']}; commit {m['commit']}; {run['dtype']}, tanh, "
-           "median of repeats. Times in ms.", "",
+    cell = "tanh" if _cell(run) == "elman" else _cell(run).upper()
+    load = ""
+    if m.get("load_average"):
+        load = f"; load average {m['load_average'][0]}"
+        if run.get("load_average_end"):
+            load += f" at the start, {run['load_average_end'][0]} at the end"
+    out = [f"Device: {dev}; date {m['date']}; commit {m['commit']}{load}; {run['dtype']}, "
+           f"{cell}, median of repeats. Times in ms.{_limits(run)}", "",
            "| size | contender | fwd | bwd | fwd+bwd | GFLOP/s | % of GEMM | "
            "speed-up (fwd+bwd) | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
     for block in run["sizes"]:
@@ -167,6 +203,6 @@ def write_json(run: dict, directory) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     stamp = run["machine"]["date"].replace(":", "").replace("-", "")[:15]
-    path = d / f"elman-{run['name']}-{stamp}.json"
+    path = d / f"{_cell(run)}-{run['name']}-{stamp}.json"
     path.write_text(json.dumps(run, indent=1) + "\n")
     return path
