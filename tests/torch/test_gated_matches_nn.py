@@ -3,7 +3,7 @@ every gradient (parameters, input, initial states) within 1e-10, through both im
 (custom op, autograd.Function); state_dicts load both ways."""
 import pytest
 
-from ..skips import TORCH, skip
+from ..skips import TORCH, require_emulator, skip
 from .common import (F64, assert_close, assert_same_grads, flat, gt, states, torch, twins,
                      weighted_sum)
 
@@ -113,6 +113,26 @@ def test_packed_sequence(kind, batch_first, enforce_sorted, impl):
     assert torch.equal(out.batch_sizes, packs[0].batch_sizes)
     assert (out.sorted_indices is None) == enforce_sorted
     assert torch.equal(pad_packed_sequence(out, batch_first=batch_first)[1], lengths)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_cuda_backend_code_through_the_emulator(kind, algo):
+    """The GPU path (the cells' kernels, launchers, the framework's weight views) run on the CPU:
+    packed, two bidirectional layers (LSTM with a projection), against torch.nn."""
+    require_emulator()
+    T, B, I, H = 6, 3, 3, 5
+    kw = {"proj_size": 2} if kind == "LSTM" else {}
+    ours, ref = twins(I, H, kind=kind, num_layers=2, bidirectional=True, **kw)
+    ours.backend, ours.algo = "emulator", algo
+    lengths = torch.tensor([4, 6, 2])
+    padded = torch.randn(T, B, I, generator=torch.Generator().manual_seed(5), dtype=F64)
+
+    def make_input(leaves):
+        leaves.append(padded.clone().requires_grad_())
+        return pack_padded_sequence(leaves[-1], lengths, enforce_sorted=False)
+
+    _run_both(ours, ref, make_input, states(ref, False, B))
 
 
 @pytest.mark.parametrize("kind", KINDS)
