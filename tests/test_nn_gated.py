@@ -10,6 +10,7 @@ import torch
 
 from gpu_bptt import nn
 
+from .skips import require_emulator
 from .tolerances import assert_close
 
 T, B, I, H = 6, 3, 4, 5
@@ -111,6 +112,19 @@ def test_lstm_level_matches_torch(bidirectional, proj_size, lengths, with_states
 def test_gru_level_matches_torch(bidirectional, lengths, with_states):
     level = nn.GRU(I, H, bidirectional=bidirectional, dtype=np.float64, backend="numpy", rng=1)
     check_level(level, lengths=lengths, with_states=with_states)
+
+
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_levels_on_the_kernels_match_torch(cell, algo):
+    """The levels on the emulator (the CUDA kernels run on the CPU), bidirectional, with lengths
+    and initial states (an LSTM with a projection)."""
+    require_emulator()
+    level = (nn.LSTM(I, H, proj_size=3, bidirectional=True, dtype=np.float64, backend="emulator",
+                     rng=1, algo=algo) if cell == "lstm" else
+             nn.GRU(I, H, bidirectional=True, dtype=np.float64, backend="emulator", rng=1,
+                    algo=algo))
+    check_level(level, lengths=LENGTHS, with_states=True)
 
 
 @pytest.mark.parametrize("make", [
