@@ -77,6 +77,18 @@ def test_copy_recalls_the_symbols_after_the_delimiter(min_len):
     assert math.isclose(task.baseline([b]), 9 * N * math.log(K) / steps)
 
 
+@pytest.mark.parametrize("seq_len, min_len, n_copy", [(30, None, 3), (200, None, 3), (30, 6, 2), (3, None, 1)])
+def test_copy_holds_three_symbols_and_its_checkpoint_record_says_so(seq_len, min_len, n_copy):
+    # Three symbols (not 10) so that the delay, not the number of symbols, is what is hard
+    # (docs/training.md, the copy-memory series); a checkpoint of another count must not resume.
+    task = make_task("copy", seq_len, min_len)
+    assert task.n_copy == n_copy and task.symbols == 8
+    b = task.sample(rng(7), 5)
+    assert (np.count_nonzero(b.target, axis=0) == n_copy).all()        # symbols are never blank
+    assert task.meta() == {"task": "copy", "seq_len": seq_len, "min_len": min_len or seq_len,
+                           "n_copy": n_copy, "symbols": 8}
+
+
 def test_sine_target_is_the_next_value_and_persistence_baseline():
     task = make_task("sine", 40)
     b = task.sample(rng(5), 6)

@@ -26,7 +26,7 @@ from ..blas_threads import blas_threads
 from ..progress import Progress
 from ..tasks import make_task
 from . import state
-from .config import Config, ConfigError, resolve
+from .config import Config, ConfigError, lstm_forget_bias, resolve
 from .rundir import hold, make_dir, reason
 from .summary import SMOOTH, Result, plot
 
@@ -37,13 +37,16 @@ class NonFiniteLoss(RuntimeError):
 
 def build_model(task, cfg, backend, rng):
     """The recurrent level of cfg.cell (an Elman relu level gets the identity recurrent init of an
-    IRNN) and a Dense output level."""
+    IRNN; an LSTM level the task's forget-gate bias, if it has one) and a Dense output level."""
     if cfg.cell == "elman":
         init_V = "identity" if cfg.activation == "relu" else "uniform"
         rnn = nn.Elman(task.input_size, cfg.hidden, activation=cfg.activation, init_V=init_V,
                        backend=backend, rng=rng)
     else:
         rnn = nn.CELLS[cfg.cell](task.input_size, cfg.hidden, backend=backend, rng=rng)
+        forget_bias = lstm_forget_bias(cfg.task)
+        if cfg.cell == "lstm" and forget_bias is not None:
+            rnn.parameters()["b"][cfg.hidden:2 * cfg.hidden] = forget_bias   # gates i, f, g, o
     return nn.Sequential(rnn, nn.Dense(cfg.hidden, task.output_size, backend=backend, rng=rng))
 
 
