@@ -219,6 +219,25 @@ class Backend:
                      for (dh, dl, h, V), plan in zip((fwd, rev), (pair.forward, pair.reverse)))
 
 
+    # -- both directions of a bidirectional LSTM or GRU level together -----------------------------
+    SEQS = ("lstm_fwd_seq", "lstm_bwd_seq", "gru_fwd_seq", "gru_bwd_seq")
+
+    def seq_pair(self, name, fwd, rev):
+        """Both directions' recurrences of one gated level: name is one of SEQS; fwd, rev are the
+        positional arguments of that method for each direction (each with its own plan).
+        Returns (fwd's result, rev's), bit for bit what two calls return. Here: in turn; a
+        backend that can run them side by side overrides this."""
+        seq = getattr(self, check_seq(self, name))
+        return tuple(seq(*args) for args in (fwd, rev))
+
+
+def check_seq(bk, name) -> str:
+    """name, after checking that it is one of bk.SEQS (seq_pair's methods)."""
+    if name not in bk.SEQS:
+        raise ValueError(f"name: expected one of {', '.join(bk.SEQS)}, got {name!r}")
+    return name
+
+
 def first_step_rows(xp, s, lengths, reverse=False):
     """The rows (B, H) of s (T, B, H) at each example's first step in the direction of the run:
     s[0] forward (a view); s[lengths[b]-1, b] reversed (a new array)."""

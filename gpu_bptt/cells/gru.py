@@ -17,7 +17,8 @@ from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
-                       check_unchanged, gate_columns, last_state, missing_arrays, take_digests)
+                       check_unchanged, direction_call, gate_columns, last_state, missing_arrays,
+                       pair_backend, take_digests, two)
 
 G = 3
 
@@ -100,6 +101,32 @@ def gru_forward(x, W, V, b_x=None, b_h=None, h0=None, *, lengths=None, backend=N
     lengths: (B,) integers in 1..T or None. One float dtype for all, float32 or float64. None of
     the arguments is modified. backend, algo, need_cache, reverse: as elman_forward's.
     Returns GRUOutput(h (T, B, H), h_last (B, H), cache)."""
+    bk, args, finish = _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache,
+                                     reverse)
+    return finish(bk.gru_fwd_seq(*args))
+
+
+def gru_forward_pair(x, forward, reverse, *, lengths=None, backend=None, algo="auto",
+                     need_cache=True) -> tuple:
+    """Both directions of a bidirectional GRU level over x, run together where the backend can
+    (Backend.seq_pair; docs/architecture.md §1, both directions together). forward, reverse:
+    each direction's (W, V, b_x, b_h, h0) as gru_forward takes them; the rest shared. Returns
+    (forward's GRUOutput, reverse's), bit for bit those of two gru_forward calls."""
+    calls = []
+    for name, d, r in (("forward", forward, False), ("reverse", reverse, True)):
+        if not isinstance(d, (tuple, list)) or len(d) != 5:
+            raise TypeError(f"{name}: expected the direction's (W, V, b_x, b_h, h0) (all but W "
+                            f"and V may be None), got {type(d).__name__}")
+        calls.append(direction_call(name, _forward_call, x, *d, lengths, backend, algo,
+                                    need_cache, r))
+    bk = calls[0][0]  # get_backend(backend) for both
+    results = bk.seq_pair("gru_fwd_seq", calls[0][1], calls[1][1])
+    return tuple(finish(r) for (_, _, finish), r in zip(calls, results))
+
+
+def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, reverse):
+    """gru_forward's checks and input projection: (backend, gru_fwd_seq's arguments, the
+    function making the GRUOutput from gru_fwd_seq's result)."""
     bk = get_backend(backend)
     check_algo(algo)
     dtype = common_float_dtype(x=x, W=W, V=V, b_x=b_x, b_h=b_h, h0=h0)
@@ -118,14 +145,17 @@ def gru_forward(x, W, V, b_x=None, b_h=None, h0=None, *, lengths=None, backend=N
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="gru")
 
     p = bk.input_projection(x, W, b_x)
-    h, gates = bk.gru_fwd_seq(p, V, b_h, h0, lengths, plan)
-    h_last = last_state(bk.xp, h, lengths, reverse)
-    if not need_cache:
-        return GRUOutput(h=h, h_last=h_last, cache=None)
-    cache = GRUCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, gates=gates, lengths=lengths,
-                     has_b_x=b_x is not None, has_b_h=b_h is not None, plan=plan, backend=bk,
-                     digests=take_digests(bk, x=x, h=h))
-    return GRUOutput(h=h, h_last=h_last, cache=cache)
+
+    def finish(result):
+        h, gates = result
+        h_last = last_state(bk.xp, h, lengths, reverse)
+        if not need_cache:
+            return GRUOutput(h=h, h_last=h_last, cache=None)
+        cache = GRUCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, gates=gates, lengths=lengths,
+                         has_b_x=b_x is not None, has_b_h=b_h is not None, plan=plan,
+                         backend=bk, digests=take_digests(bk, x=x, h=h))
+        return GRUOutput(h=h, h_last=h_last, cache=cache)
+    return bk, (p, V, b_h, h0, lengths, plan), finish
 
 
 def gru_backward(dh, cache: GRUCache, *, dh_last=None, need_dx=True) -> GRUGrads:
@@ -134,15 +164,38 @@ def gru_backward(dh, cache: GRUCache, *, dh_last=None, need_dx=True) -> GRUGrads
     dh: (T, B, H) gradient on h, or None; dh_last: (B, H) on h_last (at least one given; neither
     modified; values of dh at padded steps are ignored). need_dx=False skips dx.
     Returns GRUGrads(dx, dW, dV, db_x, db_h, dh0) on the cache's backend."""
+    bk, args, finish = _backward_call(dh, cache, dh_last, need_dx)
+    return finish(bk.gru_bwd_seq(*args))
+
+
+def gru_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
+    """BPTT through both directions of a bidirectional GRU level, run together as
+    gru_forward_pair runs them: dh, caches, dh_last are pairs (forward direction's, reverse's)
+    of what gru_backward takes (dh, dh_last may be None: None for both). Returns (forward's
+    GRUGrads, reverse's), bit for bit those of two gru_backward calls."""
+    parts = [two(n, a) for n, a in (("dh", dh), ("caches", caches), ("dh_last", dh_last))]
+    calls = [direction_call(name, _backward_call, *(p[i] for p in parts), need_dx)
+             for i, name in enumerate(("forward", "reverse"))]
+    bk = pair_backend(calls)
+    results = bk.seq_pair("gru_bwd_seq", calls[0][1], calls[1][1])
+    return tuple(finish(r) for (_, _, finish), r in zip(calls, results))
+
+
+def _backward_call(dh, cache, dh_last, need_dx):
+    """gru_backward's checks: (backend, gru_bwd_seq's arguments, the function making the
+    GRUGrads from gru_bwd_seq's result)."""
     if not isinstance(cache, GRUCache):
         raise TypeError(f"cache: expected the GRUCache of gru_forward, got {type(cache).__name__}")
     bk = cache.backend
     T, B, H = cache.h.shape
     dh, dh_last = check_grads_from_above(bk, T, B, H, cache.h.dtype, dh, dh_last=dh_last)
     check_unchanged(cache, "gru_forward")
-    dgx, dh0 = bk.gru_bwd_seq(dh, dh_last, cache.h, cache.h0, cache.gates, cache.V,
-                              cache.lengths, cache.plan)
-    dx, dW, dV, db_x, db_h = bk.gru_gradients(
-        cache.x, cache.W, cache.V, cache.h0, cache.h, cache.gates, dgx, cache.has_b_x,
-        cache.has_b_h, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse)
-    return GRUGrads(dx=dx, dW=dW, dV=dV, db_x=db_x, db_h=db_h, dh0=dh0)
+
+    def finish(result):
+        dgx, dh0 = result
+        dx, dW, dV, db_x, db_h = bk.gru_gradients(
+            cache.x, cache.W, cache.V, cache.h0, cache.h, cache.gates, dgx, cache.has_b_x,
+            cache.has_b_h, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse)
+        return GRUGrads(dx=dx, dW=dW, dV=dV, db_x=db_x, db_h=db_h, dh0=dh0)
+    return bk, (dh, dh_last, cache.h, cache.h0, cache.gates, cache.V, cache.lengths,
+                cache.plan), finish

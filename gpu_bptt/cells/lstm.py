@@ -19,7 +19,8 @@ from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
-                       check_unchanged, gate_columns, last_state, missing_arrays, take_digests)
+                       check_unchanged, direction_call, gate_columns, last_state, missing_arrays,
+                       pair_backend, take_digests, two)
 
 G = 4
 
@@ -115,6 +116,32 @@ def lstm_forward(x, W, V, b=None, h0=None, c0=None, *, R=None, lengths=None, bac
     lengths: (B,) integers in 1..T or None. One float dtype for all, float32 or float64. None of
     the arguments is modified. backend, algo, need_cache, reverse: as elman_forward's.
     Returns LSTMOutput(h (T, B, Hs), h_last (B, Hs), c_last (B, H), cache)."""
+    bk, args, finish = _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache,
+                                     reverse)
+    return finish(bk.lstm_fwd_seq(*args))
+
+
+def lstm_forward_pair(x, forward, reverse, *, lengths=None, backend=None, algo="auto",
+                      need_cache=True) -> tuple:
+    """Both directions of a bidirectional LSTM level over x, run together where the backend can
+    (Backend.seq_pair; docs/architecture.md §1, both directions together). forward, reverse:
+    each direction's (W, V, b, h0, c0, R) as lstm_forward takes them; the rest shared. Returns
+    (forward's LSTMOutput, reverse's), bit for bit those of two lstm_forward calls."""
+    calls = []
+    for name, d, r in (("forward", forward, False), ("reverse", reverse, True)):
+        if not isinstance(d, (tuple, list)) or len(d) != 6:
+            raise TypeError(f"{name}: expected the direction's (W, V, b, h0, c0, R) (all but W "
+                            f"and V may be None), got {type(d).__name__}")
+        calls.append(direction_call(name, _forward_call, x, *d, lengths, backend, algo,
+                                    need_cache, r))
+    bk = calls[0][0]  # get_backend(backend) for both
+    results = bk.seq_pair("lstm_fwd_seq", calls[0][1], calls[1][1])
+    return tuple(finish(r) for (_, _, finish), r in zip(calls, results))
+
+
+def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, reverse):
+    """lstm_forward's checks and input projection: (backend, lstm_fwd_seq's arguments, the
+    function making the LSTMOutput from lstm_fwd_seq's result)."""
     bk = get_backend(backend)
     check_algo(algo)
     dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0, c0=c0, R=R)
@@ -140,15 +167,19 @@ def lstm_forward(x, W, V, b=None, h0=None, c0=None, *, R=None, lengths=None, bac
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="lstm", P=P)
 
     p = bk.input_projection(x, W, b)
-    h, c, gates = bk.lstm_fwd_seq(p, V, h0, c0, lengths, plan, R=R)
-    h_last = last_state(bk.xp, h, lengths, reverse)
-    c_last = last_state(bk.xp, c, lengths, reverse)
-    if not need_cache:
-        return LSTMOutput(h=h, h_last=h_last, c_last=c_last, cache=None)
-    cache = LSTMCache(x=x, W=W.copy(), V=V.copy(), R=None if R is None else R.copy(), h0=h0,
-                      c0=c0, h=h, c=c, gates=gates, lengths=lengths, has_bias=b is not None,
-                      plan=plan, backend=bk, digests=take_digests(bk, x=x, h=h))
-    return LSTMOutput(h=h, h_last=h_last, c_last=c_last, cache=cache)
+
+    def finish(result):
+        h, c, gates = result
+        h_last = last_state(bk.xp, h, lengths, reverse)
+        c_last = last_state(bk.xp, c, lengths, reverse)
+        if not need_cache:
+            return LSTMOutput(h=h, h_last=h_last, c_last=c_last, cache=None)
+        cache = LSTMCache(x=x, W=W.copy(), V=V.copy(), R=None if R is None else R.copy(),
+                          h0=h0, c0=c0, h=h, c=c, gates=gates, lengths=lengths,
+                          has_bias=b is not None, plan=plan, backend=bk,
+                          digests=take_digests(bk, x=x, h=h))
+        return LSTMOutput(h=h, h_last=h_last, c_last=c_last, cache=cache)
+    return bk, (p, V, h0, c0, lengths, plan, R), finish
 
 
 def lstm_backward(dh, cache: LSTMCache, *, dh_last=None, dc_last=None,
@@ -158,6 +189,27 @@ def lstm_backward(dh, cache: LSTMCache, *, dh_last=None, dc_last=None,
     dh: (T, B, Hs) gradient on h, or None; dh_last: (B, Hs) on h_last; dc_last: (B, H) on c_last
     (at least one given; none modified; values of dh at padded steps are ignored). need_dx=False
     skips dx. Returns LSTMGrads(dx, dW, dV, db, dR, dh0, dc0) on the cache's backend."""
+    bk, args, finish = _backward_call(dh, cache, dh_last, dc_last, need_dx)
+    return finish(bk.lstm_bwd_seq(*args))
+
+
+def lstm_backward_pair(dh, caches, *, dh_last=None, dc_last=None, need_dx=True) -> tuple:
+    """BPTT through both directions of a bidirectional LSTM level, run together as
+    lstm_forward_pair runs them: caches, dh, dh_last, dc_last are pairs (forward direction's,
+    reverse's) of what lstm_backward takes (each pair may be None: None for both). Returns
+    (forward's LSTMGrads, reverse's), bit for bit those of two lstm_backward calls."""
+    parts = [two(n, a) for n, a in (("dh", dh), ("caches", caches), ("dh_last", dh_last),
+                                     ("dc_last", dc_last))]
+    calls = [direction_call(name, _backward_call, *(p[i] for p in parts), need_dx)
+             for i, name in enumerate(("forward", "reverse"))]
+    bk = pair_backend(calls)
+    results = bk.seq_pair("lstm_bwd_seq", calls[0][1], calls[1][1])
+    return tuple(finish(r) for (_, _, finish), r in zip(calls, results))
+
+
+def _backward_call(dh, cache, dh_last, dc_last, need_dx):
+    """lstm_backward's checks: (backend, lstm_bwd_seq's arguments, the function making the
+    LSTMGrads from lstm_bwd_seq's result)."""
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache: expected the LSTMCache of lstm_forward, got "
                         f"{type(cache).__name__}")
@@ -168,9 +220,12 @@ def lstm_backward(dh, cache: LSTMCache, *, dh_last=None, dc_last=None,
         bk, T, B, Hs, cache.c.dtype, dh, letter="P" if cache.R is not None else "H",
         sizes={"dc_last": (H, "H")}, dh_last=dh_last, dc_last=dc_last)
     check_unchanged(cache, "lstm_forward")
-    du, dc0, dhs = bk.lstm_bwd_seq(dh, dh_last, dc_last, cache.h, cache.c, cache.gates, cache.c0,
-                                   cache.V, cache.lengths, cache.plan, R=cache.R)
-    dx, dW, dV, db, dh0, dR = bk.lstm_gradients(
-        cache.x, cache.W, cache.V, cache.h0, cache.h, cache.c, cache.gates, du, dhs,
-        cache.has_bias, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse)
-    return LSTMGrads(dx=dx, dW=dW, dV=dV, db=db, dR=dR, dh0=dh0, dc0=dc0)
+
+    def finish(result):
+        du, dc0, dhs = result
+        dx, dW, dV, db, dh0, dR = bk.lstm_gradients(
+            cache.x, cache.W, cache.V, cache.h0, cache.h, cache.c, cache.gates, du, dhs,
+            cache.has_bias, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse)
+        return LSTMGrads(dx=dx, dW=dW, dV=dV, db=db, dR=dR, dh0=dh0, dc0=dc0)
+    return bk, (dh, dh_last, dc_last, cache.h, cache.c, cache.gates, cache.c0, cache.V,
+                cache.lengths, cache.plan, cache.R), finish

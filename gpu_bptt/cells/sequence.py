@@ -146,3 +146,30 @@ def missing_arrays(names, arrays: dict):
     missing = [k for k in names if k not in arrays]
     if missing:
         raise ValueError(f"arrays: missing {missing}")
+
+
+def two(name, a):
+    """(a0, a1) from a pair (forward direction's, reverse direction's), or (None, None) from
+    None: the arguments of the *_pair functions."""
+    if a is None:
+        return None, None
+    if not isinstance(a, (tuple, list)) or len(a) != 2:
+        raise TypeError(f"{name}: expected a pair (forward direction's, reverse direction's), "
+                        f"got {type(a).__name__}")
+    return tuple(a)
+
+
+def direction_call(name, call, *args):
+    """call(*args) for one direction of a *_pair function, its errors prefixed with the
+    direction's name."""
+    try:
+        return call(*args)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name}: {e}") from None
+
+
+def pair_backend(calls):
+    """The one backend of both directions' (backend, arguments, finish) calls."""
+    if calls[0][0] is not calls[1][0]:
+        raise ValueError("caches: the two directions' caches are on different backends")
+    return calls[0][0]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import gru, gru_backward, gru_forward, lstm, lstm_backward, lstm_forward
+from ..cells import (gru, gru_backward, gru_backward_pair, gru_forward, gru_forward_pair, lstm,
+                     lstm_backward, lstm_backward_pair, lstm_forward, lstm_forward_pair)
 from ..cells.sequence import check_algo
 from ..validate import check_float_dtype, check_size
 from . import init
@@ -15,7 +16,8 @@ from .layers import Leaf
 
 class _Gated(Leaf):
     """What LSTM and GRU share: the parameters of each direction, the split of (2, B, ·) states
-    and of (T, B, 2·) gradients into the two directions, and the running of both."""
+    and of (T, B, 2·) gradients into the two directions, and the running of both (together,
+    through the cells' *_pair functions: docs/architecture.md §1, both directions together)."""
 
     STATES = ()    # the recurrent states a caller may pass and gets back: "h", and "c" for LSTM
 
@@ -65,8 +67,11 @@ class _Gated(Leaf):
         B = x.shape[1]
         per = {s: self._per_direction(s + "0", states.get(s + "0"), B, self._state_size(s))
                for s in self.STATES}
-        outs = [self._run(x, suffix, lengths, {s: per[s][i] for s in self.STATES})
+        dirs = [self._direction(suffix, {s: per[s][i] for s in self.STATES})
                 for i, suffix in enumerate(self.directions)]
+        kw = dict(lengths=lengths, backend=self.backend, algo=self.algo)
+        outs = (self._forward_pair(x, *dirs, **kw) if self.bidirectional
+                else [self._forward_one(x, dirs[0], **kw)])
         self._caches = [o.cache for o in outs]
         for s in self.STATES:
             setattr(self, s + "_last", self._joined([getattr(o, s + "_last") for o in outs]))
@@ -90,9 +95,14 @@ class _Gated(Leaf):
             dhs = [dh] * len(self.directions)
         per = {s: self._per_direction(f"d{s}_last", last.get(f"d{s}_last"), B, self._state_size(s))
                for s in self.STATES}
+        if self.bidirectional:
+            gs = self._backward_pair(dhs, self._caches, need_dx=need_dx,
+                                     **{f"d{s}_last": per[s] for s in self.STATES})
+        else:
+            gs = [self._backward(dhs[0], self._caches[0], need_dx=need_dx,
+                                 **{f"d{s}_last": per[s][0] for s in self.STATES})]
         dx, d0 = None, {s: [] for s in self.STATES}
-        for i, suffix in enumerate(self.directions):
-            g = self._back(dhs[i], self._caches[i], {s: per[s][i] for s in self.STATES}, need_dx)
+        for g, suffix in zip(gs, self.directions):
             for name, value in self._param_grads(g).items():
                 if value is not None:
                     self._grads[name + suffix] += value
@@ -138,15 +148,19 @@ class LSTM(_Gated):
     def backward(self, dh, *, dh_last=None, dc_last=None, need_dx=True):
         return super().backward(dh, need_dx=need_dx, dh_last=dh_last, dc_last=dc_last)
 
-    def _run(self, x, suffix, lengths, states):
+    _forward_pair = staticmethod(lstm_forward_pair)
+    _backward = staticmethod(lstm_backward)
+    _backward_pair = staticmethod(lstm_backward_pair)
+
+    def _direction(self, suffix, states):
+        """One direction's (W, V, b, h0, c0, R), as lstm_forward_pair takes them."""
         p = self._params
-        return lstm_forward(x, p["W" + suffix], p["V" + suffix], p.get("b" + suffix),
-                            states["h"], states["c"], R=p.get("R" + suffix), lengths=lengths,
-                            backend=self.backend, algo=self.algo, reverse=bool(suffix))
+        return (p["W" + suffix], p["V" + suffix], p.get("b" + suffix), states["h"], states["c"],
+                p.get("R" + suffix))
 
     @staticmethod
-    def _back(dh, cache, last, need_dx):
-        return lstm_backward(dh, cache, dh_last=last["h"], dc_last=last["c"], need_dx=need_dx)
+    def _forward_one(x, d, **kw):
+        return lstm_forward(x, *d[:5], R=d[5], **kw)
 
     @staticmethod
     def _param_grads(g):
@@ -173,15 +187,19 @@ class GRU(_Gated):
     def backward(self, dh, *, dh_last=None, need_dx=True):
         return super().backward(dh, need_dx=need_dx, dh_last=dh_last)
 
-    def _run(self, x, suffix, lengths, states):
+    _forward_pair = staticmethod(gru_forward_pair)
+    _backward = staticmethod(gru_backward)
+    _backward_pair = staticmethod(gru_backward_pair)
+
+    def _direction(self, suffix, states):
+        """One direction's (W, V, b_x, b_h, h0), as gru_forward_pair takes them."""
         p = self._params
-        return gru_forward(x, p["W" + suffix], p["V" + suffix], p.get("b_x" + suffix),
-                           p.get("b_h" + suffix), states["h"], lengths=lengths,
-                           backend=self.backend, algo=self.algo, reverse=bool(suffix))
+        return (p["W" + suffix], p["V" + suffix], p.get("b_x" + suffix), p.get("b_h" + suffix),
+                states["h"])
 
     @staticmethod
-    def _back(dh, cache, last, need_dx):
-        return gru_backward(dh, cache, dh_last=last["h"], need_dx=need_dx)
+    def _forward_one(x, d, **kw):
+        return gru_forward(x, *d, **kw)
 
     @staticmethod
     def _param_grads(g):

@@ -355,6 +355,50 @@ def test_step_pair_on_two_streams(fake_cupy):
     assert [e for e in events if e[0] != "launch" or e[1].startswith("elman_")] == want
 
 
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gated_pair_on_two_streams(fake_cupy, monkeypatch, cell, algo):
+    """A bidirectional LSTM or GRU level (Backend.seq_pair): each direction's launches on a
+    stream of its own, the step launches interleaved step by step, a persistent launch's status
+    word read only once both directions' launches are queued; the side stream joins the current
+    one at both ends. (tests/test_gated_pair.py: the results are two single calls'.)"""
+    from gpu_bptt.backends.cuda import CudaBackend
+    from gpu_bptt.backends.cuda.launchers import Launchers
+    from gpu_bptt.cells import (gru_backward_pair, gru_forward_pair, lstm_backward_pair,
+                                lstm_forward_pair)
+
+    queue = Launchers._cooperative
+
+    def logged(self, *a, **kw):  # each status check, in EVENTS' order
+        check = queue(self, *a, **kw)
+        return lambda: EVENTS.append(("check",)) or check()
+    monkeypatch.setattr(Launchers, "_cooperative", logged)
+    T, B, I, H = 3, 2, 3, 8
+    r = rng(5)
+    G = 4 if cell == "lstm" else 3
+    dirs = [(r.standard_normal((I, G * H)) / 2, r.standard_normal((H, G * H)) / 5, None, None,
+             None) + ((None,) if cell == "lstm" else ()) for _ in range(2)]
+    fwd, bwd = ((lstm_forward_pair, lstm_backward_pair) if cell == "lstm"
+                else (gru_forward_pair, gru_backward_pair))
+    x, lengths = r.standard_normal((T, B, I)), np.array([T, 1], dtype=np.int32)
+    EVENTS.clear()
+    outs = fwd(x, *dirs, lengths=lengths, backend=CudaBackend(step="v2"), algo=algo)
+    bwd((r.standard_normal((T, B, H)),) * 2, [o.cache for o in outs])
+    fork = [("record", "null"), ("wait", "side", "null")]
+    join = [("record", "side"), ("wait", "null", "side")]
+    want = []
+    for d in ("fwd", "bwd"):  # launches as (kernel, stream)
+        if algo == "step":
+            want += fork + [("launch", f"{cell}_{d}_step_v2", s)
+                            for _ in range(T) for s in ("null", "side")] + join
+        else:
+            want += fork + [("launch", f"{cell}_persistent_{d}_v2", s)
+                            for s in ("null", "side")] + [("check",)] * 2 + join
+    assert [("launch", e[1].split("<")[0], e[3]) if e[0] == "launch" else e for e in EVENTS
+            if e[0] != "launch" or e[1].startswith(f"{cell}_")] == want
+    assert outs[1].cache.reverse and not outs[0].cache.reverse
+
+
 def test_pair_kernel_flags_a_grid_too_small_for_H(fake_cupy):
     """A runtime that shrinks the pair's grid silently: each half sees that it does not cover H,
     writes nothing, and the launcher raises."""

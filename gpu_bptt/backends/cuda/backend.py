@@ -28,6 +28,7 @@ the backward runs the same plan.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -35,7 +36,7 @@ import sys
 
 import numpy as np
 
-from ..base import Backend, first_step_rows
+from ..base import Backend, check_seq, first_step_rows
 from ..notices import warn_once
 from ..plan import PairPlan, check_directions
 from . import persistent, registry, rules
@@ -462,6 +463,9 @@ class CudaBackend(Backend):
         """The LSTM's forward recurrence: p (T, B, 4H) = x @ W + b, owned by the callee (returned
         as `gates`); V (Hs, 4H); h0 (B, Hs), c0 (B, H) or None (zeros); R (H, P) or None.
         Returns h (T, B, Hs), c (T, B, H), gates (T, B, 4H), the activated [i|f|g|o]."""
+        return _drain(self._lstm_fwd(p, V, h0, c0, lengths, plan, R))
+
+    def _lstm_fwd(self, p, V, h0, c0, lengths, plan, R=None):
         xp = self.xp
         T, B, G4 = p.shape
         H = G4 // registry.LSTM_GATES
@@ -473,18 +477,27 @@ class CudaBackend(Backend):
         h = xp.empty((T, B, Hs), dtype=p.dtype)
         c = xp.empty((T, B, H), dtype=p.dtype)
         if plan.algo == "persistent":
-            self.kernels.lstm_persistent_fwd(p, c, h, h0, c0, V, lens, plan, R=R)
+            yield
+            check = self.kernels.lstm_persistent_fwd(p, c, h, h0, c0, V, lens, plan, R=R,
+                                                     queue=True)
+            yield
+            check()
             return h, c, p
         step = self.kernels.lstm_fwd_stepper(p, c, h, h0, c0, V, lens, plan.version,
                                              flip=plan.reverse, R=R)
+        yield
         for s in range(T):
             step(s)
+            yield
         return h, c, p
 
     def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
         """The LSTM's reverse recurrence: dh (T, B, Hs), dh_last (B, Hs), dc_last (B, H) or
         None; h, c, gates the forward's; c0 (B, H) or None (zeros); V (Hs, 4H); R (H, P) or
         None. Returns du (T, B, 4H), dc0 (B, H) and, with R, dhs (T, B, P) (else None)."""
+        return _drain(self._lstm_bwd(dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R))
+
+    def _lstm_bwd(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
         xp = self.xp
         T, B, H = c.shape
         dt = c.dtype
@@ -495,14 +508,19 @@ class CudaBackend(Backend):
         dc = xp.empty((B, H), dtype=dt)
         dhs = None if R is None else xp.empty((T, B, R.shape[1]), dtype=dt)
         if plan.algo == "persistent":
-            self.kernels.lstm_persistent_bwd(du, dc, dc_last, dh, dh_last, gates, c, c0, V, lens,
-                                             plan, R=R, dhs=dhs)
+            yield
+            check = self.kernels.lstm_persistent_bwd(du, dc, dc_last, dh, dh_last, gates, c, c0,
+                                                     V, lens, plan, R=R, dhs=dhs, queue=True)
+            yield
+            check()
             return du, dc, dhs
         VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
         step = self.kernels.lstm_bwd_stepper(du, dc, dc_last, dhs, dh, dh_last, gates, c, c0, VT,
                                              lens, plan.version, flip=plan.reverse, R=R)
+        yield
         for s in range(T - 1, -1, -1):
             step(s)
+            yield
         return du, dc, dhs
 
     # -- the GRU (kernels/gru_*.cu): as the plan from resolve_algo(..., cell="gru") says ----------
@@ -510,6 +528,9 @@ class CudaBackend(Backend):
         """The GRU forward recurrence (the contract of base.Backend.gru_fwd_seq): p (T, B, 3H) =
         x @ W + b_x, read only; V (H, 3H); b_h (3H,) or None; h0 (B, H). Returns h (T, B, H) and
         gates (T, B, 4H) = [r|z|n|hn], both new."""
+        return _drain(self._gru_fwd(p, V, b_h, h0, lengths, plan))
+
+    def _gru_fwd(self, p, V, b_h, h0, lengths, plan):
         T, B, G3 = p.shape
         H = G3 // 3
         lens = self._lengths(lengths, T, B)
@@ -517,19 +538,28 @@ class CudaBackend(Backend):
         h = self.xp.empty((T, B, H), dtype=p.dtype)
         gates = self.xp.empty((T, B, 4 * H), dtype=p.dtype)
         if plan.algo == "persistent":
-            self.kernels.gru_persistent_fwd(h, gates, p, h0, V, b_h, lens, plan)
+            yield
+            check = self.kernels.gru_persistent_fwd(h, gates, p, h0, V, b_h, lens, plan,
+                                                    queue=True)
+            yield
+            check()
             return h, gates
         plan.check_problem(B, H, p.dtype.name, cell="gru")
         step = self.kernels.gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
                                             flip=plan.reverse)
+        yield
         for s in range(T):
             step(s)
+            yield
         return h, gates
 
     def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
         """The GRU backward recurrence (the contract of base.Backend.gru_bwd_seq): dh (T, B, H) or
         None; dh_last (B, H) or None; h, h0, gates the forward's; V (H, 3H). Returns dgx
         (T, B, 3H), the gradient on p, and dh0 (B, H), both new."""
+        return _drain(self._gru_bwd(dh, dh_last, h, h0, gates, V, lengths, plan))
+
+    def _gru_bwd(self, dh, dh_last, h, h0, gates, V, lengths, plan):
         xp = self.xp
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
@@ -538,14 +568,20 @@ class CudaBackend(Backend):
         gn = xp.empty((T, B, H), dtype=h.dtype)
         zd = xp.zeros((B, H), dtype=h.dtype)  # the carry dhs·z: none before the first step
         if plan.algo == "persistent":
-            self.kernels.gru_persistent_bwd(dg, gn, zd, dh, dh_last, h, h0, gates, V, lens, plan)
+            yield
+            check = self.kernels.gru_persistent_bwd(dg, gn, zd, dh, dh_last, h, h0, gates, V,
+                                                    lens, plan, queue=True)
+            yield
+            check()
         else:
             plan.check_problem(B, H, h.dtype.name, cell="gru")
             VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
             step = self.kernels.gru_bwd_stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens,
                                                 plan.version, flip=plan.reverse)
+            yield
             for s in range(T - 1, -1, -1):
                 step(s)
+                yield
         # the gradient on h0: the product of the first step's dgh and the z path left in zd
         first = xp.ascontiguousarray(first_step_rows(xp, dg, lens, plan.reverse))
         if self.gemm == "own":
@@ -555,6 +591,39 @@ class CudaBackend(Backend):
         dh0 += zd
         dg[:, :, 2 * H:] = gn  # dgh's n block is gn·r; the gradient on p's is gn
         return dg, dh0
+
+    # -- both directions of a bidirectional LSTM or GRU level (base.py has the contract) ----------
+    def seq_pair(self, name, fwd, rev):
+        """Each direction's launches on a CUDA stream of its own (the reversed one's on the side
+        stream of streams.fork), interleaved launch by launch; a persistent launch's status word
+        is read only once both launches are queued. Each method's generator (_lstm_fwd, ...)
+        yields once set up (its arrays allocated before the fork), then after every launch."""
+        generators = {"lstm_fwd_seq": self._lstm_fwd, "lstm_bwd_seq": self._lstm_bwd,
+                      "gru_fwd_seq": self._gru_fwd, "gru_bwd_seq": self._gru_bwd}
+        run = generators[check_seq(self, name)]
+        runs = [run(*fwd), run(*rev)]
+        for r in runs:
+            next(r)  # set up
+        results = [None, None]
+        with self.streams.fork() as side:
+            while runs[0] or runs[1]:
+                for i, stream in enumerate((contextlib.nullcontext(), side)):
+                    if runs[i]:
+                        with stream:
+                            try:
+                                next(runs[i])
+                            except StopIteration as done:
+                                results[i], runs[i] = done.value, None
+        return tuple(results)
+
+
+def _drain(run):
+    """The result of one of the sequence generators (_lstm_fwd, ...), run alone."""
+    while True:
+        try:
+            next(run)
+        except StopIteration as done:
+            return done.value
 
 
 def _check_gru_plan(plan):

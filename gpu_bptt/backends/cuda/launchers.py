@@ -451,26 +451,34 @@ class Launchers(LstmLaunchers):
         tail = (_i32(flip), _i32(T), _i32(B), _i32(H))
         return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
 
-    def gru_persistent_fwd(self, h, gates, p, h0, V, b_h, lengths, plan):
+    def gru_persistent_fwd(self, h, gates, p, h0, V, b_h, lengths, plan, queue=False):
         """The whole GRU forward recurrence (kernels/gru_persistent_fwd.cu) as `plan` (a
         persistent GRU LaunchPlan for h's problem) says: h (T, B, H) and gates (T, B, 4H)
         written from p (T, B, 3H), h0 (B, H), V (H, 3H), b_h (3H,) or None, lengths (B,) int32.
-        plan.reverse: a reversed run."""
+        plan.reverse: a reversed run. queue: return the status check instead of calling it."""
         T, B, H = h.shape
         _check_persistent(plan, B, H, h.dtype, cell="gru")
         ops = self.gru_fwd_operands(h, gates, p, h0, V, b_h, lengths)
-        self._cooperative(registry.GRU_PERSIST_FWD, plan, h.dtype, ops + (
-            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))()
+        check = self._cooperative(registry.GRU_PERSIST_FWD, plan, h.dtype, ops + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))
+        if queue:
+            return check
+        check()
         return h, gates
 
-    def gru_persistent_bwd(self, dg, gn, zd, dh, dh_last, h, h0, gates, V, lengths, plan):
+    def gru_persistent_bwd(self, dg, gn, zd, dh, dh_last, h, h0, gates, V, lengths, plan,
+                           queue=False):
         """The whole GRU backward recurrence (kernels/gru_persistent_bwd.cu) as `plan` says:
         dg (T, B, 3H) gets dgh, gn (T, B, H) gn, zd (B, H) (zeros on entry) the first step's
-        carry dhs·z; V (H, 3H) not transposed; the rest as gru_bwd_stepper."""
+        carry dhs·z; V (H, 3H) not transposed; the rest as gru_bwd_stepper. queue: as
+        gru_persistent_fwd's."""
         T, B, H = h.shape
         _check_persistent(plan, B, H, h.dtype, cell="gru")
         ops = self.gru_bwd_operands(dg, gn, zd, dh, dh_last, h, h0, gates, V, (H, 3 * H), "V",
                                     lengths)
-        self._cooperative(registry.GRU_PERSIST_BWD, plan, h.dtype, ops + (
-            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))()
+        check = self._cooperative(registry.GRU_PERSIST_BWD, plan, h.dtype, ops + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))
+        if queue:
+            return check
+        check()
         return dg

@@ -176,11 +176,12 @@ class LstmLaunchers:
         plan.check_problem(B, H, np.dtype(dtype).name, cell="lstm", P=P)
         return persistent.proj_cols(P, H, plan.cols) if P else 0
 
-    def lstm_persistent_fwd(self, gates, c, h, h0, c0, V, lengths, plan, R=None):
+    def lstm_persistent_fwd(self, gates, c, h, h0, c0, V, lengths, plan, R=None, queue=False):
         """The whole forward LSTM recurrence in one cooperative launch, as `plan` says: gates
         (T, B, 4H) holds p on entry and the activated gates on exit; c (T, B, H) and h (T, B, Hs)
         written (Hs = P with a projection R (H, P), else H); h0 (B, Hs); c0 (B, H); V (Hs, 4H);
-        lengths (B,) int32. plan.reverse: a reversed run."""
+        lengths (B,) int32. plan.reverse: a reversed run. queue: return the status check
+        (launchers.py: _cooperative) rather than call it."""
         T, B, H = self.lstm_state_operands(gates, c, c0, lengths)
         dt = gates.dtype
         P = self._lstm_proj(R, H, dt)
@@ -191,17 +192,18 @@ class LstmLaunchers:
         self.check("h0", h0, (B, Hs), dt)
         d = self._dummy(dt)
         m = self.xp.empty((B, H), dtype=dt) if P else d
-        self._cooperative(registry.LSTM_PERSIST_FWD, plan, dt, (
+        check = self._cooperative(registry.LSTM_PERSIST_FWD, plan, dt, (
             gates, c, h, m, h0, c0, V, d if R is None else R, lengths, _i32(T), _i32(B), _i32(H),
             _i32(P), _i32(plan.cols), _i32(pcols), _i32(plan.reverse)),
-            registry.CELLS["lstm"].persist_params(P))()
+            registry.CELLS["lstm"].persist_params(P))
+        return check if queue else check()
 
     def lstm_persistent_bwd(self, du, dc, dc_last, dh, dh_last, gates, c, c0, V, lengths, plan,
-                            R=None, dhs=None):
+                            R=None, dhs=None, queue=False):
         """The whole reverse LSTM recurrence in one cooperative launch: du (T, B, 4H) written;
         dc (B, H) written (dc0 on exit); dc_last (B, H), dh (T, B, Hs), dh_last (B, Hs) or None;
         gates, c the forward's; c0 (B, H); V (Hs, 4H) (not transposed); with a projection R
-        (H, P), dhs (T, B, P) written."""
+        (H, P), dhs (T, B, P) written. queue: as lstm_persistent_fwd's."""
         T, B, H = self.lstm_state_operands(gates, c, c0, lengths)
         dt = gates.dtype
         P = self._lstm_proj(R, H, dt)
@@ -220,7 +222,8 @@ class LstmLaunchers:
                 self.check(name, a, shape, dt)
             args += [d if a is None else a, _i32(a is not None)]
         dc_last_args, grads = args[:2], args[2:]
-        self._cooperative(registry.LSTM_PERSIST_BWD, plan, dt, (
+        check = self._cooperative(registry.LSTM_PERSIST_BWD, plan, dt, (
             du, dc, *dc_last_args, d if dhs is None else dhs, *grads, gates, c, c0, V,
             d if R is None else R, lengths, _i32(T), _i32(B), _i32(H), _i32(P), _i32(plan.cols),
-            _i32(pcols), _i32(plan.reverse)), registry.CELLS["lstm"].persist_params(P))()
+            _i32(pcols), _i32(plan.reverse)), registry.CELLS["lstm"].persist_params(P))
+        return check if queue else check()
