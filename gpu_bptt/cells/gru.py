@@ -17,8 +17,8 @@ from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
-                       check_unchanged, direction_call, gate_columns, last_state, missing_arrays,
-                       pair_backend, take_digests, two)
+                       check_unchanged, direction_call, forward_calls, gate_columns, last_state,
+                       missing_arrays, pair_backend, run_pair, take_digests, two)
 
 G = 3
 
@@ -112,16 +112,9 @@ def gru_forward_pair(x, forward, reverse, *, lengths=None, backend=None, algo="a
     (Backend.seq_pair; docs/architecture.md §1, both directions together). forward, reverse:
     each direction's (W, V, b_x, b_h, h0) as gru_forward takes them; the rest shared. Returns
     (forward's GRUOutput, reverse's), bit for bit those of two gru_forward calls."""
-    calls = []
-    for name, d, r in (("forward", forward, False), ("reverse", reverse, True)):
-        if not isinstance(d, (tuple, list)) or len(d) != 5:
-            raise TypeError(f"{name}: expected the direction's (W, V, b_x, b_h, h0) (all but W "
-                            f"and V may be None), got {type(d).__name__}")
-        calls.append(direction_call(name, _forward_call, x, *d, lengths, backend, algo,
-                                    need_cache, r))
-    bk = calls[0][0]  # get_backend(backend) for both
-    results = bk.seq_pair("gru_fwd_seq", calls[0][1], calls[1][1])
-    return tuple(finish(r) for (_, _, finish), r in zip(calls, results))
+    calls = forward_calls(forward, reverse, ("W", "V", "b_x", "b_h", "h0"), _forward_call, x,
+                          lengths, backend, algo, need_cache)
+    return run_pair(calls[0][0], "gru_fwd_seq", calls)  # one get_backend(backend) for both
 
 
 def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, reverse):
@@ -176,9 +169,7 @@ def gru_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
     parts = [two(n, a) for n, a in (("dh", dh), ("caches", caches), ("dh_last", dh_last))]
     calls = [direction_call(name, _backward_call, *(p[i] for p in parts), need_dx)
              for i, name in enumerate(("forward", "reverse"))]
-    bk = pair_backend(calls)
-    results = bk.seq_pair("gru_bwd_seq", calls[0][1], calls[1][1])
-    return tuple(finish(r) for (_, _, finish), r in zip(calls, results))
+    return run_pair(pair_backend(calls), "gru_bwd_seq", calls)
 
 
 def _backward_call(dh, cache, dh_last, need_dx):

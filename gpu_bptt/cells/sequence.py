@@ -173,3 +173,23 @@ def pair_backend(calls):
     if calls[0][0] is not calls[1][0]:
         raise ValueError("caches: the two directions' caches are on different backends")
     return calls[0][0]
+
+
+def forward_calls(forward, reverse, fields, call, x, *shared):
+    """Both directions' (backend, arguments, finish) of a gated cell's *_forward_pair: each of
+    forward, reverse a tuple of `fields` (the direction's weights and states), checked, then
+    call(x, *fields, *shared, reverse) with its errors prefixed with the direction's name."""
+    calls = []
+    for name, d, r in (("forward", forward, False), ("reverse", reverse, True)):
+        if not isinstance(d, (tuple, list)) or len(d) != len(fields):
+            raise TypeError(f"{name}: expected the direction's ({', '.join(fields)}) (all but W "
+                            f"and V may be None), got {type(d).__name__}")
+        calls.append(direction_call(name, call, x, *d, *shared, r))
+    return calls
+
+
+def run_pair(bk, seq, calls):
+    """Both directions' (backend, arguments, finish) calls run together by bk.seq_pair on the
+    backend's `seq` method; each direction's result made by its finish."""
+    results = bk.seq_pair(seq, calls[0][1], calls[1][1])
+    return tuple(finish(r) for (_, _, finish), r in zip(calls, results))
