@@ -18,7 +18,7 @@ import numpy as np
 from .. import activations
 from .base import Backend
 from .time_loop import (flipped_forward_steps, flipped_reverse_steps, forward_steps,
-                        reverse_steps, valid_steps)
+                        previous_states, reverse_steps, valid_steps)
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -299,16 +299,7 @@ class NumpyBackend(Backend):
         dtype = c.dtype
         VT = np.ascontiguousarray(V.T)
         RT = None if R is None else np.ascontiguousarray(R.T)
-        c_prev = np.empty_like(c)  # the state before each step, in the run's direction
-        if plan.reverse:
-            c_prev[:-1] = c[1:]
-            c_prev[-1] = c0
-            if lengths is not None:
-                rows = np.arange(B)
-                c_prev[lengths - 1, rows] = c0[rows]
-        else:
-            c_prev[0] = c0
-            c_prev[1:] = c[:-1]
+        c_prev = previous_states(c, c0, lengths, plan.reverse)
         du, a = lstm_bwd_factors(gates, c, c_prev)
         f = gates[:, :, H:2 * H]
         dhs = None if R is None else np.empty((T, B, Hs), dtype=dtype)  # kept for dR
@@ -362,16 +353,7 @@ class NumpyBackend(Backend):
         T, B, H = h.shape
         dtype = h.dtype
         VT = np.ascontiguousarray(V.T)
-        h_prev = np.empty_like(h)  # the state before each step, in the run's direction
-        if plan.reverse:
-            h_prev[:-1] = h[1:]
-            h_prev[-1] = h0
-            if lengths is not None:
-                rows = np.arange(B)
-                h_prev[lengths - 1, rows] = h0[rows]
-        else:
-            h_prev[0] = h0
-            h_prev[1:] = h[:-1]
+        h_prev = previous_states(h, h0, lengths, plan.reverse)
         dgx = gru_bwd_factors(gates, h_prev)
         r, z = gates[:, :, :H], gates[:, :, H:2 * H]
         carry = np.zeros((B, H), dtype=dtype)  # ends as dh0

@@ -145,3 +145,19 @@ def flipped_reverse_steps(T, lengths, seq, last):
         if s in ends:
             g = _plus_last(g, last, ends[s])
         yield ats[s], ats[s + 1] if s + 1 < T else None, g
+
+
+def previous_states(s, s0, lengths, reverse):
+    """The state before each step, in the run's direction, as a new (T, B, H) array: s[t-1]
+    (s0 at t = 0), or reversed s[t+1] (s0 at each example's last valid step lengths[b]-1)."""
+    prev = np.empty_like(s)
+    if reverse:
+        prev[:-1] = s[1:]
+        prev[-1] = s0
+        if lengths is not None:
+            rows = np.arange(s.shape[1])
+            prev[lengths - 1, rows] = s0[rows]
+    else:
+        prev[0] = s0
+        prev[1:] = s[:-1]
+    return prev
