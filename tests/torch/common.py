@@ -64,6 +64,21 @@ def flat(t):
     return torch.cat([a.reshape(-1) for a in t]) if isinstance(t, tuple) else t
 
 
+def assert_gradient_penalty_equal(ours, ref):
+    """A gradient penalty through both layers (the norm of dL/dx, differentiated again): dL/dx
+    and every second-order gradient (input, parameters) equal within 1e-10."""
+    x0 = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
+    results = []
+    for m in (ours, ref):
+        x = x0.clone().requires_grad_()
+        out, h_n = m(x)
+        (dx,) = torch.autograd.grad(weighted_sum([out, flat(h_n)]), x, create_graph=True)
+        (dx ** 2).sum().backward()
+        results.append((dx.detach(), x.grad) + tuple(q.grad for q in m.parameters()))
+    for i, (a, b) in enumerate(zip(*results)):
+        assert_close(f"item {i}", a, b, atol=1e-10)
+
+
 def training_step(m, kind, batch_first, with_h0, seed, *, T, B, I, H, lengths):
     """Output (the packed data for kind="packed", with `lengths`), h_n, dx, dh0 of one training
     step of module m (torch.nn.RNN or ours) whose random draws start from `seed` (for an LSTM,

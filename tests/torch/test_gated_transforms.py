@@ -10,8 +10,8 @@ import gpu_bptt.cells
 
 from ..skips import TORCH, skip
 from ..tolerances import GRADCHECK
-from .common import (F64, assert_close, compile_fullgraph, flat, gt, states, torch, twins,
-                     weighted_sum)
+from .common import (F64, assert_close, assert_gradient_penalty_equal, compile_fullgraph, flat, gt,
+                     states, torch, twins, weighted_sum)
 
 func = torch.func
 IMPLS = ["function", "custom_op"]
@@ -91,16 +91,7 @@ def test_double_backward_through_the_layer_equals_nn(kind):
     """A gradient penalty (the norm of dL/dx, differentiated again), two layers, bidirectional."""
     ours, ref = twins(3, 4, kind=kind, num_layers=2, bidirectional=True,
                       **({"proj_size": 2} if kind == "LSTM" else {}))
-    x0 = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
-    results = []
-    for m in (ours, ref):
-        x = x0.clone().requires_grad_()
-        out, h_n = m(x)
-        (dx,) = torch.autograd.grad(weighted_sum([out, flat(h_n)]), x, create_graph=True)
-        (dx ** 2).sum().backward()
-        results.append((dx.detach(), x.grad) + tuple(q.grad for q in m.parameters()))
-    for i, (a, b) in enumerate(zip(*results)):
-        assert_close(f"item {i}", a, b, atol=1e-10)
+    assert_gradient_penalty_equal(ours, ref)
 
 
 def test_first_order_keeps_the_core_backward(monkeypatch):
