@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 import gpu_bptt
+from tests.tolerances import assert_close
 
 LSTM_GRADS = ("dx", "dW", "dV", "db", "dR", "dh0", "dc0")
 LSTM_OUTPUTS = ("h", "h_last", "c_last")
@@ -130,3 +131,17 @@ def torch_reference(cell, p, *, reverse=False, upstream=("dh", "dh_last", "dc_la
     else:
         ref.update(db_x=g(m.bias_ih_l0) if bias else None, db_h=g(m.bias_hh_l0) if bias else None)
     return ref
+
+
+def assert_matches_reference(cell, out, grads, ref, dtype):
+    """Every output and gradient of our run (out, grads) close to torch_reference's `ref` at
+    dtype's tolerance; a gradient torch has none of (no bias, no projection) must be None."""
+    outputs, names = (LSTM_OUTPUTS, LSTM_GRADS) if cell == "lstm" else (GRU_OUTPUTS, GRU_GRADS)
+    assert out.h.dtype == dtype and grads.dW.dtype == dtype
+    for name in outputs:
+        assert_close(name, getattr(out, name), ref[name], dtype)
+    for name in names:
+        if ref[name] is None:
+            assert getattr(grads, name) is None, f"{name}: expected None"
+        else:
+            assert_close(name, getattr(grads, name), ref[name], dtype)
