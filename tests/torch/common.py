@@ -79,6 +79,22 @@ def assert_gradient_penalty_equal(ours, ref):
         assert_close(f"item {i}", a, b, atol=1e-10)
 
 
+def assert_traced_equal(traced, ours, ref, x, hx):
+    """The traced module (of `ours`) and torch.nn's `ref` on (x, hx): outputs, dx and every
+    parameter gradient equal within 1e-10."""
+    x.requires_grad_()
+    results = []
+    for m in (traced, ref):
+        x.grad = None
+        y = m(x, hx)
+        y.pow(2).sum().backward()
+        results.append((y.detach(), x.grad.clone()))
+    for name, a, b in zip(("output", "dx"), *results):
+        assert_close(name, a, b, atol=1e-10)
+    for (name, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert_close(f"d{name}", p.grad, q.grad, atol=1e-10)
+
+
 def training_step(m, kind, batch_first, with_h0, seed, *, T, B, I, H, lengths):
     """Output (the packed data for kind="packed", with `lengths`), h_n, dx, dh0 of one training
     step of module m (torch.nn.RNN or ours) whose random draws start from `seed` (for an LSTM,

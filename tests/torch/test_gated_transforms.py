@@ -10,8 +10,8 @@ import gpu_bptt.cells
 
 from ..skips import TORCH, skip
 from ..tolerances import GRADCHECK
-from .common import (F64, assert_close, assert_gradient_penalty_equal, compile_fullgraph, flat, gt,
-                     states, torch, twins, weighted_sum)
+from .common import (F64, assert_close, assert_gradient_penalty_equal, assert_traced_equal,
+                     compile_fullgraph, flat, gt, states, torch, twins, weighted_sum)
 
 func = torch.func
 IMPLS = ["function", "custom_op"]
@@ -215,17 +215,7 @@ def test_jit_trace(kind):
         traced = torch.jit.trace(ours, _inputs(ours, 0))
     assert f"gpu_bptt::{kind.lower()}_forward" in str(traced.inlined_graph)
     x, hx = _inputs(ours, 1, T=7)  # another length: the operator is traced, not its result
-    x.requires_grad_()
-    results = []
-    for m in (traced, ref):
-        x.grad = None
-        y = m(x, hx)
-        y.pow(2).sum().backward()
-        results.append((y.detach(), x.grad.clone()))
-    for name, a, b in zip(("output", "dx"), *results):
-        assert_close(name, a, b, atol=1e-10)
-    for (name, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
-        assert_close(f"d{name}", p.grad, q.grad, atol=1e-10)
+    assert_traced_equal(traced, ours, ref, x, hx)
 
 
 @pytest.mark.parametrize("kind", KINDS)

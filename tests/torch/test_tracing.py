@@ -5,7 +5,7 @@ import warnings
 import pytest
 
 from ..skips import TORCH, skip
-from .common import F64, assert_close, gt, torch, twins
+from .common import F64, assert_close, assert_traced_equal, gt, torch, twins
 
 IMPL_OP = "gpu_bptt::elman_forward"
 
@@ -42,17 +42,7 @@ def test_jit_trace():
         traced = torch.jit.trace(ours, _inputs(0))
     assert IMPL_OP in str(traced.inlined_graph), "the layer's operator is in the traced graph"
     x, h0 = _inputs(1, T=7)  # another length: the operator is traced, not its result
-    x.requires_grad_()
-    results = []
-    for m in (traced, ref):
-        x.grad = None
-        y = m(x, h0)
-        y.pow(2).sum().backward()
-        results.append((y.detach(), x.grad.clone()))
-    for name, a, b in zip(("output", "dx"), *results):
-        assert_close(name, a, b, atol=1e-10)
-    for (name, p), (_, q) in zip(ours.named_parameters(), ref.named_parameters()):
-        assert_close(f"d{name}", p.grad, q.grad, atol=1e-10)
+    assert_traced_equal(traced, ours, ref, x, h0)
 
 
 def test_export():
