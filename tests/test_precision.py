@@ -1,0 +1,247 @@
+"""The precision modes on the numpy reference (docs/architecture.md §1, precision modes):
+bfloat16 and float16 storage, float32 with TF32 operands. Every cell, both directions, with and
+without lengths and initial states, against the float64 oracles of tests/precision_oracle.py:
+each step from the state the run stored (the one-step bound), the weight gradients as one product
+each, and whole runs over T steps with the propagated bound derived in the test."""
+import numpy as np
+import pytest
+
+import gpu_bptt
+from gpu_bptt.backends import get_backend
+from gpu_bptt.backends.numpy_backend import elman_fwd_step, gru_fwd_step, lstm_fwd_step
+from gpu_bptt.precision import round_tf32
+from tests.precision_oracle import (BF16, ELEM, F16, F32, U, acc_bound, arrays, elman_bwd_step,
+                                    elman_step, gru_step, lstm_step, problem, tf32_ref, times,
+                                    to_s)
+
+F64 = np.float64
+#: mode name -> (storage dtype, allow_tf32)
+MODES = {"bfloat16": (BF16, False), "float16": (F16, False), "tf32": (F32, True)}
+FORWARD = {"elman": gpu_bptt.elman_forward, "lstm": gpu_bptt.lstm_forward,
+           "gru": gpu_bptt.gru_forward}
+CELLS = [("elman", 0), ("lstm", 0), ("lstm", 8), ("gru", 0)]
+#: TF32's half ulp, relative: what rounding an operand to TF32 may change it by
+U_TF32 = 2.0 ** -11
+
+
+class Worst:
+    """Collects |got - want| - tol over many checks; fails with the worst one."""
+
+    def __init__(self):
+        self.worst, self.where, self.n = -np.inf, None, 0
+
+    def check(self, where, got, want, tol):
+        got, want = np.asarray(got, F64), np.asarray(want, F64)
+        excess = np.abs(got - want) - tol
+        excess[np.isnan(got)] = np.inf
+        k = int(np.argmax(excess))
+        self.n += int(np.sum(excess > 0))
+        if excess.flat[k] > self.worst:
+            self.worst = float(excess.flat[k])
+            self.where = (where, k, float(got.flat[k]), float(want.flat[k]),
+                          float(np.broadcast_to(tol, got.shape).flat[k]))
+
+    def assert_ok(self):
+        assert self.worst <= 0, (f"{self.n} values out of bound; worst at {self.where[:2]}: got "
+                                 f"{self.where[2]!r}, oracle {self.where[3]!r}, bound "
+                                 f"{self.where[4]:.3e}")
+
+
+def run_forward(cell, mode, P=0, *, reverse=False, h0=True, lengths=True, **kw):
+    S, tf32 = MODES[mode]
+    f = problem(cell, S, P=P, h0=h0, lengths=lengths, **kw)
+    out = FORWARD[cell](**arrays(f, S, cell, h0), lengths=f["lengths"] if lengths else None,
+                        reverse=reverse, backend="numpy", allow_tf32=tf32)
+    return f, out
+
+
+def operand(mode, a):
+    """a as a product's operand in `mode` (TF32-rounded by the oracle's own formula)."""
+    return tf32_ref(a).astype(F64) if MODES[mode][1] else a
+
+
+def projection(f, mode):
+    """p = x @ W + b: exact in float64 and float32 (the problem's dyadic grids), then stored."""
+    p = f["x"] @ f["W"] + f["b"]
+    S = MODES[mode][0]
+    return to_s(p, S) if S in (BF16, F16) else p
+
+
+# -- TF32 rounding ---------------------------------------------------------------------------------
+BITS = [  # input bits -> cvt.rna.tf32.f32's, worked by hand (keep sign, exponent, 10 mantissa bits)
+    (0x3F800000, 0x3F800000),  # 1.0: exact
+    (0x3F801000, 0x3F802000),  # 1 + 2^-11: a tie, away from zero (nearest even would keep 1.0)
+    (0xBF801000, 0xBF802000),  # its negative: away from zero too
+    (0x3F800FFF, 0x3F800000),  # just below the tie: down
+    (0x3F801001, 0x3F802000),  # just above: up
+    (0x3F803000, 0x3F804000),  # 1 + 3·2^-11: a tie, away
+    (0x3FFFF000, 0x40000000),  # the mantissa carries into the exponent: 2.0
+    (0x7F7FFFFF, 0x7F800000),  # the largest float32 rounds past TF32's largest: inf
+    (0x7F800000, 0x7F800000),  # inf kept
+    (0xFF800000, 0xFF800000),  # -inf kept
+    (0x7FC00000, 0x7FC00000),  # quiet NaN kept
+    (0x7F800001, 0x7F800001),  # a NaN with a low payload kept (adding would make it inf)
+    (0x00001000, 0x00002000),  # a subnormal tie: away from zero
+    (0x80000000, 0x80000000),  # -0.0 kept
+]
+
+
+def test_round_tf32_bit_patterns():
+    got = round_tf32(np.array([a for a, _ in BITS], np.uint32).view(F32)).view(np.uint32)
+    for (a, want), g in zip(BITS, got):
+        assert int(g) == want, f"{a:#010x}: got {int(g):#010x}, expected {want:#010x}"
+
+
+def test_round_tf32_matches_arithmetic_over_a_sample():
+    """2^20 random float32 bit patterns (every exponent, both signs, NaN and inf among them)
+    against the float64 formula of precision_oracle.tf32_ref."""
+    bits = np.random.default_rng(1).integers(0, 2 ** 32, 2 ** 20, dtype=np.uint64).astype(np.uint32)
+    bits[:4096] = (bits[:4096] & np.uint32(0xFFFFE000)) | np.uint32(0x1000)  # ties
+    a = bits.view(F32)
+    got, want = round_tf32(a), tf32_ref(a)
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), f"{np.sum(~same)} differ, first input {bits[~same][0]:#010x}"
+
+
+# -- each step from the stored state ---------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell, P", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("h0, lengths", [(True, True), (False, False)])
+def test_forward_each_step_within_the_one_step_bound(mode, cell, P, reverse, h0, lengths):
+    S, tf32 = MODES[mode]
+    f, out = run_forward(cell, mode, P, reverse=reverse, h0=h0, lengths=lengths)
+    assert out.h.dtype == S and out.h_last.dtype == S
+    h = out.h.astype(F64)
+    c = None if cell != "lstm" else out.cache.c.astype(F64)
+    if cell == "lstm":
+        assert out.cache.c.dtype == F32 and out.c_last.dtype == S
+    p = projection(f, mode)
+    V = operand(mode, f["V"])
+    R = operand(mode, f["R"]) if P else None
+    m_u = U_TF32 if tf32 else U[S]
+    T, B = h.shape[:2]
+    w = Worst()
+    for b, L in enumerate(f["lengths"]):
+        hp = f["h0"][b]
+        cp = f["c0"][b] if cell == "lstm" else None
+        for t in times(T, L, reverse):
+            if cell == "elman":
+                y, tol = elman_step(p[t, b], operand(mode, hp), V, S)
+            elif cell == "gru":
+                y, tol = gru_step(p[t, b], hp, V, f["b_h"], S, operand(mode, hp))
+            else:
+                (y, tol), (yc, tol_c) = lstm_step(p[t, b], operand(mode, hp), cp, V, R, S, m_u)
+                w.check(("c", t, b), c[t, b], yc, tol_c)
+                cp = c[t, b]
+            w.check(("h", t, b), h[t, b], y, tol)
+            hp = h[t, b]
+        assert not h[L:, b].any() and (c is None or not c[L:, b].any()), "padded steps are 0"
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [True, False])
+def test_elman_backward_each_step_within_the_one_step_bound(mode, reverse, lengths):
+    S, _ = MODES[mode]
+    f, out = run_forward("elman", mode, reverse=reverse, lengths=lengths)
+    rng = np.random.default_rng(2)
+    T, B, H = out.h.shape
+    dh, dh_last = to_s(rng.standard_normal((T, B, H)), S), to_s(rng.standard_normal((B, H)), S)
+    cache = out.cache
+    du = get_backend("numpy").elman_bwd_seq(dh.astype(S), dh_last.astype(S), cache.h, cache.V,
+                                            "tanh", cache.lengths, cache.plan)
+    assert du.dtype == S
+    du, h = du.astype(F64), out.h.astype(F64)
+    V = operand(mode, f["V"])
+    w = Worst()
+    for b, L in enumerate(f["lengths"]):
+        order = times(T, L, reverse)[::-1]  # the backward takes the forward's steps backwards
+        nxt = np.zeros(H)
+        for k, t in enumerate(order):
+            g = dh[t, b] + (dh_last[b] if k == 0 else 0)
+            y, tol = elman_bwd_step(g, operand(mode, nxt), V, h[t, b], S)
+            w.check(("du", t, b), du[t, b], y, tol)
+            nxt = du[t, b]
+        assert not du[L:, b].any(), "padded steps get no gradient"
+    w.assert_ok()
+
+
+# -- the weight gradients: one product each, accumulated in float32, rounded once -----------------
+def previous(s, s0, lengths, reverse):
+    """The state before each step in the run's direction (float64), as the oracle sees it."""
+    T = s.shape[0]
+    prev = np.zeros_like(s)
+    for b, L in enumerate(lengths):
+        order = times(T, L, reverse)
+        for k, t in enumerate(order):
+            prev[t, b] = s0[b] if k == 0 else s[order[k - 1], b]
+    return prev
+
+
+def first_rows(a, lengths, reverse):
+    return np.stack([a[times(a.shape[0], L, reverse)[0], b] for b, L in enumerate(lengths)])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell, P", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_weight_gradients_are_one_float32_product_rounded_once(mode, cell, P, reverse):
+    S, tf32 = MODES[mode]
+    f, out = run_forward(cell, mode, P, reverse=reverse)
+    cache, bk = out.cache, get_backend("numpy")
+    rng = np.random.default_rng(3)
+    dh = to_s(rng.standard_normal(out.h.shape), S).astype(S)
+    seq = {"elman": lambda: (bk.elman_bwd_seq(dh, None, cache.h, cache.V, "tanh", cache.lengths,
+                                              cache.plan),),
+           "lstm": lambda: bk.lstm_bwd_seq(dh, None, None, cache.h, cache.c, cache.gates,
+                                           cache.c0, cache.V, cache.lengths, cache.plan, cache.R),
+           "gru": lambda: bk.gru_bwd_seq(dh, None, cache.h, cache.h0, cache.gates, cache.V,
+                                         cache.lengths, cache.plan)}[cell]()
+    grads = {"elman": gpu_bptt.elman_backward, "lstm": gpu_bptt.lstm_backward,
+             "gru": gpu_bptt.gru_backward}[cell](dh, cache)
+    du = seq[0].astype(F64)  # what the backward ran on: the same call, deterministic
+    T, B, I = f["x"].shape
+    lengths = f["lengths"]
+    H = cache.W.shape[1] // {"elman": 1, "lstm": 4, "gru": 3}[cell]
+    op = (lambda a: operand(mode, a))
+    x2, du2 = op(f["x"].reshape(T * B, I)), du.reshape(T * B, -1)
+    h0 = f["h0"]
+    want = {"dW": (x2.T, op(du2)), "dx": (op(du2), op(f["W"]).T)}
+    if cell == "gru":  # dgh: the n block times r, one rounding (to float32 in TF32 mode)
+        dgh = du.copy()
+        dgh[:, :, 2 * H:] = to_s(du[:, :, 2 * H:] * cache.gates[:, :, :H].astype(F64), S)
+    else:
+        dgh = du
+    hprev = previous(out.h.astype(F64), h0, lengths, reverse).reshape(T * B, -1)
+    want["dV"] = (op(hprev).T, op(dgh.reshape(T * B, -1)))
+    w = Worst()
+    for name, (a, b) in want.items():
+        got = getattr(grads, name)
+        assert got.dtype == S, f"{name} is {got.dtype}"
+        ref = a @ b
+        w.check(name, got.astype(F64).reshape(ref.shape), ref,
+                U[S] * np.abs(ref) + acc_bound(np.abs(a), np.abs(b)))
+    db = grads.db_x if cell == "gru" else grads.db
+    ref = du2.sum(axis=0)
+    assert db.dtype == S
+    w.check("db", db.astype(F64), ref, U[S] * np.abs(ref) + 2 * T * B * 2.0 ** -24 * np.abs(du2).sum(0))
+    first = op(first_rows(dgh, lengths, reverse))
+    dh0_ref = first @ op(f["V"]).T
+    if cell != "gru":  # the GRU's dh0 also takes the z·h0 path (the step test covers its carry)
+        w.check("dh0", grads.dh0.astype(F64), dh0_ref,
+                U[S] * np.abs(dh0_ref) + acc_bound(np.abs(first), np.abs(op(f["V"])).T))
+    assert grads.dh0.dtype == S
+    if P:  # dR = Σ m.T @ dhs, m = o·tanh(c) rounded as it entered the product with R
+        dhs = seq[2].astype(F64).reshape(T * B, -1)
+        m = (cache.gates[:, :, 3 * H:].astype(F64) * np.tanh(cache.c.astype(F64))).reshape(T * B, H)
+        m_u = U_TF32 if tf32 else U[S]
+        ref = op(m).T @ op(dhs)
+        tol = U[S] * np.abs(ref) + acc_bound(np.abs(m).T, np.abs(dhs)) \
+            + (2 * m_u * np.abs(m) + 4 * ELEM).T @ np.abs(dhs)  # a flip of m's rounding
+        assert grads.dR.dtype == S
+        w.check("dR", grads.dR.astype(F64), ref, tol)
+    if cell == "lstm":
+        assert grads.dc0.dtype == S
+    w.assert_ok()
