@@ -4,8 +4,9 @@ state the run under test stored (h in S, the LSTM's c in float32), TF32 rounding
 formula (not by bit operations), and the bounds the tests hold the runs to.
 
 The bounds, for one value y computed in float32 and rounded once to S:
-  - the rounding on store: |round_S(y) - y| <= U[S]·|y| (U: half an ulp relative, 2^-8 bfloat16,
-    2^-11 float16; 2^-24 for float32, whose own last operation rounds too);
+  - the rounding on store: |round_S(y) - y| <= U[S]·|y| + TINY[S] (U: half an ulp relative,
+    2^-8 bfloat16, 2^-11 float16; 2^-24 for float32, whose own last operation rounds too; TINY
+    half the subnormal spacing);
   - a product over K terms accumulated in float32 in any order: <= 2·K·2^-24·Σ|a·b| (the
     standard γ_K bound, doubled for the blocked orders of BLAS);
   - the elementwise float32 work (σ, tanh, the products and sums of the epilogue): a few float32
@@ -23,8 +24,16 @@ F16 = np.dtype(np.float16)
 F32 = np.dtype(np.float32)
 #: half an ulp, relative, of each output dtype (the rounding on store)
 U = {BF16: 2.0 ** -8, F16: 2.0 ** -11, F32: 2.0 ** -24}
+#: half the spacing below the normal range (float16's subnormals are 2^-24 apart)
+TINY = {BF16: 2.0 ** -134, F16: 2.0 ** -25, F32: 2.0 ** -150}
 #: float32 elementwise work per evaluated function (σ, tanh and their products), absolute
 ELEM = 2.0 ** -21
+
+
+def rounding(S, y):
+    """The bound of one rounding of y to S on store: half an ulp, relative, or half the
+    subnormal spacing."""
+    return U[S] * np.abs(y) + TINY[S]
 
 
 def to_s(a, dtype):
@@ -103,7 +112,7 @@ def times(T, length, reverse):
 # state, tol what the run may differ from it by (its own float32 work and its rounding on store).
 def elman_step(p, h_prev, V, S):
     y = np.tanh(p + h_prev @ V)
-    return y, U[S] * np.abs(y) + acc_bound(h_prev, V) + ELEM
+    return y, rounding(S, y) + acc_bound(h_prev, V) + ELEM
 
 
 def lstm_step(p, h_prev, c_prev, V, R, S, m_u):
@@ -119,11 +128,11 @@ def lstm_step(p, h_prev, c_prev, V, R, S, m_u):
     c_tol = (np.abs(c_prev) + 2) * E + 2.0 ** -22 * np.abs(c)  # dc <= |c_prev|dσ + |g|dσ + |i|dtanh
     m_tol = E + c_tol + ELEM                      # dm <= |tanh c|dσ + |o|dc
     if R is None:
-        return (m, U[S] * np.abs(m) + m_tol), (c, c_tol)
+        return (m, rounding(S, m) + m_tol), (c, c_tol)
     # m is rounded before the product with R: one rounding (a flip where the run's float32 m
     # and the exact one straddle a rounding boundary: up to one ulp, 2·m_u|m|) plus m_tol
     h = m @ R
-    tol = U[S] * np.abs(h) + (2 * m_u * np.abs(m) + m_tol) @ np.abs(R) + acc_bound(m, R)
+    tol = rounding(S, h) + (2 * m_u * np.abs(m) + m_tol) @ np.abs(R) + acc_bound(m, R)
     return (h, tol), (c, c_tol)
 
 
@@ -138,10 +147,10 @@ def gru_step(p, h_prev, V, b_h, S, h_op):
     E = np.maximum.reduce([E[j * H:(j + 1) * H] for j in range(3)])
     # dn <= (1 + |hn|/4)·E (r·hn), dz <= E/4 times |h_prev - n| <= 2, plus the epilogue's own
     L = 1.5 + np.abs(a[2 * H:]) / 4
-    return y, U[S] * np.abs(y) + L * E + 2 * ELEM
+    return y, rounding(S, y) + L * E + 2 * ELEM
 
 
 def elman_bwd_step(g, du_next, V, h, S):
     acc = g + du_next @ V.T
     y = acc * (1 - h * h)
-    return y, U[S] * np.abs(y) + acc_bound(du_next, V.T) + ELEM * np.abs(acc)
+    return y, rounding(S, y) + acc_bound(du_next, V.T) + ELEM * np.abs(acc)

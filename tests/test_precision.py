@@ -11,8 +11,8 @@ from gpu_bptt.backends import get_backend
 from gpu_bptt.backends.numpy_backend import elman_fwd_step, gru_fwd_step, lstm_fwd_step
 from gpu_bptt.precision import round_tf32
 from tests.precision_oracle import (BF16, ELEM, F16, F32, U, acc_bound, arrays, elman_bwd_step,
-                                    elman_step, gru_step, lstm_step, problem, tf32_ref, times,
-                                    to_s)
+                                    elman_step, gru_step, lstm_step, problem, rounding, tf32_ref,
+                                    times, to_s)
 
 F64 = np.float64
 #: mode name -> (storage dtype, allow_tf32)
@@ -222,26 +222,121 @@ def test_weight_gradients_are_one_float32_product_rounded_once(mode, cell, P, re
         assert got.dtype == S, f"{name} is {got.dtype}"
         ref = a @ b
         w.check(name, got.astype(F64).reshape(ref.shape), ref,
-                U[S] * np.abs(ref) + acc_bound(np.abs(a), np.abs(b)))
+                rounding(S, ref) + acc_bound(np.abs(a), np.abs(b)))
     db = grads.db_x if cell == "gru" else grads.db
     ref = du2.sum(axis=0)
     assert db.dtype == S
-    w.check("db", db.astype(F64), ref, U[S] * np.abs(ref) + 2 * T * B * 2.0 ** -24 * np.abs(du2).sum(0))
+    w.check("db", db.astype(F64), ref,
+            rounding(S, ref) + 2 * T * B * 2.0 ** -24 * np.abs(du2).sum(0))
     first = op(first_rows(dgh, lengths, reverse))
     dh0_ref = first @ op(f["V"]).T
     if cell != "gru":  # the GRU's dh0 also takes the z·h0 path (the step test covers its carry)
         w.check("dh0", grads.dh0.astype(F64), dh0_ref,
-                U[S] * np.abs(dh0_ref) + acc_bound(np.abs(first), np.abs(op(f["V"])).T))
+                rounding(S, dh0_ref) + acc_bound(np.abs(first), np.abs(op(f["V"])).T))
     assert grads.dh0.dtype == S
     if P:  # dR = Σ m.T @ dhs, m = o·tanh(c) rounded as it entered the product with R
         dhs = seq[2].astype(F64).reshape(T * B, -1)
         m = (cache.gates[:, :, 3 * H:].astype(F64) * np.tanh(cache.c.astype(F64))).reshape(T * B, H)
         m_u = U_TF32 if tf32 else U[S]
         ref = op(m).T @ op(dhs)
-        tol = U[S] * np.abs(ref) + acc_bound(np.abs(m).T, np.abs(dhs)) \
+        tol = rounding(S, ref) + acc_bound(np.abs(m).T, np.abs(dhs)) \
             + (2 * m_u * np.abs(m) + 4 * ELEM).T @ np.abs(dhs)  # a flip of m's rounding
         assert grads.dR.dtype == S
         w.check("dR", grads.dR.astype(F64), ref, tol)
     if cell == "lstm":
         assert grads.dc0.dtype == S
+    w.assert_ok()
+
+
+# -- the gated cells' backward, step by step --------------------------------------------------------
+# The state a step reads that the run does not return (the LSTM's dc, float32; the GRU's carry)
+# is followed in float64 along the run, with a running bound on its float32 error: each step adds
+# its products' accumulation bound and a few ulps of its own work; dc shrinks by f each step.
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("P", [0, 8])
+@pytest.mark.parametrize("reverse, lengths", [(False, True), (True, True), (True, False)])
+def test_lstm_backward_each_step_within_the_one_step_bound(mode, P, reverse, lengths):
+    S, _ = MODES[mode]
+    f, out = run_forward("lstm", mode, P, reverse=reverse, lengths=lengths)
+    cache = out.cache
+    rng = np.random.default_rng(4)
+    T, B, Hs = out.h.shape
+    H = cache.c.shape[2]
+    dh, dc_last = to_s(rng.standard_normal((T, B, Hs)), S), to_s(rng.standard_normal((B, H)), S)
+    du, dc0, dhs = get_backend("numpy").lstm_bwd_seq(
+        dh.astype(S), None, dc_last.astype(S), cache.h, cache.c, cache.gates, cache.c0, cache.V,
+        cache.lengths, cache.plan, cache.R)
+    assert du.dtype == S and dc0.dtype == S and (dhs is None or dhs.dtype == S)
+    du, dc0 = du.astype(F64), dc0.astype(F64)
+    gates, c = cache.gates.astype(F64), cache.c.astype(F64)
+    V = operand(mode, f["V"])
+    R = operand(mode, f["R"]) if P else None
+    w = Worst()
+    for b, L in enumerate(f["lengths"]):
+        order = times(T, L, reverse)
+        nxt, dc, e_dc = np.zeros(4 * H), dc_last[b].copy(), np.zeros(H)
+        for k, t in enumerate(order[::-1]):
+            c_prev = f["c0"][b] if t == order[0] else c[order[order.index(t) - 1], b]
+            i, fg, g, o = (gates[t, b, j * H:(j + 1) * H] for j in range(4))
+            y = dh[t, b] + operand(mode, nxt) @ V.T
+            e_dm = acc_bound(operand(mode, nxt), V.T) + 2.0 ** -24 * np.abs(y)
+            if P:
+                w.check(("dhs", t, b), dhs[t, b], y, rounding(S, y) + e_dm)
+                hs = operand(mode, dhs[t, b].astype(F64))
+                dm, e_dm = hs @ R.T, acc_bound(hs, R.T) + ELEM * np.abs(hs @ R.T)
+            else:
+                dm = y
+            tc = np.tanh(c[t, b])
+            a = o * (1 - tc * tc)
+            dc = dc + dm * a
+            e_dc = e_dc + e_dm * np.abs(a) + ELEM * (np.abs(dm) + np.abs(dc))
+            want = np.concatenate([dc * g * i * (1 - i), dc * c_prev * fg * (1 - fg),
+                                   dc * i * (1 - g * g), dm * tc * o * (1 - o)])
+            err = np.concatenate([e_dc] * 3 + [e_dm]) + ELEM * np.abs(np.concatenate([dc] * 3 + [dm]))
+            w.check(("du", t, b), du[t, b], want, rounding(S, want) + err)
+            nxt = du[t, b]
+            dc, e_dc = dc * fg, (e_dc + 2.0 ** -24 * np.abs(dc)) * fg
+        w.check(("dc0", b), dc0[b], dc, rounding(S, dc) + e_dc)
+        assert not du[L:, b].any()
+    w.assert_ok()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse, lengths", [(False, True), (True, True), (False, False)])
+def test_gru_backward_each_step_within_the_one_step_bound(mode, reverse, lengths):
+    S, _ = MODES[mode]
+    f, out = run_forward("gru", mode, reverse=reverse, lengths=lengths)
+    cache = out.cache
+    rng = np.random.default_rng(5)
+    T, B, H = out.h.shape
+    dh, dh_last = to_s(rng.standard_normal((T, B, H)), S), to_s(rng.standard_normal((B, H)), S)
+    dgx, dh0 = get_backend("numpy").gru_bwd_seq(dh.astype(S), dh_last.astype(S), cache.h,
+                                                cache.h0, cache.gates, cache.V, cache.lengths,
+                                                cache.plan)
+    assert dgx.dtype == S and dh0.dtype == S
+    dgx, dh0, h = dgx.astype(F64), dh0.astype(F64), out.h.astype(F64)
+    gates = cache.gates.astype(F64)
+    V = operand(mode, f["V"])
+    w = Worst()
+    for b, L in enumerate(f["lengths"]):
+        order = times(T, L, reverse)
+        carry, e = dh_last[b].copy(), np.zeros(H)
+        for t in order[::-1]:
+            h_prev = f["h0"][b] if t == order[0] else h[order[order.index(t) - 1], b]
+            r, z, n, hn = (gates[t, b, j * H:(j + 1) * H] for j in range(4))
+            dhs = dh[t, b] + carry
+            e = e + 2.0 ** -24 * np.abs(dhs)
+            gn = dhs * (1 - z) * (1 - n * n)
+            want = np.concatenate([gn * hn * r * (1 - r), dhs * (h_prev - n) * z * (1 - z), gn])
+            err = np.concatenate([e * np.abs(hn) / 4, 2 * e / 4, e]) + ELEM * np.abs(
+                np.concatenate([dhs] * 3))
+            w.check(("dgx", t, b), dgx[t, b], want, rounding(S, want) + err)
+            dgh = dgx[t, b].copy()
+            dgh[2 * H:] = to_s(dgh[2 * H:] * r, S)  # one rounding of an exact product
+            dgh = operand(mode, dgh)
+            zd = dhs * z
+            carry = dgh @ V.T + zd
+            e = acc_bound(dgh, V.T) + rounding(S, zd) + e * z + ELEM * np.abs(zd)
+        w.check(("dh0", b), dh0[b], carry, rounding(S, carry) + e)
+        assert not dgx[L:, b].any()
     w.assert_ok()
