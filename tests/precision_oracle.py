@@ -63,13 +63,14 @@ def sigmoid(a):
 
 
 def problem(cell, dtype, *, T=7, B=5, I=4, H=16, P=0, seed=0, h0=True, lengths=True,
-            v_scale=1.0):
+            v_scale=1.0, r_scale=1.0):
     """A problem for `cell` in storage dtype `dtype` (as the call's arrays) and as float64 values.
 
     x, W and the biases lie on dyadic grids (x = k/16, W = m/64, b = n/1024) so that the input
     projection x @ W + b is exact in float32 in any order of summation: the oracle then knows p
     to the bit (round_S of the exact value), and each step's test measures that step alone.
-    V, R, h0, c0 are random S values; v_scale scales V (its column sums set how errors grow)."""
+    V, R, h0, c0 are random S values; v_scale and r_scale scale V and R (their column sums set
+    how errors grow)."""
     rng = np.random.default_rng(seed)
     G = {"elman": 1, "lstm": 4, "gru": 3}[cell]
     Hs = P or H
@@ -79,7 +80,7 @@ def problem(cell, dtype, *, T=7, B=5, I=4, H=16, P=0, seed=0, h0=True, lengths=T
     f["b"] = rng.integers(-255, 256, G * H) / 1024
     f["V"] = to_s(rng.standard_normal((Hs, G * H)) * v_scale / np.sqrt(Hs), dtype)
     if P:
-        f["R"] = to_s(rng.standard_normal((H, P)) / np.sqrt(H), dtype)
+        f["R"] = to_s(rng.standard_normal((H, P)) * r_scale / np.sqrt(H), dtype)
     if cell == "gru":
         f["b_h"] = rng.integers(-255, 256, G * H) / 1024
     f["h0"] = to_s(rng.uniform(-1, 1, (B, Hs)), dtype) if h0 else np.zeros((B, Hs))

@@ -340,3 +340,73 @@ def test_gru_backward_each_step_within_the_one_step_bound(mode, reverse, lengths
         w.check(("dh0", b), dh0[b], carry, rounding(S, carry) + e)
         assert not dgx[L:, b].any()
     w.assert_ok()
+
+
+# -- whole runs over T steps against float64 ------------------------------------------------------
+def col_norm(M):
+    """max_j Σ_i |M_ij|: how much a row vector's largest error can grow through `@ M`."""
+    return np.abs(M).sum(axis=0).max()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell, P", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_whole_run_within_the_propagated_bound(mode, cell, P, reverse):
+    """The run against the float64 oracle iterated on its own state from the same rounded
+    inputs. With e_t the largest state error after step t (h, and c for the LSTM), each step
+    adds at most δ and multiplies the error it reads by at most ρ, so e_T <= δ·Σ_{k<T} ρ^k:
+      Elman: ρ = ‖V‖ (tanh' <= 1), ‖V‖ = max_j Σ_i |V_ij|;
+      GRU:   ρ = 1 + L‖V‖, L = 1.5 + max|hn|/4 (z·h_prev carries the error with z <= 1; n, z, r
+             see ‖V‖·e through tanh' <= 1, σ' <= 1/4, r·hn and |h_prev - n| <= 2);
+      LSTM:  ρ = max(1, ‖R‖)·(1 + Lc‖V‖), Lc = max|c|/4 + 1.5 (c = f·c_prev + i·g: f <= 1 carries
+             c's error, σ' <= 1/4 times |c_prev| and |g| <= 1, tanh' <= 1 times |i| <= 1; then
+             m = o·tanh c adds a quarter);
+    δ: the rounding of the step's output on store (U_S·|h|), of p (U_S·max|p|, 16-bit S), of
+    the TF32 operands (2·2^-11·max|h|·‖V‖: h and V both), each pre-activation's float32
+    accumulation and elementwise work, times the cell's factor L. V (and R) are scaled so that
+    ρ stays near 1 (about 0.45 for Elman, under 1.5 for the gated cells): the bound is then a
+    few to some tens of δ over T = 7 steps, not a blow-up. It is a worst case (every error at
+    its largest, in one direction); the step tests above hold each step to its own bound."""
+    S, tf32 = MODES[mode]
+    f, out = run_forward(cell, mode, P, reverse=reverse, v_scale=0.1 if cell == "elman" else 0.04,
+                         r_scale=0.25)
+    p = f["x"] @ f["W"] + f["b"]  # exact; the run's p is rounded to S (in δ)
+    T, B = out.h.shape[:2]
+    H = out.cache.W.shape[1] // {"elman": 1, "lstm": 4, "gru": 3}[cell]
+    ys, cs, most = np.zeros(out.h.shape), np.zeros((T, B, H)), 0.0
+    R = f.get("R")
+    for b, L in enumerate(f["lengths"]):
+        hp, cp = f["h0"][b], (f["c0"][b] if cell == "lstm" else None)
+        for t in times(T, L, reverse):
+            if cell == "gru":  # |hn| along the run, with room for the run's own error
+                most = max(most, np.abs(hp @ f["V"][:, 2 * H:] + f["b_h"][2 * H:]).max() + 0.1)
+            if cell == "elman":
+                hp, _ = elman_step(p[t, b], hp, f["V"], S)
+            elif cell == "gru":
+                hp, _ = gru_step(p[t, b], hp, f["V"], f["b_h"], S, hp)
+            else:
+                (hp, _), (cp, _) = lstm_step(p[t, b], hp, cp, f["V"], R, S, 0.0)
+                cs[t, b] = cp
+                most = max(most, np.abs(cp).max() + 0.1)  # |c| along the run
+            ys[t, b] = hp
+    nV = col_norm(f["V"])
+    u_op = 2 * U_TF32 if tf32 else 0.0
+    u_p = U[S] * np.abs(p).max() if S != F32 else 0.0
+    K = f["V"].shape[0]
+    d_u = u_p + u_op * nV + 2 * K * 2.0 ** -24 * nV + ELEM  # on each pre-activation (|h| <= 1)
+    if cell == "elman":
+        rho, delta = nV, U[S] + d_u
+    elif cell == "gru":
+        Lg = 1.5 + most / 4
+        rho, delta = 1 + Lg * nV, U[S] + Lg * d_u + 2 * ELEM
+    else:
+        Lc = most / 4 + 1.5
+        nR = max(1.0, col_norm(R)) if P else 1.0
+        u_m = (2 * U_TF32 if tf32 else U[S]) if P else 0.0
+        rho = nR * (1 + Lc * nV)
+        delta = nR * (Lc * d_u + u_m + 2 * ELEM) + U[S] * (1 + most * (not P))  # c's |h| <= 1
+    bound = delta * sum(rho ** k for k in range(T))
+    err = np.abs(out.h.astype(F64) - ys).max()
+    if cell == "lstm":
+        err = max(err, np.abs(out.cache.c.astype(F64) - cs).max())
+    assert err <= bound, f"max error {err:.3e} over the bound {bound:.3e} (ρ = {rho:.3f}, δ = {delta:.3e})"
