@@ -151,7 +151,7 @@ def gru_step(p, h_prev, V, b_h, S, h_op):
     return y, rounding(S, y) + L * E + 2 * ELEM
 
 
-def elman_bwd_step(g, du_next, V, h, S):
+def elman_bwd(g, du_next, V, h, S):
     acc = g + du_next @ V.T
     y = acc * (1 - h * h)
     return y, rounding(S, y) + acc_bound(du_next, V.T) + ELEM * np.abs(acc)

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 import gpu_bptt
+import gpu_bptt.cells
 from gpu_bptt.backends import get_backend
-from gpu_bptt.backends.numpy_backend import elman_fwd_step, gru_fwd_step, lstm_fwd_step
+from gpu_bptt.backends.numpy_backend import (elman_bwd_step, elman_fwd_step, gru_fwd_step,
+                                             lstm_fwd_step)
 from gpu_bptt.precision import round_tf32
-from tests.precision_oracle import (BF16, ELEM, F16, F32, U, acc_bound, arrays, elman_bwd_step,
+from tests.precision_oracle import (BF16, ELEM, F16, F32, U, acc_bound, arrays, elman_bwd,
                                     elman_step, gru_step, lstm_step, problem, rounding, tf32_ref,
                                     times, to_s)
 
@@ -161,7 +163,7 @@ def test_elman_backward_each_step_within_the_one_step_bound(mode, reverse, lengt
         nxt = np.zeros(H)
         for k, t in enumerate(order):
             g = dh[t, b] + (dh_last[b] if k == 0 else 0)
-            y, tol = elman_bwd_step(g, operand(mode, nxt), V, h[t, b], S)
+            y, tol = elman_bwd(g, operand(mode, nxt), V, h[t, b], S)
             w.check(("du", t, b), du[t, b], y, tol)
             nxt = du[t, b]
         assert not du[L:, b].any(), "padded steps get no gradient"
@@ -248,7 +250,7 @@ def test_weight_gradients_are_one_float32_product_rounded_once(mode, cell, P, re
     w.assert_ok()
 
 
-# -- the gated cells' backward, step by step --------------------------------------------------------
+# -- the gated cells' backward, step by step -------------------------------------------------------
 # The state a step reads that the run does not return (the LSTM's dc, float32; the GRU's carry)
 # is followed in float64 along the run, with a running bound on its float32 error: each step adds
 # its products' accumulation bound and a few ulps of its own work; dc shrinks by f each step.
@@ -292,7 +294,8 @@ def test_lstm_backward_each_step_within_the_one_step_bound(mode, P, reverse, len
             e_dc = e_dc + e_dm * np.abs(a) + ELEM * (np.abs(dm) + np.abs(dc))
             want = np.concatenate([dc * g * i * (1 - i), dc * c_prev * fg * (1 - fg),
                                    dc * i * (1 - g * g), dm * tc * o * (1 - o)])
-            err = np.concatenate([e_dc] * 3 + [e_dm]) + ELEM * np.abs(np.concatenate([dc] * 3 + [dm]))
+            err = np.concatenate([e_dc] * 3 + [e_dm]) \
+                + ELEM * np.abs(np.concatenate([dc] * 3 + [dm]))
             w.check(("du", t, b), du[t, b], want, rounding(S, want) + err)
             nxt = du[t, b]
             dc, e_dc = dc * fg, (e_dc + 2.0 ** -24 * np.abs(dc)) * fg
@@ -409,4 +412,141 @@ def test_whole_run_within_the_propagated_bound(mode, cell, P, reverse):
     err = np.abs(out.h.astype(F64) - ys).max()
     if cell == "lstm":
         err = max(err, np.abs(out.cache.c.astype(F64) - cs).max())
-    assert err <= bound, f"max error {err:.3e} over the bound {bound:.3e} (ρ = {rho:.3f}, δ = {delta:.3e})"
+    assert err <= bound, (f"max error {err:.3e} over the bound {bound:.3e} (ρ = {rho:.3f}, "
+                          f"δ = {delta:.3e})")
+
+
+# -- float32 and float64 as before -----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float32_and_float64_are_the_plain_path_bit_for_bit(dtype):
+    """The mode's plumbing (work arrays, operand and store hooks) changes nothing outside the
+    16-bit and TF32 modes: the public functions give, bit for bit, the plain steps (mode=None)
+    run by hand with NumPy's products. (Checked once against the code before the precision
+    modes too: 240 arrays of every cell, direction and lengths, identical.)"""
+    rng = np.random.default_rng(6)
+    T, B, I, H = 6, 3, 4, 5
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    W1, V1, b1 = (rng.standard_normal(s).astype(dtype) * 0.4 for s in ((I, H), (H, H), (H,)))
+    h0 = rng.standard_normal((B, H)).astype(dtype)
+    out = gpu_bptt.elman_forward(x, W1, V1, b1, h0, backend="numpy")
+    hp, h = h0, []
+    for t in range(T):
+        hp = elman_fwd_step(x[t] @ W1 + b1, hp, V1, "tanh")
+        h.append(hp)
+    assert np.array_equal(out.h, np.stack(h))
+    dh = rng.standard_normal((T, B, H)).astype(dtype)
+    grads = gpu_bptt.elman_backward(dh, out.cache)
+    du, nxt = np.zeros_like(dh), None
+    for t in range(T - 1, -1, -1):
+        nxt = du[t] = elman_bwd_step(dh[t], nxt, V1.T, 1 - out.h[t] ** 2)
+    assert np.array_equal(grads.dW, np.matmul(x.reshape(T * B, I).T, du.reshape(T * B, H)))
+    assert np.array_equal(grads.dx, np.matmul(du.reshape(T * B, H), W1.T).reshape(T, B, I))
+
+    W4, V4, b4 = (rng.standard_normal(s).astype(dtype) * 0.4 for s in ((I, 4 * H), (H, 4 * H),
+                                                                        (4 * H,)))
+    c0 = rng.standard_normal((B, H)).astype(dtype)
+    out = gpu_bptt.lstm_forward(x, W4, V4, b4, h0, c0, backend="numpy")
+    hp, cp, h = h0, c0, []
+    for t in range(T):
+        hp, cp = lstm_fwd_step(x[t] @ W4 + b4, hp, cp, V4, np.empty_like(h0), np.empty_like(c0))
+        h.append(hp)
+    assert np.array_equal(out.h, np.stack(h)) and np.array_equal(out.c_last, cp)
+
+    W3, V3, b3 = (rng.standard_normal(s).astype(dtype) * 0.4 for s in ((I, 3 * H), (H, 3 * H),
+                                                                        (3 * H,)))
+    out = gpu_bptt.gru_forward(x, W3, V3, b3, b3[::-1].copy(), h0, backend="numpy")
+    hp, h = h0, []
+    for t in range(T):
+        hp = gru_fwd_step(x[t] @ W3 + b3, hp, V3, b3[::-1], np.empty((B, 4 * H), dtype),
+                          np.empty_like(h0))
+        h.append(hp)
+    assert np.array_equal(out.h, np.stack(h))
+
+
+# -- what the API accepts and what it refuses ------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_pair_functions_are_two_single_calls_in_every_mode(mode, cell):
+    S, tf32 = MODES[mode]
+    f = problem(cell, S)
+    kw = arrays(f, S, cell, True)
+    x = kw.pop("x")
+    order = {"elman": ("W", "V", "b", "h0"), "lstm": ("W", "V", "b", "h0", "c0", "R"),
+             "gru": ("W", "V", "b_x", "b_h", "h0")}[cell]
+    d = tuple(kw.get(k) for k in order)
+    pair = getattr(gpu_bptt.cells, f"{cell}_forward_pair")(x, d, d, lengths=f["lengths"],
+                                                           backend="numpy", allow_tf32=tf32)
+    outs = (pair.forward, pair.reverse) if cell == "elman" else pair
+    for rev, o in zip((False, True), outs):
+        one = FORWARD[cell](x, **kw, lengths=f["lengths"], reverse=rev, backend="numpy",
+                            allow_tf32=tf32)
+        assert o.h.dtype == S and np.array_equal(o.h.view(np.uint8), one.h.view(np.uint8))
+        assert o.cache.plan.tf32 == tf32
+
+
+def test_mixed_storage_dtypes_name_the_array():
+    f = problem("elman", BF16)
+    kw = arrays(f, BF16, "elman", True)
+    kw["V"] = kw["V"].astype(np.float16)
+    with pytest.raises(TypeError, match=r"^V: dtype float16 differs from x's bfloat16"):
+        gpu_bptt.elman_forward(**kw, backend="numpy")
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    ("yes", TypeError, r"^allow_tf32: expected a bool, got str"),
+    (1, TypeError, r"^allow_tf32: expected a bool, got int"),
+])
+def test_allow_tf32_must_be_a_bool(bad, exc, match):
+    kw = arrays(problem("elman", F32), F32, "elman", True)
+    with pytest.raises(exc, match=match):
+        gpu_bptt.elman_forward(**kw, backend="numpy", allow_tf32=bad)
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16, np.dtype(np.float64)])
+def test_allow_tf32_is_for_float32_only(dtype):
+    kw = arrays(problem("gru", dtype), dtype, "gru", True)
+    with pytest.raises(ValueError, match=rf"^allow_tf32: TF32 rounds float32 operands; the arrays "
+                                         rf"are {dtype.name}"):
+        gpu_bptt.gru_forward(**kw, backend="numpy", allow_tf32=True)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("dtype", [BF16, F16])
+def test_a_backend_without_the_mode_refuses_it(cell, dtype):
+    """The emulator (the cuda backend's code) declares float32 and float64 and no TF32 yet: a
+    16-bit or TF32 request is refused, naming dtype or allow_tf32 and the backend, never run
+    upcast."""
+    bk = get_backend("emulator")
+    assert bk.dtypes == ("float32", "float64") and bk.tf32 is False
+    kw = arrays(problem(cell, dtype), dtype, cell, True)
+    with pytest.raises(TypeError, match=rf"^dtype: the emulator backend runs float32, float64; "
+                                        rf"the arrays are {dtype.name}"):
+        FORWARD[cell](**kw, backend=bk)
+    kw = arrays(problem(cell, F32), F32, cell, True)
+    with pytest.raises(ValueError, match=r"^allow_tf32: the emulator backend has no TF32 mode"):
+        FORWARD[cell](**kw, backend=bk, allow_tf32=True)
+
+
+def test_the_cuda_backend_declares_float32_and_float64_only():
+    from gpu_bptt.backends.cuda import CudaBackend
+
+    bk = CudaBackend.__new__(CudaBackend)  # no device needed: check_mode reads the declarations
+    with pytest.raises(TypeError, match=r"^dtype: the cuda backend runs float32, float64; the "
+                                        r"arrays are bfloat16"):
+        bk.check_mode(BF16)
+    with pytest.raises(ValueError, match=r"^allow_tf32: the cuda backend has no TF32 mode"):
+        bk.check_mode(F32, True)
+
+
+def test_a_rebuilt_lstm_cache_keeps_c_in_float32():
+    f, out = run_forward("lstm", "bfloat16")
+    arrs = out.cache.arrays()
+    rebuilt = gpu_bptt.LSTMCache.from_arrays(arrs, has_bias=True, algo=out.cache.plan,
+                                             backend="numpy")
+    dh = np.ones(out.h.shape, BF16)
+    a, b = gpu_bptt.lstm_backward(dh, out.cache), gpu_bptt.lstm_backward(dh, rebuilt)
+    assert a.dW.dtype == BF16 and np.array_equal(a.dW.view(np.uint16), b.dW.view(np.uint16))
+    arrs["c"] = arrs["c"].astype(BF16)
+    with pytest.raises(TypeError,
+                       match=r"^c: dtype bfloat16 differs from the other arrays' float32"):
+        gpu_bptt.LSTMCache.from_arrays(arrs, has_bias=True, backend="numpy")
