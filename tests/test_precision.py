@@ -550,3 +550,16 @@ def test_a_rebuilt_lstm_cache_keeps_c_in_float32():
     with pytest.raises(TypeError,
                        match=r"^c: dtype bfloat16 differs from the other arrays' float32"):
         gpu_bptt.LSTMCache.from_arrays(arrs, has_bias=True, backend="numpy")
+
+
+@pytest.mark.parametrize("dtype", [BF16, F16])
+def test_the_generic_digest_takes_16_bit_arrays(dtype):
+    """Backend.digest (the device backends' guard of x and h) over 16-bit words: an array of an
+    odd number of elements has no whole 32-bit words."""
+    from gpu_bptt.backends.base import Backend
+
+    a = np.arange(7, dtype=np.float32).astype(dtype)
+    bk = Backend(np)
+    before = bk.digest(a)
+    a[3] = dtype.type(3.5)
+    assert bk.digest(a) != before

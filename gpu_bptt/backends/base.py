@@ -79,13 +79,15 @@ class Backend:
     digest_chunk: int = 1 << 20
 
     def digest(self, a):
-        """A fingerprint of float array `a`: Σ_i word_i·(2i+1) mod 2^64 over its 32-bit words.
+        """A fingerprint of float array `a`: Σ_i word_i·(2i+1) mod 2^64 over its 32-bit words
+        (16-bit ones for a 16-bit dtype, whose arrays may hold an odd number of elements).
         Any change within one word shows (an odd weight is invertible modulo 2^64), and so does a
         swap of two float32 elements in arrays under 2^32 words. Computed in chunks so that the
         temporaries stay small; stays on the device (no sync). elman_forward keeps the digests of
         x and h, and elman_backward compares them."""
         xp = self.xp
-        words = xp.ascontiguousarray(a).reshape(-1).view(xp.uint32)
+        words = xp.ascontiguousarray(a).reshape(-1)
+        words = words.view(xp.uint16 if words.dtype.itemsize == 2 else xp.uint32)
         n = words.size
         chunk = min(self.digest_chunk, n)
         weights = xp.arange(1, 2 * chunk, 2, dtype=xp.uint64)
