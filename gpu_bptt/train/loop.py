@@ -288,7 +288,8 @@ def _loop(cfg, task, backend, saved, stream, t_start):
                  seconds=time.perf_counter() - t_start, metric=task.metric, cell=cfg.cell,
                  hidden=cfg.hidden,
                  baseline_name=task.baseline_name, out=cfg.out or None, stopped=stopped,
-                 start_step=start_step, train_seconds=train_seconds, losses=losses)
+                 start_step=start_step, train_seconds=train_seconds, losses=losses,
+                 dtype=cfg.dtype + " with TF32" * cfg.tf32)
     if cfg.out:
         try:
             plot(os.path.join(cfg.out, "loss.png"), res)
