@@ -6,7 +6,11 @@ import numbers
 
 import numpy as np
 
+from .precision import STORAGE
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: what the functional API's arrays may hold (precision.py; a backend runs those it declares)
+STORAGE_NAMES = ", ".join(d.name for d in STORAGE[:-1]) + f" or {STORAGE[-1].name}"
 
 
 def check_size(name, v) -> int:
@@ -51,7 +55,8 @@ def _dtype_of(a):
 
 
 def common_float_dtype(**arrays):
-    """The one float dtype all given (non-None) arrays share; TypeError naming the odd one out."""
+    """The one storage dtype (precision.STORAGE) all given (non-None) arrays share; TypeError
+    naming the odd one out."""
     dtype, first = None, None
     for name, a in arrays.items():
         if a is None:
@@ -60,8 +65,8 @@ def common_float_dtype(**arrays):
             dt = _dtype_of(a)
         except TypeError as e:
             raise TypeError(f"{name}: {e}") from None
-        if dt not in FLOAT_DTYPES:
-            raise TypeError(f"{name}: expected float32 or float64, got {dt}")
+        if dt not in STORAGE:
+            raise TypeError(f"{name}: expected {STORAGE_NAMES}, got {dt}")
         if dtype is None:
             dtype, first = dt, name
         elif dt != dtype:
@@ -80,7 +85,7 @@ def check_array(bk, name, a, *, ndim=None, shape=None, dtype=None, dims=None):
     except TypeError as e:
         raise TypeError(f"{name}: {e}") from None
     if dtype is not None and dt != dtype:
-        if dt not in FLOAT_DTYPES:
+        if dt not in STORAGE:
             raise TypeError(f"{name}: expected {np.dtype(dtype)}, got {dt}")
         raise TypeError(f"{name}: dtype {dt} differs from the other arrays' {np.dtype(dtype)}")
     if shape is not None:

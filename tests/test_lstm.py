@@ -213,7 +213,7 @@ FORWARD_ERRORS = [  # (change, error, message)
     (dict(h0=np.zeros((2, 5))), ValueError, r"^h0: expected shape \(B, P\) = \(2, 3\), got \(2, 5\)"),
     (dict(b=np.zeros(5)), ValueError, r"^b: expected shape \(4H,\) = \(20,\)"),
     (dict(x=np.zeros((3, 2))), ValueError, r"^x: expected 3 dimensions"),
-    (dict(x=np.zeros((3, 2, 4), np.int64)), TypeError, r"^x: expected float32 or float64"),
+    (dict(x=np.zeros((3, 2, 4), np.int64)), TypeError, r"^x: expected float32, float64, bfloat16 or float16, got int64"),
     (dict(lengths=np.array([4, 1])), ValueError, r"^lengths: every entry must be in 1..T"),
     (dict(reverse="no"), TypeError, r"^reverse: expected a bool"),
     (dict(algo="fast"), ValueError, r"^algo: expected one of"),

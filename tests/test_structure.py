@@ -244,7 +244,8 @@ LAYERS = [
     ("emulator", 2, "CPU kernel executor", ["gpu_bptt.emulator"]),
     ("nvrtc", 2, "NVRTC through ctypes", ["gpu_bptt.nvrtc", "gpu_bptt.sass"]),
     ("helpers", 1, "validate, activations, progress, BLAS threads",
-     ["gpu_bptt.validate", "gpu_bptt.activations", "gpu_bptt.progress", "gpu_bptt.blas_threads"]),
+     ["gpu_bptt.validate", "gpu_bptt.activations", "gpu_bptt.progress", "gpu_bptt.blas_threads",
+      "gpu_bptt.precision"]),
 ]
 DIAGRAM = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..precision import FLOAT32, is_half, round_tf32
 from .plan import LaunchPlan, PairPlan, check_directions
 
 
@@ -22,6 +23,10 @@ class Backend:
     #: whether the backend reads strided views (transposed weights, say) as they are; kernels
     #: that index dense row-major buffers need them made contiguous first (validate.check_array)
     takes_strided: bool = False
+    #: the storage dtypes this backend runs (docs/architecture.md §1, precision modes)
+    dtypes: tuple = ("float32", "float64")
+    #: whether it runs float32 products on TF32 operands (allow_tf32=True)
+    tf32: bool = False
 
     def __init__(self, xp):
         self.xp = xp
@@ -42,28 +47,47 @@ class Backend:
             raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
                              f"(supported: {self.algos})")
 
+    def check_mode(self, dtype, tf32=False):
+        """TypeError naming `dtype` unless this backend runs that storage dtype; ValueError naming
+        `allow_tf32` where TF32 is asked for arrays other than float32 or of a backend without
+        it. No silent upcast, no silently ignored setting."""
+        if not isinstance(tf32, (bool, np.bool_)):
+            raise TypeError(f"allow_tf32: expected a bool, got {type(tf32).__name__}")
+        name = np.dtype(dtype).name
+        if name not in self.dtypes:
+            raise TypeError(f"dtype: the {self.name} backend runs {', '.join(self.dtypes)}; the "
+                            f"arrays are {name} (convert them, or use a backend that runs "
+                            f"{name}: numpy runs every storage dtype)")
+        if tf32 and name != "float32":
+            raise ValueError(f"allow_tf32: TF32 rounds float32 operands; the arrays are {name}")
+        if tf32 and not self.tf32:
+            raise ValueError(f"allow_tf32: the {self.name} backend has no TF32 mode (numpy has)")
+
     def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype, reverse=False,
-                     cell="elman", P=0) -> LaunchPlan:
+                     cell="elman", P=0, tf32=False) -> LaunchPlan:
         """The LaunchPlan for a request ("auto" made concrete) in a direction (reverse: each
         example from its last valid step down to 0), for a cell ("elman", "lstm", "gru"; P: the
-        LSTM's projection size, 0 for none); ValueError naming the limit where the requested
-        algorithm cannot run."""
+        LSTM's projection size, 0 for none), in a precision mode (dtype, tf32: check_mode);
+        ValueError naming the limit where the requested algorithm cannot run."""
         self.check_algo(algo)
+        self.check_mode(dtype, tf32)
         return LaunchPlan("step" if algo == "auto" else algo, B, H, np.dtype(dtype).name,
                           reason=f"the {self.name} backend runs a step loop",
-                          reverse=bool(reverse), cell=cell, P=int(P))
+                          reverse=bool(reverse), cell=cell, P=int(P), tf32=bool(tf32))
 
     #: 32-bit words per chunk of `digest`: bounds its temporaries (three uint64 arrays this long)
     digest_chunk: int = 1 << 20
 
     def digest(self, a):
-        """A fingerprint of float array `a`: Σ_i word_i·(2i+1) mod 2^64 over its 32-bit words.
+        """A fingerprint of float array `a`: Σ_i word_i·(2i+1) mod 2^64 over its 32-bit words
+        (16-bit ones for a 16-bit dtype, whose arrays may hold an odd number of elements).
         Any change within one word shows (an odd weight is invertible modulo 2^64), and so does a
         swap of two float32 elements in arrays under 2^32 words. Computed in chunks so that the
         temporaries stay small; stays on the device (no sync). elman_forward keeps the digests of
         x and h, and elman_backward compares them."""
         xp = self.xp
-        words = xp.ascontiguousarray(a).reshape(-1).view(xp.uint32)
+        words = xp.ascontiguousarray(a).reshape(-1)
+        words = words.view(xp.uint16 if words.dtype.itemsize == 2 else xp.uint32)
         n = words.size
         chunk = min(self.digest_chunk, n)
         weights = xp.arange(1, 2 * chunk, 2, dtype=xp.uint64)
@@ -75,79 +99,97 @@ class Backend:
         return sums.sum()
 
     # -- products outside the time loop ------------------------------------------------------------
-    def input_projection(self, x, W, b):
+    # In a 16-bit storage dtype each product accumulates in float32 and its result is rounded
+    # once to the arrays' dtype; with tf32 its operands are TF32-rounded (precision.py).
+    def product(self, a, b, tf32=False):
+        """a @ b accumulated in the work dtype and not rounded: 16-bit operands upcast to
+        float32 (exact), TF32-rounded operands where tf32; float32/float64 as they are."""
+        if is_half(a.dtype):
+            a, b = a.astype(FLOAT32), b.astype(FLOAT32)
+        elif tf32:
+            a, b = round_tf32(a), round_tf32(b)
+        return self.xp.matmul(a, b)
+
+    def input_projection(self, x, W, b, tf32=False):
         """p = x @ W + b for all T at once: x (T, B, I), W (I, N), b (N,) or None -> (T, B, N)
-        (N = H, or G·H for a cell with G gates)."""
+        (N = H, or G·H for a cell with G gates), in x's dtype."""
         T, B, I = x.shape
-        p = self.xp.matmul(x.reshape(T * B, I), W).reshape(T, B, W.shape[1])
+        p = self.product(x.reshape(T * B, I), W, tf32).reshape(T, B, W.shape[1])
         if b is not None:
             p += b
-        return p
+        return p.astype(x.dtype, copy=False)
 
     def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
-                  lengths=None, reverse=False):
+                  lengths=None, reverse=False, tf32=False):
         """dx, dW, dV, db, dh0 from du (T, B, N), the gradient on the pre-activations (N = G·H:
         H for Elman, 4H for LSTM), and the states h (T, B, Hs) the recurrence fed back (Hs = H, or
         the LSTM's projection size): one reduction over T·B each (docs/architecture.md §1).
         db is None unless need_db, dx None unless need_dx (one GEMM saved). reverse: the
-        direction the forward ran (lengths (B,) or None, needed then)."""
-        xp = self.xp
+        direction the forward ran (lengths (B,) or None, needed then). tf32: the plan's.
+        Each result in du's dtype, accumulated in float32 for a 16-bit one."""
         T, B, I = x.shape
+        dt = du.dtype
         du2 = du.reshape(T * B, du.shape[2])
-        dW = xp.matmul(x.reshape(T * B, I).T, du2)
-        dV, first = self.recurrent_gradient(h0, h, du, lengths, reverse)
-        dx = xp.matmul(du2, W.T).reshape(T, B, I) if need_dx else None
-        dh0 = xp.matmul(first, V.T)
-        db = du2.sum(axis=0) if need_db else None
-        return dx, dW, dV, db, dh0
+        dW = self.product(x.reshape(T * B, I).T, du2, tf32).astype(dt, copy=False)
+        dV, first = self.recurrent_gradient(h0, h, du, lengths, reverse, tf32)
+        dx = self.product(du2, W.T, tf32).reshape(T, B, I).astype(dt, copy=False) \
+            if need_dx else None
+        dh0 = self.product(first, V.T, tf32).astype(dt, copy=False)
+        return dx, dW, dV, column_sum(du2) if need_db else None, dh0
 
-    def recurrent_gradient(self, h0, h, du, lengths=None, reverse=False):
+    def recurrent_gradient(self, h0, h, du, lengths=None, reverse=False, tf32=False):
         """(dV, first): dV = Σ_t h_prev[t].T @ du[t] (Hs, N), and the rows of du at each
         example's first step (B, N). The state before step t is h0 at each example's first step,
         else h[t-1] (h[t+1] reversed): two GEMMs avoid building that array (h is 0 at padded
-        steps, du too)."""
+        steps, du too). dV in du's dtype, accumulated in float32 for a 16-bit one."""
         xp = self.xp
         T, B, N = du.shape
         Hs = h.shape[2]
         first = first_step_rows(xp, du, lengths, reverse)
-        dV = xp.matmul(h0.T, first)
+        dV = self.product(h0.T, first, tf32)
         if T > 1:
             prev, cur = (h[1:], du[:-1]) if reverse else (h[:-1], du[1:])
-            dV += xp.matmul(prev.reshape((T - 1) * B, Hs).T, cur.reshape((T - 1) * B, N))
-        return dV, first
+            dV += self.product(prev.reshape((T - 1) * B, Hs).T, cur.reshape((T - 1) * B, N),
+                               tf32)
+        return dV.astype(du.dtype, copy=False), first
 
     def lstm_gradients(self, x, W, V, h0, h, c, gates, du, dhs, need_db: bool,
-                       need_dx: bool = True, *, lengths=None, reverse=False):
+                       need_dx: bool = True, *, lengths=None, reverse=False, tf32=False):
         """dx, dW, dV, db, dh0 as `gradients` (du (T, B, 4H)), and dR = Σ_t m[t].T @ dhs[t]
         (H, P) with m = o·tanh(c) recomputed from the saved c and gates (T, B, 4H); dR is None
-        when dhs is None (no projection)."""
+        when dhs is None (no projection). c is in the work dtype (precision.work_dtype); m is
+        rounded to du's dtype as it was where the forward multiplied it by R."""
         xp = self.xp
         dx, dW, dV, db, dh0 = self.gradients(x, W, V, h0, h, du, need_db, need_dx,
-                                             lengths=lengths, reverse=reverse)
+                                             lengths=lengths, reverse=reverse, tf32=tf32)
         if dhs is None:
             return dx, dW, dV, db, dh0, None
         T, B, H = c.shape
         m = xp.tanh(c)
-        m *= gates[:, :, 3 * H:]  # 0 at padded steps: the gates are 0 there
-        dR = xp.matmul(m.reshape(T * B, H).T, dhs.reshape(T * B, dhs.shape[2]))
-        return dx, dW, dV, db, dh0, dR
+        m *= gates[:, :, 3 * H:].astype(m.dtype, copy=False)  # 0 at padded steps, as the gates
+        m = m.astype(du.dtype, copy=False)
+        dR = self.product(m.reshape(T * B, H).T, dhs.reshape(T * B, dhs.shape[2]), tf32)
+        return dx, dW, dV, db, dh0, dR.astype(du.dtype, copy=False)
 
     def gru_gradients(self, x, W, V, h0, h, gates, dgx, need_db_x: bool, need_db_h: bool,
-                      need_dx: bool = True, *, lengths=None, reverse=False):
+                      need_dx: bool = True, *, lengths=None, reverse=False, tf32=False):
         """dx, dW, dV, db_x, db_h from dgx (T, B, 3H), the gradient on [xr|xz|xn]: dW, dx, db_x
         from dgx; then dgx is turned, in place, into dgh = the gradient on [hr|hz|hn] (its n block
         times r, from gates (T, B, 4H) = [r|z|n|hn]), which gives dV and db_h. dgx is consumed.
-        db_x/db_h are None unless asked for, dx None unless need_dx."""
-        xp = self.xp
+        db_x/db_h are None unless asked for, dx None unless need_dx. In a 16-bit dtype the
+        n block of dgh is rounded once (a product of two 16-bit values, computed exactly in
+        float32), as the backward's step rounds it."""
         T, B, I = x.shape
         H = h.shape[2]
+        dt = dgx.dtype
         d2 = dgx.reshape(T * B, 3 * H)
-        dW = xp.matmul(x.reshape(T * B, I).T, d2)
-        dx = xp.matmul(d2, W.T).reshape(T, B, I) if need_dx else None
-        db_x = d2.sum(axis=0) if need_db_x else None
+        dW = self.product(x.reshape(T * B, I).T, d2, tf32).astype(dt, copy=False)
+        dx = self.product(d2, W.T, tf32).reshape(T, B, I).astype(dt, copy=False) \
+            if need_dx else None
+        db_x = column_sum(d2) if need_db_x else None
         dgx[:, :, 2 * H:] *= gates[:, :, :H]  # now dgh
-        dV, _ = self.recurrent_gradient(h0, h, dgx, lengths, reverse)
-        db_h = dgx.reshape(T * B, 3 * H).sum(axis=0) if need_db_h else None
+        dV, _ = self.recurrent_gradient(h0, h, dgx, lengths, reverse, tf32)
+        db_h = column_sum(dgx.reshape(T * B, 3 * H)) if need_db_h else None
         return dx, dW, dV, db_x, db_h
 
     # -- the recurrence (backend-specific) ---------------------------------------------------------
@@ -229,6 +271,14 @@ class Backend:
         backend that can run them side by side overrides this."""
         seq = getattr(self, check_seq(self, name))
         return tuple(seq(*args) for args in (fwd, rev))
+
+
+def column_sum(a):
+    """a (M, N) summed over its rows (db), in a's dtype: accumulated in float32 for a 16-bit
+    one and rounded once."""
+    if is_half(a.dtype):
+        return a.sum(axis=0, dtype=FLOAT32).astype(a.dtype)
+    return a.sum(axis=0)
 
 
 def check_seq(bk, name) -> str:

@@ -29,6 +29,7 @@ class LaunchPlan:
     reverse: bool = False     # the direction: each example from its last valid step down to 0
     cell: str = "elman"       # the cell it runs: "elman", "lstm" (G = 4 gates) or "gru" (G = 3)
     P: int = 0                # LSTM: the projection's size (0: none); 0 for the other cells
+    tf32: bool = False        # float32 products on TF32 operands (allow_tf32; precision.py)
 
     @property
     def label(self) -> str:

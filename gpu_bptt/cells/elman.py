@@ -100,12 +100,14 @@ class ElmanGrads:
 
 
 def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, backend=None,
-                  algo="auto", need_cache=True, reverse=False) -> ElmanOutput:
+                  algo="auto", need_cache=True, reverse=False, allow_tf32=False) -> ElmanOutput:
     """Run the recurrent level over a whole sequence.
 
     x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
-    lengths: (B,) integers in 1..T or None (all T). All float arrays share one dtype, float32 or
-    float64, which the outputs keep. The caller owns every argument; none is modified. The cache
+    lengths: (B,) integers in 1..T or None (all T). All float arrays share one storage dtype,
+    float32, float64, bfloat16 (ml_dtypes) or float16, which the outputs and gradients keep
+    (docs/architecture.md §1, precision modes); allow_tf32=True runs float32 products on TF32
+    operands (the backward follows the cache). The caller owns every argument; none is modified. The cache
     keeps copies of W, V, h0 and refers to x and the returned h: change those two in place before
     elman_backward and it raises ValueError (see ElmanCache).
     backend: name, Backend or None (docs/architecture.md §2). algo: "auto", "step" or "persistent".
@@ -119,8 +121,10 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     bk = get_backend(backend)
     x, W, V, b, h0, lengths, activation = _checked(bk, x, W, V, b, h0, activation, lengths, algo)
     T, B, _ = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
-    plan = bk.resolve_algo(algo, T, B, W.shape[1], x.dtype, reverse=check_reverse(reverse))
-    h = bk.elman_fwd_seq(bk.input_projection(x, W, b), V, h0, activation, lengths, plan)
+    plan = bk.resolve_algo(algo, T, B, W.shape[1], x.dtype, reverse=check_reverse(reverse),
+                           tf32=allow_tf32)
+    h = bk.elman_fwd_seq(bk.input_projection(x, W, b, plan.tf32), V, h0, activation, lengths,
+                         plan)
     return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache)
 
 
@@ -171,7 +175,7 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
     du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.plan)
     dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
                                        cache.has_bias, bool(need_dx), lengths=cache.lengths,
-                                       reverse=cache.reverse)
+                                       reverse=cache.reverse, tf32=cache.plan.tf32)
     return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)
 
 
@@ -184,7 +188,7 @@ class ElmanPairOutput:
 
 
 def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, backend=None,
-                       algo="auto", need_cache=True) -> ElmanPairOutput:
+                       algo="auto", need_cache=True, allow_tf32=False) -> ElmanPairOutput:
     """Both directions of a bidirectional layer over x, run together: side by side on the GPU (one
     cooperative launch for the persistent algorithm where both directions' blocks fit at once,
     else each direction on a CUDA stream of its own), one after the other elsewhere; plan says
@@ -204,11 +208,14 @@ def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, 
                          f"{Wf.shape} {Wf.dtype}: both directions need one shape and dtype")
     T, B, _ = xf.shape
     H = Wf.shape[1]
-    pair = bk.resolve_pair(bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=False),
-                           bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=True))
-    hf, hr = bk.elman_fwd_pair((bk.input_projection(xf, Wf, bf), Vf, h0f),
-                               (bk.input_projection(xr, Wr, br), Vr, h0r), activation, lengths,
-                               pair)
+    pair = bk.resolve_pair(bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=False,
+                                           tf32=allow_tf32),
+                           bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=True,
+                                           tf32=allow_tf32))
+    tf32 = pair.forward.tf32
+    hf, hr = bk.elman_fwd_pair((bk.input_projection(xf, Wf, bf, tf32), Vf, h0f),
+                               (bk.input_projection(xr, Wr, br, tf32), Vr, h0r), activation,
+                               lengths, pair)
     return ElmanPairOutput(
         _output(bk, xf, Wf, Vf, bf, h0f, hf, lengths, activation, pair.forward, need_cache),
         _output(bk, xr, Wr, Vr, br, h0r, hr, lengths, activation, pair.reverse, need_cache),
@@ -261,7 +268,8 @@ def elman_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
     grads = []
     for c, du in zip((cf, cr), dus):
         dx, dW, dV, db, dh0 = bk.gradients(c.x, c.W, c.V, c.h0, c.h, du, c.has_bias,
-                                           bool(need_dx), lengths=c.lengths, reverse=c.reverse)
+                                           bool(need_dx), lengths=c.lengths, reverse=c.reverse,
+                                           tf32=c.plan.tf32)
         grads.append(ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0))
     return tuple(grads)
 

@@ -94,30 +94,32 @@ class GRUGrads:
 
 
 def gru_forward(x, W, V, b_x=None, b_h=None, h0=None, *, lengths=None, backend=None, algo="auto",
-                need_cache=True, reverse=False) -> GRUOutput:
+                need_cache=True, reverse=False, allow_tf32=False) -> GRUOutput:
     """Run a GRU level over a whole sequence (module docstring for the math).
 
     x: (T, B, I); W: (I, 3H); V: (H, 3H); b_x, b_h: (3H,) or None; h0: (B, H) or None (zeros);
-    lengths: (B,) integers in 1..T or None. One float dtype for all, float32 or float64. None of
-    the arguments is modified. backend, algo, need_cache, reverse: as elman_forward's.
+    lengths: (B,) integers in 1..T or None. One storage dtype for all, as elman_forward's. None
+    of the arguments is modified. backend, algo, need_cache, reverse, allow_tf32: as
+    elman_forward's.
     Returns GRUOutput(h (T, B, H), h_last (B, H), cache)."""
     bk, args, finish = _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache,
-                                     reverse)
+                                     allow_tf32, reverse)
     return finish(bk.gru_fwd_seq(*args))
 
 
 def gru_forward_pair(x, forward, reverse, *, lengths=None, backend=None, algo="auto",
-                     need_cache=True) -> tuple:
+                     need_cache=True, allow_tf32=False) -> tuple:
     """Both directions of a bidirectional GRU level over x, run together where the backend can
     (Backend.seq_pair; docs/architecture.md §1, both directions together). forward, reverse:
     each direction's (W, V, b_x, b_h, h0) as gru_forward takes them; the rest shared. Returns
     (forward's GRUOutput, reverse's), bit for bit those of two gru_forward calls."""
     calls = forward_calls(forward, reverse, ("W", "V", "b_x", "b_h", "h0"), _forward_call, x,
-                          lengths, backend, algo, need_cache)
+                          lengths, backend, algo, need_cache, allow_tf32)
     return run_pair(calls[0][0], "gru_fwd_seq", calls)  # one get_backend(backend) for both
 
 
-def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, reverse):
+def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, allow_tf32,
+                  reverse):
     """gru_forward's checks and input projection: (backend, gru_fwd_seq's arguments, the
     function making the GRUOutput from gru_fwd_seq's result)."""
     bk = get_backend(backend)
@@ -135,9 +137,9 @@ def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, rev
     h0 = check_state(bk, "h0", h0, B, H, dtype)
     lengths = check_lengths(bk, lengths, T, B)
     reverse = check_reverse(reverse)
-    plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="gru")
+    plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="gru", tf32=allow_tf32)
 
-    p = bk.input_projection(x, W, b_x)
+    p = bk.input_projection(x, W, b_x, plan.tf32)
 
     def finish(result):
         h, gates = result
@@ -186,7 +188,8 @@ def _backward_call(dh, cache, dh_last, need_dx):
         dgx, dh0 = result
         dx, dW, dV, db_x, db_h = bk.gru_gradients(
             cache.x, cache.W, cache.V, cache.h0, cache.h, cache.gates, dgx, cache.has_b_x,
-            cache.has_b_h, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse)
+            cache.has_b_h, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse,
+            tf32=cache.plan.tf32)
         return GRUGrads(dx=dx, dW=dW, dV=dV, db_x=db_x, db_h=db_h, dh0=dh0)
     return bk, (dh, dh_last, cache.h, cache.h0, cache.gates, cache.V, cache.lengths,
                 cache.plan), finish

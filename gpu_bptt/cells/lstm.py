@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..backends import Backend, LaunchPlan, get_backend
+from ..precision import work_dtype
 from ..validate import check_array, check_lengths, common_float_dtype
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
@@ -38,7 +39,7 @@ class LSTMCache(CacheArrays):
     h0: Any       # (B, Hs)
     c0: Any       # (B, H)
     h: Any        # (T, B, Hs), zero at padded steps
-    c: Any        # (T, B, H), zero at padded steps
+    c: Any        # (T, B, H), zero at padded steps; float32 for a 16-bit storage dtype
     gates: Any    # (T, B, 4H): the activated [i|f|g|o], zero at padded steps
     lengths: Any  # (B,) int32 or None
     has_bias: bool
@@ -60,8 +61,10 @@ class LSTMCache(CacheArrays):
         bk = get_backend(backend)
         if not isinstance(algo, LaunchPlan):
             algo = check_cache_algo(bk, algo)
-        dtype = common_float_dtype(**{k: arrays[k] for k in cls.ARRAY_NAMES if k != "lengths"})
-        c = check_array(bk, "c", arrays["c"], ndim=3, dtype=dtype, dims="(T, B, H)")
+        dtype = common_float_dtype(**{k: arrays[k] for k in cls.ARRAY_NAMES
+                                      if k not in ("lengths", "c")})
+        # c is kept in the work dtype (float32 for a 16-bit storage dtype)
+        c = check_array(bk, "c", arrays["c"], ndim=3, dtype=work_dtype(dtype), dims="(T, B, H)")
         T, B, H = c.shape
         R = arrays["R"]
         if R is not None:
@@ -108,31 +111,33 @@ class LSTMGrads:
 
 
 def lstm_forward(x, W, V, b=None, h0=None, c0=None, *, R=None, lengths=None, backend=None,
-                 algo="auto", need_cache=True, reverse=False) -> LSTMOutput:
+                 algo="auto", need_cache=True, reverse=False, allow_tf32=False) -> LSTMOutput:
     """Run an LSTM level over a whole sequence (module docstring for the math).
 
     x: (T, B, I); W: (I, 4H); V: (Hs, 4H); b: (4H,) or None; h0: (B, Hs) or None (zeros);
     c0: (B, H) or None (zeros); R: (H, P) projection or None (Hs = P with it, else H);
-    lengths: (B,) integers in 1..T or None. One float dtype for all, float32 or float64. None of
-    the arguments is modified. backend, algo, need_cache, reverse: as elman_forward's.
+    lengths: (B,) integers in 1..T or None. One storage dtype for all, as elman_forward's (the
+    cell state is computed in float32 for a 16-bit one; c_last is rounded to it). None of the
+    arguments is modified. backend, algo, need_cache, reverse, allow_tf32: as elman_forward's.
     Returns LSTMOutput(h (T, B, Hs), h_last (B, Hs), c_last (B, H), cache)."""
     bk, args, finish = _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache,
-                                     reverse)
+                                     allow_tf32, reverse)
     return finish(bk.lstm_fwd_seq(*args))
 
 
 def lstm_forward_pair(x, forward, reverse, *, lengths=None, backend=None, algo="auto",
-                      need_cache=True) -> tuple:
+                      need_cache=True, allow_tf32=False) -> tuple:
     """Both directions of a bidirectional LSTM level over x, run together where the backend can
     (Backend.seq_pair; docs/architecture.md §1, both directions together). forward, reverse:
     each direction's (W, V, b, h0, c0, R) as lstm_forward takes them; the rest shared. Returns
     (forward's LSTMOutput, reverse's), bit for bit those of two lstm_forward calls."""
     calls = forward_calls(forward, reverse, ("W", "V", "b", "h0", "c0", "R"), _forward_call, x,
-                          lengths, backend, algo, need_cache)
+                          lengths, backend, algo, need_cache, allow_tf32)
     return run_pair(calls[0][0], "lstm_fwd_seq", calls)  # one get_backend(backend) for both
 
 
-def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, reverse):
+def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, allow_tf32,
+                  reverse):
     """lstm_forward's checks and input projection: (backend, lstm_fwd_seq's arguments, the
     function making the LSTMOutput from lstm_fwd_seq's result)."""
     bk = get_backend(backend)
@@ -157,14 +162,15 @@ def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, rev
     c0 = check_state(bk, "c0", c0, B, H, dtype)
     lengths = check_lengths(bk, lengths, T, B)
     reverse = check_reverse(reverse)
-    plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="lstm", P=P)
+    plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="lstm", P=P,
+                           tf32=allow_tf32)
 
-    p = bk.input_projection(x, W, b)
+    p = bk.input_projection(x, W, b, plan.tf32)
 
     def finish(result):
         h, c, gates = result
         h_last = last_state(bk.xp, h, lengths, reverse)
-        c_last = last_state(bk.xp, c, lengths, reverse)
+        c_last = last_state(bk.xp, c, lengths, reverse).astype(dtype, copy=False)
         if not need_cache:
             return LSTMOutput(h=h, h_last=h_last, c_last=c_last, cache=None)
         cache = LSTMCache(x=x, W=W.copy(), V=V.copy(), R=None if R is None else R.copy(),
@@ -208,7 +214,7 @@ def _backward_call(dh, cache, dh_last, dc_last, need_dx):
     T, B, H = cache.c.shape
     Hs = cache.h.shape[2]
     dh, dh_last, dc_last = check_grads_from_above(
-        bk, T, B, Hs, cache.c.dtype, dh, letter="P" if cache.R is not None else "H",
+        bk, T, B, Hs, cache.x.dtype, dh, letter="P" if cache.R is not None else "H",
         sizes={"dc_last": (H, "H")}, dh_last=dh_last, dc_last=dc_last)
     check_unchanged(cache, "lstm_forward")
 
@@ -216,7 +222,9 @@ def _backward_call(dh, cache, dh_last, dc_last, need_dx):
         du, dc0, dhs = result
         dx, dW, dV, db, dh0, dR = bk.lstm_gradients(
             cache.x, cache.W, cache.V, cache.h0, cache.h, cache.c, cache.gates, du, dhs,
-            cache.has_bias, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse)
-        return LSTMGrads(dx=dx, dW=dW, dV=dV, db=db, dR=dR, dh0=dh0, dc0=dc0)
+            cache.has_bias, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse,
+            tf32=cache.plan.tf32)
+        return LSTMGrads(dx=dx, dW=dW, dV=dV, db=db, dR=dR, dh0=dh0,
+                         dc0=dc0.astype(cache.x.dtype, copy=False))
     return bk, (dh, dh_last, dc_last, cache.h, cache.c, cache.gates, cache.c0, cache.V,
                 cache.lengths, cache.plan, cache.R), finish

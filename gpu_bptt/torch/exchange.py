@@ -2,7 +2,8 @@
 
 CPU tensors become NumPy arrays through DLPack (`np.from_dlpack`): a view of the tensor's memory
 that holds no extra reference to its storage object, unlike `Tensor.numpy()` (which was seen
-breaking FSDP2's storage resizing). CUDA tensors become CuPy arrays through DLPack, and CuPy runs on
+breaking FSDP2's storage resizing). NumPy has no bfloat16: a bfloat16 tensor crosses as its bits
+(int16) and is viewed as ml_dtypes' bfloat16, the same bits, and back. CUDA tensors become CuPy arrays through DLPack, and CuPy runs on
 PyTorch's current stream with PyTorch's caching allocator, so no stream synchronization is needed
 and every buffer the core allocates (outputs included) comes from PyTorch's memory pool.
 """
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from ..backends import ENV_VAR, get_backend
+from ..precision import BFLOAT16
 
 # Backends whose arrays are NumPy arrays: they serve CPU tensors.
 CPU_BACKENDS = ("numpy", "emulator")
@@ -48,6 +50,8 @@ def to_array(t):
         return None
     t = t.detach()
     if t.device.type == "cpu":
+        if t.dtype == torch.bfloat16:
+            return np.from_dlpack(t.view(torch.int16)).view(BFLOAT16)
         return np.from_dlpack(t)
     import cupy
 
@@ -58,6 +62,8 @@ def to_tensor(a):
     """A tensor viewing backend array `a` (None passes through). Never copies."""
     if a is None:
         return None
+    if a.dtype == BFLOAT16:
+        return torch.from_dlpack(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_dlpack(a)
 
 

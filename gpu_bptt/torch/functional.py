@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..backends import get_backend
 from . import ops
 from .exchange import backend_name
 
@@ -24,8 +25,10 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     """h, h_last = elman(x, W, V, b, h0, lengths): run one Elman level and record it for autograd.
 
     x: (T, B, I); W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros); lengths: (B,)
-    integer tensor in 1..T, or None (all T), kept on the CPU. Float tensors share one dtype, float32
-    or float64 (inside an autocast region they are cast to float32), and one device.
+    integer tensor in 1..T, or None (all T), kept on the CPU. Float tensors share one dtype and
+    device: float32 or float64, or bfloat16/float16 where the backend runs them (numpy does;
+    precision.py). Inside an autocast region an eager call runs in the autocast dtype where the
+    backend runs it, else in float32; a traced call (the custom op) in float32.
     backend: a gpu_bptt backend name or None (cpu: $GPU_BPTT_BACKEND if it is a CPU backend, else
     numpy; cuda: cuda). impl: "custom_op", "function" (autograd.Function) or "auto": the custom op
     where a tracer sees the call (torch.compile, export, jit.trace, fake tensors) and this PyTorch has
@@ -59,15 +62,14 @@ def elman(x, W, V, b=None, h0=None, lengths=None, *, activation="tanh", backend=
     if use_op:
         # Autocast (registered on the op) casts to float32 before the op sees them.
         if not autocast_on(x.device.type):
-            check_dtypes(floats)
+            check_dtypes(floats, backend=name)
         return ops.elman_forward_op(x, W, V, b, h0, lengths, activation, name, algo, reverse)
     fn = ops.ElmanTransformFunction if _are_functorch_transforms_active() else ops.ElmanFunction
     if autocast_on(x.device.type):
-        # As autocast does: half types to float32, float64 left alone.
-        floats = tuple(t.float() if t is not None and t.dtype in HALF else t for t in floats)
+        floats = autocast_floats(floats, x.device.type, name)
         with torch.autocast(x.device.type, enabled=False):
             return fn.apply(*floats, lengths, activation, name, algo, reverse)
-    check_dtypes(floats)
+    check_dtypes(floats, backend=name)
     return fn.apply(*floats, lengths, activation, name, algo, reverse)
 
 
@@ -92,11 +94,36 @@ def autocast_on(device_type) -> bool:
         return torch.is_autocast_enabled()
 
 
-def check_dtypes(floats, names=("x", "W", "V", "b", "h0")):
+def runs(backend, dtype) -> bool:
+    """Whether the backend (a name) runs tensors of `dtype` (Backend.dtypes)."""
+    return str(dtype).removeprefix("torch.") in get_backend(backend).dtypes
+
+
+def check_dtypes(floats, names=("x", "W", "V", "b", "h0"), backend="numpy"):
+    """TypeError naming the first tensor whose dtype the backend does not run."""
     for name, t in zip(names, floats):
-        if t is not None and t.dtype not in _FLOATS:
-            raise TypeError(f"{name}: expected float32 or float64, got {t.dtype} (for bfloat16 or "
-                            "float16, run inside torch.autocast: the layer computes in float32)")
+        if t is not None and not (t.dtype in _FLOATS or t.dtype in HALF and runs(backend, t.dtype)):
+            if t.dtype in HALF:
+                raise TypeError(f"{name}: the {backend} backend runs float32 and float64, got "
+                                f"{t.dtype} (the numpy backend runs it; inside torch.autocast "
+                                f"this backend computes in float32)")
+            raise TypeError(f"{name}: expected float32 or float64 (or bfloat16, float16), got "
+                            f"{t.dtype}")
+
+
+def autocast_floats(floats, device_type, backend):
+    """An eager call's tensors inside autocast: float32 and 16-bit tensors in the autocast dtype
+    where the backend runs it (the layer then runs in it, as autocast's lower-precision ops do),
+    else in float32 (as its float32 ops); float64 left alone."""
+    try:
+        dt = torch.get_autocast_dtype(device_type)
+    except AttributeError:  # PyTorch < 2.4
+        dt = (torch.get_autocast_cpu_dtype() if device_type == "cpu"
+              else torch.get_autocast_gpu_dtype())
+    if not runs(backend, dt):
+        dt = torch.float32
+    return tuple(t.to(dt) if t is not None and t.dtype in (torch.float32,) + HALF else t
+                 for t in floats)
 
 
 def elman_pair(x, forward, reverse, lengths=None, *, activation="tanh", backend=None,
@@ -122,7 +149,7 @@ def elman_pair(x, forward, reverse, lengths=None, *, activation="tanh", backend=
         for name, t, ndim in zip(("W", "V", "b", "h0"), d, (2, 2, 1, 2)):
             if t is not None:
                 check_tensor(name, t, ndim)
-        check_dtypes((x,) + tuple(d))
+        check_dtypes((x,) + tuple(d), backend=backend_name(x.device, backend))
     if lengths is not None:
         check_tensor("lengths", lengths, 1)
         if lengths.dtype.is_floating_point or lengths.dtype.is_complex:

@@ -59,12 +59,12 @@ def lstm_backward(dh, dh_last, dc_last, x, W, V, b, h0, c0, R, h, c, gates, leng
         return _zero_grads((x, W, V, b, h0, c0, R), (0, 0, 0, 4 * H, (0, Hs), (0, H), 0), need_dx)
     bk = get_backend(backend)
     with running_on(x.device):
-        cx = to_array(c)
-        arrays = dict(x=to_array(x), W=to_array(W), V=to_array(V), R=to_array(R), h=to_array(h),
-                      h0=_state(bk, h0, (B, Hs), cx.dtype), c0=_state(bk, c0, (B, H), cx.dtype),
-                      c=cx, gates=to_array(gates), lengths=to_array(lengths))
+        xa = to_array(x)  # its dtype is the call's (c is float32 for a 16-bit one)
+        arrays = dict(x=xa, W=to_array(W), V=to_array(V), R=to_array(R), h=to_array(h),
+                      h0=_state(bk, h0, (B, Hs), xa.dtype), c0=_state(bk, c0, (B, H), xa.dtype),
+                      c=to_array(c), gates=to_array(gates), lengths=to_array(lengths))
         # The forward's request again: the backend hands back the plan the forward ran.
-        plan = bk.resolve_algo(algo, T, B, H, cx.dtype, reverse=reverse, cell="lstm",
+        plan = bk.resolve_algo(algo, T, B, H, xa.dtype, reverse=reverse, cell="lstm",
                                P=0 if R is None else R.shape[1])
         cache = core_lstm.LSTMCache.from_arrays(arrays, has_bias=True, algo=plan, backend=bk,
                                                 reverse=reverse)

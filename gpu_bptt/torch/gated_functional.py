@@ -7,7 +7,7 @@ import torch
 
 from . import gated_ops
 from .exchange import backend_name
-from .functional import HALF, IMPLS, autocast_on, check_dtypes, check_tensor, traced
+from .functional import IMPLS, autocast_floats, autocast_on, check_dtypes, check_tensor, traced
 
 
 def lstm(x, W, V, b=None, h0=None, c0=None, lengths=None, *, R=None, backend=None, algo="auto",
@@ -62,13 +62,12 @@ def _apply(name, floats, ndims, lengths, backend, algo, impl, reverse):
     if use_op:
         # Autocast (registered on the op) casts to float32 before the op sees them.
         if not autocast:
-            check_dtypes(floats, cell.inputs)
+            check_dtypes(floats, cell.inputs, tail[1])
         return gated_ops.OPS[name](*floats, *tail)
     fn = transform if torch._C._are_functorch_transforms_active() else plain
     if autocast:
-        # As autocast does: half types to float32, float64 left alone.
-        floats = tuple(t.float() if t is not None and t.dtype in HALF else t for t in floats)
+        floats = autocast_floats(floats, x.device.type, tail[1])
         with torch.autocast(x.device.type, enabled=False):
             return fn.apply(*floats, *tail)
-    check_dtypes(floats, cell.inputs)
+    check_dtypes(floats, cell.inputs, tail[1])
     return fn.apply(*floats, *tail)

@@ -11,7 +11,7 @@ from .. import checkpoint
 from ..backends import BackendUnavailable
 from ..nn import CELLS
 from ..tasks import TASKS, TaskError
-from .config import DEFAULTS, TASK_DEFAULTS, Config, ConfigError
+from .config import DEFAULTS, DTYPES, TASK_DEFAULTS, Config, ConfigError
 from .loop import NonFiniteLoss, train
 from .rundir import default_out
 from .summary import describe
@@ -48,6 +48,10 @@ def add_train_parser(sub):
     a("--bptt-trunc", type=int, metavar="K", help="truncated BPTT: segments of K steps (default 0: full)")
     a("--backend", help="auto (cuda if usable, else numpy), numpy, cuda or emulator "
       "(default: $GPU_BPTT_BACKEND, else auto)")
+    a("--dtype", help=f"the recurrent level's dtype: {', '.join(DTYPES)} (default float32); "
+      "float32 master weights in every case, float16 with dynamic loss scaling")
+    a("--tf32", action="store_true", default=None,
+      help="float32 products on TF32 operands, as tensor cores take them (--dtype float32)")
     a("--seed", type=int, help="seed (>= 0) of the initialization and the training data (default 0)")
     a("--out", metavar="DIR", help="checkpoints and loss curve (default runs/<task>, or the first of runs/<task>-2, -3, ... "
                                         "not holding a run; with --resume the newest of them)")

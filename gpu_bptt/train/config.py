@@ -31,7 +31,9 @@ TASK_DEFAULTS = {
 }
 # backend None: $GPU_BPTT_BACKEND, else auto (gpu_bptt.backends.get_backend)
 DEFAULTS = dict(cell="elman", activation="tanh", optimizer="adam", momentum=0.9, clip=1.0,
-                bptt_trunc=0, seed=0, checkpoint_every=500, threads=1)
+                bptt_trunc=0, seed=0, checkpoint_every=500, threads=1, dtype="float32", tf32=False)
+# --dtype: the recurrent level's storage dtype (float32 master weights in every case: mixed.py)
+DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 2e-3}
 
 # Settings that apply to one cell only (the gated cells have no activation to choose).
@@ -41,7 +43,9 @@ ELMAN_ONLY = ("activation",)
 # an error). Others (steps, backend, out, ...) may change between invocations. A checkpoint
 # written before --cell existed records no cell: its run is an Elman one.
 FIXED = ("task", "cell", "seq_len", "min_len", "text", "hidden", "activation", "batch", "optimizer",
-         "lr", "momentum", "clip", "bptt_trunc", "seed")
+         "lr", "momentum", "clip", "bptt_trunc", "seed", "dtype", "tf32")
+# What a checkpoint written before an option existed ran with.
+BEFORE = {"cell": "elman", "dtype": "float32", "tf32": False}
 
 
 def lstm_forget_bias(task):
@@ -79,6 +83,8 @@ class Config:
     overwrite: bool = False
     checkpoint_every: Optional[int] = None
     threads: Optional[int] = None   # CPU BLAS threads (default 1, see blas_threads; 0: BLAS's own)
+    dtype: Optional[str] = None     # default "float32"
+    tf32: Optional[bool] = None     # default False
     progress: bool = True
 
 
@@ -146,4 +152,10 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
         raise ConfigError(f"--threads: must be >= 0 (0: the BLAS's default), got {v['threads']}")
     if v["resume"] and not v["out"]:
         raise ConfigError("--resume: needs the run's folder (--out DIR)")
+    if v["dtype"] not in DTYPES:
+        raise ConfigError(f"--dtype: unknown {v['dtype']!r}; expected one of {', '.join(DTYPES)}")
+    if not isinstance(v["tf32"], bool):
+        raise ConfigError(f"--tf32: expected true or false, got {v['tf32']!r}")
+    if v["tf32"] and v["dtype"] != "float32":
+        raise ConfigError(f"--tf32: applies to --dtype float32, not {v['dtype']}")
     return Config(**v)

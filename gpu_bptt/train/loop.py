@@ -27,6 +27,7 @@ from ..progress import Progress
 from ..tasks import make_task
 from . import state
 from .config import Config, ConfigError, lstm_forget_bias, resolve
+from .mixed import DTYPES, LossScale, MixedLevel
 from .rundir import hold, make_dir, reason
 from .summary import SMOOTH, Result, plot
 
@@ -37,7 +38,9 @@ class NonFiniteLoss(RuntimeError):
 
 def build_model(task, cfg, backend, rng):
     """The recurrent level of cfg.cell (an Elman relu level gets the identity recurrent init of an
-    IRNN; an LSTM level the task's forget-gate bias, if it has one) and a Dense output level."""
+    IRNN; an LSTM level the task's forget-gate bias, if it has one), run in cfg.dtype (and with
+    TF32 products) by a MixedLevel where those are not plain float32, and a Dense output
+    level."""
     if cfg.cell == "elman":
         init_V = "identity" if cfg.activation == "relu" else "uniform"
         rnn = nn.Elman(task.input_size, cfg.hidden, activation=cfg.activation, init_V=init_V,
@@ -47,7 +50,10 @@ def build_model(task, cfg, backend, rng):
         forget_bias = lstm_forget_bias(cfg.task)
         if cfg.cell == "lstm" and forget_bias is not None:
             rnn.parameters()["b"][cfg.hidden:2 * cfg.hidden] = forget_bias   # gates i, f, g, o
-    return nn.Sequential(rnn, nn.Dense(cfg.hidden, task.output_size, backend=backend, rng=rng))
+    dense = nn.Dense(cfg.hidden, task.output_size, backend=backend, rng=rng)
+    if cfg.dtype != "float32" or cfg.tf32:
+        rnn = MixedLevel(rnn, DTYPES[cfg.dtype], cfg.tf32)
+    return nn.Sequential(rnn, dense)
 
 
 def build_optimizer(model, cfg):
@@ -82,7 +88,8 @@ def run_batch(model, task, batch, backend, trunc=0, backward=True):
         seg_len = np.clip(L - s, 1, e - s)
         hseq = rnn.forward(x[s:e], lengths=None if (seg_len == e - s).all() else seg_len, **carry)
         # plain arrays: no gradient flows back across the boundary
-        carry = {"h0": rnn.h_last, **({"c0": rnn.c_last} if isinstance(rnn, nn.LSTM) else {})}
+        lstm = isinstance(getattr(rnn, "level", rnn), nn.LSTM)   # a MixedLevel's own level
+        carry = {"h0": rnn.h_last, **({"c0": rnn.c_last} if lstm else {})}
         n = int(counted[s:e].sum())
         if n == 0:
             continue
@@ -168,6 +175,11 @@ def _prepare(cfg):
     too_big = memory.shortfall(cfg, task, backend)
     if too_big:
         raise ConfigError(too_big)
+    try:
+        backend.check_mode(DTYPES[cfg.dtype], cfg.tf32)
+    except (TypeError, ValueError) as e:   # "dtype: the cuda backend runs ..."
+        flag = f"--dtype {cfg.dtype}" if str(e).startswith("dtype") else "--tf32"
+        raise ConfigError(f"{flag}: {str(e).split(': ', 1)[1]}") from None
     return task, backend
 
 
@@ -210,10 +222,13 @@ def _loop(cfg, task, backend, saved, stream, t_start):
     rng = np.random.default_rng([cfg.seed, 2])   # the training data stream
     step, losses, seconds_before = 0, [], 0.0
     good_step = None   # the step of the newest checkpoint on disk
+    scaler = LossScale() if cfg.dtype == "float16" else None
     if saved is not None:
         state.check_saved(cfg.out, *saved, task, cfg, model, opt)
         step, losses, seconds_before = state.restore(*saved, model, opt, rng, backend)
         good_step = step
+        if scaler is not None:
+            scaler = state.loss_scale(saved[0])
         if step == cfg.steps:
             print(f"note: the run in {cfg.out} is already at step {step} (its --steps): nothing to "
                   "train, only the evaluation; pass a larger --steps to continue it", file=stream)
@@ -230,26 +245,32 @@ def _loop(cfg, task, backend, saved, stream, t_start):
         while step < cfg.steps:
             batch = task.sample(rng, cfg.batch)
             model.zero_grad()
+            if scaler is not None:
+                model.layers[0].loss_scale = scaler.scale
             loss = run_batch(model, task, batch, backend, cfg.bptt_trunc)
             if not math.isfinite(loss):
                 bar.close()
                 raise NonFiniteLoss(_stop_message(step + 1, "loss", loss, cfg, good_step))
+            # float16: a scaled gradient that overflowed skips the update and halves the scale
+            update = scaler is None or scaler.update(math.isfinite(nn.grad_norm(grads)))
             try:
-                if cfg.clip:
+                if update and cfg.clip:
                     nn.clip_grad_norm(grads, cfg.clip)
-                elif not math.isfinite(nn.grad_norm(grads)):
+                elif update and not math.isfinite(nn.grad_norm(grads)):
                     raise FloatingPointError
             except FloatingPointError:
                 bar.close()
                 raise NonFiniteLoss(_stop_message(step + 1, "gradient norm", "not finite", cfg,
                                                   good_step)) from None
-            opt.step()
+            if update:
+                opt.step()
             step += 1
             losses.append(loss)
             bar.update(step, float(np.mean(losses[-SMOOTH:])))
             if cfg.out and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["signal"]):
                 try:
-                    state.save(cfg, task, model, opt, rng, step, losses, elapsed(), backend)
+                    state.save(cfg, task, model, opt, rng, step, losses, elapsed(), backend,
+                               scaler)
                 except OSError as e:
                     bar.close()
                     raise checkpoint.RunDirError(f"cannot write the checkpoint of step {step} into "
@@ -267,7 +288,8 @@ def _loop(cfg, task, backend, saved, stream, t_start):
                  seconds=time.perf_counter() - t_start, metric=task.metric, cell=cfg.cell,
                  hidden=cfg.hidden,
                  baseline_name=task.baseline_name, out=cfg.out or None, stopped=stopped,
-                 start_step=start_step, train_seconds=train_seconds, losses=losses)
+                 start_step=start_step, train_seconds=train_seconds, losses=losses,
+                 dtype=cfg.dtype + " with TF32" * cfg.tf32)
     if cfg.out:
         try:
             plot(os.path.join(cfg.out, "loss.png"), res)

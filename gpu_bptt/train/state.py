@@ -10,7 +10,8 @@ import os
 import numpy as np
 
 from .. import checkpoint
-from .config import FIXED, Config, ConfigError, resolve
+from .config import BEFORE, FIXED, Config, ConfigError, resolve
+from .mixed import LossScale
 
 # The optimizer state arrays a checkpoint holds after its first step (plain SGD keeps none).
 SLOT_ARRAYS = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}
@@ -22,23 +23,26 @@ def model_meta(task, cfg):
             "output_size": task.output_size, "activation": cfg.activation, "dtype": "float32"}
 
 
-def _with_cell(record):
-    """A config or model record with its cell; one written before --cell existed is Elman's."""
-    return {"cell": "elman", **record} if isinstance(record, dict) else record
+def _with_cell(record, keys=("cell",)):
+    """A config or model record with its cell (a config's also with dtype and tf32: keys); one
+    written before those options existed ran with BEFORE's."""
+    return {**{k: BEFORE[k] for k in keys}, **record} if isinstance(record, dict) else record
 
 
-def optimizer_meta(opt, cfg, step):
-    """The optimizer's name, state slots and scalars at `step`, as a checkpoint records them."""
+def optimizer_meta(opt, cfg, step, skipped=0):
+    """The optimizer's name, state slots and scalars at `step`, as a checkpoint records them;
+    skipped: the updates float16's loss scaling skipped."""
     state = opt.state_dict()
     slots = [k for k, val in state.items() if isinstance(val, dict)]
     scalars = {k: val for k, val in state.items() if k not in slots}
-    if "t" in scalars:   # Adam counts its updates: one per step
-        scalars["t"] = step
+    if "t" in scalars:   # Adam counts its updates: one per step but the skipped ones
+        scalars["t"] = step - skipped
     return {"name": cfg.optimizer, "slots": slots, "scalars": scalars}
 
 
-def save(cfg, task, model, opt, rng, step, losses, seconds, backend):
-    """Write the checkpoint of `step` into cfg.out (checkpoint.save: atomically)."""
+def save(cfg, task, model, opt, rng, step, losses, seconds, backend, scaler=None):
+    """Write the checkpoint of `step` into cfg.out (checkpoint.save: atomically); scaler: the
+    float16 run's LossScale."""
     state = opt.state_dict()
     arrays = {f"param/{k}": backend.to_numpy(p) for k, p in model.parameters().items()}
     for slot in SLOT_ARRAYS[cfg.optimizer]:
@@ -50,18 +54,20 @@ def save(cfg, task, model, opt, rng, step, losses, seconds, backend):
         "config": {k: getattr(cfg, k) for k in FIXED + ("steps",)},
         "task": task.meta(),
         "model": model_meta(task, cfg),
-        "optimizer": optimizer_meta(opt, cfg, step),
+        "optimizer": optimizer_meta(opt, cfg, step, 0 if scaler is None else scaler.skipped),
         "rng": rng.bit_generator.state,
         "train_seconds": seconds,
         "backend": backend.name,
     }
+    if scaler is not None:
+        meta["loss_scale"] = scaler.state()
     checkpoint.save(cfg.out, meta, arrays)
 
 
 def saved_config(folder, meta) -> dict:
     """The run settings recorded in a checkpoint, checked as the command's options are."""
     path = os.path.join(folder, checkpoint.META)
-    saved = _with_cell(meta.get("config"))
+    saved = _with_cell(meta.get("config"), tuple(BEFORE))
     keys = FIXED + ("steps",)
     if not isinstance(saved, dict) or not set(keys) <= set(saved):
         raise checkpoint.CheckpointError(f"{path}: 'config' must be an object with {', '.join(keys)}")
@@ -80,10 +86,20 @@ def check_saved(folder, meta, arrays, task, cfg, model, opt):
         raise checkpoint.CheckpointError(f"{file}: {what}")
 
     step = meta["step"]
+    skipped = 0
+    if cfg.dtype == "float16":
+        ls = meta.get("loss_scale")
+        if not (isinstance(ls, dict) and set(ls) == {"scale", "good", "skipped"}
+                and type(ls["scale"]) is float and 0 < ls["scale"] < math.inf
+                and all(type(ls[k]) is int and 0 <= ls[k] <= step for k in ("good", "skipped"))):
+            bad(f"'loss_scale' must be {{'scale': a number > 0, 'good', 'skipped': ints in "
+                f"0..step}}, got {ls!r}")
+        skipped = ls["skipped"]
     if meta.get("task") != task.meta():
         bad(f"written for the task {meta.get('task')}, which differs from this run's {task.meta()} "
             "(a changed --text file?)")
-    for key, want in (("model", model_meta(task, cfg)), ("optimizer", optimizer_meta(opt, cfg, step))):
+    for key, want in (("model", model_meta(task, cfg)),
+                      ("optimizer", optimizer_meta(opt, cfg, step, skipped))):
         have = _with_cell(meta.get(key)) if key == "model" else meta.get(key)
         if have != want:
             bad(f"'{key}' is {meta.get(key)}, but this run's is {want}")
@@ -122,3 +138,8 @@ def restore(meta, arrays, model, opt, rng, backend):
     opt.load_state_dict(state)
     rng.bit_generator.state = meta["rng"]
     return meta["step"], [float(v) for v in arrays["losses"]], float(meta["train_seconds"])
+
+
+def loss_scale(meta) -> LossScale:
+    """The float16 run's loss scale a checked checkpoint holds."""
+    return LossScale(**meta["loss_scale"])

@@ -30,6 +30,7 @@ class Result:
     start_step: int = 0             # the checkpoint's step when resumed, else 0
     train_seconds: float = 0.0      # training time of the whole run, every invocation together
     losses: list = field(default_factory=list, repr=False)
+    dtype: str = "float32"          # the recurrent level's (--dtype), " with TF32" for --tf32
 
     def summary(self) -> dict:
         """The one-line JSON summary of `gpu-bptt train --json`."""
@@ -37,7 +38,8 @@ class Result:
                 "eval_metric": self.eval_metric, "baseline": self.baseline, "backend": self.backend,
                 "seconds": round(self.seconds, 3), "metric": self.metric, "cell": self.cell,
                 "hidden": self.hidden, "out": self.out,
-                "start_step": self.start_step, "train_seconds": round(self.train_seconds, 3)}
+                "start_step": self.start_step, "train_seconds": round(self.train_seconds, 3),
+                "dtype": self.dtype}
 
 
 def describe(res: Result) -> str:
@@ -52,7 +54,8 @@ def describe(res: Result) -> str:
     else:
         head = [f"{res.task}: {res.steps} steps, {res.seconds:.1f} s on the {res.backend} backend{stopped}"]
     lines = head + [
-        f"  cell: {res.cell}, {res.hidden} hidden units",
+        f"  cell: {res.cell}, {res.hidden} hidden units"
+        + ("" if res.dtype == "float32" else f", in {res.dtype}"),
         f"  training loss (mean of last {min(SMOOTH, max(len(res.losses), 1))} steps): {res.final_loss:.4g}",
         f"  held-out {res.metric}: {res.eval_metric:.4g}   baseline ({res.baseline_name}): {res.baseline:.4g}"]
     if res.eval_metric < res.baseline:

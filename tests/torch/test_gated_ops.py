@@ -43,12 +43,12 @@ def test_opcheck(kind, P, lengths):
                                         "numpy", "auto", need_dx, reverse))
 
 
+@needs_custom_op
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("impl", ["custom_op", "function"])
-def test_bf16_autocast_computes_in_float32(kind, impl, monkeypatch):
-    if impl == "custom_op" and not gt.HAS_CUSTOM_OP:
-        pytest.skip("no torch.library.custom_op")
-    monkeypatch.setattr(gt.gated_functional, "traced", lambda x: impl == "custom_op")
+def test_bf16_autocast_of_the_custom_op_computes_in_float32(kind, monkeypatch):
+    """The traced path's op is registered to autocast to float32 (an eager call runs in the
+    autocast dtype: tests/torch/test_precision_torch.py)."""
+    monkeypatch.setattr(gt.gated_functional, "traced", lambda x: True)
     torch.manual_seed(0)
     proj, rnn = torch.nn.Linear(3, 4), getattr(gt, kind)(4, 5)
     x = torch.randn(6, 2, 3)
@@ -64,10 +64,11 @@ def test_bf16_autocast_computes_in_float32(kind, impl, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_half_types_outside_autocast_are_refused(kind):
+def test_half_types_outside_autocast_are_refused_where_the_backend_lacks_them(kind):
     x, W, V = (a.detach().bfloat16() for a in problem(kind)[:3])
-    with pytest.raises(TypeError, match="x: expected float32 or float64, got torch.bfloat16"):
-        level(kind, x, W, V, *([None] * (4 if kind == "LSTM" else 3)))
+    with pytest.raises(TypeError, match="x: the emulator backend runs float32 and float64, got "
+                                        "torch.bfloat16"):
+        level(kind, x, W, V, *([None] * (4 if kind == "LSTM" else 3)), backend="emulator")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -175,6 +175,8 @@ def _option(value, env, choices, name):
 class CudaBackend(Backend):
     name = "cuda"
     algos = ("auto", "step", "persistent")
+    dtypes = ("float32", "float64")  # no 16-bit kernels yet: check_mode refuses the others
+    tf32 = False
     streams = IN_ORDER  # the side stream of a bidirectional layer (CuPy's: __init__)
 
     def __init__(self, gemm=None, step=None, persist=None):
@@ -234,13 +236,14 @@ class CudaBackend(Backend):
     #: plans kept per backend; past this many distinct problems the oldest are forgotten
     MAX_PLANS = 256
 
-    def resolve_algo(self, algo, T, B, H, dtype, reverse=False, cell="elman", P=0):
+    def resolve_algo(self, algo, T, B, H, dtype, reverse=False, cell="elman", P=0, tf32=False):
         """The LaunchPlan for a request at (B, H, dtype) on the current device, for a cell
         (registry.CELLS; P: an LSTM's proj_size), made once per problem and kept: the forward
         and its backward (also the framework paths, which resolve again from the same request)
         run the same plan. "auto" falling back to the step kernels warns with the reason, once
         per cause (attributed to the cell's forward's caller)."""
         self.check_algo(algo)
+        self.check_mode(dtype, tf32)  # refuses tf32: the plans below are float32/float64 ones
         if P and not registry.cell(cell).proj_param:  # ValueError naming `cell` if unknown
             raise ValueError(f"P: a projection (proj_size) is an LSTM's; got P={P} for the "
                              f"{cell} cell")
@@ -305,7 +308,7 @@ class CudaBackend(Backend):
         return self.xp.ascontiguousarray(lengths, dtype=np.int32)
 
     # -- products outside the time loop ------------------------------------------------------------
-    def input_projection(self, x, W, b):
+    def input_projection(self, x, W, b, tf32=False):  # tf32: never set (check_mode)
         if self.gemm == "cublas":
             return super().input_projection(x, W, b)
         T, B, I = x.shape
@@ -313,7 +316,7 @@ class CudaBackend(Backend):
         return p.reshape(T, B, W.shape[1])
 
     def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
-                  lengths=None, reverse=False):
+                  lengths=None, reverse=False, tf32=False):  # tf32: never set (check_mode)
         T, B, I = x.shape
         N, Hs = du.shape[2], h.shape[2]  # G·H gate columns; the fed-back state's size
         du2 = du.reshape(T * B, N)
