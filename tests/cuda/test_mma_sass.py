@@ -1,6 +1,7 @@
-"""The tensor-core test kernels (tests/emulator/kernels/mma.cu, through kernels/mma.cuh) compile
-for sm_80 and sm_90 into HMMA instructions of their type and LDSM for ldmatrix, with no spills,
-no stack frame and no local-memory traffic (cuobjdump's SASS and ptxas' report)."""
+"""The tensor-core test kernels (tests/emulator/kernels/mma.cu and tc_tile.cu, through
+kernels/mma.cuh and kernels/tc_tile.cuh) compile for sm_80 and sm_90 into HMMA instructions of
+their type and LDSM for ldmatrix, with no spills, no stack frame and no local-memory traffic
+(cuobjdump's SASS and ptxas' report)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from gpu_bptt.backends.cuda.kernel_loader import CUPY_ADDED_OPTIONS, OPTIONS
 from tests.skips import NVRTC, skip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SOURCE = os.path.join(ROOT, "tests", "emulator", "kernels", "mma.cu")
+TEST_KERNELS = os.path.join(ROOT, "tests", "emulator", "kernels")
 ARCHS = ("sm_80", "sm_90")
 # kernel -> (HMMA opcode, HMMAs, LDSM opcodes and their count): one HMMA per mma.sync executed
 # (the loops unroll fully: 64x64x64 is 4 warps x 8 n-tiles x 4 k-steps of m16n8k16 = 32 per warp,
@@ -28,17 +29,36 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module", params=ARCHS)
-def built(request):
+# tc_tile.cu: kernel -> HMMA opcode; its k loop (K at run time) unrolls as ptxas likes, but each
+# k-step is one ldmatrix.x4 (A), and NT = 4 of ldmatrix.x2 (B) and of mma.
+TILE_EXPECTED = {
+    "tile_product<__nv_bfloat16>": ("HMMA.16816.F32.BF16", "LDSM.16.MT88.2"),
+    "tile_product<__half>": ("HMMA.16816.F32", "LDSM.16.MT88.2"),
+    "tile_product_tf32": ("HMMA.1688.F32.TF32", "LDSM.16.M88.2"),
+}
+NT = 4
+
+
+def _build(file, exprs, arch):
     reason = sass.unavailable_reason()
     if reason:
         skip(NVRTC, f"NVRTC or cuobjdump is not available: {reason}")
-    with open(SOURCE, encoding="utf-8") as f:
+    with open(os.path.join(TEST_KERNELS, file), encoding="utf-8") as f:
         src = f.read()
-    res = nvrtc.compile_source(src, name="mma.cu", name_expressions=tuple(EXPECTED), arch=request.param,
+    res = nvrtc.compile_source(src, name=file, name_expressions=tuple(exprs), arch=arch,
                                cubin=True, include_dirs=(os.path.join(ROOT, "kernels"),),
                                options=OPTIONS + CUPY_ADDED_OPTIONS + ("--ptxas-options=-v",))
-    return request.param, sass.kernels(res), nvrtc.report(res, name="mma.cu", arch=request.param)
+    return arch, sass.kernels(res), nvrtc.report(res, name=file, arch=arch)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def built(request):
+    return _build("mma.cu", EXPECTED, request.param)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def built_tile(request):
+    return _build("tc_tile.cu", TILE_EXPECTED, request.param)
 
 
 @pytest.mark.parametrize("kernel", EXPECTED)
@@ -62,3 +82,16 @@ def test_no_local_memory(built, kernel):
     r = resources[kernel]
     assert (r["spill_stores"], r["spill_loads"], r["stack_bytes"]) == (0, 0, 0), f"{kernel} ({arch}): {r}"
     assert code[kernel].count("LDL") == 0 and code[kernel].count("STL") == 0, kernel
+
+
+@pytest.mark.parametrize("kernel", TILE_EXPECTED)
+def test_tile_is_ldsm_and_hmma_only(built_tile, kernel):
+    arch, code, resources = built_tile
+    k, (hmma, ldsm_b) = code[kernel], TILE_EXPECTED[kernel]
+    found = {op for op in k.opcodes if op.startswith(("HMMA", "LDSM"))}
+    assert found == {hmma, "LDSM.16.M88.4", ldsm_b}, f"{kernel} ({arch}): {found}"
+    steps = k.opcodes["LDSM.16.M88.4"]  # k-steps in the SASS (the unrolled body and the remainder)
+    assert steps >= 2 and k.opcodes[hmma] == NT * steps and k.opcodes[ldsm_b] == NT * steps, k.opcodes
+    r = resources[kernel]
+    assert (r["spill_stores"], r["spill_loads"], r["stack_bytes"]) == (0, 0, 0), f"{kernel} ({arch}): {r}"
+    assert k.count("LDL") == 0 and k.count("STL") == 0, kernel

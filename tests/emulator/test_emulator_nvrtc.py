@@ -10,7 +10,8 @@ from tests.skips import NVRTC, skip
 
 TEMPLATES = {"warp_reduce.cu": ("block_sum<float>", "block_sum<double>"),
              "mma.cu": ("mma_tiled64<__nv_bfloat16, 0>", "mma_tiled64<__half, 0>",
-                        "mma16816_direct<__nv_bfloat16, 0>", "mma16816_direct<__half, 0>")}
+                        "mma16816_direct<__nv_bfloat16, 0>", "mma16816_direct<__half, 0>"),
+             "tc_tile.cu": ("tile_product<__nv_bfloat16>", "tile_product<__half>")}
 
 
 def _require_nvrtc(path):
