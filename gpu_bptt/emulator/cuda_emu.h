@@ -641,11 +641,14 @@ inline void warp_collective(Collective fn, const char* what, void* operands, con
     warp_op(W_COLL, what, 0xffffffffu, (u64)operands, -1, loc, fn);
 }
 
+// Dynamic (`extern __shared__`) memory: the build defines every such symbol as one thread-local
+// array and this function returning its address (see gpu_bptt/emulator/build.py).
+extern "C" void* emu_dyn_smem_base(void);
+extern "C" size_t emu_dyn_smem_capacity(void);
+
 // Is [p, p + n) shared memory of the running block? Static `__shared__` variables are thread-locals
 // of the kernel's library, so they lie in its TLS block; dynamic shared memory is the part of that
 // block's dynamic store the launch asked for.
-extern "C" void* emu_dyn_smem_base(void);
-extern "C" size_t emu_dyn_smem_capacity(void);
 struct TlsBlock { const char* lo = nullptr; size_t size = 0; };
 inline TlsBlock find_tls_block() {
     struct Query { const void* code; TlsBlock out; } q{(const void*)&emu_dyn_smem_base, {}};

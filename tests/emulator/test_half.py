@@ -10,6 +10,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from gpu_bptt.emulator import RawModule
+
 from emulator_helpers import KERNELS_ROOT, module
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -112,3 +114,24 @@ def test_every_float32_converts_as_ml_dtypes_says():
             x = np.arange(start, start + chunk, dtype=np.uint32).view(np.float32)
             _assert_same_bits(bf, x, BF16, f"__float2bfloat16_rn from 0x{start:08x}")
             _assert_same_bits(hf, x, np.float16, f"__float2half_rn from 0x{start:08x}")
+
+
+PARAMS = """#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+__global__ void take(const __nv_bfloat16* b, __half* h) {}
+"""
+
+
+@pytest.mark.parametrize("b, h", [(np.zeros(2, BF16), np.zeros(2, np.float16)),
+                                  (np.zeros(2, np.uint16), np.zeros(2, np.uint16))])
+def test_16_bit_parameters_take_their_dtype_or_the_bits(b, h):
+    RawModule(PARAMS).get_function("take")(1, 1, (b, h))
+
+
+@pytest.mark.parametrize("b, h, pattern", [
+    (np.zeros(2, np.float32), np.zeros(2, np.float16), r"parameter 0 \(b: const __nv_bfloat16\*\).*float32"),
+    (np.zeros(2, np.float16), np.zeros(2, np.float16), r"parameter 0 \(b: const __nv_bfloat16\*\).*float16"),
+    (np.zeros(2, BF16), np.zeros(2, BF16), r"parameter 1 \(h: __half\*\).*bfloat16")])
+def test_16_bit_parameters_refuse_other_dtypes(b, h, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        RawModule(PARAMS).get_function("take")(1, 1, (b, h))
