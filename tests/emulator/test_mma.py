@@ -141,6 +141,13 @@ def test_ldmatrix_from_global_memory_is_reported():
     assert e.value.kind == "address"
 
 
+@pytest.mark.parametrize("bug, pattern", [(1, "is not 16-byte aligned"), (3, "is not in shared memory")])
+def test_bad_ldmatrix_addresses_are_reported_by_the_sanitizer_build(sanitized, bug, pattern):
+    with pytest.raises(KernelFault, match=pattern) as e:
+        _tiled("bf16", bug, "reverse", sanitize=True)
+    assert e.value.kind == "address"
+
+
 def test_fragment_loaded_by_half_a_warp_is_reported(order):
     # lanes 0..15 wait in ldmatrix, lanes 16..31 in the mma that follows it
     with pytest.raises(KernelFault, match=r"divergent warp operation.*(ldmatrix|mma)") as e:
