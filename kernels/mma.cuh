@@ -66,6 +66,12 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* row) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
 }
 
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+}
+
 __device__ __forceinline__ void ldmatrix_x2(unsigned (&r)[2], const void* row) {
     unsigned s = (unsigned)__cvta_generic_to_shared(row);
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
@@ -214,6 +220,11 @@ inline void mma_tf32_1688(float (&d)[4], const unsigned (&a)[4], const unsigned 
 }
 inline void ldmatrix_x4(unsigned (&r)[4], const void* row, std::source_location loc = std::source_location::current()) {
     gpu_bptt_mma::load<4>(&gpu_bptt_mma::ldmatrix<4, false>, "ldmatrix.sync.aligned.m8n8.x4.shared.b16", r, row, loc);
+}
+inline void ldmatrix_x4_trans(unsigned (&r)[4], const void* row,
+                              std::source_location loc = std::source_location::current()) {
+    gpu_bptt_mma::load<4>(&gpu_bptt_mma::ldmatrix<4, true>, "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16", r,
+                          row, loc);
 }
 inline void ldmatrix_x2(unsigned (&r)[2], const void* row, std::source_location loc = std::source_location::current()) {
     gpu_bptt_mma::load<2>(&gpu_bptt_mma::ldmatrix<2, false>, "ldmatrix.sync.aligned.m8n8.x2.shared.b16", r, row, loc);

@@ -29,12 +29,12 @@ EXPECTED = {
 }
 
 
-# tc_tile.cu: kernel -> HMMA opcode; its k loop (K at run time) unrolls as ptxas likes, but each
-# k-step is one ldmatrix.x4 (A), and NT = 4 of ldmatrix.x2 (B) and of mma.
+# tc_tile.cu: kernel -> (HMMA opcode, LDSM opcodes); its k loop (K at run time) unrolls as ptxas
+# likes, but each k-step is one ldmatrix.x4 (A), NT / 2 ldmatrix.x4[.trans] (B) and NT mma.
 TILE_EXPECTED = {
-    "tile_product<__nv_bfloat16>": ("HMMA.16816.F32.BF16", "LDSM.16.MT88.2"),
-    "tile_product<__half>": ("HMMA.16816.F32", "LDSM.16.MT88.2"),
-    "tile_product_tf32": ("HMMA.1688.F32.TF32", "LDSM.16.M88.2"),
+    "tile_product<__nv_bfloat16>": ("HMMA.16816.F32.BF16", {"LDSM.16.M88.4": 1, "LDSM.16.MT88.4": 2}),
+    "tile_product<__half>": ("HMMA.16816.F32", {"LDSM.16.M88.4": 1, "LDSM.16.MT88.4": 2}),
+    "tile_product_tf32": ("HMMA.1688.F32.TF32", {"LDSM.16.M88.4": 3}),
 }
 NT = 4
 
@@ -87,11 +87,11 @@ def test_no_local_memory(built, kernel):
 @pytest.mark.parametrize("kernel", TILE_EXPECTED)
 def test_tile_is_ldsm_and_hmma_only(built_tile, kernel):
     arch, code, resources = built_tile
-    k, (hmma, ldsm_b) = code[kernel], TILE_EXPECTED[kernel]
-    found = {op for op in k.opcodes if op.startswith(("HMMA", "LDSM"))}
-    assert found == {hmma, "LDSM.16.M88.4", ldsm_b}, f"{kernel} ({arch}): {found}"
-    steps = k.opcodes["LDSM.16.M88.4"]  # k-steps in the SASS (the unrolled body and the remainder)
-    assert steps >= 2 and k.opcodes[hmma] == NT * steps and k.opcodes[ldsm_b] == NT * steps, k.opcodes
+    k, (hmma, ldsm) = code[kernel], TILE_EXPECTED[kernel]
+    steps = k.opcodes[hmma] // NT  # k-steps in the SASS (the unrolled body and the remainder)
+    got = {op: n for op, n in k.opcodes.items() if op.startswith(("HMMA", "LDSM"))}
+    assert steps >= 2 and got == {hmma: NT * steps, **{op: n * steps for op, n in ldsm.items()}}, \
+        f"{kernel} ({arch}): {got}"
     r = resources[kernel]
     assert (r["spill_stores"], r["spill_loads"], r["stack_bytes"]) == (0, 0, 0), f"{kernel} ({arch}): {r}"
     assert k.count("LDL") == 0 and k.count("STL") == 0, kernel
