@@ -12,7 +12,8 @@ import os
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from gpu_bptt import nvrtc
 
@@ -22,6 +23,7 @@ _FUNCTION = re.compile(r"^\s*Function : (\S+)", re.M)
 _INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
 _BRANCH = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)")
 _FMA = re.compile(r"\b[FD]FMA\b")
+_OPCODE = re.compile(r"^(?:@!?U?P\w+\s+)?(\S+)")  # the opcode with its modifiers, after a predicate
 
 
 def _release(path):
@@ -64,6 +66,11 @@ class Kernel:
     instructions: int
     fmas: int
     loops: list        # the inner loops (those holding no other loop), in address order
+    opcodes: Counter = field(default_factory=Counter)  # e.g. {"HMMA.16816.F32.BF16": 32, ...}
+
+    def count(self, prefix):
+        """How many instructions have an opcode starting with `prefix` (e.g. "HMMA", "LDL")."""
+        return sum(n for op, n in self.opcodes.items() if op == prefix or op.startswith(prefix + "."))
 
     @property
     def main_loop(self):
@@ -105,7 +112,8 @@ def _kernel(body):
              if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in spans)]
     loops = [Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1)
              for s, e in sorted(inner)]
-    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)), loops)
+    opcodes = Counter(m.group(1) for x in text if (m := _OPCODE.match(x.strip())))
+    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)), loops, opcodes)
 
 
 def kernels(result) -> dict:

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-HEADERS = ("cuda_emu.h", "cuda_emu_runtime.h", "cooperative_groups.h")
+HEADERS = ("cuda_emu.h", "cuda_emu_runtime.h", "cooperative_groups.h", "cuda_fp16.h", "cuda_bf16.h")
 ABI = "gpu_bptt-emulator-1"
 # Dynamic shared memory capacity per block: the most a launch may opt in to (227 KB, sm_90).
 DYN_SMEM_CAPACITY = 232448

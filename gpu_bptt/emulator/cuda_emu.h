@@ -19,6 +19,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
+#include <link.h>
 #include <math.h>
 #include <memory>
 #include <mutex>
@@ -52,7 +54,7 @@
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))  // also between decl-specifiers, as nvcc takes it
 #define EMU_API extern "C" __attribute__((visibility("default")))
 
 // ---------------------------------------------------------------- vector types
@@ -160,9 +162,9 @@ namespace emu {
 
 using u64 = unsigned long long;
 enum State : unsigned char { RUN, WAIT_BAR, WAIT_WARP, DONE };
-enum WarpKind : unsigned char { W_SYNC, W_SHFL, W_BALLOT, W_ANY, W_ALL, W_ADD, W_MIN, W_MAX, W_UMIN, W_UMAX };
+enum WarpKind : unsigned char { W_SYNC, W_SHFL, W_BALLOT, W_ANY, W_ALL, W_ADD, W_MIN, W_MAX, W_UMIN, W_UMAX, W_COLL };
 // Error kinds returned to Python (gpu_bptt/emulator/module.py maps them to exceptions).
-enum Fault { FAULT_OK = 0, FAULT_DIVERGENT = 1, FAULT_DEADLOCK = 2, FAULT_GRID = 3, FAULT_TIMEOUT = 4, FAULT_TRAP = 5, FAULT_INTERNAL = 6 };
+enum Fault { FAULT_OK = 0, FAULT_DIVERGENT = 1, FAULT_DEADLOCK = 2, FAULT_GRID = 3, FAULT_TIMEOUT = 4, FAULT_TRAP = 5, FAULT_INTERNAL = 6, FAULT_ADDRESS = 7 };
 
 struct Launch;
 
@@ -177,6 +179,7 @@ struct Fiber {
     unsigned wmask = 0;
     int wsrc = -1;
     u64 wval = 0;
+    void* wfn = nullptr;  // W_COLL: the collective's function
     u64 result = 0;
     unsigned polls = 0;
     const char* what = "";
@@ -252,6 +255,7 @@ template <class T> constexpr const char* c_name() {
     else if constexpr (std::is_same_v<U, float2>) return "float2";
     else if constexpr (std::is_same_v<U, float4>) return "float4";
     else if constexpr (std::is_same_v<U, double2>) return "double2";
+    else if constexpr (requires { U::emu_type_name; }) return U::emu_type_name;  // __half, ...
     else return "struct";
 }
 template <class T> constexpr char base_code() {
@@ -516,6 +520,32 @@ inline void warp_fault_mismatch(Block& B, Fiber& a, Fiber& b) {
                 " (same mask) is in " + b.what + " at " + where(b.file, b.line));
 }
 
+// A warp-collective instruction (mma.sync, ldmatrix): each lane hands a pointer to its operands and
+// the last lane to arrive runs the function over all 32 of them; it returns "" or what went wrong.
+using Collective = std::string (*)(void* const* lanes);
+
+inline void complete_collective(Block& B, int w, unsigned need, Fiber& first) {
+    Fiber* lanes = B.f + w * 32;
+    std::string at = std::string(first.what) + " at " + where(first.file, first.line) + " in " + block_name(B) +
+                     ", warp " + std::to_string(w);
+    // .sync.aligned: every lane of the warp executes the same instruction (none may have exited).
+    if (need != 0xffffffffu) {
+        char b[160];
+        std::snprintf(b, sizeof b, ": executed by lanes 0x%08x only; all 32 lanes of the warp must execute "
+                      "it (.sync.aligned)", need);
+        fiber_fault(B, FAULT_DIVERGENT, "divergent warp operation: " + at + b);
+    }
+    void* data[32];
+    for (int l = 0; l < 32; ++l) {
+        if (lanes[l].wfn != first.wfn) warp_fault_mismatch(B, lanes[l], first);
+        data[l] = (void*)lanes[l].wval;
+    }
+    std::string err = ((Collective)first.wfn)(data);
+    if (!err.empty()) fiber_fault(B, FAULT_ADDRESS, at + ": " + err);
+    for (int l = 0; l < 32; ++l) lanes[l].state = RUN;
+    B.warp_arrived[w] = 0;
+}
+
 // Complete the group of lanes of warp w that called a warp operation with `mask`, if every
 // non-exited lane in the mask has arrived. Results are computed for all lanes before any resumes.
 inline void try_complete(Block& B, int w, unsigned mask) {
@@ -530,6 +560,10 @@ inline void try_complete(Block& B, int w, unsigned mask) {
     for (unsigned m = need; m; m &= m - 1) {
         Fiber& g = lanes[__builtin_ctz(m)];
         if (g.wkind != first.wkind || g.line != first.line) warp_fault_mismatch(B, g, first);
+    }
+    if (first.wkind == W_COLL) {
+        complete_collective(B, w, need, first);
+        return;
     }
     u64 acc = 0;
     switch (first.wkind) {
@@ -572,7 +606,7 @@ inline void try_complete(Block& B, int w, unsigned mask) {
 }
 
 inline u64 warp_op(unsigned char kind, const char* what, unsigned mask, u64 val, int src,
-                   const std::source_location& loc) {
+                   const std::source_location& loc, Collective fn = nullptr) {
     Block* Bp;
     Fiber& f = current(Bp);
     Block& B = *Bp;
@@ -581,7 +615,7 @@ inline u64 warp_op(unsigned char kind, const char* what, unsigned mask, u64 val,
         fiber_fault(B, FAULT_DIVERGENT, std::string(what) + " at " + where(loc.file_name(), loc.line()) +
                     ": thread " + fmt_tid(f.tid) + " (lane " + std::to_string(lane) +
                     ") calls it with a mask that does not include itself");
-    f.state = WAIT_WARP; f.wkind = kind; f.wmask = mask; f.wval = val; f.wsrc = src;
+    f.state = WAIT_WARP; f.wkind = kind; f.wmask = mask; f.wval = val; f.wsrc = src; f.wfn = (void*)fn;
     f.what = what; f.file = loc.file_name(); f.line = loc.line();
     B.warp_arrived[w] |= 1u << lane;
     try_complete(B, w, mask);
@@ -601,6 +635,48 @@ template <class T> inline T from_bits(u64 b) {
     return v;
 }
 inline int lane_of() { Block* B; return current(B).lin & 31; }
+
+// Run `fn` once all 32 lanes of the calling warp have called this with their `operands`.
+inline void warp_collective(Collective fn, const char* what, void* operands, const std::source_location& loc) {
+    warp_op(W_COLL, what, 0xffffffffu, (u64)operands, -1, loc, fn);
+}
+
+// Dynamic (`extern __shared__`) memory: the build defines every such symbol as one thread-local
+// array and this function returning its address (see gpu_bptt/emulator/build.py).
+extern "C" void* emu_dyn_smem_base(void);
+extern "C" size_t emu_dyn_smem_capacity(void);
+
+// Is [p, p + n) shared memory of the running block? Static `__shared__` variables are thread-locals
+// of the kernel's library, so they lie in its TLS block; dynamic shared memory is the part of that
+// block's dynamic store the launch asked for.
+struct TlsBlock { const char* lo = nullptr; size_t size = 0; };
+inline TlsBlock find_tls_block() {
+    struct Query { const void* code; TlsBlock out; } q{(const void*)&emu_dyn_smem_base, {}};
+    dl_iterate_phdr([](dl_phdr_info* info, size_t, void* data) -> int {
+        auto* q = (Query*)data;
+        bool mine = false;
+        const ElfW(Phdr)* tls = nullptr;
+        for (int k = 0; k < info->dlpi_phnum; ++k) {
+            const ElfW(Phdr)& ph = info->dlpi_phdr[k];
+            uintptr_t lo = info->dlpi_addr + ph.p_vaddr, c = (uintptr_t)q->code;
+            if (ph.p_type == PT_LOAD && lo <= c && c < lo + ph.p_memsz) mine = true;
+            if (ph.p_type == PT_TLS) tls = &ph;
+        }
+        if (!mine || !tls) return 0;
+        q->out = TlsBlock{(const char*)info->dlpi_tls_data, (size_t)tls->p_memsz};
+        return 1;
+    }, &q);
+    return q.out;
+}
+inline bool in_shared(const void* p, size_t n) {
+    static thread_local TlsBlock tls;
+    if (!tls.lo) tls = find_tls_block();
+    const char* c = (const char*)p;
+    const char* dyn = (const char*)emu_dyn_smem_base();
+    Block* B = tl_block;
+    if (c >= dyn && c < dyn + emu_dyn_smem_capacity()) return B && c + n <= dyn + B->L->dyn;
+    return tls.lo && c >= tls.lo && c + n <= tls.lo + tls.size;
+}
 
 }  // namespace emu
 

@@ -4,11 +4,6 @@
 
 namespace emu {
 
-// Dynamic (`extern __shared__`) memory: the build defines every such symbol as one thread-local
-// array and this function returning its address (see gpu_bptt/emulator/build.py).
-extern "C" void* emu_dyn_smem_base(void);
-extern "C" size_t emu_dyn_smem_capacity(void);
-
 inline size_t stack_bytes() {
     size_t kb = 0;
     if (const char* s = std::getenv("GPU_BPTT_EMU_STACK_KB")) kb = std::strtoul(s, nullptr, 10);

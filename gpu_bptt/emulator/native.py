@@ -21,7 +21,8 @@ class LaunchError(EmulatorError, ValueError):
 
 class KernelFault(EmulatorError):
     """The kernel did something a GPU would hang or fail on. `kind` is one of: divergent_barrier,
-    deadlock, grid_sync, timeout, trap, internal, sanitizer."""
+    deadlock, grid_sync, timeout, trap, internal, sanitizer, address (an `ldmatrix` row address that
+    is misaligned or not in shared memory)."""
 
     def __init__(self, message, kind):
         super().__init__(message)
@@ -29,7 +30,7 @@ class KernelFault(EmulatorError):
 
 
 # emu_launch's return codes (enum Fault in cuda_emu.h)
-FAULTS = {1: "divergent_barrier", 2: "deadlock", 3: "grid_sync", 4: "timeout", 5: "trap", 6: "internal"}
+FAULTS = {1: "divergent_barrier", 2: "deadlock", 3: "grid_sync", 4: "timeout", 5: "trap", 6: "internal", 7: "address"}
 
 
 def fault(kernel, rc, message) -> KernelFault:
@@ -75,11 +76,18 @@ def load_library(path):
     return _libs[path]
 
 
+# 16-bit float types of cuda_fp16.h / cuda_bf16.h -> the name of the matching NumPy dtype
+_SIXTEEN_BIT = {"__half": "float16", "__half2": "float16",
+                "__nv_bfloat16": "bfloat16", "__nv_bfloat162": "bfloat16"}
+
+
 def _dtype_ok(p, dtype):
     """Does an array of `dtype` fit a pointer parameter described by `p`?"""
     if p["base"] == "v" or p["size"] == 1:
         return True  # void* and byte pointers take any buffer
     if p["base"] == "s":  # vector types take arrays of their element type; other structs anything
+        if p["cname"] in _SIXTEEN_BIT:  # the bits as uint16, or the NumPy / ml_dtypes type
+            return dtype == np.uint16 or dtype.name == _SIXTEEN_BIT[p["cname"]]
         element = {"float2": "float32", "float4": "float32", "double2": "float64"}.get(p["cname"])
         return element is None or dtype == np.dtype(element)
     kinds = {"f": "f", "i": "i", "u": "u", "b": "b"}

@@ -51,3 +51,10 @@ def test_compiled_nested_loop():
         # The j loop is an FMA loop (unrolled by 4 or not); the i loop is not an inner loop.
         assert k.main_loop is not None and k.main_loop.fmas >= 1
         assert k.main_loop.instructions < k.instructions
+
+
+def test_opcodes_are_counted_with_their_modifiers():
+    k = sass.parse(TEXT)["_Z1gPf"]
+    assert k.opcodes["FFMA"] == 1 and k.opcodes["FFMA.FTZ"] == 1 and k.opcodes["BRA"] == 3
+    assert k.count("FFMA") == 2 and k.count("HFMA2") == 1 and k.count("LDG") == 1
+    assert k.count("FFM") == 0  # a prefix counts only whole opcode parts

@@ -5,6 +5,9 @@ from gpu_bptt.emulator import RawModule
 from tests.executors import ORDERS  # noqa: F401  (the emulator's own table, shared here)
 
 KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+#: the project's kernels/ (for test kernels that include its headers, e.g. mma.cuh)
+KERNELS_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "kernels")
 SEED = 1234
 
 

@@ -4,11 +4,14 @@ import os
 
 import pytest
 
-from emulator_helpers import KERNELS
+from emulator_helpers import KERNELS, KERNELS_ROOT
 from gpu_bptt import nvrtc
 from tests.skips import NVRTC, skip
 
-TEMPLATES = {"warp_reduce.cu": ("block_sum<float>", "block_sum<double>")}
+TEMPLATES = {"warp_reduce.cu": ("block_sum<float>", "block_sum<double>"),
+             "mma.cu": ("mma_tiled64<__nv_bfloat16, 0>", "mma_tiled64<__half, 0>",
+                        "mma16816_direct<__nv_bfloat16, 0>", "mma16816_direct<__half, 0>"),
+             "tc_tile.cu": ("tile_product<__nv_bfloat16>", "tile_product<__half>")}
 
 
 def _require_nvrtc(path):
@@ -28,6 +31,7 @@ def test_kernels_compile_with_nvrtc(name, arch):
     exprs = TEMPLATES.get(name, ())
     cubin = arch == "sm_90"  # ptxas runs for sm_90 only, to keep the suite quick
     res = nvrtc.compile_file(path, arch=arch, cubin=cubin, name_expressions=exprs,
+                             include_dirs=(KERNELS_ROOT,),  # kernels/mma.cuh
                              options=("-std=c++17",) + ("--ptxas-options=-v",) * cubin)
     assert res.ptx and (res.cubin or not cubin)
     assert set(res.lowered_names) == set(exprs)
