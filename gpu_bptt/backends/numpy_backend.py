@@ -17,8 +17,8 @@ import numpy as np
 
 from .. import activations
 from .base import Backend
-from .time_loop import (flipped_forward_steps, flipped_reverse_steps, forward_steps,
-                        previous_states, reverse_steps, valid_steps)
+from .time_loop import (entering, flipped_entries, flipped_forward_steps, flipped_reverse_steps,
+                        forward_steps, previous_states, reverse_steps, valid_steps)
 
 
 def elman_fwd_step(p_t, h_prev, V, activation, out=None, acc=None):
@@ -216,6 +216,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     algos = ("auto", "step")
     takes_strided = True  # BLAS takes transposed operands as they are: no copy of weight views
+    takes_carry = True
 
     def __init__(self):
         super().__init__(np)
@@ -250,7 +251,7 @@ class NumpyBackend(Backend):
             h_prev = elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc)
         return h
 
-    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan, du_next=None):
         T, B, H = h.shape
         # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
         du = activations.derivative_from_output(np, activation, h, out=np.empty_like(h))
@@ -260,13 +261,17 @@ class NumpyBackend(Backend):
         VT = np.ascontiguousarray(V.T)
         acc = np.empty((B, H), dtype=h.dtype)
         if plan.reverse:
-            for at, at_next, g in flipped_reverse_steps(T, lengths, dh, dh_last):
+            entries = {} if du_next is None else flipped_entries(T, lengths)
+            for s, (at, at_next, g) in zip(range(T - 1, -1, -1),
+                                           flipped_reverse_steps(T, lengths, dh, dh_last)):
                 du_s = du[at]
-                du[at] = elman_bwd_step(g, None if at_next is None else du[at_next], VT, du_s,
-                                        out=du_s, acc=acc)
+                nxt = None if at_next is None else du[at_next]
+                if s in entries:
+                    nxt = entering(nxt, du_next, entries[s])
+                du[at] = elman_bwd_step(g, nxt, VT, du_s, out=du_s, acc=acc)
             return du
         for t, g in reverse_steps(T, lengths, (dh, dh_last)):
-            elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc)
+            elman_bwd_step(g, du[t + 1] if t + 1 < T else du_next, VT, du[t], out=du[t], acc=acc)
         return du
 
     def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):
@@ -293,7 +298,8 @@ class NumpyBackend(Backend):
             h_prev, c_prev = lstm_fwd_step(p[t], h_prev, c_prev, V, h[t], c[t], R, acc, m, kd)
         return h, c, gates
 
-    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None,
+                     du_next=None, dc_next=None):
         T, B, H = c.shape
         Hs = h.shape[2]
         dtype = c.dtype
@@ -308,10 +314,14 @@ class NumpyBackend(Backend):
         dm = None if R is None else np.empty((B, H), dtype=dtype)
         work = c_prev[0]  # scratch: c_prev is consumed
         if plan.reverse:
-            du_next = None
-            steps = zip(flipped_reverse_steps(T, lengths, dh, dh_last),
+            carry, du_next = du_next, None
+            entries = {} if carry is None else flipped_entries(T, lengths)
+            steps = zip(range(T - 1, -1, -1), flipped_reverse_steps(T, lengths, dh, dh_last),
                         flipped_reverse_steps(T, lengths, None, dc_last))
-            for (at, _, gh), (_, _, gc) in steps:
+            for s, (at, _, gh), (_, _, gc) in steps:
+                if s in entries:
+                    du_next = entering(du_next, carry, entries[s])
+                    dc[...] = entering(dc.copy(), dc_next, entries[s])
                 if gc is not None:
                     dc += gc
                 fac = du[at]  # a gather (a copy) with lengths, else a view
@@ -322,10 +332,12 @@ class NumpyBackend(Backend):
                 if dhs is not None:
                     dhs[at] = dhs_s
             return du, dc, dhs
+        if dc_next is not None:
+            dc[...] = dc_next
         for t, gh, gc in reverse_steps(T, lengths, (dh, dh_last), (None, dc_last)):
             if gc is not None:
                 dc += gc
-            lstm_bwd_step(gh, du[t + 1] if t + 1 < T else None, VT, dc, du[t], a[t], f[t],
+            lstm_bwd_step(gh, du[t + 1] if t + 1 < T else du_next, VT, dc, du[t], a[t], f[t],
                           dhs_s if dhs is None else dhs[t], RT, dm, work)
         return du, dc, dhs
 
@@ -349,7 +361,7 @@ class NumpyBackend(Backend):
             h_prev = gru_fwd_step(p[t], h_prev, V, b_h, gates[t], h[t], acc)
         return h, gates
 
-    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan, dh_next=None):
         T, B, H = h.shape
         dtype = h.dtype
         VT = np.ascontiguousarray(V.T)
@@ -360,12 +372,18 @@ class NumpyBackend(Backend):
         dgh = np.empty((B, 3 * H), dtype=dtype)
         dhs, work = np.empty((B, H), dtype=dtype), h_prev[0]  # h_prev is consumed: scratch
         if plan.reverse:
-            for at, _, gh in flipped_reverse_steps(T, lengths, dh, dh_last):
+            entries = {} if dh_next is None else flipped_entries(T, lengths)
+            for s, (at, _, gh) in zip(range(T - 1, -1, -1),
+                                      flipped_reverse_steps(T, lengths, dh, dh_last)):
+                if s in entries:
+                    carry[...] = entering(carry.copy(), dh_next, entries[s])
                 fac = dgx[at]  # a gather (a copy) with lengths, else a view
                 gru_bwd_step(gh, carry, VT, fac, r[at], z[at], dgh, dhs, work)
                 if lengths is not None:
                     dgx[at] = fac
             return dgx, carry
+        if dh_next is not None:
+            carry[...] = dh_next
         for t, gh in reverse_steps(T, lengths, (dh, dh_last)):
             gru_bwd_step(gh, carry, VT, dgx[t], r[t], z[t], dgh, dhs, work)
         return dgx, carry

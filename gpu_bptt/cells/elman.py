@@ -22,6 +22,8 @@ from typing import Any, Optional
 from .. import activations
 from ..backends import Backend, LaunchPlan, PairPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
+from . import segments
+from .recompute import Segmented, check_memory
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
                        check_unchanged, last_state, missing_arrays, take_digests)
@@ -100,7 +102,8 @@ class ElmanGrads:
 
 
 def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, backend=None,
-                  algo="auto", need_cache=True, reverse=False) -> ElmanOutput:
+                  algo="auto", need_cache=True, reverse=False, memory="full",
+                  checkpoint_every=None) -> ElmanOutput:
     """Run the recurrent level over a whole sequence.
 
     x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
@@ -115,13 +118,29 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     h[t] = f(x[t] @ W + h[t+1] @ V + b); h stays time-aligned with x, 0 at padded steps, and
     h_last is h[0] (what nn.RNN's reverse direction returns in h_n). The cache records the
     direction and elman_backward follows it.
+    memory: "full" (the cache refers to h), "recompute" (it keeps the state every
+    checkpoint_every steps, default and unit ⌈√T⌉, and elman_backward replays the rest: the
+    same gradients bit for bit, about one more forward of time) or "auto" (recompute where full
+    would not fit: gpu_bptt.memory_estimate). docs/architecture.md §1, memory.
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
     x, W, V, b, h0, lengths, activation = _checked(bk, x, W, V, b, h0, activation, lengths, algo)
-    T, B, _ = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
-    plan = bk.resolve_algo(algo, T, B, W.shape[1], x.dtype, reverse=check_reverse(reverse))
+    T, B, I = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
+    H = W.shape[1]
+    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+                     dict(cell="elman", B=B, I=I, H=H, dtype=x.dtype))
+    plan = bk.resolve_algo(algo, T, B, H, x.dtype, reverse=check_reverse(reverse))
     h = bk.elman_fwd_seq(bk.input_projection(x, W, b), V, h0, activation, lengths, plan)
-    return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache)
+    if k is None:
+        return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache)
+    cache = Segmented(
+        cell="elman", x=x, weights={"W": W.copy(), "V": V.copy(), "b": None if b is None else
+                                    b.copy()},
+        initial=(h0,), states=segments.elman_states(bk.xp, h, h0, lengths, plan.reverse, k),
+        lengths=lengths, plan=plan, backend=bk, k=k, shape=h.shape,
+        flags={"activation": activation, "has_bias": b is not None},
+        digests=take_digests(bk, x=x))
+    return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths, plan.reverse), cache=cache)
 
 
 def _checked(bk, x, W, V, b, h0, activation, lengths, algo):
@@ -162,17 +181,17 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
     at padded steps of dh are ignored. Neither is modified.
     need_dx=False skips dx (None then): the bottom level of a network needs no input gradient.
     Returns ElmanGrads(dx, dW, dV, db, dh0), on the cache's backend, in its dtype."""
-    if not isinstance(cache, ElmanCache):
+    recomputed = isinstance(cache, Segmented) and cache.cell == "elman"
+    if not (recomputed or isinstance(cache, ElmanCache)):
         raise TypeError(f"cache: expected the ElmanCache of elman_forward, got {type(cache).__name__}")
     bk = cache.backend
-    T, B, H = cache.h.shape
-    dh, dh_last = check_grads_from_above(bk, T, B, H, cache.h.dtype, dh, dh_last=dh_last)
+    T, B, H = cache.shape if recomputed else cache.h.shape
+    dh, dh_last = check_grads_from_above(bk, T, B, H, cache.x.dtype, dh, dh_last=dh_last)
     check_unchanged(cache, "elman_forward")
+    if recomputed:
+        return ElmanGrads(*segments.elman_grads(cache, dh, dh_last, bool(need_dx)))
     du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.plan)
-    dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
-                                       cache.has_bias, bool(need_dx), lengths=cache.lengths,
-                                       reverse=cache.reverse)
-    return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)
+    return ElmanGrads(*segments.elman_grads(cache, dh, dh_last, bool(need_dx), du))
 
 
 # -- both directions of a bidirectional layer together ---------------------------------------------
@@ -258,12 +277,8 @@ def elman_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
         check_unchanged(c, "elman_forward")
     dus = bk.elman_bwd_pair(ups[0] + (cf.h, cf.V), ups[1] + (cr.h, cr.V), cf.activation,
                             cf.lengths, pair)
-    grads = []
-    for c, du in zip((cf, cr), dus):
-        dx, dW, dV, db, dh0 = bk.gradients(c.x, c.W, c.V, c.h0, c.h, du, c.has_bias,
-                                           bool(need_dx), lengths=c.lengths, reverse=c.reverse)
-        grads.append(ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0))
-    return tuple(grads)
+    return tuple(ElmanGrads(*segments.elman_grads(c, None, None, bool(need_dx), du))
+                 for c, du in zip((cf, cr), dus))
 
 
 def _two(name, a):
