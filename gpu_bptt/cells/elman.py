@@ -26,7 +26,7 @@ from . import segments
 from .recompute import Segmented, check_memory
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
-                       check_unchanged, last_state, missing_arrays, take_digests)
+                       check_unchanged, direction_call, last_state, missing_arrays, take_digests)
 
 
 @dataclass(frozen=True)
@@ -131,16 +131,7 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
                      dict(cell="elman", B=B, I=I, H=H, dtype=x.dtype))
     plan = bk.resolve_algo(algo, T, B, H, x.dtype, reverse=check_reverse(reverse))
     h = bk.elman_fwd_seq(bk.input_projection(x, W, b), V, h0, activation, lengths, plan)
-    if k is None:
-        return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache)
-    cache = Segmented(
-        cell="elman", x=x, weights={"W": W.copy(), "V": V.copy(), "b": None if b is None else
-                                    b.copy()},
-        initial=(h0,), states=segments.elman_states(bk.xp, h, h0, lengths, plan.reverse, k),
-        lengths=lengths, plan=plan, backend=bk, k=k, shape=h.shape,
-        flags={"activation": activation, "has_bias": b is not None},
-        digests=take_digests(bk, x=x))
-    return ElmanOutput(h=h, h_last=last_state(bk.xp, h, lengths, plan.reverse), cache=cache)
+    return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache, k)
 
 
 def _checked(bk, x, W, V, b, h0, activation, lengths, algo):
@@ -161,11 +152,20 @@ def _checked(bk, x, W, V, b, h0, activation, lengths, algo):
     return x, W, V, b, h0, check_lengths(bk, lengths, T, B), activation
 
 
-def _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache) -> ElmanOutput:
-    """The ElmanOutput of a run that produced h, with its cache unless need_cache is False."""
+def _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache, k=None) -> ElmanOutput:
+    """The ElmanOutput of a run that produced h, with its cache unless need_cache is False (k:
+    the segment length of a recompute run, whose cache keeps only checkpoints)."""
     h_last = last_state(bk.xp, h, lengths, plan.reverse)
     if not need_cache:
         return ElmanOutput(h=h, h_last=h_last, cache=None)
+    if k is not None:
+        weights = {"W": W.copy(), "V": V.copy(), "b": None if b is None else b.copy()}
+        states = segments.elman_states(bk.xp, h, h0, lengths, plan.reverse, k)
+        return ElmanOutput(h=h, h_last=h_last, cache=Segmented(
+            cell="elman", x=x, weights=weights, initial=(h0,), states=states, lengths=lengths,
+            plan=plan, backend=bk, k=k, shape=h.shape,
+            flags={"activation": activation, "has_bias": b is not None},
+            digests=take_digests(bk, x=x)))
     # W, V are small: copied, so the caller may update them in place before backward.
     cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
                        activation=activation, has_bias=b is not None, plan=plan, backend=bk,
@@ -203,14 +203,16 @@ class ElmanPairOutput:
 
 
 def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, backend=None,
-                       algo="auto", need_cache=True) -> ElmanPairOutput:
+                       algo="auto", need_cache=True, memory="full",
+                       checkpoint_every=None) -> ElmanPairOutput:
     """Both directions of a bidirectional layer over x, run together: side by side on the GPU (one
     cooperative launch for the persistent algorithm where both directions' blocks fit at once,
     else each direction on a CUDA stream of its own), one after the other elsewhere; plan says
     which (docs/architecture.md §1, both directions together).
 
     x: (T, B, I); forward, reverse: each direction's (W, V, b, h0) as elman_forward takes them (b
-    and h0 may be None); lengths, activation, backend, algo, need_cache: as elman_forward, shared.
+    and h0 may be None); lengths, activation, backend, algo, need_cache, memory,
+    checkpoint_every: as elman_forward, shared (recomputed caches: the backward runs in turn).
     The results are bit for bit those of elman_forward(x, *forward, ...) and elman_forward(x,
     *reverse, ..., reverse=True), caches included: elman_backward takes either cache alone, and
     elman_backward_pair both. Returns ElmanPairOutput(forward, reverse, plan)."""
@@ -221,16 +223,18 @@ def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, 
     if Wr.shape != Wf.shape or xr.dtype != xf.dtype:
         raise ValueError(f"reverse: W is {Wr.shape} {Wr.dtype}, the forward direction's "
                          f"{Wf.shape} {Wf.dtype}: both directions need one shape and dtype")
-    T, B, _ = xf.shape
+    T, B, I = xf.shape
     H = Wf.shape[1]
+    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+                     dict(cell="elman", B=2 * B, I=I, H=H, dtype=xf.dtype))  # both directions
     pair = bk.resolve_pair(bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=False),
                            bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=True))
     hf, hr = bk.elman_fwd_pair((bk.input_projection(xf, Wf, bf), Vf, h0f),
                                (bk.input_projection(xr, Wr, br), Vr, h0r), activation, lengths,
                                pair)
     return ElmanPairOutput(
-        _output(bk, xf, Wf, Vf, bf, h0f, hf, lengths, activation, pair.forward, need_cache),
-        _output(bk, xr, Wr, Vr, br, h0r, hr, lengths, activation, pair.reverse, need_cache),
+        _output(bk, xf, Wf, Vf, bf, h0f, hf, lengths, activation, pair.forward, need_cache, k),
+        _output(bk, xr, Wr, Vr, br, h0r, hr, lengths, activation, pair.reverse, need_cache, k),
         pair)
 
 
@@ -257,6 +261,11 @@ def elman_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
     dh = _two("dh", dh)
     dh_last = _two("dh_last", dh_last)
     cf, cr = _two("caches", caches)
+    if isinstance(cf, Segmented) or isinstance(cr, Segmented):  # recomputed: in turn
+        def one(d, c, dl):
+            return elman_backward(d, c, dh_last=dl, need_dx=need_dx)
+        return tuple(direction_call(name, one, d, c, dl)
+                     for name, d, c, dl in zip(("forward", "reverse"), dh, (cf, cr), dh_last))
     for name, c in (("caches[0]", cf), ("caches[1]", cr)):
         if not isinstance(c, ElmanCache):
             raise TypeError(f"{name}: expected the ElmanCache of elman_forward, got "

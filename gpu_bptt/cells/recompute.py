@@ -163,9 +163,10 @@ def next_state(xp, seg_states, lengths, a, reverse, initial):
     next segment of the forward: its last step's (forward) or, reversed, its first step's where
     the example goes on before a (lengths > a), else the run's initial state."""
     if not reverse:
-        return tuple(s[-1] for s in seg_states)
+        return tuple(s[-1].copy() for s in seg_states)  # copies: a view would keep the segment
     keep = _after(lengths, a)
-    return tuple(_rows(xp, keep, s[0], s0) for s, s0 in zip(seg_states, initial))
+    return tuple(s[0].copy() if keep is None else _rows(xp, keep, s[0], s0)
+                 for s, s0 in zip(seg_states, initial))
 
 
 def backward(bk, cell, T, k, lengths, reverse, need_dx, dx_shape, dtype):
@@ -192,6 +193,8 @@ def backward(bk, cell, T, k, lengths, reverse, need_dx, dx_shape, dtype):
             sums = _accumulate(sums, blk_sums)
             if blk_dh0 is not None:
                 dh0 = _take(xp, dh0, (blk_dh0,), _starting(lengths, a + lo, a + hi, T, reverse))
+            del dx_blk, blk_sums, blk_dh0  # freed before the next block's are made
+        seg = None  # freed before the next segment's arrays are made
     return dx, sums, None if dh0 is None else dh0[0], starts
 
 

@@ -22,9 +22,9 @@ class _Cell:
         """(dh, the gradients on the last states, lengths) of the steps [a, e)."""
         s = self.src
         T = s.x.shape[0]
-        ending = ending(s.lengths, a, e, T, s.reverse)
+        ends = ending(s.lengths, a, e, T, s.reverse)
         return (None if self.dh is None else self.dh[a:e],
-                tuple(entering_last(self.xp, g, ending) for g in self.lasts),
+                tuple(entering_last(self.xp, g, ends) for g in self.lasts),
                 sub_lengths(self.xp, s.lengths, a, e))
 
     def block_args(self, seg, lo, hi, a):
