@@ -182,9 +182,6 @@ def backward(bk, cell, T, k, lengths, reverse, need_dx, dx_shape, dtype):
     sums, dh0, starts, carry = None, None, None, None
     for a, e in spans(T, k, reverse):
         seg, carry, seg_starts = cell.segment(a, e, carry)
-        if carry is not None and reverse:
-            keep = _after(lengths, e)  # only the examples going on past e take it
-            carry = tuple(_rows(xp, keep, c, 0) for c in carry)
         starts = _take(xp, starts, seg_starts, _starting(lengths, a, e, T, reverse))
         for lo, hi in spans(e - a, b, reverse):  # its blocks (a is a multiple of b)
             dx_blk, blk_sums, blk_dh0 = cell.block(seg, lo, hi, a)

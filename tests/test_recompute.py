@@ -1,0 +1,158 @@
+"""memory="recompute" (docs/architecture.md §1, memory): the forward keeps a checkpoint every k steps
+and the backward replays each segment; the gradients must equal memory="full"'s bit for bit
+(np.array_equal), for every cell, with lengths, in both directions, and for the *_pair functions.
+The reference here is the full run on the same backend: recomputation promises identity with it,
+not closeness (the full run itself is checked against float64 by hand and torch elsewhere)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from gpu_bptt import (elman_backward, elman_backward_pair, elman_forward, elman_forward_pair,
+                      gru_backward, gru_forward, lstm_backward, lstm_forward)
+from gpu_bptt.cells.gru import gru_backward_pair, gru_forward_pair
+from gpu_bptt.cells.lstm import lstm_backward_pair, lstm_forward_pair
+from gpu_bptt.cells.recompute import block_steps
+
+SHAPES = ((1, 2, 3, 4), (7, 3, 5, 6), (33, 5, 4, 7))
+CASES = list(itertools.product(SHAPES, (False, True), (False, True), (1, 2)))
+IDS = [f"T{s[0]}-{'rev' if r else 'fwd'}-{'len' if n else 'full'}-k{m}b"
+       for s, r, n, m in CASES]
+
+
+def _rng_arrays(seed):
+    rng = np.random.default_rng(seed)
+    return rng, lambda *s: (0.5 * rng.standard_normal(s)).astype(np.float32)
+
+
+def _lengths(rng, T, B, on):
+    return rng.integers(1, T + 1, B).astype(np.int32) if on else None
+
+
+def _same(a, b, names):
+    for n in names:
+        x, y = getattr(a, n), getattr(b, n)
+        assert (x is None) == (y is None), n
+        if x is not None:
+            assert np.array_equal(x, y), f"{n}: max |diff| {np.abs(x - y).max()}"
+
+
+def _both(forward, backward, grads, k, outputs=("h", "h_last")):
+    """forward(memory=, checkpoint_every=) -> output; backward(output) -> grads; compares."""
+    full = forward(memory="full", checkpoint_every=None)
+    rec = forward(memory="recompute", checkpoint_every=k)
+    assert rec.cache.memory == "recompute" and len(rec.cache.states) > 1 or k >= rec.h.shape[0]
+    _same(full, rec, outputs)
+    _same(backward(full), backward(rec), grads)
+
+
+@pytest.mark.parametrize("shape, reverse, with_lengths, m", CASES, ids=IDS)
+def test_elman_recompute_is_bit_identical(shape, reverse, with_lengths, m):
+    T, B, I, H = shape
+    rng, a = _rng_arrays(1)
+    x, W, V, b, h0, dh, dl = a(T, B, I), a(I, H), a(H, H), a(H), a(B, H), a(T, B, H), a(B, H)
+    lengths = _lengths(rng, T, B, with_lengths)
+    _both(lambda **kw: elman_forward(x, W, V, b, h0, lengths=lengths, reverse=reverse,
+                                     backend="numpy", **kw),
+          lambda o: elman_backward(dh, o.cache, dh_last=dl),
+          ("dx", "dW", "dV", "db", "dh0"), m * block_steps(T))
+
+
+@pytest.mark.parametrize("shape, reverse, with_lengths, m", CASES, ids=IDS)
+@pytest.mark.parametrize("P", (0, 3))
+def test_lstm_recompute_is_bit_identical(shape, reverse, with_lengths, m, P):
+    T, B, I, H = shape
+    rng, a = _rng_arrays(2)
+    Hs = P or H
+    x, W, V, b = a(T, B, I), a(I, 4 * H), a(Hs, 4 * H), a(4 * H)
+    h0, c0, dh, dl, dcl = a(B, Hs), a(B, H), a(T, B, Hs), a(B, Hs), a(B, H)
+    R = a(H, P) if P else None
+    lengths = _lengths(rng, T, B, with_lengths)
+    _both(lambda **kw: lstm_forward(x, W, V, b, h0, c0, R=R, lengths=lengths, reverse=reverse,
+                                    backend="numpy", **kw),
+          lambda o: lstm_backward(dh, o.cache, dh_last=dl, dc_last=dcl),
+          ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), m * block_steps(T),
+          ("h", "h_last", "c_last"))
+
+
+@pytest.mark.parametrize("shape, reverse, with_lengths, m", CASES, ids=IDS)
+def test_gru_recompute_is_bit_identical(shape, reverse, with_lengths, m):
+    T, B, I, H = shape
+    rng, a = _rng_arrays(3)
+    x, W, V, bx, bh, h0 = a(T, B, I), a(I, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H), a(B, H)
+    dh, dl = a(T, B, H), a(B, H)
+    lengths = _lengths(rng, T, B, with_lengths)
+    _both(lambda **kw: gru_forward(x, W, V, bx, bh, h0, lengths=lengths, reverse=reverse,
+                                   backend="numpy", **kw),
+          lambda o: gru_backward(dh, o.cache, dh_last=dl),
+          ("dx", "dW", "dV", "db_x", "db_h", "dh0"), m * block_steps(T))
+
+
+@pytest.mark.parametrize("with_lengths", (False, True))
+def test_pairs_recompute_is_bit_identical(with_lengths):
+    T, B, I, H = 33, 4, 5, 6
+    rng, a = _rng_arrays(4)
+    x = a(T, B, I)
+    lengths = _lengths(rng, T, B, with_lengths)
+    dh = (a(T, B, H), a(T, B, H))
+    runs = {
+        "elman": (lambda **kw: elman_forward_pair(x, (a(I, H), a(H, H), a(H), None),
+                                                  (a(I, H), a(H, H), None, a(B, H)), **kw),
+                  lambda o: elman_backward_pair(dh, (o.forward.cache, o.reverse.cache)),
+                  ("dx", "dW", "dV", "db", "dh0")),
+        "lstm": (lambda **kw: lstm_forward_pair(
+            x, (a(I, 4 * H), a(H, 4 * H), a(4 * H), None, None, None),
+            (a(I, 4 * H), a(H, 4 * H), None, a(B, H), a(B, H), None), **kw),
+            lambda o: lstm_backward_pair(dh, (o[0].cache, o[1].cache)),
+            ("dx", "dW", "dV", "db", "dh0", "dc0")),
+        "gru": (lambda **kw: gru_forward_pair(
+            x, (a(I, 3 * H), a(H, 3 * H), a(3 * H), None, None),
+            (a(I, 3 * H), a(H, 3 * H), None, a(3 * H), a(B, H)), **kw),
+            lambda o: gru_backward_pair(dh, (o[0].cache, o[1].cache)),
+            ("dx", "dW", "dV", "db_x", "db_h", "dh0")),
+    }
+    for name, (fwd, bwd, grads) in runs.items():
+        state = rng.bit_generator.state
+        full = fwd(lengths=lengths, backend="numpy")
+        rng.bit_generator.state = state  # the same weights again
+        rec = fwd(lengths=lengths, backend="numpy", memory="recompute")
+        for g_full, g_rec in zip(bwd(full), bwd(rec)):
+            _same(g_full, g_rec, grads)
+
+
+def test_recompute_keeps_checkpoints_only():
+    """The cache of a recompute run holds the states at the segments' starts, not h."""
+    T, B, I, H = 100, 2, 3, 4
+    _, a = _rng_arrays(5)
+    out = elman_forward(a(T, B, I), a(I, H), a(H, H), backend="numpy", memory="recompute")
+    assert out.cache.k == 10 and len(out.cache.states) == 10
+    assert not any(getattr(out.cache, n, None) is out.h for n in ("h", "x"))
+
+
+@pytest.mark.parametrize("kw, name", [
+    (dict(memory="some"), "memory"),
+    (dict(memory="recompute", checkpoint_every=7), "checkpoint_every"),
+    (dict(memory="recompute", checkpoint_every=0), "checkpoint_every"),
+])
+def test_bad_memory_arguments_name_the_argument(kw, name):
+    _, a = _rng_arrays(6)
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        elman_forward(a(16, 2, 3), a(3, 4), a(4, 4), backend="numpy", **kw)
+
+
+def test_checkpoint_every_must_be_an_int():
+    _, a = _rng_arrays(6)
+    with pytest.raises(TypeError, match="^checkpoint_every:"):
+        lstm_forward(a(16, 2, 3), a(3, 16), a(4, 16), backend="numpy", memory="recompute",
+                     checkpoint_every=4.0)
+
+
+def test_recompute_refused_where_the_backend_takes_no_carry():
+    """The cuda backend's kernels take no carry yet: asked for recompute, it says so (by name)."""
+
+    _, a = _rng_arrays(7)
+    with pytest.raises(ValueError, match="^memory: 'recompute' is not available on the emulator"):
+        gru_forward(a(9, 2, 3), a(3, 12), a(4, 12), backend="emulator",
+                    memory="recompute")
