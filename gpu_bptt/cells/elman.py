@@ -23,7 +23,8 @@ from .. import activations
 from ..backends import Backend, LaunchPlan, PairPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from . import segments
-from .recompute import Segmented, check_memory
+from .memory_plan import check_memory
+from .recompute import Segmented
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
                        check_unchanged, direction_call, last_state, missing_arrays, take_digests)

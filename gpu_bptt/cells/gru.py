@@ -16,7 +16,8 @@ from typing import Any, Optional
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
 from . import segments
-from .recompute import Segmented, check_memory
+from .memory_plan import check_memory
+from .recompute import Segmented
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
                        check_unchanged, direction_call, forward_calls, gate_columns, last_state,

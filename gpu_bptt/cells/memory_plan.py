@@ -125,6 +125,25 @@ def plan(cell, T, B, I, H, dtype="float32", *, memory="auto", checkpoint_every=N
                       f"needs about {size_text(rec.total)}")
 
 
+def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes):
+    """The segment length of a run: None for memory="full" (or no cache wanted), else k.
+    memory="auto" asks plan whether the run fits (sizes: its keyword arguments
+    but memory's). ValueError naming `memory` where the backend cannot recompute."""
+    if not isinstance(memory, str) or memory not in MEMORY:
+        raise ValueError(f"memory: expected one of {MEMORY}, got {memory!r}")
+    k = check_checkpoint_every(checkpoint_every, T)
+    if memory == "auto":
+        choice = plan(**sizes, T=T, memory="auto", checkpoint_every=k, backend=bk)
+        memory, k = choice.memory, choice.checkpoint_every
+    if memory == "full" or not need_cache:
+        return None
+    if not bk.takes_carry:
+        raise ValueError(f"memory: 'recompute' is not available on the {bk.name} backend yet "
+                         "(its kernels take no carry across segments); use memory='full' or "
+                         "the numpy backend")
+    return k
+
+
 def available(backend=None):
     """(bytes, what) a run may use: the GPU's free memory on the cuda backend (plus its pool's
     free blocks), else the host's available memory (within a cgroup's limit); (None, None)

@@ -47,27 +47,6 @@ def check_checkpoint_every(k, T) -> int:
     return k
 
 
-def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes):
-    """The segment length of a run: None for memory="full" (or no cache wanted), else k.
-    memory="auto" asks memory_plan.plan whether the run fits (sizes: its keyword arguments
-    but memory's). ValueError naming `memory` where the backend cannot recompute."""
-    if not isinstance(memory, str) or memory not in MEMORY:
-        raise ValueError(f"memory: expected one of {MEMORY}, got {memory!r}")
-    k = check_checkpoint_every(checkpoint_every, T)
-    if memory == "auto":
-        from .memory_plan import plan
-
-        choice = plan(**sizes, T=T, memory="auto", checkpoint_every=k, backend=bk)
-        memory, k = choice.memory, choice.checkpoint_every
-    if memory == "full" or not need_cache:
-        return None
-    if not bk.takes_carry:
-        raise ValueError(f"memory: 'recompute' is not available on the {bk.name} backend yet "
-                         "(its kernels take no carry across segments); use memory='full' or "
-                         "the numpy backend")
-    return k
-
-
 def spans(T, k, reverse) -> list:
     """The segments [a, e) of k steps (the last may be shorter), in the order the backward visits
     them: the last first, or for a reversed run the first first."""
