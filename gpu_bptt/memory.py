@@ -7,7 +7,7 @@ the evaluation. tests/test_train.py compares it with the peak that tracemalloc m
 """
 from __future__ import annotations
 
-from .cells.memory_plan import available, size_text  # noqa: F401  (one home: the planner's)
+from .cells.memory_plan import available, memory_estimate, size_text  # noqa: F401 (the planner's)
 from .nn import CELLS
 
 F32 = 4
@@ -36,7 +36,11 @@ def estimate(cfg, task) -> int:
     def data(n):   # inputs and targets of n sequences
         return T * n * (F32 * I + target)
 
-    train_step = data(B) + K * B * F32 * (PER_H[cell] * H + PER_O * O)
+    if cfg.memory == "full":
+        train_step = data(B) + K * B * F32 * (PER_H[cell] * H + PER_O * O)
+    else:  # recompute (what auto falls back to): the level's own peak, its output h and dh
+        level = memory_estimate(cell, K, B, I, H, "float32", memory="recompute").peak
+        train_step = data(B) + K * B * F32 * (2 * H + PER_O * O) + level
     n_eval = min(EVAL_BATCH, task.eval_size)
     evaluation = (data(B) + data(task.eval_size)
                   + T * n_eval * F32 * (EVAL_PER_H[cell] * H + EVAL_PER_O * O))

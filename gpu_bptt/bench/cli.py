@@ -47,7 +47,8 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                    help="memory='full' against memory='recompute' for --cell: time, memory held "
                         "between forward and backward and peak, measured and estimated, with "
                         "the ratios, at the --size given (default: the long-seq preset on a "
-                        "GPU; T,B,I,H = 4096,8,256,256 on the CPU)")
+                        "GPU; T,B,I,H = 4096,8,256,256 on the CPU, with 1 BLAS thread unless "
+                        "--blas-threads N)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15, help="timed calls per phase (median reported)")
@@ -178,9 +179,14 @@ def cmd_recompute(args) -> int:
     from ..backends import available_backends
     from . import long_seq
 
+    from ..blas_threads import blas_threads
+
     backend = "numpy" if available_backends()["cuda"] else "cuda"
     sizes = list(args.size or (PRESETS["long-seq"][1] if backend == "cuda" else long_seq.CPU_SIZES))
-    result = long_seq.run(args.cell, sizes, args.dtype, backend, repeats=args.repeats)
+    threads = args.blas_threads or 1  # as training runs (a step's products are small)
+    with blas_threads(threads):
+        result = long_seq.run(args.cell, sizes, args.dtype, backend, repeats=args.repeats)
+    result["blas_threads"] = threads
     text = long_seq.table(result)
     print(text)
     if not args.no_json:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from ..validate import check_float_dtype, check_size
-from .recompute import MEMORY, block_steps, check_checkpoint_every
+from .recompute import MEMORY, block_steps, check_checkpoint_every, check_memory_option
 
 CELLS = ("elman", "lstm", "gru")
 GATES = {"elman": 1, "lstm": 4, "gru": 3}
@@ -129,8 +129,7 @@ def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes):
     """The segment length of a run: None for memory="full" (or no cache wanted), else k.
     memory="auto" asks plan whether the run fits (sizes: its keyword arguments
     but memory's). ValueError naming `memory` where the backend cannot recompute."""
-    if not isinstance(memory, str) or memory not in MEMORY:
-        raise ValueError(f"memory: expected one of {MEMORY}, got {memory!r}")
+    check_memory_option(memory, None)
     k = check_checkpoint_every(checkpoint_every, T)
     if memory == "auto":
         choice = plan(**sizes, T=T, memory="auto", checkpoint_every=k, backend=bk)

@@ -47,6 +47,15 @@ def check_checkpoint_every(k, T) -> int:
     return k
 
 
+def check_memory_option(memory, checkpoint_every):
+    """(memory, checkpoint_every) as a layer's constructor takes them, before T is known: memory
+    one of MEMORY, checkpoint_every None or a positive int (whether it fits T: at the forward)."""
+    if not isinstance(memory, str) or memory not in MEMORY:
+        raise ValueError(f"memory: expected one of {MEMORY}, got {memory!r}")
+    return memory, None if checkpoint_every is None else check_size("checkpoint_every",
+                                                                     checkpoint_every)
+
+
 def spans(T, k, reverse) -> list:
     """The segments [a, e) of k steps (the last may be shorter), in the order the backward visits
     them: the last first, or for a reversed run the first first."""
