@@ -156,3 +156,49 @@ def test_recompute_refused_where_the_backend_takes_no_carry():
     with pytest.raises(ValueError, match="^memory: 'recompute' is not available on the emulator"):
         gru_forward(a(9, 2, 3), a(3, 12), a(4, 12), backend="emulator",
                     memory="recompute")
+
+
+@pytest.mark.parametrize("level, kw", [
+    ("Elman", dict(bidirectional=True)), ("LSTM", dict(proj_size=3)),
+    ("GRU", dict(bidirectional=True))])
+def test_nn_levels_recompute_is_bit_identical(level, kw):
+    from gpu_bptt import nn
+
+    T, B, I, H = 40, 3, 4, 6
+    rng, a = _rng_arrays(8)
+    x = a(T, B, I)
+    lengths = _lengths(rng, T, B, True)
+    grads = []
+    for memory in ("full", "recompute"):
+        net = getattr(nn, level)(I, H, backend="numpy", rng=0, memory=memory, **kw)
+        h = net.forward(x, lengths=lengths)
+        dx = net.backward(np.ones_like(h))
+        grads.append((h, dx, net.gradients()))
+    (h0, dx0, g0), (h1, dx1, g1) = grads
+    assert np.array_equal(h0, h1) and np.array_equal(dx0, dx1)
+    assert g0.keys() == g1.keys() and all(np.array_equal(g0[k], g1[k]) for k in g0)
+
+
+def test_nn_level_refuses_an_unknown_memory():
+    from gpu_bptt import nn
+
+    with pytest.raises(ValueError, match="^memory:"):
+        nn.GRU(3, 4, memory="half")
+
+
+def test_training_with_recompute_follows_full_bit_for_bit():
+    """--memory changes no number of a run: the same losses and parameters, step by step."""
+    from gpu_bptt.train import Config, train
+
+    runs = [train(Config(task="adding", cell="lstm", seq_len=30, hidden=8, batch=4, steps=5,
+                         backend="numpy", progress=False, memory=m))
+            for m in ("full", "recompute")]
+    assert runs[0].losses == runs[1].losses
+
+
+def test_train_refuses_an_unknown_memory(capsys):
+    from gpu_bptt.cli import main
+
+    assert main(["train", "--memory", "some", "--no-save", "--quiet", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--memory: expected one of full, recompute, auto" in err[0]
