@@ -109,3 +109,13 @@ def test_estimate_arguments_are_checked(kw, err, name):
 def test_plan_memory_limit_is_checked():
     with pytest.raises(ValueError, match="^memory_limit:"):
         gpu_bptt.plan_memory("elman", 100, 2, 3, 4, memory_limit=0)
+
+
+def test_auto_on_a_backend_that_cannot_recompute_runs_full_and_says_why(monkeypatch):
+    monkeypatch.setattr(memory_plan, "available", lambda backend=None: (1_000, "test room"))
+    rng = np.random.default_rng(2)
+    a = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="memory='auto' runs full: recompute every 8 steps"):
+        out = elman_forward(a(64, 2, 3), a(3, 5), a(5, 5), backend="emulator", memory="auto",
+                            algo="step")
+    assert isinstance(out.cache, gpu_bptt.ElmanCache)

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from ..validate import check_float_dtype, check_size
+from ..backends import warn_once
 from .recompute import MEMORY, block_steps, check_checkpoint_every, check_memory_option
 
 CELLS = ("elman", "lstm", "gru")
@@ -127,14 +128,21 @@ def plan(cell, T, B, I, H, dtype="float32", *, memory="auto", checkpoint_every=N
 
 def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes):
     """The segment length of a run: None for memory="full" (or no cache wanted), else k.
-    memory="auto" asks plan whether the run fits (sizes: its keyword arguments
-    but memory's). ValueError naming `memory` where the backend cannot recompute."""
+    memory="auto" asks plan whether the run fits (sizes: its keyword arguments but memory's);
+    where it would recompute on a backend that cannot, it runs full and warns why. ValueError
+    naming `memory` where "recompute" is asked of such a backend."""
     check_memory_option(memory, None)
     k = check_checkpoint_every(checkpoint_every, T)
+    if not need_cache:
+        return None
     if memory == "auto":
         choice = plan(**sizes, T=T, memory="auto", checkpoint_every=k, backend=bk)
+        if choice.memory == "recompute" and not bk.takes_carry:
+            warn_once(f"memory='auto' runs full: {choice.reason}, but the {bk.name} backend "
+                      "cannot recompute yet", stacklevel=4)
+            return None
         memory, k = choice.memory, choice.checkpoint_every
-    if memory == "full" or not need_cache:
+    if memory == "full":
         return None
     if not bk.takes_carry:
         raise ValueError(f"memory: 'recompute' is not available on the {bk.name} backend yet "
