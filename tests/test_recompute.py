@@ -15,6 +15,7 @@ from gpu_bptt import (elman_backward, elman_backward_pair, elman_forward, elman_
 from gpu_bptt.cells.gru import gru_backward_pair, gru_forward_pair
 from gpu_bptt.cells.lstm import lstm_backward_pair, lstm_forward_pair
 from gpu_bptt.cells.recompute import block_steps
+from tests.executors import KERNEL_RUNS
 
 SHAPES = ((1, 2, 3, 4), (7, 3, 5, 6), (33, 5, 4, 7))
 CASES = list(itertools.product(SHAPES, (False, True), (False, True), (1, 2)))
@@ -149,13 +150,45 @@ def test_checkpoint_every_must_be_an_int():
                      checkpoint_every=4.0)
 
 
-def test_recompute_refused_where_the_backend_takes_no_carry():
-    """The cuda backend's kernels take no carry yet: asked for recompute, it says so (by name)."""
-
+@pytest.mark.parametrize("cell, algo, reverse, why", [
+    ("gru", "step", False, "the gru step kernels take no carry"),
+    ("elman", "persistent", False, "the persistent kernels take no carry"),
+    ("lstm", "step", True, "the step kernels of a reversed run take no carry")])
+def test_recompute_refused_where_the_kernels_take_no_carry(cell, algo, reverse, why):
+    """The cuda backend's kernels take a carry only in the step algorithm's forward direction,
+    for Elman and LSTM: elsewhere recompute is refused, by name and with the reason."""
     _, a = _rng_arrays(7)
-    with pytest.raises(ValueError, match="^memory: 'recompute' is not available on the emulator"):
-        gru_forward(a(9, 2, 3), a(3, 12), a(4, 12), backend="emulator",
-                    memory="recompute")
+    G = {"elman": 1, "lstm": 4, "gru": 3}[cell]
+    forward = {"elman": elman_forward, "lstm": lstm_forward, "gru": gru_forward}[cell]
+    with pytest.raises(ValueError, match=f"^memory: 'recompute' is not available here yet: {why}"):
+        forward(a(9, 2, 3), a(3, 4 * G), a(4, 4 * G), backend="emulator", algo=algo,
+                reverse=reverse, memory="recompute")
+
+
+@pytest.mark.executors(*KERNEL_RUNS)
+@pytest.mark.parametrize("with_lengths", (False, True))
+@pytest.mark.parametrize("m", (1, 2))
+def test_step_kernels_recompute_is_bit_identical(backend, with_lengths, m):
+    """Elman and LSTM (with a projection too) on the cuda backend's step kernels, run by the
+    emulator in every thread order (one sanitized): the carry enters as the next step's du row
+    and through dc_last (CudaBackend._carried)."""
+    T, B, I, H = 17, 5, 4, 7
+    rng, a = _rng_arrays(9)
+    x, dh = a(T, B, I), a(T, B, H)
+    lengths = _lengths(rng, T, B, with_lengths)
+    k = m * block_steps(T)
+    W, V, b, h0 = a(I, H), a(H, H), a(H), a(B, H)
+    _both(lambda **kw: elman_forward(x, W, V, b, h0, lengths=lengths, backend=backend,
+                                     algo="step", **kw),
+          lambda o: elman_backward(dh, o.cache, dh_last=h0), ("dx", "dW", "dV", "db", "dh0"), k)
+    for P in (0, 3):
+        Hs = P or H
+        W, V, b, h0, c0 = a(I, 4 * H), a(Hs, 4 * H), a(4 * H), a(B, Hs), a(B, H)
+        R = a(H, P) if P else None
+        _both(lambda **kw: lstm_forward(x, W, V, b, h0, c0, R=R, lengths=lengths,
+                                        backend=backend, algo="step", **kw),
+              lambda o: lstm_backward(dh[:, :, :Hs].copy(), o.cache, dh_last=h0, dc_last=c0),
+              ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), k, ("h", "h_last", "c_last"))
 
 
 @pytest.mark.parametrize("level, kw", [

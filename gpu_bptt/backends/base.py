@@ -22,9 +22,6 @@ class Backend:
     #: whether the backend reads strided views (transposed weights, say) as they are; kernels
     #: that index dense row-major buffers need them made contiguous first (validate.check_array)
     takes_strided: bool = False
-    #: whether the *_bwd_seq methods take the carry of a later segment (du_next, dc_next,
-    #: dh_next): what memory="recompute" needs (cells/recompute.py)
-    takes_carry: bool = False
 
     def __init__(self, xp):
         self.xp = xp
@@ -38,6 +35,12 @@ class Backend:
         from ..validate import to_host
 
         return to_host(a)
+
+    def carry_refusal(self, plan):
+        """None where the *_bwd_seq methods take the carry of a later segment (du_next,
+        dc_next, dh_next) for `plan`: what memory="recompute" needs (cells/recompute.py); else
+        why not."""
+        return f"the {self.name} backend's recurrences take no carry across segments"
 
     def check_algo(self, algo: str):
         """ValueError unless this backend honours `algo`."""
@@ -169,7 +172,7 @@ class Backend:
         du_next (B, H) or None: the carry from the steps after this sequence (a later segment of
         one run, cells/recompute.py): the du of the step after each example's first step
         processed here (t = T-1; reversed, its t = 0), which takes it as du[t+1] (du[t-1]).
-        Lengths may be 0 here (an example with no step in the segment). Only where takes_carry."""
+        Lengths may be 0 here (an example with no step in the segment). Only where carry_refusal(plan) is None."""
         raise NotImplementedError
 
     def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):

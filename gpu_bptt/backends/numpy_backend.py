@@ -216,13 +216,15 @@ class NumpyBackend(Backend):
     name = "numpy"
     algos = ("auto", "step")
     takes_strided = True  # BLAS takes transposed operands as they are: no copy of weight views
-    takes_carry = True
 
     def __init__(self):
         super().__init__(np)
 
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)
+
+    def carry_refusal(self, plan):
+        return None
 
     def digest(self, a):
         """CRC-32 of a's bytes (row by row where `a` is a strided view): on the CPU about twice

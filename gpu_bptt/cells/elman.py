@@ -128,9 +128,9 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     x, W, V, b, h0, lengths, activation = _checked(bk, x, W, V, b, h0, activation, lengths, algo)
     T, B, I = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
     H = W.shape[1]
-    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
-                     dict(cell="elman", B=B, I=I, H=H, dtype=x.dtype))
     plan = bk.resolve_algo(algo, T, B, H, x.dtype, reverse=check_reverse(reverse))
+    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+                     dict(cell="elman", B=B, I=I, H=H, dtype=x.dtype), plan)
     h = bk.elman_fwd_seq(bk.input_projection(x, W, b), V, h0, activation, lengths, plan)
     return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache, k)
 
@@ -226,10 +226,12 @@ def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, 
                          f"{Wf.shape} {Wf.dtype}: both directions need one shape and dtype")
     T, B, I = xf.shape
     H = Wf.shape[1]
-    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
-                     dict(cell="elman", B=2 * B, I=I, H=H, dtype=xf.dtype))  # both directions
     pair = bk.resolve_pair(bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=False),
                            bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=True))
+    ks = [check_memory(bk, memory, checkpoint_every, T, need_cache,
+                       dict(cell="elman", B=2 * B, I=I, H=H, dtype=xf.dtype), p)  # both, together
+          for p in (pair.forward, pair.reverse)]
+    k = ks[0] if ks[0] == ks[1] else None  # auto where one direction cannot recompute: full
     hf, hr = bk.elman_fwd_pair((bk.input_projection(xf, Wf, bf), Vf, h0f),
                                (bk.input_projection(xr, Wr, br), Vr, h0r), activation, lengths,
                                pair)

@@ -143,9 +143,9 @@ def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, mem
     h0 = check_state(bk, "h0", h0, B, H, dtype)
     lengths = check_lengths(bk, lengths, T, B)
     reverse = check_reverse(reverse)
-    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
-                     dict(cell="gru", B=B, I=I, H=H, dtype=dtype))
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="gru")
+    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+                     dict(cell="gru", B=B, I=I, H=H, dtype=dtype), plan)
     if k is not None:
         def segmented(_):
             h, states = segments.gru_forward(bk, x, W, V, b_x, b_h, h0, lengths, plan, k)

@@ -167,9 +167,9 @@ def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, mem
     c0 = check_state(bk, "c0", c0, B, H, dtype)
     lengths = check_lengths(bk, lengths, T, B)
     reverse = check_reverse(reverse)
-    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
-                     dict(cell="lstm", B=B, I=I, H=H, dtype=dtype, P=P))
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="lstm", P=P)
+    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+                     dict(cell="lstm", B=B, I=I, H=H, dtype=dtype, P=P), plan)
     if k is not None:
         def segmented(_):
             h, c_last, states = segments.lstm_forward(bk, x, W, V, b, h0, c0, R, lengths, plan, k)

@@ -126,8 +126,9 @@ def plan(cell, T, B, I, H, dtype="float32", *, memory="auto", checkpoint_every=N
                       f"needs about {size_text(rec.total)}")
 
 
-def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes):
-    """The segment length of a run: None for memory="full" (or no cache wanted), else k.
+def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes, plan_):
+    """The segment length of a run of launch plan `plan_`: None for memory="full" (or no
+    cache wanted), else k.
     memory="auto" asks plan whether the run fits (sizes: its keyword arguments but memory's);
     where it would recompute on a backend that cannot, it runs full and warns why. ValueError
     naming `memory` where "recompute" is asked of such a backend."""
@@ -137,17 +138,18 @@ def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes):
         return None
     if memory == "auto":
         choice = plan(**sizes, T=T, memory="auto", checkpoint_every=k, backend=bk)
-        if choice.memory == "recompute" and not bk.takes_carry:
-            warn_once(f"memory='auto' runs full: {choice.reason}, but the {bk.name} backend "
-                      "cannot recompute yet", stacklevel=4)
+        refusal = bk.carry_refusal(plan_)
+        if choice.memory == "recompute" and refusal:
+            warn_once(f"memory='auto' runs full: {choice.reason}, but {refusal} yet",
+                      stacklevel=4)
             return None
         memory, k = choice.memory, choice.checkpoint_every
     if memory == "full":
         return None
-    if not bk.takes_carry:
-        raise ValueError(f"memory: 'recompute' is not available on the {bk.name} backend yet "
-                         "(its kernels take no carry across segments); use memory='full' or "
-                         "the numpy backend")
+    refusal = bk.carry_refusal(plan_)
+    if refusal:
+        raise ValueError(f"memory: 'recompute' is not available here yet: {refusal}; use "
+                         "memory='full' or the numpy backend")
     return k
 
 
