@@ -17,7 +17,7 @@ from gpu_bptt.cells.lstm import lstm_backward_pair, lstm_forward_pair
 from gpu_bptt.cells.recompute import block_steps
 from tests.executors import KERNEL_RUNS
 
-SHAPES = ((1, 2, 3, 4), (7, 3, 5, 6), (33, 5, 4, 7))
+SHAPES = ((1, 2, 3, 4), (50, 16, 3, 5), (37, 64, 4, 3))  # blocks of 1, 16 and 7 steps
 CASES = list(itertools.product(SHAPES, (False, True), (False, True), (1, 2)))
 IDS = [f"T{s[0]}-{'rev' if r else 'fwd'}-{'len' if n else 'full'}-k{m}b"
        for s, r, n, m in CASES]
@@ -58,7 +58,7 @@ def test_elman_recompute_is_bit_identical(shape, reverse, with_lengths, m):
     _both(lambda **kw: elman_forward(x, W, V, b, h0, lengths=lengths, reverse=reverse,
                                      backend="numpy", **kw),
           lambda o: elman_backward(dh, o.cache, dh_last=dl),
-          ("dx", "dW", "dV", "db", "dh0"), m * block_steps(T))
+          ("dx", "dW", "dV", "db", "dh0"), m * block_steps(T, B))
 
 
 @pytest.mark.parametrize("shape, reverse, with_lengths, m", CASES, ids=IDS)
@@ -74,7 +74,7 @@ def test_lstm_recompute_is_bit_identical(shape, reverse, with_lengths, m, P):
     _both(lambda **kw: lstm_forward(x, W, V, b, h0, c0, R=R, lengths=lengths, reverse=reverse,
                                     backend="numpy", **kw),
           lambda o: lstm_backward(dh, o.cache, dh_last=dl, dc_last=dcl),
-          ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), m * block_steps(T),
+          ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), m * block_steps(T, B),
           ("h", "h_last", "c_last"))
 
 
@@ -88,12 +88,12 @@ def test_gru_recompute_is_bit_identical(shape, reverse, with_lengths, m):
     _both(lambda **kw: gru_forward(x, W, V, bx, bh, h0, lengths=lengths, reverse=reverse,
                                    backend="numpy", **kw),
           lambda o: gru_backward(dh, o.cache, dh_last=dl),
-          ("dx", "dW", "dV", "db_x", "db_h", "dh0"), m * block_steps(T))
+          ("dx", "dW", "dV", "db_x", "db_h", "dh0"), m * block_steps(T, B))
 
 
 @pytest.mark.parametrize("with_lengths", (False, True))
 def test_pairs_recompute_is_bit_identical(with_lengths):
-    T, B, I, H = 33, 4, 5, 6
+    T, B, I, H = 40, 16, 5, 6  # blocks of 16 steps
     rng, a = _rng_arrays(4)
     x = a(T, B, I)
     lengths = _lengths(rng, T, B, with_lengths)
@@ -125,7 +125,7 @@ def test_pairs_recompute_is_bit_identical(with_lengths):
 
 def test_recompute_keeps_checkpoints_only():
     """The cache of a recompute run holds the states at the segments' starts, not h."""
-    T, B, I, H = 100, 2, 3, 4
+    T, B, I, H = 100, 32, 3, 4
     _, a = _rng_arrays(5)
     out = elman_forward(a(T, B, I), a(I, H), a(H, H), backend="numpy", memory="recompute")
     assert out.cache.k == 10 and len(out.cache.states) == 10
@@ -172,11 +172,11 @@ def test_step_kernels_recompute_is_bit_identical(backend, with_lengths, m):
     """Elman and LSTM (with a projection too) on the cuda backend's step kernels, run by the
     emulator in every thread order (one sanitized): the carry enters as the next step's du row
     and through dc_last (CudaBackend._carried)."""
-    T, B, I, H = 17, 5, 4, 7
+    T, B, I, H = 40, 16, 4, 7  # blocks of 16 steps
     rng, a = _rng_arrays(9)
     x, dh = a(T, B, I), a(T, B, H)
     lengths = _lengths(rng, T, B, with_lengths)
-    k = m * block_steps(T)
+    k = m * block_steps(T, B)
     W, V, b, h0 = a(I, H), a(H, H), a(H), a(B, H)
     _both(lambda **kw: elman_forward(x, W, V, b, h0, lengths=lengths, backend=backend,
                                      algo="step", **kw),
@@ -197,7 +197,7 @@ def test_step_kernels_recompute_is_bit_identical(backend, with_lengths, m):
 def test_nn_levels_recompute_is_bit_identical(level, kw):
     from gpu_bptt import nn
 
-    T, B, I, H = 40, 3, 4, 6
+    T, B, I, H = 40, 16, 4, 6  # blocks of 16 steps
     rng, a = _rng_arrays(8)
     x = a(T, B, I)
     lengths = _lengths(rng, T, B, True)
@@ -223,7 +223,7 @@ def test_training_with_recompute_follows_full_bit_for_bit():
     """--memory changes no number of a run: the same losses and parameters, step by step."""
     from gpu_bptt.train import Config, train
 
-    runs = [train(Config(task="adding", cell="lstm", seq_len=30, hidden=8, batch=4, steps=5,
+    runs = [train(Config(task="adding", cell="lstm", seq_len=40, hidden=8, batch=16, steps=5,
                          backend="numpy", progress=False, memory=m))
             for m in ("full", "recompute")]
     assert runs[0].losses == runs[1].losses

@@ -120,7 +120,8 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     h_last is h[0] (what nn.RNN's reverse direction returns in h_n). The cache records the
     direction and elman_backward follows it.
     memory: "full" (the cache refers to h), "recompute" (it keeps the state every
-    checkpoint_every steps, default and unit ⌈√T⌉, and elman_backward replays the rest: the
+    checkpoint_every steps, by default and in multiples of ⌈√T⌉ (at least 256/B steps:
+    recompute.block_steps), and elman_backward replays the rest: the
     same gradients bit for bit, about one more forward of time) or "auto" (recompute where full
     would not fit: gpu_bptt.memory_estimate). docs/architecture.md §1, memory.
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
@@ -129,7 +130,7 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     T, B, I = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
     H = W.shape[1]
     plan = bk.resolve_algo(algo, T, B, H, x.dtype, reverse=check_reverse(reverse))
-    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+    k = check_memory(bk, memory, checkpoint_every, T, B, need_cache,
                      dict(cell="elman", B=B, I=I, H=H, dtype=x.dtype), plan)
     h = bk.elman_fwd_seq(bk.input_projection(x, W, b), V, h0, activation, lengths, plan)
     return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache, k)
@@ -228,7 +229,7 @@ def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, 
     H = Wf.shape[1]
     pair = bk.resolve_pair(bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=False),
                            bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=True))
-    ks = [check_memory(bk, memory, checkpoint_every, T, need_cache,
+    ks = [check_memory(bk, memory, checkpoint_every, T, B, need_cache,
                        dict(cell="elman", B=2 * B, I=I, H=H, dtype=xf.dtype), p)  # both, together
           for p in (pair.forward, pair.reverse)]
     k = ks[0] if ks[0] == ks[1] else None  # auto where one direction cannot recompute: full

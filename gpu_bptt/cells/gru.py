@@ -144,7 +144,7 @@ def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, mem
     lengths = check_lengths(bk, lengths, T, B)
     reverse = check_reverse(reverse)
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="gru")
-    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+    k = check_memory(bk, memory, checkpoint_every, T, B, need_cache,
                      dict(cell="gru", B=B, I=I, H=H, dtype=dtype), plan)
     if k is not None:
         def segmented(_):

@@ -168,7 +168,7 @@ def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, mem
     lengths = check_lengths(bk, lengths, T, B)
     reverse = check_reverse(reverse)
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="lstm", P=P)
-    k = check_memory(bk, memory, checkpoint_every, T, need_cache,
+    k = check_memory(bk, memory, checkpoint_every, T, B, need_cache,
                      dict(cell="lstm", B=B, I=I, H=H, dtype=dtype, P=P), plan)
     if k is not None:
         def segmented(_):

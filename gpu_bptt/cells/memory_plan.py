@@ -59,8 +59,8 @@ def memory_estimate(cell, T, B, I, H, dtype="float32", *, memory="full", checkpo
                     backend=None, P=0) -> MemoryEstimate:
     """The bytes a forward+backward of one level needs. cell: "elman", "lstm" or "gru"; T, B, I,
     H: sizes; P: an LSTM's projection (0: none); memory: "full" or "recompute";
-    checkpoint_every: k (default ⌈√T⌉); backend: accepted for symmetry with plan (the counts are
-    the same on every backend)."""
+    checkpoint_every: k (default recompute.block_steps: ⌈√T⌉, at least 256/B); backend:
+    accepted for symmetry with plan (the counts are the same on every backend)."""
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")
     T, B, I, H = (check_size(n, v) for n, v in (("T", T), ("B", B), ("I", I), ("H", H)))
@@ -68,9 +68,9 @@ def memory_estimate(cell, T, B, I, H, dtype="float32", *, memory="full", checkpo
     s = check_float_dtype(dtype).itemsize
     if memory not in ("full", "recompute"):
         raise ValueError(f"memory: expected 'full' or 'recompute' here, got {memory!r}")
-    k = check_checkpoint_every(checkpoint_every, T) if memory == "recompute" else T
+    k = check_checkpoint_every(checkpoint_every, T, B) if memory == "recompute" else T
     G, Hs = GATES[cell], (P or H)
-    b = block_steps(T)
+    b = block_steps(T, B)
     state = Hs + (H if cell == "lstm" else 0)               # a checkpoint's values per example
     weights = (I * G * H + Hs * G * H + G * H * (2 if cell == "gru" else 1) + H * P) * s
     copies = weights + B * state * s                          # the cache's weights and h0 (c0)
@@ -101,7 +101,7 @@ def plan(cell, T, B, I, H, dtype="float32", *, memory="auto", checkpoint_every=N
          backend=None, memory_limit=None, P=0) -> MemoryPlan:
     """The mode for a run: memory="auto" takes "full" where its estimate's total fits in
     memory_limit (bytes) or, without one, in what the backend's device has free, else
-    "recompute" with checkpoint_every (default ⌈√T⌉); "full" or "recompute" are taken as asked.
+    "recompute" with checkpoint_every (default: block_steps); "full" or "recompute" are taken as asked.
     The reason says which and why."""
     if memory not in MEMORY:
         raise ValueError(f"memory: expected one of {MEMORY}, got {memory!r}")
@@ -126,14 +126,14 @@ def plan(cell, T, B, I, H, dtype="float32", *, memory="auto", checkpoint_every=N
                       f"needs about {size_text(rec.total)}")
 
 
-def check_memory(bk, memory, checkpoint_every, T, need_cache, sizes, plan_):
+def check_memory(bk, memory, checkpoint_every, T, B, need_cache, sizes, plan_):
     """The segment length of a run of launch plan `plan_`: None for memory="full" (or no
     cache wanted), else k.
     memory="auto" asks plan whether the run fits (sizes: its keyword arguments but memory's);
     where it would recompute on a backend that cannot, it runs full and warns why. ValueError
     naming `memory` where "recompute" is asked of such a backend."""
     check_memory_option(memory, None)
-    k = check_checkpoint_every(checkpoint_every, T)
+    k = check_checkpoint_every(checkpoint_every, T, B)
     if not need_cache:
         return None
     if memory == "auto":

@@ -7,7 +7,7 @@ first step exactly where a whole run's next step would: gradients bit for bit th
 memory="full" on the same backend and algorithm.
 
 Why the weight gradients match bit for bit: both modes reduce them block by block, in blocks of
-block_steps(T) steps aligned at t = 0, in the order the backward visits them (the sums of a
+block_steps(T, B) steps aligned at t = 0, in the order the backward visits them (the sums of a
 block are one reduction of the backend over that block's rows; the blocks' sums are added in
 that order). A segment is a whole number of blocks, so both modes make the same calls on the
 same values. A segment (or block) [a, e) runs as a problem of its own: x[a:e], lengths clipped
@@ -15,7 +15,7 @@ to 0..e-a (0: all padded there) and, as initial state, the state before its firs
 reversed run h[e] where the example continues past e, else h0).
 
 Memory: the checkpoints (T/k states), one segment's arrays and one block's reduction
-temporaries, instead of every step's state: O((T/k + k)·B·H), least at k = √T.
+temporaries, instead of every step's state: O((T/k + k)·B·H), least at k = √T (the default, but for small batches: block_steps).
 """
 from __future__ import annotations
 
@@ -29,21 +29,28 @@ from ..validate import check_size
 MEMORY = ("full", "recompute", "auto")
 
 
-def block_steps(T: int) -> int:
-    """The steps per block of the weight-gradient reductions for a sequence of T steps: ⌈√T⌉.
-    It is also the default `checkpoint_every`, which must be a multiple of it."""
-    return math.isqrt(T - 1) + 1 if T > 1 else 1
+#: the fewest rows (steps times examples) of a reduction block: fewer would make the backward's
+#: many small products slower than its one large one where a batch is small
+BLOCK_ROWS = 256
 
 
-def check_checkpoint_every(k, T) -> int:
-    """k, checked: a positive multiple of block_steps(T) (None: that block)."""
-    b = block_steps(T)
+def block_steps(T: int, B: int) -> int:
+    """The steps per block of the weight-gradient reductions for T steps of B examples: ⌈√T⌉,
+    but at least ⌈BLOCK_ROWS / B⌉ (and at most T). It is also the default `checkpoint_every`,
+    which must be a multiple of it."""
+    root = math.isqrt(T - 1) + 1 if T > 1 else 1
+    return min(T, max(root, -(-BLOCK_ROWS // B)))
+
+
+def check_checkpoint_every(k, T, B) -> int:
+    """k, checked: a positive multiple of block_steps(T, B) (None: that block)."""
+    b = block_steps(T, B)
     if k is None:
         return b
     k = check_size("checkpoint_every", k)
     if k % b:
         raise ValueError(f"checkpoint_every: expected a multiple of {b} (the reduction block "
-                         f"for T = {T}, ⌈√T⌉), got {k}")
+                         f"for T = {T}, B = {B}: ⌈√T⌉, at least {BLOCK_ROWS}/B), got {k}")
     return k
 
 
@@ -165,7 +172,7 @@ def backward(bk, cell, T, k, lengths, reverse, need_dx, dx_shape, dtype):
     hi, a) -> (dx, sums, dh0): the reduction of the block [a+lo, a+hi). Returns (dx, sums, dh0,
     starts): dh0 from each example's first block, starts from its first segment."""
     xp = bk.xp
-    b = block_steps(T)
+    b = block_steps(T, dx_shape[1])
     dx = xp.empty(dx_shape, dtype=dtype) if need_dx else None
     sums, dh0, starts, carry = None, None, None, None
     for a, e in spans(T, k, reverse):
