@@ -12,7 +12,7 @@ def test_recompute_bench_writes_both_modes_and_ratios(tmp_path, capsys):
     assert rc == 0
     data = json.loads((tmp_path / "recompute-gru-numpy.json").read_text())
     (row,) = data["rows"]
-    assert row["recompute"]["checkpoint_every"] == 128 and row["full"]["checkpoint_every"] == 400
+    assert row["recompute"]["checkpoint_every"] == 256 and row["full"]["checkpoint_every"] == 400
     assert row["full"]["held"] > 5 * row["recompute"]["held"]
     assert row["ratios"]["held"] == row["full"]["held"] / row["recompute"]["held"]
     assert "full / recompute" in md.read_text() and "| gru | 400, 2, 3, 8 | recompute |" in \

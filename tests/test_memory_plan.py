@@ -87,7 +87,7 @@ def test_auto_in_the_forward_asks_for_the_room_there_is(monkeypatch):
     rng = np.random.default_rng(1)
     a = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     out = elman_forward(a(64, 32, 3), a(3, 5), a(5, 5), backend="numpy", memory="auto")
-    assert out.cache.memory == "recompute" and out.cache.k == 8
+    assert out.cache.memory == "recompute" and out.cache.k == 16
     monkeypatch.setattr(memory_plan, "available", lambda backend=None: (10**12, "test room"))
     out = elman_forward(a(64, 32, 3), a(3, 5), a(5, 5), backend="numpy", memory="auto")
     assert isinstance(out.cache, gpu_bptt.ElmanCache)
@@ -115,7 +115,7 @@ def test_auto_on_a_backend_that_cannot_recompute_runs_full_and_says_why(monkeypa
     monkeypatch.setattr(memory_plan, "available", lambda backend=None: (1_000, "test room"))
     rng = np.random.default_rng(2)
     a = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
-    with pytest.warns(RuntimeWarning, match="memory='auto' runs full: recompute every 8 steps.*"
+    with pytest.warns(RuntimeWarning, match="memory='auto' runs full: recompute every 16 steps.*"
                                             "but the gru step kernels take no carry"):
         out = gru_forward(a(64, 32, 3), a(3, 15), a(5, 15), backend="emulator", memory="auto",
                           algo="step")

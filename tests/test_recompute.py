@@ -17,7 +17,7 @@ from gpu_bptt.cells.lstm import lstm_backward_pair, lstm_forward_pair
 from gpu_bptt.cells.recompute import block_steps
 from tests.executors import KERNEL_RUNS
 
-SHAPES = ((1, 2, 3, 4), (50, 16, 3, 5), (37, 64, 4, 3))  # blocks of 1, 16 and 7 steps
+SHAPES = ((1, 2, 3, 4), (70, 16, 3, 5), (37, 64, 4, 3))  # blocks of 1, 32 and 8 steps
 CASES = list(itertools.product(SHAPES, (False, True), (False, True), (1, 2)))
 IDS = [f"T{s[0]}-{'rev' if r else 'fwd'}-{'len' if n else 'full'}-k{m}b"
        for s, r, n, m in CASES]
@@ -93,7 +93,7 @@ def test_gru_recompute_is_bit_identical(shape, reverse, with_lengths, m):
 
 @pytest.mark.parametrize("with_lengths", (False, True))
 def test_pairs_recompute_is_bit_identical(with_lengths):
-    T, B, I, H = 40, 16, 5, 6  # blocks of 16 steps
+    T, B, I, H = 70, 16, 5, 6  # blocks of 32 steps
     rng, a = _rng_arrays(4)
     x = a(T, B, I)
     lengths = _lengths(rng, T, B, with_lengths)
@@ -128,7 +128,7 @@ def test_recompute_keeps_checkpoints_only():
     T, B, I, H = 100, 32, 3, 4
     _, a = _rng_arrays(5)
     out = elman_forward(a(T, B, I), a(I, H), a(H, H), backend="numpy", memory="recompute")
-    assert out.cache.k == 10 and len(out.cache.states) == 10
+    assert out.cache.k == 16 and len(out.cache.states) == 7
     assert not any(getattr(out.cache, n, None) is out.h for n in ("h", "x"))
 
 
@@ -172,7 +172,7 @@ def test_step_kernels_recompute_is_bit_identical(backend, with_lengths, m):
     """Elman and LSTM (with a projection too) on the cuda backend's step kernels, run by the
     emulator in every thread order (one sanitized): the carry enters as the next step's du row
     and through dc_last (CudaBackend._carried)."""
-    T, B, I, H = 40, 16, 4, 7  # blocks of 16 steps
+    T, B, I, H = 70, 16, 4, 7  # blocks of 32 steps
     rng, a = _rng_arrays(9)
     x, dh = a(T, B, I), a(T, B, H)
     lengths = _lengths(rng, T, B, with_lengths)
@@ -197,7 +197,7 @@ def test_step_kernels_recompute_is_bit_identical(backend, with_lengths, m):
 def test_nn_levels_recompute_is_bit_identical(level, kw):
     from gpu_bptt import nn
 
-    T, B, I, H = 40, 16, 4, 6  # blocks of 16 steps
+    T, B, I, H = 70, 16, 4, 6  # blocks of 32 steps
     rng, a = _rng_arrays(8)
     x = a(T, B, I)
     lengths = _lengths(rng, T, B, True)
@@ -223,7 +223,7 @@ def test_training_with_recompute_follows_full_bit_for_bit():
     """--memory changes no number of a run: the same losses and parameters, step by step."""
     from gpu_bptt.train import Config, train
 
-    runs = [train(Config(task="adding", cell="lstm", seq_len=40, hidden=8, batch=16, steps=5,
+    runs = [train(Config(task="adding", cell="lstm", seq_len=70, hidden=8, batch=16, steps=5,
                          backend="numpy", progress=False, memory=m))
             for m in ("full", "recompute")]
     assert runs[0].losses == runs[1].losses

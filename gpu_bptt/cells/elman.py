@@ -120,7 +120,7 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     h_last is h[0] (what nn.RNN's reverse direction returns in h_n). The cache records the
     direction and elman_backward follows it.
     memory: "full" (the cache refers to h), "recompute" (it keeps the state every
-    checkpoint_every steps, by default and in multiples of ⌈√T⌉ (at least 256/B steps:
+    checkpoint_every steps, by default and in multiples of ⌈√T⌉ (at least 512/B steps:
     recompute.block_steps), and elman_backward replays the rest: the
     same gradients bit for bit, about one more forward of time) or "auto" (recompute where full
     would not fit: gpu_bptt.memory_estimate). docs/architecture.md §1, memory.

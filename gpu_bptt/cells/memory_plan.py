@@ -59,7 +59,7 @@ def memory_estimate(cell, T, B, I, H, dtype="float32", *, memory="full", checkpo
                     backend=None, P=0) -> MemoryEstimate:
     """The bytes a forward+backward of one level needs. cell: "elman", "lstm" or "gru"; T, B, I,
     H: sizes; P: an LSTM's projection (0: none); memory: "full" or "recompute";
-    checkpoint_every: k (default recompute.block_steps: ⌈√T⌉, at least 256/B); backend:
+    checkpoint_every: k (default recompute.block_steps: ⌈√T⌉, at least 512/B); backend:
     accepted for symmetry with plan (the counts are the same on every backend)."""
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")

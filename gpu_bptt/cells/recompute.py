@@ -31,7 +31,7 @@ MEMORY = ("full", "recompute", "auto")
 
 #: the fewest rows (steps times examples) of a reduction block: fewer would make the backward's
 #: many small products slower than its one large one where a batch is small
-BLOCK_ROWS = 256
+BLOCK_ROWS = 512
 
 
 def block_steps(T: int, B: int) -> int:

@@ -32,8 +32,8 @@ def _run(name, kw, memory, x, lengths=None, checkpointed=False):
 @pytest.mark.parametrize("name, kw", MODULES)
 def test_recompute_modules_equal_full_bit_for_bit(name, kw, packed):
     torch.manual_seed(0)
-    x = torch.randn(40, 16, 5, requires_grad=True)  # blocks of 16 steps: three segments
-    lengths = torch.randint(1, 41, (16,)) if packed else None
+    x = torch.randn(70, 16, 5, requires_grad=True)  # blocks of 32 steps: three segments
+    lengths = torch.randint(1, 71, (16,)) if packed else None
     full = _run(name, kw, "full", x, lengths)
     rec = _run(name, kw, "recompute", x, lengths)
     assert all(torch.equal(a, b) for a, b in zip(full, rec))
@@ -42,7 +42,7 @@ def test_recompute_modules_equal_full_bit_for_bit(name, kw, packed):
 @pytest.mark.parametrize("name, kw", MODULES)
 def test_recompute_modules_under_torch_checkpoint(name, kw):
     torch.manual_seed(0)
-    x = torch.randn(40, 16, 5, requires_grad=True)
+    x = torch.randn(70, 16, 5, requires_grad=True)
     full = _run(name, kw, "full", x)
     rec = _run(name, kw, "recompute", x, checkpointed=True)
     assert all(torch.equal(a, b) for a, b in zip(full, rec))
