@@ -53,5 +53,6 @@ def shortfall(cfg, task, backend):
     have, what = available(backend)
     if have is None or need <= have:
         return None
-    return (f"the run needs about {size_text(need)} of memory (--hidden {cfg.hidden}, --batch {cfg.batch}, "
-            f"--seq-len {cfg.seq_len}), more than the {size_text(have)} of {what} here; choose smaller sizes")
+    return (f"the run needs about {size_text(need)} of memory (--hidden {cfg.hidden}, --batch "
+            f"{cfg.batch}, --seq-len {cfg.seq_len}), more than the {size_text(have)} of {what} "
+            "here; choose smaller sizes")

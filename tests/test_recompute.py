@@ -1,5 +1,5 @@
-"""memory="recompute" (docs/architecture.md §1, memory): the forward keeps a checkpoint every k steps
-and the backward replays each segment; the gradients must equal memory="full"'s bit for bit
+"""memory="recompute" (docs/architecture.md §1, memory): the forward keeps a checkpoint every k
+steps and the backward replays each segment; the gradients must equal memory="full"'s bit for bit
 (np.array_equal), for every cell, with lengths, in both directions, and for the *_pair functions.
 The reference here is the full run on the same backend: recomputation promises identity with it,
 not closeness (the full run itself is checked against float64 by hand and torch elsewhere)."""

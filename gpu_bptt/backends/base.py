@@ -172,7 +172,8 @@ class Backend:
         du_next (B, H) or None: the carry from the steps after this sequence (a later segment of
         one run, cells/recompute.py): the du of the step after each example's first step
         processed here (t = T-1; reversed, its t = 0), which takes it as du[t+1] (du[t-1]).
-        Lengths may be 0 here (an example with no step in the segment). Only where carry_refusal(plan) is None."""
+        Lengths may be 0 here (an example with no step in the segment). Only where
+        carry_refusal(plan) is None."""
         raise NotImplementedError
 
     def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):

@@ -101,7 +101,8 @@ def plan(cell, T, B, I, H, dtype="float32", *, memory="auto", checkpoint_every=N
          backend=None, memory_limit=None, P=0) -> MemoryPlan:
     """The mode for a run: memory="auto" takes "full" where its estimate's total fits in
     memory_limit (bytes) or, without one, in what the backend's device has free, else
-    "recompute" with checkpoint_every (default: block_steps); "full" or "recompute" are taken as asked.
+    "recompute" with checkpoint_every (default: block_steps); "full" or "recompute" are taken
+    as asked.
     The reason says which and why."""
     if memory not in MEMORY:
         raise ValueError(f"memory: expected one of {MEMORY}, got {memory!r}")
@@ -122,7 +123,8 @@ def plan(cell, T, B, I, H, dtype="float32", *, memory="auto", checkpoint_every=N
         return MemoryPlan("full", T, full, room, f"full: {why}")
     return MemoryPlan("recompute", rec.checkpoint_every, rec, room,
                       f"recompute every {rec.checkpoint_every} steps: full would need about "
-                      f"{size_text(full.total)}, more than the {size_text(room)} of {what}; recompute "
+                      f"{size_text(full.total)}, more than the {size_text(room)} of {what}; "
+                      f"recompute "
                       f"needs about {size_text(rec.total)}")
 
 

@@ -15,7 +15,8 @@ to 0..e-a (0: all padded there) and, as initial state, the state before its firs
 reversed run h[e] where the example continues past e, else h0).
 
 Memory: the checkpoints (T/k states), one segment's arrays and one block's reduction
-temporaries, instead of every step's state: O((T/k + k)·B·H), least at k = √T (the default, but for small batches: block_steps).
+temporaries, instead of every step's state: O((T/k + k)·B·H), least at k = √T (the default,
+but for small batches: block_steps).
 """
 from __future__ import annotations
 
