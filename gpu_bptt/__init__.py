@@ -7,6 +7,8 @@ from .cells import (ElmanCache, ElmanGrads, ElmanOutput, ElmanPairOutput, GRUCac
                     GRUOutput, LSTMCache, LSTMGrads, LSTMOutput, elman_backward,
                     elman_backward_pair, elman_forward, elman_forward_pair, gru_backward,
                     gru_forward, lstm_backward, lstm_forward)
+from .cells.memory_plan import MemoryEstimate, MemoryPlan, memory_estimate
+from .cells.memory_plan import plan as plan_memory
 from .gradcheck import elman_gradcheck, gradcheck, gru_gradcheck, lstm_gradcheck, network_gradcheck
 
 __version__ = "0.1.0"
@@ -17,5 +19,5 @@ __all__ = [
     "available_backends", "elman_backward", "elman_backward_pair", "elman_forward",
     "elman_forward_pair", "elman_gradcheck", "get_backend", "gradcheck", "gru_backward", "gru_forward",
     "gru_gradcheck", "lstm_backward", "lstm_forward", "lstm_gradcheck", "network_gradcheck",
-    "__version__",
+    "MemoryEstimate", "MemoryPlan", "memory_estimate", "plan_memory", "__version__",
 ]

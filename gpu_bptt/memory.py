@@ -7,8 +7,7 @@ the evaluation. tests/test_train.py compares it with the peak that tracemalloc m
 """
 from __future__ import annotations
 
-import os
-
+from .cells.memory_plan import available, memory_estimate, size_text  # noqa: F401 (the planner's)
 from .nn import CELLS
 
 F32 = 4
@@ -37,61 +36,15 @@ def estimate(cfg, task) -> int:
     def data(n):   # inputs and targets of n sequences
         return T * n * (F32 * I + target)
 
-    train_step = data(B) + K * B * F32 * (PER_H[cell] * H + PER_O * O)
+    if cfg.memory == "full":
+        train_step = data(B) + K * B * F32 * (PER_H[cell] * H + PER_O * O)
+    else:  # recompute (what auto falls back to): the level's own peak, its output h and dh
+        level = memory_estimate(cell, K, B, I, H, "float32", memory="recompute").peak
+        train_step = data(B) + K * B * F32 * (2 * H + PER_O * O) + level
     n_eval = min(EVAL_BATCH, task.eval_size)
     evaluation = (data(B) + data(task.eval_size)
                   + T * n_eval * F32 * (EVAL_PER_H[cell] * H + EVAL_PER_O * O))
     return weights + max(train_step, evaluation) + task.data_bytes
-
-
-def available(backend):
-    """(bytes, what) this run may use: the GPU's free memory on the cuda backend, else the host's
-    available memory (within a cgroup's limit); (None, None) where the system does not say."""
-    if backend.name == "cuda":
-        cp = backend.xp
-        free = cp.cuda.runtime.memGetInfo()[0] + cp.get_default_memory_pool().free_bytes()
-        return free, "free memory on the GPU"
-    host = _meminfo_available()
-    limit = _cgroup_room()
-    if host is None and limit is None:
-        return None, None
-    return min(x for x in (host, limit) if x is not None), "available memory"
-
-
-def _meminfo_available():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _cgroup_room():
-    """memory.max - memory.current of this process's cgroup (v2), or None without a limit."""
-    try:
-        with open("/sys/fs/cgroup/memory.max") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current") as f:
-            current = int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-    return None if limit == "max" else max(int(limit) - current, 0)
-
-
-def _size(n) -> str:
-    if n < 1000:
-        return f"{n} bytes"
-    for unit in ("KB", "MB", "GB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:.1f} TB"
 
 
 def shortfall(cfg, task, backend):
@@ -100,5 +53,6 @@ def shortfall(cfg, task, backend):
     have, what = available(backend)
     if have is None or need <= have:
         return None
-    return (f"the run needs about {_size(need)} of memory (--hidden {cfg.hidden}, --batch {cfg.batch}, "
-            f"--seq-len {cfg.seq_len}), more than the {_size(have)} of {what} here; choose smaller sizes")
+    return (f"the run needs about {size_text(need)} of memory (--hidden {cfg.hidden}, --batch "
+            f"{cfg.batch}, --seq-len {cfg.seq_len}), more than the {size_text(have)} of {what} "
+            "here; choose smaller sizes")

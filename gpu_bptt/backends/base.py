@@ -41,6 +41,12 @@ class Backend:
 
         return to_host(a)
 
+    def carry_refusal(self, plan):
+        """None where the *_bwd_seq methods take the carry of a later segment (du_next,
+        dc_next, dh_next) for `plan`: what memory="recompute" needs (cells/recompute.py); else
+        why not."""
+        return f"the {self.name} backend's recurrences take no carry across segments"
+
     def check_algo(self, algo: str):
         """ValueError unless this backend honours `algo`."""
         if algo not in self.algos:
@@ -200,11 +206,16 @@ class Backend:
         each example from its own last valid step (docs/architecture.md §1)."""
         raise NotImplementedError
 
-    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan, du_next=None):
         """du[t] = (dh[t] + du[t+1] @ V.T) * f'(u[t]), dh_last entering at each example's last
         valid step, du[t, b] = 0 for padded steps whatever dh holds there (NaN and inf included).
         dh may be None (zeros). Returns du (T, B, H). plan.reverse: du[t] takes du[t-1] @ V.T
-        (du of the next step processed) and dh_last enters at t = 0."""
+        (du of the next step processed) and dh_last enters at t = 0.
+        du_next (B, H) or None: the carry from the steps after this sequence (a later segment of
+        one run, cells/recompute.py): the du of the step after each example's first step
+        processed here (t = T-1; reversed, its t = 0), which takes it as du[t+1] (du[t-1]).
+        Lengths may be 0 here (an example with no step in the segment). Only where
+        carry_refusal(plan) is None."""
         raise NotImplementedError
 
     def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):
@@ -216,10 +227,13 @@ class Backend:
         (T, B, 4H) = the activated [i|f|g|o]."""
         raise NotImplementedError
 
-    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None,
+                     du_next=None, dc_next=None):
         """BPTT through the LSTM recurrence. dh (T, B, Hs), dh_last (B, Hs), dc_last (B, H): the
         gradients from above (each may be None; dh's padded steps are ignored, NaN included;
         dh_last/dc_last enter at each example's last valid step in the run's direction).
+        du_next (B, 4H), dc_next (B, H): the carry of a later segment, as elman_bwd_seq's (dc_next:
+        the gradient on c entering the same step).
         Returns du (T, B, 4H), the gradient on u (0 at padded steps); dc0 (B, H); and
         dhs (T, B, Hs), the total gradient on h[t] (for dR), when R is given, else None."""
         raise NotImplementedError
@@ -232,8 +246,10 @@ class Backend:
         gates (T, B, 4H) = [r|z|n|hn]."""
         raise NotImplementedError
 
-    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan, dh_next=None):
         """BPTT through the GRU recurrence. dh (T, B, H), dh_last (B, H): as lstm_bwd_seq's.
+        dh_next (B, H): the carry of a later segment, the gradient on the state before it (its
+        call's dh0), entering as elman_bwd_seq's du_next does.
         Returns dgx (T, B, 3H), the gradient on p (0 at padded steps), and dh0 (B, H), the whole
         gradient on h0 (through V and through z·h0)."""
         raise NotImplementedError

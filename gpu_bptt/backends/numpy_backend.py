@@ -25,8 +25,8 @@ import numpy as np
 from .. import activations
 from ..precision import STORAGE, Mode
 from .base import Backend
-from .time_loop import (flipped_forward_steps, flipped_reverse_steps, forward_steps,
-                        previous_states, reverse_steps, valid_steps)
+from .time_loop import (entering, flipped_entries, flipped_forward_steps, flipped_reverse_steps,
+                        forward_steps, previous_states, reverse_steps, valid_steps)
 
 
 def _operand(mode, a):
@@ -255,6 +255,9 @@ class NumpyBackend(Backend):
     def asarray(self, a, dtype=None):
         return np.asarray(self.to_numpy(a), dtype=dtype)
 
+    def carry_refusal(self, plan):
+        return None
+
     def digest(self, a):
         """CRC-32 of a's bytes (row by row where `a` is a strided view): on the CPU about twice
         as fast as the generic sum; it misses a change with a chance of about 2^-32."""
@@ -285,9 +288,10 @@ class NumpyBackend(Backend):
             h_prev = elman_fwd_step(p[t], h_prev, V, activation, out=h[t], acc=acc, mode=mode)
         return mode.to_storage(h)
 
-    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan, du_next=None):
         mode = Mode.of(plan)
         dh, dh_last, h = mode.to_work(dh), mode.to_work(dh_last), mode.to_work(h)
+        du_next = mode.to_work(du_next)
         T, B, H = h.shape
         # du starts as f'(u) (zero at padded steps); step t overwrites du[t] with its gradient.
         du = activations.derivative_from_output(np, activation, h, out=np.empty_like(h))
@@ -297,13 +301,17 @@ class NumpyBackend(Backend):
         VT = mode.operand(np.ascontiguousarray(mode.to_work(V).T))
         acc = np.empty((B, H), dtype=h.dtype)
         if plan.reverse:
-            for at, at_next, g in flipped_reverse_steps(T, lengths, dh, dh_last):
+            entries = {} if du_next is None else flipped_entries(T, lengths)
+            for s, (at, at_next, g) in zip(range(T - 1, -1, -1),
+                                           flipped_reverse_steps(T, lengths, dh, dh_last)):
                 du_s = du[at]
-                du[at] = elman_bwd_step(g, None if at_next is None else du[at_next], VT, du_s,
-                                        out=du_s, acc=acc, mode=mode)
+                nxt = None if at_next is None else du[at_next]
+                if s in entries:
+                    nxt = entering(nxt, du_next, entries[s])
+                du[at] = elman_bwd_step(g, nxt, VT, du_s, out=du_s, acc=acc, mode=mode)
             return mode.to_storage(du)
         for t, g in reverse_steps(T, lengths, (dh, dh_last)):
-            elman_bwd_step(g, du[t + 1] if t + 1 < T else None, VT, du[t], out=du[t], acc=acc,
+            elman_bwd_step(g, du[t + 1] if t + 1 < T else du_next, VT, du[t], out=du[t], acc=acc,
                            mode=mode)
         return mode.to_storage(du)
 
@@ -336,10 +344,12 @@ class NumpyBackend(Backend):
                                                kd, mode)
         return mode.to_storage(h), c, mode.to_storage(gates)
 
-    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None,
+                     du_next=None, dc_next=None):
         mode = Mode.of(plan)
         dh, dh_last, dc_last = (mode.to_work(a) for a in (dh, dh_last, dc_last))
         c, gates, c0 = mode.to_work(c), mode.to_work(gates), mode.to_work(c0)
+        du_next, dc_next = mode.to_work(du_next), mode.to_work(dc_next)
         T, B, H = c.shape
         Hs = h.shape[2]
         dtype = c.dtype
@@ -354,10 +364,14 @@ class NumpyBackend(Backend):
         dm = None if R is None else np.empty((B, H), dtype=dtype)
         work = c_prev[0]  # scratch: c_prev is consumed
         if plan.reverse:
-            du_next = None
-            steps = zip(flipped_reverse_steps(T, lengths, dh, dh_last),
+            carry, du_next = du_next, None
+            entries = {} if carry is None else flipped_entries(T, lengths)
+            steps = zip(range(T - 1, -1, -1), flipped_reverse_steps(T, lengths, dh, dh_last),
                         flipped_reverse_steps(T, lengths, None, dc_last))
-            for (at, _, gh), (_, _, gc) in steps:
+            for s, (at, _, gh), (_, _, gc) in steps:
+                if s in entries:
+                    du_next = entering(du_next, carry, entries[s])
+                    dc[...] = entering(dc.copy(), dc_next, entries[s])
                 if gc is not None:
                     dc += gc
                 fac = du[at]  # a gather (a copy) with lengths, else a view
@@ -368,10 +382,12 @@ class NumpyBackend(Backend):
                 if dhs is not None:
                     dhs[at] = dhs_s
         else:
+            if dc_next is not None:
+                dc[...] = dc_next
             for t, gh, gc in reverse_steps(T, lengths, (dh, dh_last), (None, dc_last)):
                 if gc is not None:
                     dc += gc
-                lstm_bwd_step(gh, du[t + 1] if t + 1 < T else None, VT, dc, du[t], a[t], f[t],
+                lstm_bwd_step(gh, du[t + 1] if t + 1 < T else du_next, VT, dc, du[t], a[t], f[t],
                               dhs_s if dhs is None else dhs[t], RT, dm, work, mode)
         return mode.to_storage(du), mode.to_storage(dc), mode.to_storage(dhs)
 
@@ -398,9 +414,10 @@ class NumpyBackend(Backend):
                 h_prev = gru_fwd_step(p[t], h_prev, V, b_h, gates[t], h[t], acc, mode)
         return mode.to_storage(h), mode.to_storage(gates)
 
-    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan, dh_next=None):
         mode = Mode.of(plan)
         dh, dh_last, h, h0, gates = (mode.to_work(a) for a in (dh, dh_last, h, h0, gates))
+        dh_next = mode.to_work(dh_next)
         T, B, H = h.shape
         dtype = h.dtype
         VT = mode.operand(np.ascontiguousarray(mode.to_work(V).T))
@@ -411,12 +428,18 @@ class NumpyBackend(Backend):
         dgh = np.empty((B, 3 * H), dtype=dtype)
         dhs, work = np.empty((B, H), dtype=dtype), h_prev[0]  # h_prev is consumed: scratch
         if plan.reverse:
-            for at, _, gh in flipped_reverse_steps(T, lengths, dh, dh_last):
+            entries = {} if dh_next is None else flipped_entries(T, lengths)
+            for s, (at, _, gh) in zip(range(T - 1, -1, -1),
+                                      flipped_reverse_steps(T, lengths, dh, dh_last)):
+                if s in entries:
+                    carry[...] = entering(carry.copy(), dh_next, entries[s])
                 fac = dgx[at]  # a gather (a copy) with lengths, else a view
                 gru_bwd_step(gh, carry, VT, fac, r[at], z[at], dgh, dhs, work, mode)
                 if lengths is not None:
                     dgx[at] = fac
         else:
+            if dh_next is not None:
+                carry[...] = dh_next
             for t, gh in reverse_steps(T, lengths, (dh, dh_last)):
                 gru_bwd_step(gh, carry, VT, dgx[t], r[t], z[t], dgh, dhs, work, mode)
         return mode.to_storage(dgx), mode.to_storage(carry)

@@ -147,6 +147,26 @@ def flipped_reverse_steps(T, lengths, seq, last):
         yield ats[s], ats[s + 1] if s + 1 < T else None, g
 
 
+def flipped_entries(T, lengths) -> dict:
+    """{s: examples whose first step in the backward of a reversed run is s (their t = 0, at
+    s = lengths[b]-1), None: every example (at s = T-1 without lengths)}. A carry from the steps
+    after the sequence (a later segment of a longer run, cells/recompute.py) enters there; an
+    example of length 0 (none of its steps in this segment) takes none."""
+    if lengths is None:
+        return {T - 1: None}
+    return {t: rows for t, rows in _ends_by_step(True, lengths, T).items() if t >= 0}
+
+
+def entering(nxt, carry, rows):
+    """The next step's value `nxt` (B, N) (None: zeros) with `carry`'s rows (None: all) in
+    place of its own: what a reversed run's step takes where a carry enters (flipped_entries)."""
+    if rows is None:
+        return carry
+    out = np.zeros_like(carry) if nxt is None else nxt  # with lengths nxt is a gather (a copy)
+    out[rows] = carry[rows]
+    return out
+
+
 def previous_states(s, s0, lengths, reverse):
     """The state before each step, in the run's direction, as a new (T, B, H) array: s[t-1]
     (s0 at t = 0), or reversed s[t+1] (s0 at each example's last valid step lengths[b]-1)."""

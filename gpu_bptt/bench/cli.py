@@ -43,6 +43,12 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
                    help="data for the cuda backend's auto rules: every step kernel version and "
                         "the persistent algorithm at each (B, H) of a grid (or the --size "
                         "given), next to what auto picks")
+    p.add_argument("--recompute", action="store_true",
+                   help="memory='full' against memory='recompute' for --cell: time, memory held "
+                        "between forward and backward and peak, measured and estimated, with "
+                        "the ratios, at the --size given (default: the long-seq preset on a "
+                        "GPU; T,B,I,H = 4096,8,256,256 on the CPU, with 1 BLAS thread unless "
+                        "--blas-threads N)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15, help="timed calls per phase (median reported)")
@@ -117,6 +123,8 @@ def cmd_bench(args) -> int:
         return 0
     if args.tune:
         return cmd_tune(args)
+    if args.recompute:
+        return cmd_recompute(args)
     presets = args.preset or []
     if not presets and not args.size:
         gpu = any(c.device == "gpu" for c in discover(cell=args.cell)[0])
@@ -163,6 +171,32 @@ def _save(args, run, extra_markdown="") -> int:
     rejected = [r["contender"] for b in run["sizes"] for r in b["results"]
                 if not r["check"]["ok"] and not r.get("not_applicable")]
     return 1 if rejected else 0
+
+
+def cmd_recompute(args) -> int:
+    import json
+
+    from ..backends import available_backends
+    from . import long_seq
+
+    from ..blas_threads import blas_threads
+
+    backend = "numpy" if available_backends()["cuda"] else "cuda"
+    sizes = list(args.size or (PRESETS["long-seq"][1] if backend == "cuda" else long_seq.CPU_SIZES))
+    threads = args.blas_threads or 1  # as training runs (a step's products are small)
+    with blas_threads(threads):
+        result = long_seq.run(args.cell, sizes, args.dtype, backend, repeats=args.repeats)
+    result["blas_threads"] = threads
+    text = long_seq.table(result)
+    print(text)
+    if not args.no_json:
+        path = args.out / f"recompute-{args.cell}-{backend}.json"
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {path}")
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+        print(f"wrote {args.markdown}")
+    return 0
 
 
 def cmd_tune(args) -> int:

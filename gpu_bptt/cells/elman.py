@@ -22,9 +22,12 @@ from typing import Any, Optional
 from .. import activations
 from ..backends import Backend, LaunchPlan, PairPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
+from . import segments
+from .memory_plan import check_memory
+from .recompute import Segmented
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
-                       check_unchanged, last_state, missing_arrays, take_digests)
+                       check_unchanged, direction_call, last_state, missing_arrays, take_digests)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ class ElmanGrads:
 
 
 def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, backend=None,
-                  algo="auto", need_cache=True, reverse=False, allow_tf32=False) -> ElmanOutput:
+                  algo="auto", need_cache=True, reverse=False, allow_tf32=False, memory="full",
+                  checkpoint_every=None) -> ElmanOutput:
     """Run the recurrent level over a whole sequence.
 
     x: (T, B, I) input X^{r-1}; W: (I, H); V: (H, H); b: (H,) or None; h0: (B, H) or None (zeros);
@@ -117,15 +121,23 @@ def elman_forward(x, W, V, b=None, h0=None, *, activation="tanh", lengths=None, 
     h[t] = f(x[t] @ W + h[t+1] @ V + b); h stays time-aligned with x, 0 at padded steps, and
     h_last is h[0] (what nn.RNN's reverse direction returns in h_n). The cache records the
     direction and elman_backward follows it.
+    memory: "full" (the cache refers to h), "recompute" (it keeps the state every
+    checkpoint_every steps, by default and in multiples of ⌈√T⌉ (at least 512/B steps:
+    recompute.block_steps), and elman_backward replays the rest: the
+    same gradients bit for bit, about one more forward of time) or "auto" (recompute where full
+    would not fit: gpu_bptt.memory_estimate). docs/architecture.md §1, memory.
     Returns ElmanOutput(h (T, B, H), h_last (B, H), cache)."""
     bk = get_backend(backend)
     x, W, V, b, h0, lengths, activation = _checked(bk, x, W, V, b, h0, activation, lengths, algo)
-    T, B, _ = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
-    plan = bk.resolve_algo(algo, T, B, W.shape[1], x.dtype, reverse=check_reverse(reverse),
+    T, B, I = x.shape  # resolved here: an "auto" fallback's warning names this call's caller
+    H = W.shape[1]
+    plan = bk.resolve_algo(algo, T, B, H, x.dtype, reverse=check_reverse(reverse),
                            tf32=allow_tf32)
+    k = check_memory(bk, memory, checkpoint_every, T, B, need_cache,
+                     dict(cell="elman", B=B, I=I, H=H, dtype=x.dtype), plan)
     h = bk.elman_fwd_seq(bk.input_projection(x, W, b, plan.tf32), V, h0, activation, lengths,
                          plan)
-    return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache)
+    return _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache, k)
 
 
 def _checked(bk, x, W, V, b, h0, activation, lengths, algo):
@@ -146,11 +158,20 @@ def _checked(bk, x, W, V, b, h0, activation, lengths, algo):
     return x, W, V, b, h0, check_lengths(bk, lengths, T, B), activation
 
 
-def _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache) -> ElmanOutput:
-    """The ElmanOutput of a run that produced h, with its cache unless need_cache is False."""
+def _output(bk, x, W, V, b, h0, h, lengths, activation, plan, need_cache, k=None) -> ElmanOutput:
+    """The ElmanOutput of a run that produced h, with its cache unless need_cache is False (k:
+    the segment length of a recompute run, whose cache keeps only checkpoints)."""
     h_last = last_state(bk.xp, h, lengths, plan.reverse)
     if not need_cache:
         return ElmanOutput(h=h, h_last=h_last, cache=None)
+    if k is not None:
+        weights = {"W": W.copy(), "V": V.copy(), "b": None if b is None else b.copy()}
+        states = segments.elman_states(bk.xp, h, h0, lengths, plan.reverse, k)
+        return ElmanOutput(h=h, h_last=h_last, cache=Segmented(
+            cell="elman", x=x, weights=weights, initial=(h0,), states=states, lengths=lengths,
+            plan=plan, backend=bk, k=k, shape=h.shape,
+            flags={"activation": activation, "has_bias": b is not None},
+            digests=take_digests(bk, x=x)))
     # W, V are small: copied, so the caller may update them in place before backward.
     cache = ElmanCache(x=x, W=W.copy(), V=V.copy(), h0=h0, h=h, lengths=lengths,
                        activation=activation, has_bias=b is not None, plan=plan, backend=bk,
@@ -166,17 +187,17 @@ def elman_backward(dh, cache: ElmanCache, *, dh_last=None, need_dx=True) -> Elma
     at padded steps of dh are ignored. Neither is modified.
     need_dx=False skips dx (None then): the bottom level of a network needs no input gradient.
     Returns ElmanGrads(dx, dW, dV, db, dh0), on the cache's backend, in its dtype."""
-    if not isinstance(cache, ElmanCache):
+    recomputed = isinstance(cache, Segmented) and cache.cell == "elman"
+    if not (recomputed or isinstance(cache, ElmanCache)):
         raise TypeError(f"cache: expected the ElmanCache of elman_forward, got {type(cache).__name__}")
     bk = cache.backend
-    T, B, H = cache.h.shape
-    dh, dh_last = check_grads_from_above(bk, T, B, H, cache.h.dtype, dh, dh_last=dh_last)
+    T, B, H = cache.shape if recomputed else cache.h.shape
+    dh, dh_last = check_grads_from_above(bk, T, B, H, cache.x.dtype, dh, dh_last=dh_last)
     check_unchanged(cache, "elman_forward")
+    if recomputed:
+        return ElmanGrads(*segments.elman_grads(cache, dh, dh_last, bool(need_dx)))
     du = bk.elman_bwd_seq(dh, dh_last, cache.h, cache.V, cache.activation, cache.lengths, cache.plan)
-    dx, dW, dV, db, dh0 = bk.gradients(cache.x, cache.W, cache.V, cache.h0, cache.h, du,
-                                       cache.has_bias, bool(need_dx), lengths=cache.lengths,
-                                       reverse=cache.reverse, tf32=cache.plan.tf32)
-    return ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0)
+    return ElmanGrads(*segments.elman_grads(cache, dh, dh_last, bool(need_dx), du))
 
 
 # -- both directions of a bidirectional layer together ---------------------------------------------
@@ -188,14 +209,16 @@ class ElmanPairOutput:
 
 
 def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, backend=None,
-                       algo="auto", need_cache=True, allow_tf32=False) -> ElmanPairOutput:
+                       algo="auto", need_cache=True, allow_tf32=False, memory="full",
+                       checkpoint_every=None) -> ElmanPairOutput:
     """Both directions of a bidirectional layer over x, run together: side by side on the GPU (one
     cooperative launch for the persistent algorithm where both directions' blocks fit at once,
     else each direction on a CUDA stream of its own), one after the other elsewhere; plan says
     which (docs/architecture.md §1, both directions together).
 
     x: (T, B, I); forward, reverse: each direction's (W, V, b, h0) as elman_forward takes them (b
-    and h0 may be None); lengths, activation, backend, algo, need_cache: as elman_forward, shared.
+    and h0 may be None); lengths, activation, backend, algo, need_cache, memory,
+    checkpoint_every: as elman_forward, shared (recomputed caches: the backward runs in turn).
     The results are bit for bit those of elman_forward(x, *forward, ...) and elman_forward(x,
     *reverse, ..., reverse=True), caches included: elman_backward takes either cache alone, and
     elman_backward_pair both. Returns ElmanPairOutput(forward, reverse, plan)."""
@@ -206,19 +229,23 @@ def elman_forward_pair(x, forward, reverse, *, activation="tanh", lengths=None, 
     if Wr.shape != Wf.shape or xr.dtype != xf.dtype:
         raise ValueError(f"reverse: W is {Wr.shape} {Wr.dtype}, the forward direction's "
                          f"{Wf.shape} {Wf.dtype}: both directions need one shape and dtype")
-    T, B, _ = xf.shape
+    T, B, I = xf.shape
     H = Wf.shape[1]
     pair = bk.resolve_pair(bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=False,
                                            tf32=allow_tf32),
                            bk.resolve_algo(algo, T, B, H, xf.dtype, reverse=True,
                                            tf32=allow_tf32))
+    ks = [check_memory(bk, memory, checkpoint_every, T, B, need_cache,
+                       dict(cell="elman", B=2 * B, I=I, H=H, dtype=xf.dtype), p)  # both, together
+          for p in (pair.forward, pair.reverse)]
+    k = ks[0] if ks[0] == ks[1] else None  # auto where one direction cannot recompute: full
     tf32 = pair.forward.tf32
     hf, hr = bk.elman_fwd_pair((bk.input_projection(xf, Wf, bf, tf32), Vf, h0f),
                                (bk.input_projection(xr, Wr, br, tf32), Vr, h0r), activation,
                                lengths, pair)
     return ElmanPairOutput(
-        _output(bk, xf, Wf, Vf, bf, h0f, hf, lengths, activation, pair.forward, need_cache),
-        _output(bk, xr, Wr, Vr, br, h0r, hr, lengths, activation, pair.reverse, need_cache),
+        _output(bk, xf, Wf, Vf, bf, h0f, hf, lengths, activation, pair.forward, need_cache, k),
+        _output(bk, xr, Wr, Vr, br, h0r, hr, lengths, activation, pair.reverse, need_cache, k),
         pair)
 
 
@@ -245,6 +272,11 @@ def elman_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
     dh = _two("dh", dh)
     dh_last = _two("dh_last", dh_last)
     cf, cr = _two("caches", caches)
+    if isinstance(cf, Segmented) or isinstance(cr, Segmented):  # recomputed: in turn
+        def one(d, c, dl):
+            return elman_backward(d, c, dh_last=dl, need_dx=need_dx)
+        return tuple(direction_call(name, one, d, c, dl)
+                     for name, d, c, dl in zip(("forward", "reverse"), dh, (cf, cr), dh_last))
     for name, c in (("caches[0]", cf), ("caches[1]", cr)):
         if not isinstance(c, ElmanCache):
             raise TypeError(f"{name}: expected the ElmanCache of elman_forward, got "
@@ -265,13 +297,8 @@ def elman_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
         check_unchanged(c, "elman_forward")
     dus = bk.elman_bwd_pair(ups[0] + (cf.h, cf.V), ups[1] + (cr.h, cr.V), cf.activation,
                             cf.lengths, pair)
-    grads = []
-    for c, du in zip((cf, cr), dus):
-        dx, dW, dV, db, dh0 = bk.gradients(c.x, c.W, c.V, c.h0, c.h, du, c.has_bias,
-                                           bool(need_dx), lengths=c.lengths, reverse=c.reverse,
-                                           tf32=c.plan.tf32)
-        grads.append(ElmanGrads(dx=dx, dW=dW, dV=dV, db=db, dh0=dh0))
-    return tuple(grads)
+    return tuple(ElmanGrads(*segments.elman_grads(c, None, None, bool(need_dx), du))
+                 for c, du in zip((cf, cr), dus))
 
 
 def _two(name, a):

@@ -15,6 +15,9 @@ from typing import Any, Optional
 
 from ..backends import Backend, LaunchPlan, get_backend
 from ..validate import check_array, check_lengths, common_float_dtype
+from . import segments
+from .memory_plan import check_memory
+from .recompute import Segmented
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
                        check_unchanged, direction_call, forward_calls, gate_columns, last_state,
@@ -94,32 +97,38 @@ class GRUGrads:
 
 
 def gru_forward(x, W, V, b_x=None, b_h=None, h0=None, *, lengths=None, backend=None, algo="auto",
-                need_cache=True, reverse=False, allow_tf32=False) -> GRUOutput:
+                need_cache=True, reverse=False, allow_tf32=False, memory="full",
+                checkpoint_every=None) -> GRUOutput:
     """Run a GRU level over a whole sequence (module docstring for the math).
 
     x: (T, B, I); W: (I, 3H); V: (H, 3H); b_x, b_h: (3H,) or None; h0: (B, H) or None (zeros);
     lengths: (B,) integers in 1..T or None. One storage dtype for all, as elman_forward's. None
-    of the arguments is modified. backend, algo, need_cache, reverse, allow_tf32: as
-    elman_forward's.
+    of the arguments is modified. backend, algo, need_cache, reverse, allow_tf32, memory,
+    checkpoint_every: as elman_forward's.
     Returns GRUOutput(h (T, B, H), h_last (B, H), cache)."""
     bk, args, finish = _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache,
-                                     allow_tf32, reverse)
-    return finish(bk.gru_fwd_seq(*args))
+                                     allow_tf32, memory, checkpoint_every, reverse)
+    return finish(None if callable(args) else bk.gru_fwd_seq(*args))
 
 
 def gru_forward_pair(x, forward, reverse, *, lengths=None, backend=None, algo="auto",
-                     need_cache=True, allow_tf32=False) -> tuple:
+                     need_cache=True, allow_tf32=False, memory="full",
+                     checkpoint_every=None) -> tuple:
     """Both directions of a bidirectional GRU level over x, run together where the backend can
     (Backend.seq_pair; docs/architecture.md §1, both directions together). forward, reverse:
     each direction's (W, V, b_x, b_h, h0) as gru_forward takes them; the rest shared. Returns
-    (forward's GRUOutput, reverse's), bit for bit those of two gru_forward calls."""
+    (forward's GRUOutput, reverse's), bit for bit those of two gru_forward calls (memory=
+    "recompute": the two run in turn)."""
     calls = forward_calls(forward, reverse, ("W", "V", "b_x", "b_h", "h0"), _forward_call, x,
-                          lengths, backend, algo, need_cache, allow_tf32)
+                          lengths, backend, algo, need_cache, allow_tf32, memory,
+                          checkpoint_every)
+    if callable(calls[0][1]):
+        return tuple(finish(None) for _, _, finish in calls)
     return run_pair(calls[0][0], "gru_fwd_seq", calls)  # one get_backend(backend) for both
 
 
 def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, allow_tf32,
-                  reverse):
+                  memory, checkpoint_every, reverse):
     """gru_forward's checks and input projection: (backend, gru_fwd_seq's arguments, the
     function making the GRUOutput from gru_fwd_seq's result)."""
     bk = get_backend(backend)
@@ -138,6 +147,19 @@ def _forward_call(x, W, V, b_x, b_h, h0, lengths, backend, algo, need_cache, all
     lengths = check_lengths(bk, lengths, T, B)
     reverse = check_reverse(reverse)
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="gru", tf32=allow_tf32)
+    k = check_memory(bk, memory, checkpoint_every, T, B, need_cache,
+                     dict(cell="gru", B=B, I=I, H=H, dtype=dtype), plan)
+    if k is not None:
+        def segmented(_):
+            h, states = segments.gru_forward(bk, x, W, V, b_x, b_h, h0, lengths, plan, k)
+            weights = {n: None if a is None else a.copy()
+                       for n, a in (("W", W), ("V", V), ("b_x", b_x), ("b_h", b_h))}
+            cache = Segmented(cell="gru", x=x, weights=weights, initial=(h0,), states=states,
+                              lengths=lengths, plan=plan, backend=bk, k=k, shape=h.shape,
+                              flags={"has_b_x": b_x is not None, "has_b_h": b_h is not None},
+                              digests=take_digests(bk, x=x))
+            return GRUOutput(h=h, h_last=last_state(bk.xp, h, lengths, reverse), cache=cache)
+        return bk, segmented, segmented
 
     p = bk.input_projection(x, W, b_x, plan.tf32)
 
@@ -160,7 +182,7 @@ def gru_backward(dh, cache: GRUCache, *, dh_last=None, need_dx=True) -> GRUGrads
     modified; values of dh at padded steps are ignored). need_dx=False skips dx.
     Returns GRUGrads(dx, dW, dV, db_x, db_h, dh0) on the cache's backend."""
     bk, args, finish = _backward_call(dh, cache, dh_last, need_dx)
-    return finish(bk.gru_bwd_seq(*args))
+    return finish(None if args is None else bk.gru_bwd_seq(*args))
 
 
 def gru_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
@@ -171,25 +193,26 @@ def gru_backward_pair(dh, caches, *, dh_last=None, need_dx=True) -> tuple:
     parts = [two(n, a) for n, a in (("dh", dh), ("caches", caches), ("dh_last", dh_last))]
     calls = [direction_call(name, _backward_call, *(p[i] for p in parts), need_dx)
              for i, name in enumerate(("forward", "reverse"))]
+    if any(args is None for _, args, _ in calls):  # recomputed: in turn
+        return tuple(finish(None if args is None else bk.gru_bwd_seq(*args))
+                     for bk, args, finish in calls)
     return run_pair(pair_backend(calls), "gru_bwd_seq", calls)
 
 
 def _backward_call(dh, cache, dh_last, need_dx):
     """gru_backward's checks: (backend, gru_bwd_seq's arguments, the function making the
-    GRUGrads from gru_bwd_seq's result)."""
-    if not isinstance(cache, GRUCache):
+    GRUGrads from gru_bwd_seq's result); for a recomputed cache, arguments None."""
+    recomputed = isinstance(cache, Segmented) and cache.cell == "gru"
+    if not (recomputed or isinstance(cache, GRUCache)):
         raise TypeError(f"cache: expected the GRUCache of gru_forward, got {type(cache).__name__}")
     bk = cache.backend
-    T, B, H = cache.h.shape
-    dh, dh_last = check_grads_from_above(bk, T, B, H, cache.h.dtype, dh, dh_last=dh_last)
+    T, B, H = cache.shape if recomputed else cache.h.shape
+    dh, dh_last = check_grads_from_above(bk, T, B, H, cache.x.dtype, dh, dh_last=dh_last)
     check_unchanged(cache, "gru_forward")
 
     def finish(result):
-        dgx, dh0 = result
-        dx, dW, dV, db_x, db_h = bk.gru_gradients(
-            cache.x, cache.W, cache.V, cache.h0, cache.h, cache.gates, dgx, cache.has_b_x,
-            cache.has_b_h, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse,
-            tf32=cache.plan.tf32)
-        return GRUGrads(dx=dx, dW=dW, dV=dV, db_x=db_x, db_h=db_h, dh0=dh0)
+        return GRUGrads(*segments.gru_grads(cache, dh, dh_last, bool(need_dx), result))
+    if recomputed:
+        return bk, None, finish
     return bk, (dh, dh_last, cache.h, cache.h0, cache.gates, cache.V, cache.lengths,
                 cache.plan), finish

@@ -18,6 +18,9 @@ from typing import Any, Optional
 from ..backends import Backend, LaunchPlan, get_backend
 from ..precision import work_dtype
 from ..validate import check_array, check_lengths, common_float_dtype
+from . import segments
+from .memory_plan import check_memory
+from .recompute import Segmented
 from .sequence import (CacheArrays, cache_plan, check_algo, check_cache_algo,
                        check_grads_from_above, check_input, check_reverse, check_state,
                        check_unchanged, direction_call, forward_calls, gate_columns, last_state,
@@ -111,35 +114,43 @@ class LSTMGrads:
 
 
 def lstm_forward(x, W, V, b=None, h0=None, c0=None, *, R=None, lengths=None, backend=None,
-                 algo="auto", need_cache=True, reverse=False, allow_tf32=False) -> LSTMOutput:
+                 algo="auto", need_cache=True, reverse=False, allow_tf32=False, memory="full",
+                 checkpoint_every=None) -> LSTMOutput:
     """Run an LSTM level over a whole sequence (module docstring for the math).
 
     x: (T, B, I); W: (I, 4H); V: (Hs, 4H); b: (4H,) or None; h0: (B, Hs) or None (zeros);
     c0: (B, H) or None (zeros); R: (H, P) projection or None (Hs = P with it, else H);
     lengths: (B,) integers in 1..T or None. One storage dtype for all, as elman_forward's (the
     cell state is computed in float32 for a 16-bit one; c_last is rounded to it). None of the
-    arguments is modified. backend, algo, need_cache, reverse, allow_tf32: as elman_forward's.
+    arguments is modified. backend, algo, need_cache, reverse, allow_tf32, memory,
+    checkpoint_every: as elman_forward's (recompute keeps h and c every checkpoint_every steps).
     Returns LSTMOutput(h (T, B, Hs), h_last (B, Hs), c_last (B, H), cache)."""
     bk, args, finish = _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache,
-                                     allow_tf32, reverse)
-    return finish(bk.lstm_fwd_seq(*args))
+                                     allow_tf32, memory, checkpoint_every, reverse)
+    return finish(None if callable(args) else bk.lstm_fwd_seq(*args))
 
 
 def lstm_forward_pair(x, forward, reverse, *, lengths=None, backend=None, algo="auto",
-                      need_cache=True, allow_tf32=False) -> tuple:
+                      need_cache=True, allow_tf32=False, memory="full",
+                      checkpoint_every=None) -> tuple:
     """Both directions of a bidirectional LSTM level over x, run together where the backend can
     (Backend.seq_pair; docs/architecture.md §1, both directions together). forward, reverse:
     each direction's (W, V, b, h0, c0, R) as lstm_forward takes them; the rest shared. Returns
-    (forward's LSTMOutput, reverse's), bit for bit those of two lstm_forward calls."""
+    (forward's LSTMOutput, reverse's), bit for bit those of two lstm_forward calls (memory=
+    "recompute": the two run in turn)."""
     calls = forward_calls(forward, reverse, ("W", "V", "b", "h0", "c0", "R"), _forward_call, x,
-                          lengths, backend, algo, need_cache, allow_tf32)
+                          lengths, backend, algo, need_cache, allow_tf32, memory,
+                          checkpoint_every)
+    if callable(calls[0][1]):
+        return tuple(finish(None) for _, _, finish in calls)
     return run_pair(calls[0][0], "lstm_fwd_seq", calls)  # one get_backend(backend) for both
 
 
-def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, allow_tf32,
-                  reverse):
+def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, allow_tf32, memory,
+                  checkpoint_every, reverse):
     """lstm_forward's checks and input projection: (backend, lstm_fwd_seq's arguments, the
-    function making the LSTMOutput from lstm_fwd_seq's result)."""
+    function making the LSTMOutput from lstm_fwd_seq's result). memory="recompute": (backend,
+    the segmented forward, the function making the LSTMOutput from None)."""
     bk = get_backend(backend)
     check_algo(algo)
     dtype = common_float_dtype(x=x, W=W, V=V, b=b, h0=h0, c0=c0, R=R)
@@ -164,6 +175,19 @@ def _forward_call(x, W, V, b, h0, c0, R, lengths, backend, algo, need_cache, all
     reverse = check_reverse(reverse)
     plan = bk.resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell="lstm", P=P,
                            tf32=allow_tf32)
+    k = check_memory(bk, memory, checkpoint_every, T, B, need_cache,
+                     dict(cell="lstm", B=B, I=I, H=H, dtype=dtype, P=P), plan)
+    if k is not None:
+        def segmented(_):
+            h, c_last, states = segments.lstm_forward(bk, x, W, V, b, h0, c0, R, lengths, plan, k)
+            weights = {n: None if a is None else a.copy()
+                       for n, a in (("W", W), ("V", V), ("b", b), ("R", R))}
+            cache = Segmented(cell="lstm", x=x, weights=weights, initial=(h0, c0), states=states,
+                              lengths=lengths, plan=plan, backend=bk, k=k, shape=h.shape,
+                              flags={"has_bias": b is not None}, digests=take_digests(bk, x=x))
+            return LSTMOutput(h=h, h_last=last_state(bk.xp, h, lengths, reverse), c_last=c_last,
+                              cache=cache)
+        return bk, segmented, segmented
 
     p = bk.input_projection(x, W, b, plan.tf32)
 
@@ -189,7 +213,7 @@ def lstm_backward(dh, cache: LSTMCache, *, dh_last=None, dc_last=None,
     (at least one given; none modified; values of dh at padded steps are ignored). need_dx=False
     skips dx. Returns LSTMGrads(dx, dW, dV, db, dR, dh0, dc0) on the cache's backend."""
     bk, args, finish = _backward_call(dh, cache, dh_last, dc_last, need_dx)
-    return finish(bk.lstm_bwd_seq(*args))
+    return finish(None if args is None else bk.lstm_bwd_seq(*args))
 
 
 def lstm_backward_pair(dh, caches, *, dh_last=None, dc_last=None, need_dx=True) -> tuple:
@@ -201,30 +225,32 @@ def lstm_backward_pair(dh, caches, *, dh_last=None, dc_last=None, need_dx=True) 
                                      ("dc_last", dc_last))]
     calls = [direction_call(name, _backward_call, *(p[i] for p in parts), need_dx)
              for i, name in enumerate(("forward", "reverse"))]
+    if any(args is None for _, args, _ in calls):  # recomputed: in turn
+        return tuple(finish(None if args is None else bk.lstm_bwd_seq(*args))
+                     for bk, args, finish in calls)
     return run_pair(pair_backend(calls), "lstm_bwd_seq", calls)
 
 
 def _backward_call(dh, cache, dh_last, dc_last, need_dx):
     """lstm_backward's checks: (backend, lstm_bwd_seq's arguments, the function making the
-    LSTMGrads from lstm_bwd_seq's result)."""
-    if not isinstance(cache, LSTMCache):
+    LSTMGrads from lstm_bwd_seq's result); for a recomputed cache, arguments None."""
+    recomputed = isinstance(cache, Segmented) and cache.cell == "lstm"
+    if not (recomputed or isinstance(cache, LSTMCache)):
         raise TypeError(f"cache: expected the LSTMCache of lstm_forward, got "
                         f"{type(cache).__name__}")
     bk = cache.backend
-    T, B, H = cache.c.shape
-    Hs = cache.h.shape[2]
+    T, B, Hs = cache.shape if recomputed else cache.h.shape
+    R = cache.weights["R"] if recomputed else cache.R
+    H = (cache.initial[1] if recomputed else cache.c0).shape[1]
     dh, dh_last, dc_last = check_grads_from_above(
-        bk, T, B, Hs, cache.x.dtype, dh, letter="P" if cache.R is not None else "H",
+        bk, T, B, Hs, cache.x.dtype, dh, letter="P" if R is not None else "H",
         sizes={"dc_last": (H, "H")}, dh_last=dh_last, dc_last=dc_last)
     check_unchanged(cache, "lstm_forward")
 
     def finish(result):
-        du, dc0, dhs = result
-        dx, dW, dV, db, dh0, dR = bk.lstm_gradients(
-            cache.x, cache.W, cache.V, cache.h0, cache.h, cache.c, cache.gates, du, dhs,
-            cache.has_bias, bool(need_dx), lengths=cache.lengths, reverse=cache.reverse,
-            tf32=cache.plan.tf32)
-        return LSTMGrads(dx=dx, dW=dW, dV=dV, db=db, dR=dR, dh0=dh0,
-                         dc0=dc0.astype(cache.x.dtype, copy=False))
+        return LSTMGrads(*segments.lstm_grads(cache, dh, dh_last, dc_last, bool(need_dx),
+                                              result))
+    if recomputed:
+        return bk, None, finish
     return bk, (dh, dh_last, dc_last, cache.h, cache.c, cache.gates, cache.c0, cache.V,
                 cache.lengths, cache.plan, cache.R), finish

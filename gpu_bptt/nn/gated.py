@@ -8,6 +8,7 @@ import numpy as np
 
 from ..cells import (gru, gru_backward, gru_backward_pair, gru_forward, gru_forward_pair, lstm,
                      lstm_backward, lstm_backward_pair, lstm_forward, lstm_forward_pair)
+from ..cells.recompute import check_memory_option
 from ..cells.sequence import check_algo
 from ..validate import check_float_dtype, check_size
 from . import init
@@ -22,7 +23,7 @@ class _Gated(Leaf):
     STATES = ()    # the recurrent states a caller may pass and gets back: "h", and "c" for LSTM
 
     def __init__(self, input_size, hidden_size, shapes, *, bias, dtype, backend, rng, algo,
-                 bidirectional):
+                 bidirectional, memory="full", checkpoint_every=None):
         """shapes: parameter name -> shape (biases' names start with "b", left out without bias)."""
         dtype = check_float_dtype(dtype)
         if not isinstance(bias, bool):
@@ -30,6 +31,7 @@ class _Gated(Leaf):
         if not isinstance(bidirectional, bool):
             raise TypeError(f"bidirectional: expected a bool, got {type(bidirectional).__name__}")
         check_algo(algo)
+        self.memory, self.checkpoint_every = check_memory_option(memory, checkpoint_every)
         rng = np.random.default_rng(rng)
         k = 1 / np.sqrt(hidden_size)
         self.directions = ("", "_reverse") if bidirectional else ("",)
@@ -69,7 +71,8 @@ class _Gated(Leaf):
                for s in self.STATES}
         dirs = [self._direction(suffix, {s: per[s][i] for s in self.STATES})
                 for i, suffix in enumerate(self.directions)]
-        kw = dict(lengths=lengths, backend=self.backend, algo=self.algo)
+        kw = dict(lengths=lengths, backend=self.backend, algo=self.algo, memory=self.memory,
+                  checkpoint_every=self.checkpoint_every)
         outs = (self._forward_pair(x, *dirs, **kw) if self.bidirectional
                 else [self._forward_one(x, dirs[0], **kw)])
         self._caches = [o.cache for o in outs]
@@ -85,7 +88,7 @@ class _Gated(Leaf):
         Sets dh0 (and dc0), shaped as h0 (c0)."""
         if self._caches is None:
             raise RuntimeError("backward called before forward")
-        B, F = self._caches[0].h.shape[1], self._state_size("h")
+        B, F = self._caches[0].x.shape[1], self._state_size("h")
         if self.bidirectional and dh is not None:
             if dh.ndim != 3 or dh.shape[-1] != 2 * F:
                 raise ValueError(f"dh: expected (T, B, {2 * F}) for a bidirectional level, got "
@@ -118,13 +121,15 @@ class LSTM(_Gated):
     """LSTM level (cells/lstm.py): parameters W (I, 4H), V (H, 4H) or (P, 4H) with a projection,
     b (4H,) (torch's bias_ih + bias_hh in one), R (H, P) with proj_size P > 0; gate blocks
     i, f, g, o. The output (and h0, h_last) has P features with a projection, else H; c0 and
-    c_last have H. bidirectional: as Elman's (output (T, B, 2·); states (2, B, ·))."""
+    c_last have H. bidirectional: as Elman's (output (T, B, 2·); states (2, B, ·)). memory,
+    checkpoint_every: as Elman's."""
 
     STATES = ("h", "c")
     gates = lstm.G
 
     def __init__(self, input_size, hidden_size, *, proj_size=0, bias=True, dtype=np.float32,
-                 backend=None, rng=None, algo="auto", bidirectional=False):
+                 backend=None, rng=None, algo="auto", bidirectional=False, memory="full",
+                 checkpoint_every=None):
         I, H = check_size("input_size", input_size), check_size("hidden_size", hidden_size)
         if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
             raise TypeError(f"proj_size: expected an int, got {type(proj_size).__name__}")
@@ -136,7 +141,8 @@ class LSTM(_Gated):
         if P:
             shapes["R"] = (H, P)
         super().__init__(I, H, shapes, bias=bias, dtype=dtype, backend=backend, rng=rng, algo=algo,
-                         bidirectional=bidirectional)
+                         bidirectional=bidirectional, memory=memory,
+                         checkpoint_every=checkpoint_every)
         self.proj_size = P
 
     def _state_size(self, state):
@@ -169,17 +175,20 @@ class LSTM(_Gated):
 
 class GRU(_Gated):
     """GRU level (cells/gru.py): parameters W (I, 3H), V (H, 3H), b_x and b_h (3H,) (torch's
-    bias_ih and bias_hh); gate blocks r, z, n. bidirectional: as Elman's."""
+    bias_ih and bias_hh); gate blocks r, z, n. bidirectional, memory, checkpoint_every: as
+    Elman's."""
 
     STATES = ("h",)
     gates = gru.G
 
     def __init__(self, input_size, hidden_size, *, bias=True, dtype=np.float32, backend=None,
-                 rng=None, algo="auto", bidirectional=False):
+                 rng=None, algo="auto", bidirectional=False, memory="full",
+                 checkpoint_every=None):
         I, H = check_size("input_size", input_size), check_size("hidden_size", hidden_size)
         shapes = {"W": (I, 3 * H), "V": (H, 3 * H), "b_x": (3 * H,), "b_h": (3 * H,)}
         super().__init__(I, H, shapes, bias=bias, dtype=dtype, backend=backend, rng=rng, algo=algo,
-                         bidirectional=bidirectional)
+                         bidirectional=bidirectional, memory=memory,
+                         checkpoint_every=checkpoint_every)
 
     def forward(self, x, *, lengths=None, h0=None):
         return super().forward(x, lengths=lengths, h0=h0)

@@ -13,6 +13,7 @@ import numpy as np
 from .. import activations
 from ..backends import get_backend
 from ..cells import elman_backward, elman_backward_pair, elman_forward, elman_forward_pair
+from ..cells.recompute import check_memory_option
 from ..cells.sequence import check_algo
 from ..validate import check_float_dtype, check_real, check_size
 from . import init
@@ -75,10 +76,13 @@ class Elman(Leaf):
     init_V: "uniform" (±1/sqrt(H), default) or "identity" (IRNN, for relu).
     bidirectional=True adds a second direction (W_reverse, V_reverse, b_reverse) that runs each
     example from its last valid step down to 0; the output is (T, B, 2H), the forward direction's
-    features first, as torch.nn.RNN; h0, h_last and the backward's dh_last are then (2, B, H)."""
+    features first, as torch.nn.RNN; h0, h_last and the backward's dh_last are then (2, B, H).
+    memory, checkpoint_every: as elman_forward's ("recompute": the level keeps a checkpoint every
+    k steps between forward and backward instead of h; the same gradients)."""
 
     def __init__(self, input_size, hidden_size, *, activation="tanh", bias=True, init_V="uniform",
-                 dtype=np.float32, backend=None, rng=None, algo="auto", bidirectional=False):
+                 dtype=np.float32, backend=None, rng=None, algo="auto", bidirectional=False,
+                 memory="full", checkpoint_every=None):
         I, H = check_size("input_size", input_size), check_size("hidden_size", hidden_size)
         dtype = check_float_dtype(dtype)
         if init_V not in ("uniform", "identity"):
@@ -87,6 +91,7 @@ class Elman(Leaf):
             raise TypeError(f"bidirectional: expected a bool, got {type(bidirectional).__name__}")
         self.activation = activations.check_activation(activation)
         check_algo(algo)
+        self.memory, self.checkpoint_every = check_memory_option(memory, checkpoint_every)
         rng = np.random.default_rng(rng)
         k = 1 / np.sqrt(H)
         params = {}
@@ -108,7 +113,7 @@ class Elman(Leaf):
         x = self._input("x", x, self.input_size)
         h0s = self._per_direction("h0", h0, x.shape[1])
         kw = dict(activation=self.activation, lengths=lengths, backend=self.backend,
-                  algo=self.algo)
+                  algo=self.algo, memory=self.memory, checkpoint_every=self.checkpoint_every)
         if not self.bidirectional:
             out = elman_forward(x, *self._weights(""), h0s[0], **kw)
             self._caches = [out.cache]
@@ -145,7 +150,7 @@ class Elman(Leaf):
         self.dh0 ((2, B, H) bidirectional)."""
         if self._caches is None:
             raise RuntimeError("backward called before forward")
-        H, B = self.hidden_size, self._caches[0].h.shape[1]
+        H, B = self.hidden_size, self._caches[0].x.shape[1]
         if self.bidirectional and dh is not None:
             if dh.shape[-1] != 2 * H:
                 raise ValueError(f"dh: expected (T, B, 2H) = (..., {2 * H}) for a bidirectional "

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from ..cells.recompute import check_memory_option
 from .functional import autocast_on
+from .recompute import recomputed
 
 
 def refuse_proj_size(kwargs):
@@ -34,9 +36,11 @@ class RecurrentBase(nn.RNNBase):
     # torch's message for an input of the wrong dimension, which differs a little by class.
     INPUT_DIMS = "{mode}: Expected input to be 2D or 3D, got {dim}D instead"
 
-    def __init__(self, mode, *args, backend=None, algo="auto", **kwargs):
+    def __init__(self, mode, *args, backend=None, algo="auto", memory="full",
+                 checkpoint_every=None, **kwargs):
         super().__init__(mode, *args, **kwargs)
         self.backend, self.algo = backend, algo
+        self.memory, self.checkpoint_every = check_memory_option(memory, checkpoint_every)
 
     def flatten_parameters(self):
         """No-op: the kernels read each parameter where it lies (torch.nn's RNNs pack them into
@@ -146,12 +150,21 @@ class RecurrentBase(nn.RNNBase):
         """Direction d (1: reversed) of layer k: -> (output (T, B, Hs), *final states)."""
         raise NotImplementedError
 
+    def _recomputed(self, cell, x, params, lengths, d, **kw):
+        """Direction d of a layer of `cell` run with memory "recompute" or "auto"
+        (recompute.py): params in the core's order."""
+        return recomputed(cell, x, params, lengths, backend=self.backend, algo=self.algo,
+                          reverse=d == 1, memory=self.memory,
+                          checkpoint_every=self.checkpoint_every, **kw)
+
     def extra_repr(self):
         s = super().extra_repr()
         if self.backend is not None:
             s += f", backend={self.backend!r}"
         if self.algo != "auto":
             s += f", algo={self.algo!r}"
+        if self.memory != "full":
+            s += f", memory={self.memory!r}"
         return s
 
 

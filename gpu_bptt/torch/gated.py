@@ -19,12 +19,14 @@ class LSTM(RecurrentBase):
     (h_0, c_0) or None (zeros); output (T, B, D·Hs), h_n (num_layers·D, B, Hs), c_n
     (num_layers·D, B, H), Hs = proj_size if proj_size else hidden_size, D = 2 when bidirectional.
     Dropout between layers as torch.nn.LSTM applies it on the CPU, `dropout` read at each call.
-    backend, algo: as for gpu_bptt.torch.RNN."""
+    backend, algo, memory, checkpoint_every: as for gpu_bptt.torch.RNN."""
 
     STATES = ("hx[0]", "hx[1]")
 
-    def __init__(self, *args, backend=None, algo="auto", **kwargs):
-        super().__init__("LSTM", *args, backend=backend, algo=algo, **kwargs)
+    def __init__(self, *args, backend=None, algo="auto", memory="full", checkpoint_every=None,
+                 **kwargs):
+        super().__init__("LSTM", *args, backend=backend, algo=algo, memory=memory,
+                         checkpoint_every=checkpoint_every, **kwargs)
 
     def _state_sizes(self, input, batch_sizes):
         h = self.get_expected_hidden_size(input, batch_sizes)
@@ -41,6 +43,8 @@ class LSTM(RecurrentBase):
     def _direction(self, k, d, x, states, lengths):
         W, V, b, R = self.layer_weights(k, d)
         h0, c0 = (None, None) if states is None else states
+        if self.memory != "full":
+            return self._recomputed("lstm", x, (W, V, b, h0, c0, R), lengths, d)
         return lstm(x, W, V, b, h0, c0, lengths, R=R, backend=self.backend, algo=self.algo,
                     reverse=d == 1)
 
@@ -50,11 +54,13 @@ class GRU(RecurrentBase):
     bidirectional=False, device=None, dtype=None, *, backend=None, algo='auto')
 
     torch.nn.GRU's arguments, attributes and call: forward(input, hx=None) -> (output, h_n), with
-    the inputs, shapes, dropout and options of gpu_bptt.torch.RNN."""
+    the inputs, shapes, dropout and options (memory included) of gpu_bptt.torch.RNN."""
 
-    def __init__(self, *args, backend=None, algo="auto", **kwargs):
+    def __init__(self, *args, backend=None, algo="auto", memory="full", checkpoint_every=None,
+                 **kwargs):
         refuse_proj_size(kwargs)
-        super().__init__("GRU", *args, backend=backend, algo=algo, **kwargs)
+        super().__init__("GRU", *args, backend=backend, algo=algo, memory=memory,
+                         checkpoint_every=checkpoint_every, **kwargs)
 
     def layer_weights(self, k, direction=0):
         """(W, V, b_x, b_h) of layer k in the project's convention: views."""
@@ -63,5 +69,8 @@ class GRU(RecurrentBase):
         return w[0].t(), w[1].t(), b_x, b_h
 
     def _direction(self, k, d, x, states, lengths):
-        return gru(x, *self.layer_weights(k, d), None if states is None else states[0], lengths,
+        h0 = None if states is None else states[0]
+        if self.memory != "full":
+            return self._recomputed("gru", x, self.layer_weights(k, d) + (h0,), lengths, d)
+        return gru(x, *self.layer_weights(k, d), h0, lengths,
                    backend=self.backend, algo=self.algo, reverse=d == 1)

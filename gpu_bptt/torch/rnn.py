@@ -26,11 +26,14 @@ class RNN(RecurrentBase):
     direction's features, then the reversed one's, as torch.nn.RNN). Dropout between layers as
     torch.nn.RNN applies it on the CPU (the same draws from torch's generator), `dropout` read at
     each call.
-    backend: gpu_bptt backend name or None (see gpu_bptt.torch.elman); algo: the core's algorithm."""
+    backend: gpu_bptt backend name or None (see gpu_bptt.torch.elman); algo: the core's algorithm.
+    memory, checkpoint_every: as gpu_bptt.elman_forward's ("recompute": each layer keeps a state
+    every k steps instead of every step's, the same gradients; first-order only)."""
 
     INPUT_DIMS = "RNN: Expected input to be 2D or 3D, got {dim}D tensor instead"
 
-    def __init__(self, *args, backend=None, algo="auto", **kwargs):
+    def __init__(self, *args, backend=None, algo="auto", memory="full", checkpoint_every=None,
+                 **kwargs):
         # torch.nn.RNN's own handling: nonlinearity is the 4th positional argument; proj_size is
         # refused by name.
         refuse_proj_size(kwargs)
@@ -40,7 +43,8 @@ class RNN(RecurrentBase):
             nonlinearity = kwargs.pop("nonlinearity", "tanh")
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
-        super().__init__(MODES[nonlinearity], *args, backend=backend, algo=algo, **kwargs)
+        super().__init__(MODES[nonlinearity], *args, backend=backend, algo=algo, memory=memory,
+                         checkpoint_every=checkpoint_every, **kwargs)
         self.nonlinearity = nonlinearity
 
     def layer_weights(self, k, direction=0):
@@ -49,12 +53,16 @@ class RNN(RecurrentBase):
         return w[0].t(), w[1].t(), (w[2] + w[3] if self.bias else None)
 
     def _direction(self, k, d, x, states, lengths):
+        if self.memory != "full":
+            return self._recomputed("elman", x, self.layer_weights(k, d) + (
+                None if states is None else states[0],), lengths, d,
+                activation=ACTIVATIONS[self.mode])
         return elman(x, *self.layer_weights(k, d), None if states is None else states[0], lengths,
                      activation=ACTIVATIONS[self.mode], backend=self.backend, algo=self.algo,
                      reverse=d == 1)
 
     def _layer(self, k, x, states, lengths):
-        if not self.bidirectional:
+        if not self.bidirectional or self.memory != "full":
             return super()._layer(k, x, states, lengths)
         # both directions together (elman_pair: side by side on the GPU)
         dirs = [self.layer_weights(k, d) + (None if s is None else s[0],)

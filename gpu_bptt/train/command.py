@@ -45,7 +45,12 @@ def add_train_parser(sub):
     a("--lr", type=float, help="learning rate (sgd 0.05, momentum 0.01, adam 0.002; copy with adam 0.001)")
     a("--momentum", type=float, help="momentum of --optimizer momentum (default 0.9)")
     a("--clip", type=float, help="clip the global gradient norm to this (default 1.0; 0: off)")
-    a("--bptt-trunc", type=int, metavar="K", help="truncated BPTT: segments of K steps (default 0: full)")
+    a("--bptt-trunc", type=int, metavar="K", help="truncated BPTT: segments of K steps (default 0: "
+      "full); it changes the gradient (none crosses a segment), --memory recompute does not")
+    a("--memory", help="full (default: every step's state kept for the backward), recompute "
+      "(a checkpoint every ~sqrt(T) steps, the rest recomputed: the same gradients, bit for "
+      "bit, in far less memory, for about one more forward) or auto (recompute where full "
+      "would not fit)")
     a("--backend", help="auto (cuda if usable, else numpy), numpy, cuda or emulator "
       "(default: $GPU_BPTT_BACKEND, else auto)")
     a("--dtype", help=f"the recurrent level's dtype: {', '.join(DTYPES)} (default float32); "

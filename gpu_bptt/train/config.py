@@ -11,6 +11,7 @@ from typing import Optional
 
 from ..activations import check_activation
 from ..backends import NAMES as BACKENDS
+from ..cells.recompute import MEMORY
 from ..nn import CELLS
 from ..tasks import TASKS
 
@@ -31,7 +32,8 @@ TASK_DEFAULTS = {
 }
 # backend None: $GPU_BPTT_BACKEND, else auto (gpu_bptt.backends.get_backend)
 DEFAULTS = dict(cell="elman", activation="tanh", optimizer="adam", momentum=0.9, clip=1.0,
-                bptt_trunc=0, seed=0, checkpoint_every=500, threads=1, dtype="float32", tf32=False)
+                bptt_trunc=0, seed=0, checkpoint_every=500, threads=1, dtype="float32", tf32=False,
+                memory="full")
 # --dtype: the recurrent level's storage dtype (float32 master weights in every case: mixed.py)
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "adam": 2e-3}
@@ -76,6 +78,7 @@ class Config:
     momentum: Optional[float] = None
     clip: Optional[float] = None
     bptt_trunc: Optional[int] = None
+    memory: Optional[str] = None   # default "full"; not FIXED: every mode gives the same gradients
     seed: Optional[int] = None
     backend: Optional[str] = None  # default $GPU_BPTT_BACKEND, else "auto"
     out: Optional[str] = None
@@ -143,6 +146,8 @@ def resolve(cfg: Config, saved: Optional[dict] = None) -> Config:
         raise ConfigError(f"--clip: must be >= 0 (0 turns clipping off), got {v['clip']}")
     if not (isinstance(v["bptt_trunc"], int) and v["bptt_trunc"] >= 0):
         raise ConfigError(f"--bptt-trunc: must be a positive number of steps (0: full BPTT), got {v['bptt_trunc']}")
+    if v["memory"] not in MEMORY:
+        raise ConfigError(f"--memory: expected one of {', '.join(MEMORY)}, got {v['memory']!r}")
     if not (isinstance(v["seed"], int) and v["seed"] >= 0):
         raise ConfigError(f"--seed: must be an integer >= 0, got {v['seed']}")
     if v["backend"] is not None and (not isinstance(v["backend"], str)

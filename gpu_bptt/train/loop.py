@@ -44,9 +44,10 @@ def build_model(task, cfg, backend, rng):
     if cfg.cell == "elman":
         init_V = "identity" if cfg.activation == "relu" else "uniform"
         rnn = nn.Elman(task.input_size, cfg.hidden, activation=cfg.activation, init_V=init_V,
-                       backend=backend, rng=rng)
+                       backend=backend, rng=rng, memory=cfg.memory)
     else:
-        rnn = nn.CELLS[cfg.cell](task.input_size, cfg.hidden, backend=backend, rng=rng)
+        rnn = nn.CELLS[cfg.cell](task.input_size, cfg.hidden, backend=backend, rng=rng,
+                                 memory=cfg.memory)
         forget_bias = lstm_forget_bias(cfg.task)
         if cfg.cell == "lstm" and forget_bias is not None:
             rnn.parameters()["b"][cfg.hidden:2 * cfg.hidden] = forget_bias   # gates i, f, g, o

@@ -300,6 +300,34 @@ class CudaBackend(Backend):
         """The step kernels' version for a (B, H) problem on the current device (rules.py)."""
         return rules.step_version(self.step, B, H, self.multiprocessors)[0]
 
+    def carry_refusal(self, plan):
+        """The step kernels of a forward-direction Elman or LSTM run take a carry: one more row
+        of du (and the LSTM's dc through dc_last) that the last step launched reads as the next
+        step's (_carried). The persistent kernels, the reversed direction's step order and the
+        GRU's split carry (dgh and dhs·z) do not yet."""
+        if plan.algo != "step":
+            return "the persistent kernels take no carry across segments (algo='step' does)"
+        if plan.reverse:
+            return "the step kernels of a reversed run take no carry across segments"
+        if plan.cell not in ("elman", "lstm"):
+            return f"the {plan.cell} step kernels take no carry across segments"
+        return None
+
+    def _carried(self, plan, carry, *seqs):
+        """The arrays of a backward that takes `carry` (B, N), the du of the step after the last:
+        du (T+1, B, N) with carry as its row T, and each of `seqs` (T, B, .) or None with one more
+        row (never read: step T is not launched; the step before reads du[T] as any step reads
+        the next one's)."""
+        refusal = self.carry_refusal(plan)
+        if refusal:
+            raise ValueError(f"du_next: {refusal}")
+        xp = self.xp
+        T, B = next(a for a in seqs if a is not None).shape[:2]
+        du = xp.empty((T + 1, B, carry.shape[1]), dtype=carry.dtype)
+        du[T] = carry
+        more = [None if a is None else xp.concatenate([a, xp.zeros_like(a[:1])]) for a in seqs]
+        return du, more
+
     def _lengths(self, lengths, T, B):
         import numpy as np
 
@@ -355,9 +383,15 @@ class CudaBackend(Backend):
         return self.kernels.fwd_stepper(p, h0, V, lens, activation, plan.version,
                                         flip=plan.reverse)
 
-    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan):
+    def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan, du_next=None):
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
+        if du_next is not None:
+            du, (h, dh) = self._carried(plan, du_next, h, dh)
+            step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan)
+            for s in range(T - 1, -1, -1):
+                step(s)
+            return du[:T]
         du = self.xp.empty_like(h)  # every entry is written
         if plan.algo == "persistent":
             return self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan)
@@ -494,22 +528,35 @@ class CudaBackend(Backend):
             yield
         return h, c, p
 
-    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+    def lstm_bwd_seq(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None,
+                     du_next=None, dc_next=None):
         """The LSTM's reverse recurrence: dh (T, B, Hs), dh_last (B, Hs), dc_last (B, H) or
         None; h, c, gates the forward's; c0 (B, H) or None (zeros); V (Hs, 4H); R (H, P) or
-        None. Returns du (T, B, 4H), dc0 (B, H) and, with R, dhs (T, B, P) (else None)."""
-        return _drain(self._lstm_bwd(dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R))
+        None. Returns du (T, B, 4H), dc0 (B, H) and, with R, dhs (T, B, P) (else None).
+        du_next, dc_next: the carry of a later segment (base.Backend.lstm_bwd_seq); dc_next
+        enters through dc_last, where a step starting an example's backward takes it (an
+        example either ends at T-1 and takes dc_last, or goes on and takes the carry: the
+        other is 0 there)."""
+        return _drain(self._lstm_bwd(dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R,
+                                     du_next, dc_next))
 
-    def _lstm_bwd(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None):
+    def _lstm_bwd(self, dh, dh_last, dc_last, h, c, gates, c0, V, lengths, plan, R=None,
+                  du_next=None, dc_next=None):
         xp = self.xp
         T, B, H = c.shape
         dt = c.dtype
         self._lstm_plan(plan, B, H, dt, 0 if R is None else R.shape[1])
         lens = self._lengths(lengths, T, B)
         c0 = xp.zeros((B, H), dtype=dt) if c0 is None else c0
-        du = xp.empty((T, B, 4 * H), dtype=dt)  # every entry is written
-        dc = xp.empty((B, H), dtype=dt)
+        # zeros: an example with no step here (length 0 in a segment) leaves its row alone
+        dc = xp.zeros((B, H), dtype=dt)
         dhs = None if R is None else xp.empty((T, B, R.shape[1]), dtype=dt)
+        if du_next is not None:
+            du, (dh, gates, c, dhs) = self._carried(plan, du_next, dh, gates, c, dhs)
+            if dc_next is not None:
+                dc_last = dc_next if dc_last is None else dc_next + dc_last
+        else:
+            du = xp.empty((T, B, 4 * H), dtype=dt)  # every entry is written
         if plan.algo == "persistent":
             yield
             check = self.kernels.lstm_persistent_bwd(du, dc, dc_last, dh, dh_last, gates, c, c0,
@@ -524,6 +571,8 @@ class CudaBackend(Backend):
         for s in range(T - 1, -1, -1):
             step(s)
             yield
+        if du_next is not None:
+            return du[:T], dc, None if dhs is None else dhs[:T]
         return du, dc, dhs
 
     # -- the GRU (kernels/gru_*.cu): as the plan from resolve_algo(..., cell="gru") says ----------
