@@ -1,0 +1,43 @@
+"""The compiled time loops of the cpu backend (loops.py), and whether they can run here.
+
+Nothing here imports Numba: `unavailable_reason` looks for it (and for SciPy, whose BLAS Numba's
+`np.dot` calls) without compiling anything; `loops` is imported by the cpu backend when it is
+built.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+#: what the `cpu` extra installs (pyproject.toml)
+REQUIRES = ("numba", "scipy")
+#: the compiled loops: each cell's forward and backward
+LOOPS = ("elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd")
+
+
+@functools.cache
+def unavailable_reason():
+    """None when Numba and SciPy import, else why not (with the install command)."""
+    missing = [m for m in REQUIRES if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed; pip install gpu_bptt[cpu]"
+    try:
+        import numba  # noqa: F401
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+    except Exception as e:  # a broken install: say so rather than fail later
+        return f"numba cannot be imported: {e}"
+    return None
+
+
+def describe() -> str:
+    """One line for `gpu-bptt info`: Numba's version and how many compiled loops are cached."""
+    import numba
+
+    from . import loops
+
+    # Numba's cache: beside loops.py where that is writable, else the user's cache folder
+    cache = Path(loops.elman_fwd._cache._cache_path)
+    cached = sum(1 for n in LOOPS if any(cache.glob(f"loops.{n}-*.nbi")))
+    return (f"Numba {numba.__version__}; {cached} of {len(LOOPS)} loops compiled and cached in "
+            f"{cache} (the others compile on their first call, then load from there)")

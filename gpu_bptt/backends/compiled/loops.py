@@ -1,0 +1,329 @@
+"""The time loops of every cell, compiled by Numba (docs/architecture.md §2, the cpu backend).
+
+Each function is one cell's whole `*_fwd_seq` / `*_bwd_seq` of backends/base.py: the step's
+product by BLAS (`np.dot` into a buffer, which Numba hands to SciPy's BLAS), everything else in
+one compiled pass per step over the rows, with no Python between the steps. The formulas and the
+order of each operation are those of numpy_backend.py's steps, written per element; only tanh
+differs in float32 (`tanh` below), and the BLAS is SciPy's.
+
+Direction and padding without masks: step s of row b is valid while s < lens[b] (lens = T
+without lengths); its time index is `step_time` (reverse: lens[b]-1-s, then s on its padded
+steps, as time_loop.flipped_times). The state carried between steps is a (B, ·) buffer: each
+step's product reads it whole whatever the direction. Optional arrays arrive as empty arrays of
+the call's dtype and a flag, so each function compiles once per dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+#: every loop is cached on disk (the first call of a cell, direction and dtype compiles it)
+JIT = dict(cache=True, nogil=True)
+
+# Eigen's float32 tanh (the one XLA uses): a rational 13/6 approximation on [-7.9, 7.9], within a
+# few ulp of tanh, that LLVM vectorizes; libm's tanhf is a call per element, ~6x slower here.
+_CLAMP = np.float32(7.90531110763549805)
+P0, P1, P2, P3, P4, P5, P6 = (np.float32(v) for v in (
+    -2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+    1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03))
+Q0, Q1, Q2, Q3 = (np.float32(v) for v in (
+    1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
+
+
+def tanh(x):
+    """tanh of one float: Eigen's rational form in float32, libm's in float64 (compiled only)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(tanh)
+def _tanh_impl(x):
+    if x == types.float32:
+        def tanh32(x):
+            x = _CLAMP if x > _CLAMP else x
+            x = -_CLAMP if x < -_CLAMP else x
+            x2 = x * x
+            p = ((((((P0 * x2 + P1) * x2 + P2) * x2 + P3) * x2 + P4) * x2 + P5) * x2 + P6) * x
+            q = ((Q0 * x2 + Q1) * x2 + Q2) * x2 + Q3
+            return p / q
+        return tanh32
+    return lambda x: math.tanh(x)
+
+
+@njit(inline="always")
+def step_time(s, b, lens, rev):
+    """The time index of row b at step s of the run."""
+    if not rev or s >= lens[b]:
+        return s
+    return lens[b] - 1 - s
+
+
+@njit(inline="always")
+def consts(a):
+    """(0, 1/2, 1) in a's dtype (a literal would promote float32 arithmetic to float64)."""
+    c = np.array([0.0, 0.5, 1.0]).astype(a.dtype)
+    return c[0], c[1], c[2]
+
+
+# -- Elman -----------------------------------------------------------------------------------------
+@njit(**JIT)
+def elman_fwd(p, V, h0, act, lens, rev):
+    """h = f(p[t] + h_prev @ V) over p (T, B, H), in place; act: activations.ACTIVATION_CODES."""
+    T, B, H = p.shape
+    zero, _, one = consts(p)
+    lim = np.array([80.0 if p.itemsize == 4 else 700.0]).astype(p.dtype)[0]  # exp's overflow
+    state = h0.copy()
+    acc = np.empty((B, H), p.dtype)
+    for s in range(T):
+        np.dot(state, V, acc)
+        for b in range(B):
+            t = step_time(s, b, lens, rev)
+            out, st, a = p[t, b], state[b], acc[b]
+            if s >= lens[b]:
+                out[:] = 0
+                st[:] = 0
+                continue
+            for j in range(H):
+                a[j] += out[j]
+            if act == 0:
+                for j in range(H):
+                    a[j] = tanh(a[j])
+            elif act == 1:
+                for j in range(H):
+                    a[j] = max(a[j], zero)
+            elif act == 2:  # 1 / (1 + exp(-u)), as activations.apply
+                for j in range(H):
+                    a[j] = one / (math.exp(min(-a[j], lim)) + one)
+            out[:] = a
+            st[:] = a
+    return p
+
+
+@njit(**JIT)
+def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev):
+    """du[t] = (dh[t] + du_next @ V.T) * f'(h[t]), dh_last entering at each row's last step."""
+    T, B, H = h.shape
+    zero, _, one = consts(h)
+    du = np.empty_like(h)
+    nxt = np.zeros((B, H), h.dtype)
+    acc = np.zeros((B, H), h.dtype)
+    for s in range(T - 1, -1, -1):
+        if s < T - 1:
+            np.dot(nxt, VT, acc)
+        for b in range(B):
+            t = step_time(s, b, lens, rev)
+            out, a, y = du[t, b], acc[b], h[t, b]
+            if s >= lens[b]:
+                out[:] = 0
+                nxt[b] = 0
+                continue
+            if has_dh:
+                g = dh[t, b]
+                if has_last and s == lens[b] - 1:
+                    for j in range(H):
+                        a[j] += g[j] + dh_last[b, j]
+                else:
+                    for j in range(H):
+                        a[j] += g[j]
+            elif has_last and s == lens[b] - 1:
+                for j in range(H):
+                    a[j] += dh_last[b, j]
+            for j in range(H):
+                if act == 0:
+                    d = one - y[j] * y[j]
+                elif act == 1:
+                    d = one if y[j] > zero else zero
+                elif act == 2:
+                    d = (one - y[j]) * y[j]
+                else:
+                    d = one
+                out[j] = a[j] * d
+            nxt[b] = out
+    return du
+
+
+# -- LSTM ------------------------------------------------------------------------------------------
+@njit(**JIT)
+def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
+    """The LSTM recurrence: p (T, B, 4H) becomes the gates [i|f|g|o]; returns h, c, gates."""
+    T, B, G = p.shape
+    H, Hs = G // 4, h0.shape[1]
+    _, half, _ = consts(p)
+    h = np.empty((T, B, Hs), p.dtype)
+    c = np.empty((T, B, H), p.dtype)
+    hs, cs = h0.copy(), c0.copy()
+    acc = np.empty((B, G), p.dtype)
+    m = np.zeros((B, H), p.dtype)
+    for s in range(T):
+        np.dot(hs, V, acc)
+        for b in range(B):
+            t = step_time(s, b, lens, rev)
+            u, a = p[t, b], acc[b]
+            if s >= lens[b]:
+                u[:] = 0
+                c[t, b] = 0
+                cs[b] = 0
+                m[b] = 0
+                if not has_R:
+                    h[t, b] = 0
+                    hs[b] = 0
+                continue
+            for j in range(G):
+                u[j] += a[j]
+            for j in range(2 * H):   # i, f: σ(u) = tanh(u/2)/2 + 1/2
+                u[j] = half * tanh(half * u[j]) + half
+            for j in range(2 * H, 3 * H):
+                u[j] = tanh(u[j])
+            for j in range(3 * H, G):
+                u[j] = half * tanh(half * u[j]) + half
+            for j in range(H):
+                cc = u[H + j] * cs[b, j] + u[j] * u[2 * H + j]
+                cs[b, j] = cc
+                c[t, b, j] = cc
+                m[b, j] = tanh(cc) * u[3 * H + j]
+            if not has_R:
+                h[t, b] = m[b]
+                hs[b] = m[b]
+        if has_R:
+            np.dot(m, R, hs)  # padded rows of m are 0: so are theirs of hs
+            for b in range(B):
+                h[step_time(s, b, lens, rev), b] = hs[b]
+    return h, c, p
+
+
+@njit(**JIT)
+def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, VT, RT, has_R,
+             lens, rev):
+    """BPTT through the LSTM: returns du (T, B, 4H), dc0 (B, H) and, with R, dhs (T, B, Hs)."""
+    T, B, H = c.shape
+    G, Hs = 4 * H, h.shape[2]
+    _, _, one = consts(c)
+    du = np.empty((T, B, G), c.dtype)
+    dhs_all = np.empty((T if has_R else 0, B, Hs), c.dtype)
+    dn = np.zeros((B, G), c.dtype)
+    dhs = np.zeros((B, Hs), c.dtype)
+    dm = np.empty((B, H), c.dtype) if has_R else dhs
+    dc = np.zeros((B, H), c.dtype)
+    for s in range(T - 1, -1, -1):
+        if s < T - 1:
+            np.dot(dn, VT, dhs)
+        for b in range(B):
+            t = step_time(s, b, lens, rev)
+            if s >= lens[b]:
+                dhs[b] = 0
+                continue
+            last = has_last and s == lens[b] - 1
+            for j in range(Hs):
+                if has_dh:
+                    dhs[b, j] += dh[t, b, j] + dh_last[b, j] if last else dh[t, b, j]
+                elif last:
+                    dhs[b, j] += dh_last[b, j]
+        if has_R:
+            np.dot(dhs, RT, dm)
+        for b in range(B):
+            t = step_time(s, b, lens, rev)
+            if has_R:
+                dhs_all[t, b] = dhs[b]
+            if s >= lens[b]:
+                du[t, b] = 0
+                dn[b] = 0
+                continue
+            if has_dcl and s == lens[b] - 1:
+                dc[b] += dc_last[b]
+            prev = c0[b] if s == 0 else c[step_time(s - 1, b, lens, rev), b]
+            g4, d4, cc = gates[t, b], du[t, b], c[t, b]
+            for j in range(H):
+                i, f, g, o = g4[j], g4[H + j], g4[2 * H + j], g4[3 * H + j]
+                tc = tanh(cc[j])
+                d = dc[b, j] + dm[b, j] * ((one - tc * tc) * o)
+                d4[j] = (one - i) * i * g * d
+                d4[H + j] = (one - f) * f * prev[j] * d
+                d4[2 * H + j] = (one - g * g) * i * d
+                d4[3 * H + j] = (one - o) * o * tc * dm[b, j]
+                dc[b, j] = d * f
+            dn[b] = d4
+    return du, dc, dhs_all
+
+
+# -- GRU -------------------------------------------------------------------------------------------
+@njit(**JIT)
+def gru_fwd(p, V, b_h, has_bh, h0, lens, rev):
+    """The GRU recurrence over p (T, B, 3H) (only read): returns h (T, B, H), gates [r|z|n|hn]."""
+    T, B, G = p.shape
+    H = G // 3
+    _, half, _ = consts(p)
+    gates = np.empty((T, B, 4 * H), p.dtype)
+    h = np.empty((T, B, H), p.dtype)
+    hs = h0.copy()
+    acc = np.empty((B, G), p.dtype)
+    for s in range(T):
+        np.dot(hs, V, acc)
+        for b in range(B):
+            t = step_time(s, b, lens, rev)
+            g4, a, x = gates[t, b], acc[b], p[t, b]
+            if s >= lens[b]:
+                g4[:] = 0
+                h[t, b] = 0
+                hs[b] = 0
+                continue
+            if has_bh:
+                for j in range(G):
+                    a[j] += b_h[j]
+            for j in range(2 * H):
+                g4[j] = half * tanh(half * (x[j] + a[j])) + half
+            for j in range(H):
+                r, z, hn = g4[j], g4[H + j], a[2 * H + j]
+                n = tanh(r * hn + x[2 * H + j])
+                g4[2 * H + j] = n
+                g4[3 * H + j] = hn
+                v = (hs[b, j] - n) * z + n
+                hs[b, j] = v
+                h[t, b, j] = v
+    return h, gates
+
+
+@njit(**JIT)
+def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
+    """BPTT through the GRU: returns dgx (T, B, 3H), the gradient on p, and dh0 (B, H)."""
+    T, B, H = h.shape
+    _, _, one = consts(h)
+    dgx = np.empty((T, B, 3 * H), h.dtype)
+    dgh = np.zeros((B, 3 * H), h.dtype)
+    zd = np.zeros((B, H), h.dtype)
+    carry = np.zeros((B, H), h.dtype)
+    for s in range(T - 1, -1, -1):
+        if s < T - 1:
+            np.dot(dgh, VT, carry)
+            carry += zd
+        for b in range(B):
+            t = step_time(s, b, lens, rev)
+            if s >= lens[b]:
+                dgx[t, b] = 0
+                dgh[b] = 0
+                zd[b] = 0
+                continue
+            last = has_last and s == lens[b] - 1
+            prev = h0[b] if s == 0 else h[step_time(s - 1, b, lens, rev), b]
+            g4, d3 = gates[t, b], dgx[t, b]
+            for j in range(H):
+                if has_dh:
+                    d = (dh[t, b, j] + dh_last[b, j] if last else dh[t, b, j]) + carry[b, j]
+                elif last:
+                    d = dh_last[b, j] + carry[b, j]
+                else:
+                    d = carry[b, j]
+                r, z, n, hn = g4[j], g4[H + j], g4[2 * H + j], g4[3 * H + j]
+                gn = (one - n * n) * (one - z) * d
+                gr = (one - r) * r * hn * gn
+                d3[j] = gr
+                d3[H + j] = (prev[j] - n) * z * (one - z) * d
+                d3[2 * H + j] = gn
+                dgh[b, j] = gr
+                dgh[b, H + j] = d3[H + j]
+                dgh[b, 2 * H + j] = gn * r
+                zd[b, j] = d * z
+    np.dot(dgh, VT, carry)
+    carry += zd
+    return dgx, carry
