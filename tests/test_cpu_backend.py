@@ -1,0 +1,219 @@
+"""The cpu backend (compiled time loops) against the numpy backend, the plain reference, on every
+configuration the numpy backend runs: each cell, lengths, both directions, projection, bias or
+not, initial states or not, every combination of gradients from above, float32 and float64; and
+the fallback to numpy where Numba is missing.
+
+Not bit for bit: the step's product is SciPy's BLAS (another OpenBLAS build than NumPy's, with
+its own blocking) and float32 tanh is Eigen's rational form (within 6 ulp of tanh where NumPy's
+is within 2), so results differ in the last bits of each step and the table's tolerances of
+tests/tolerances.py apply (they allow a few ulp per step compounded over the steps). The order of
+every other operation is the reference's, which the float64 runs check to 1e-10.
+"""
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpu_bptt
+from gpu_bptt import backends, cells
+from gpu_bptt.backends import compiled
+from tests.tolerances import assert_close
+
+pytestmark = pytest.mark.skipif(compiled.unavailable_reason() is not None,
+                                reason=f"cpu extra: {compiled.unavailable_reason()}")
+
+DTYPES = (np.float32, np.float64)
+T, B, I, H, P = 7, 5, 3, 6, 4
+LENGTHS = np.array([7, 1, 4, 7, 2], dtype=np.int32)
+
+
+def arrays(shapes, dtype, seed):
+    r = np.random.default_rng(seed)
+    return {k: (r.standard_normal(s) * 0.5).astype(dtype) for k, s in shapes.items()}
+
+
+def run_both(call, grads, cell_args):
+    """call(backend) -> (Output, Grads) on numpy and cpu; compare every array field."""
+    results = [call(name) for name in ("numpy", "cpu")]
+    (out_ref, g_ref), (out, g) = results
+    assert out.cache.plan.reason.startswith("the cpu backend runs the time loop compiled")
+    for name in ("h", "h_last", "c_last"):
+        if hasattr(out_ref, name):
+            assert_close(f"{cell_args} {name}", getattr(out, name), getattr(out_ref, name))
+    for name in grads:
+        ref = getattr(g_ref, name)
+        if ref is None:
+            assert getattr(g, name) is None, name
+        else:
+            assert_close(f"{cell_args} {name}", getattr(g, name), ref)
+
+
+# dh, dh_last (and dc_last) given or not: at least one
+FROM_ABOVE = [c for c in itertools.product((True, False), repeat=2) if any(c)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("lengths", (False, True))
+@pytest.mark.parametrize("activation", ("tanh", "relu", "sigmoid", "identity"))
+@pytest.mark.parametrize("from_above", FROM_ABOVE)
+def test_elman_equals_numpy(dtype, reverse, lengths, activation, from_above):
+    a = arrays(dict(x=(T, B, I), W=(I, H), V=(H, H), b=(H,), h0=(B, H), dh=(T, B, H),
+                    dh_last=(B, H)), dtype, seed=1)
+    bias_h0 = (a["b"], a["h0"]) if lengths else (None, None)  # both with and without
+    lens = LENGTHS if lengths else None
+    if lengths:
+        a["dh"][6, 1] = np.nan  # padded: ignored by both
+
+    def call(bk):
+        out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], *bias_h0, activation=activation,
+                                     lengths=lens, reverse=reverse, backend=bk)
+        g = gpu_bptt.elman_backward(a["dh"] if from_above[0] else None, out.cache,
+                                    dh_last=a["dh_last"] if from_above[1] else None)
+        return out, g
+    run_both(call, ("dx", "dW", "dV", "db", "dh0"), (activation, lengths, reverse))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("lengths", (False, True))
+@pytest.mark.parametrize("proj", (False, True))
+@pytest.mark.parametrize("from_above", FROM_ABOVE + [(False, False)])
+def test_lstm_equals_numpy(dtype, reverse, lengths, proj, from_above):
+    Hs = P if proj else H
+    a = arrays(dict(x=(T, B, I), W=(I, 4 * H), V=(Hs, 4 * H), b=(4 * H,), h0=(B, Hs),
+                    c0=(B, H), R=(H, P), dh=(T, B, Hs), dh_last=(B, Hs), dc_last=(B, H)),
+               dtype, seed=2)
+    states = (a["b"], a["h0"], a["c0"]) if lengths else (None, None, None)
+    lens = LENGTHS if lengths else None
+
+    def call(bk):
+        out = gpu_bptt.lstm_forward(a["x"], a["W"], a["V"], *states, R=a["R"] if proj else None,
+                                    lengths=lens, reverse=reverse, backend=bk)
+        g = gpu_bptt.lstm_backward(a["dh"] if from_above[0] else None, out.cache,
+                                   dh_last=a["dh_last"] if from_above[1] else None,
+                                   dc_last=a["dc_last"] if not all(from_above) else None)
+        return out, g
+    run_both(call, ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), (proj, lengths, reverse))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("lengths", (False, True))
+@pytest.mark.parametrize("biases", ((True, True), (False, True), (True, False), (False, False)))
+@pytest.mark.parametrize("from_above", FROM_ABOVE)
+def test_gru_equals_numpy(dtype, reverse, lengths, biases, from_above):
+    a = arrays(dict(x=(T, B, I), W=(I, 3 * H), V=(H, 3 * H), b_x=(3 * H,), b_h=(3 * H,),
+                    h0=(B, H), dh=(T, B, H), dh_last=(B, H)), dtype, seed=3)
+    b_x, b_h = (a[k] if on else None for k, on in zip(("b_x", "b_h"), biases))
+    lens = LENGTHS if lengths else None
+
+    def call(bk):
+        out = gpu_bptt.gru_forward(a["x"], a["W"], a["V"], b_x, b_h,
+                                   a["h0"] if lengths else None, lengths=lens, reverse=reverse,
+                                   backend=bk)
+        g = gpu_bptt.gru_backward(a["dh"] if from_above[0] else None, out.cache,
+                                  dh_last=a["dh_last"] if from_above[1] else None)
+        return out, g
+    run_both(call, ("dx", "dW", "dV", "db_x", "db_h", "dh0"), (biases, lengths, reverse))
+
+
+def test_bidirectional_pair_equals_numpy():
+    """Both directions together (seq_pair) as on numpy, with lengths."""
+    a = arrays(dict(x=(T, B, I), W=(I, 4 * H), V=(H, 4 * H), dh=(T, B, H)), np.float64, seed=4)
+    W2, V2 = a["W"][::-1].copy(), a["V"][::-1].copy()
+    runs = {}
+    for bk in ("numpy", "cpu"):
+        outs = cells.lstm_forward_pair(a["x"], (a["W"], a["V"], None, None, None, None),
+                                          (W2, V2, None, None, None, None), lengths=LENGTHS,
+                                          backend=bk)
+        grads = cells.lstm_backward_pair((a["dh"], a["dh"]), tuple(o.cache for o in outs))
+        runs[bk] = outs, grads
+    for d in range(2):
+        assert_close(f"h[{d}]", runs["cpu"][0][d].h, runs["numpy"][0][d].h)
+        for name in ("dx", "dW", "dV", "dh0", "dc0"):
+            assert_close(f"{name}[{d}]", getattr(runs["cpu"][1][d], name),
+                         getattr(runs["numpy"][1][d], name))
+
+
+def test_against_float64_by_hand():
+    """An independent check of the compiled Elman loop: float32 on the cpu backend against a
+    float64 loop written here (tanh, reversed, with lengths)."""
+    a = arrays(dict(x=(T, B, I), W=(I, H), V=(H, H), h0=(B, H)), np.float32, seed=5)
+    out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], None, a["h0"], lengths=LENGTHS,
+                                 reverse=True, backend="cpu")
+    x, W, V = (a[k].astype(np.float64) for k in ("x", "W", "V"))
+    ref = np.zeros((T, B, H))
+    for b, n in enumerate(LENGTHS):
+        h = a["h0"][b].astype(np.float64)
+        for t in range(n - 1, -1, -1):
+            h = np.tanh(x[t, b] @ W + h @ V)
+            ref[t, b] = h
+    assert_close("h", out.h, ref, dtype=np.float32)
+
+
+def test_plan_and_modes():
+    """The plan says what runs; a mode the loops do not run is refused, never switched."""
+    bk = backends.get_backend("cpu")
+    plan = bk.resolve_algo("auto", T, B, H, np.float32, cell="lstm")
+    assert plan.algo == "step" and "compiled" in plan.reason
+    with pytest.raises(TypeError, match="dtype: the cpu backend runs float32 and float64"):
+        bk.resolve_algo("auto", T, B, H, np.float16)
+    with pytest.raises(TypeError, match="allow_tf32: the cpu backend"):
+        bk.resolve_algo("auto", T, B, H, np.float32, tf32=True)
+    assert bk.dtypes == ("float32", "float64") and bk.tf32 is False
+    with pytest.raises(ValueError, match="algo"):
+        bk.resolve_algo("persistent", T, B, H, np.float32)
+
+
+def test_auto_picks_cpu(monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    if backends.available_backends()["cuda"] is None:
+        pytest.skip("a GPU is here: auto picks cuda")  # noqa: the rule tested is the CPU's
+    assert backends.get_backend(None).name == "cpu"
+
+
+def test_fallback_without_numba(monkeypatch):
+    """Where the cpu extra is missing: cpu unavailable (saying why), auto is numpy."""
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` fails, find_spec is None
+    monkeypatch.setattr(backends, "_instances", {})
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    compiled.unavailable_reason.cache_clear()
+    try:
+        reason = backends.available_backends()["cpu"]
+        assert reason == "numba not installed; pip install gpu_bptt[cpu]"
+        if backends.available_backends()["cuda"] is not None:
+            assert backends.get_backend(None).name == "numpy"
+        with pytest.raises(backends.BackendUnavailable, match="cpu.*numba not installed"):
+            backends.get_backend("cpu")
+    finally:
+        compiled.unavailable_reason.cache_clear()
+
+
+def test_info_shows_the_cpu_backend(capsys):
+    from gpu_bptt.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "  cpu       available: Numba " in out
+    assert "loops compiled and cached in" in out
+
+
+def test_loops_load_from_the_cache_in_a_new_process():
+    """The compiled loops are cached across processes: a fresh one loads rather than compiles."""
+    gpu_bptt.elman_forward(np.ones((2, 1, 1), np.float32), np.ones((1, 1), np.float32),
+                           np.ones((1, 1), np.float32), backend="cpu")  # compiled here if not yet
+    code = ("import numpy as np, gpu_bptt\n"
+            "from gpu_bptt.backends.compiled import loops\n"
+            "a = np.ones((2, 1, 1), np.float32); w = np.ones((1, 1), np.float32)\n"
+            "gpu_bptt.elman_forward(a, w, w, backend='cpu')\n"
+            "s = loops.elman_fwd.stats\n"
+            "print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    hits, misses = run.stdout.split()[-2:]
+    assert (hits, misses) == ("1", "0"), run.stdout
