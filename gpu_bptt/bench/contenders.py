@@ -135,7 +135,12 @@ def _ours(skipped, blas_threads=None):
     from ..backends import available_backends, get_backend
 
     found = [Ours("numpy", lambda: get_backend("numpy"), blas_threads=blas_threads)]
-    reason = available_backends().get("cuda")
+    status = available_backends()
+    if status["cpu"]:
+        skipped["cpu"] = status["cpu"]
+    else:
+        found.append(Ours("cpu", lambda: get_backend("cpu"), blas_threads=blas_threads))
+    reason = status.get("cuda")
     if reason:
         skipped["cuda"] = reason
         return found
