@@ -12,6 +12,7 @@ every other operation is the reference's, which the float64 runs check to 1e-10.
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 
@@ -217,3 +218,22 @@ def test_loops_load_from_the_cache_in_a_new_process():
     assert run.returncode == 0, run.stderr
     hits, misses = run.stdout.split()[-2:]
     assert (hits, misses) == ("1", "0"), run.stdout
+
+
+@pytest.mark.parametrize("cell", ("elman", "lstm", "gru"))
+def test_bench_runs_the_cpu_contender(cell, tmp_path, capsys):
+    """The bench's cpu preset has the compiled path as a contender: on the tiny sizes it passes
+    the check against the float64 reference, under the BLAS limit the numpy contender gets."""
+    from gpu_bptt.bench.cli import main
+
+    assert main(["--cell", cell, "--preset", "tiny", "--contenders", "numpy,cpu", "--repeats",
+                 "2", "--warmup", "1", "--pause", "0", "--no-plot", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    (path,) = tmp_path.glob(f"{cell}-tiny-*.json")
+    data = json.loads(path.read_text())
+    assert data["contenders"] == ["numpy", "cpu"] and data["complete"]
+    assert data["blas_threads"]["cpu"] == data["blas_threads"]["numpy"]
+    for block in data["sizes"]:
+        (cpu,) = [r for r in block["results"] if r["contender"] == "cpu"]
+        assert cpu["check"]["ok"], cpu["check"]
