@@ -3,11 +3,12 @@ configuration the numpy backend runs: each cell, lengths, both directions, proje
 not, initial states or not, every combination of gradients from above, float32 and float64; and
 the fallback to numpy where Numba is missing.
 
-Not bit for bit: the step's product is SciPy's BLAS (another OpenBLAS build than NumPy's, with
-its own blocking) and float32 tanh is Eigen's rational form (within 6 ulp of tanh where NumPy's
-is within 2), so results differ in the last bits of each step and the table's tolerances of
-tests/tolerances.py apply (they allow a few ulp per step compounded over the steps). The order of
-every other operation is the reference's, which the float64 runs check to 1e-10.
+The products are NumPy's own BLAS calls and every other operation is the reference's, in its
+order: where the math is the same (Elman with relu or identity) the results are bit for bit the
+reference's. tanh, σ and exp are not NumPy's (float32 tanh is Eigen's rational form, within 6 ulp
+of tanh where NumPy's is within 2; float64 tanh and exp are libm's): there the results differ in
+the last bits of each step and the tolerance table (tests/tolerances.py: a few ulp per step,
+compounded over the steps) applies.
 """
 from __future__ import annotations
 
@@ -37,20 +38,24 @@ def arrays(shapes, dtype, seed):
     return {k: (r.standard_normal(s) * 0.5).astype(dtype) for k, s in shapes.items()}
 
 
-def run_both(call, grads, cell_args):
-    """call(backend) -> (Output, Grads) on numpy and cpu; compare every array field."""
+def run_both(call, grads, cell_args, exact=False):
+    """call(backend) -> (Output, Grads) on numpy and cpu; compare every array field (exact:
+    bit for bit)."""
     results = [call(name) for name in ("numpy", "cpu")]
     (out_ref, g_ref), (out, g) = results
     assert out.cache.plan.reason.startswith("the cpu backend runs the time loop compiled")
-    for name in ("h", "h_last", "c_last"):
-        if hasattr(out_ref, name):
-            assert_close(f"{cell_args} {name}", getattr(out, name), getattr(out_ref, name))
+    pairs = [(name, getattr(out, name), getattr(out_ref, name))
+             for name in ("h", "h_last", "c_last") if hasattr(out_ref, name)]
     for name in grads:
-        ref = getattr(g_ref, name)
-        if ref is None:
+        if getattr(g_ref, name) is None:
             assert getattr(g, name) is None, name
         else:
-            assert_close(f"{cell_args} {name}", getattr(g, name), ref)
+            pairs.append((name, getattr(g, name), getattr(g_ref, name)))
+    for name, x, ref in pairs:
+        if exact:
+            assert np.array_equal(x, ref), f"{cell_args} {name}: not bit for bit the reference's"
+        else:
+            assert_close(f"{cell_args} {name}", x, ref)
 
 
 # dh, dh_last (and dc_last) given or not: at least one
@@ -76,7 +81,8 @@ def test_elman_equals_numpy(dtype, reverse, lengths, activation, from_above):
         g = gpu_bptt.elman_backward(a["dh"] if from_above[0] else None, out.cache,
                                     dh_last=a["dh_last"] if from_above[1] else None)
         return out, g
-    run_both(call, ("dx", "dW", "dV", "db", "dh0"), (activation, lengths, reverse))
+    run_both(call, ("dx", "dW", "dV", "db", "dh0"), (activation, lengths, reverse),
+             exact=activation in ("relu", "identity"))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -237,3 +243,16 @@ def test_bench_runs_the_cpu_contender(cell, tmp_path, capsys):
     for block in data["sizes"]:
         (cpu,) = [r for r in block["results"] if r["contender"] == "cpu"]
         assert cpu["check"]["ok"], cpu["check"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", (False, True))
+def test_one_row_is_bit_for_bit(dtype, reverse):
+    """B = 1: the products are NumPy's gemv calls, as the reference's (relu: same math)."""
+    a = arrays(dict(x=(T, 1, I), W=(I, H), V=(H, H), b=(H,), dh=(T, 1, H)), dtype, seed=6)
+
+    def call(bk):
+        out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], a["b"], activation="relu",
+                                     reverse=reverse, backend=bk)
+        return out, gpu_bptt.elman_backward(a["dh"], out.cache)
+    run_both(call, ("dx", "dW", "dV", "db", "dh0"), ("B=1", reverse), exact=True)

@@ -38,6 +38,12 @@ def _optional(a, ndim, dtype):
     return _c(a), True
 
 
+def _transposed(V, B):
+    """V.T for the backward's product: a view (the BLAS transposes as it reads), or a copy for
+    one row (B = 1), which NumPy's gemv, as the reference calls it, reads contiguous."""
+    return np.ascontiguousarray(V.T) if B == 1 else _c(V).T
+
+
 def _lengths(lengths, B, T):
     """lengths as int64, or T for every row when there are none."""
     if lengths is None:
@@ -66,7 +72,7 @@ class CpuBackend(NumpyBackend):
             raise TypeError("allow_tf32: the cpu backend has no TF32 mode; use backend='numpy'")
         plan = super().resolve_algo(algo, T, B, H, dtype, reverse=reverse, cell=cell, P=P)
         return dataclasses.replace(plan, reason="the cpu backend runs the time loop compiled "
-                                                "(Numba; the step's product by SciPy's BLAS)")
+                                                "(Numba; the step's product by NumPy's BLAS)")
 
     def elman_fwd_seq(self, p, V, h0, activation, lengths, plan):
         T, B, _ = p.shape
@@ -79,8 +85,8 @@ class CpuBackend(NumpyBackend):
         dh, has_dh = _optional(dh, 3, h.dtype)
         dh_last, has_last = _optional(dh_last, 2, h.dtype)
         code = activations.ACTIVATION_CODES[activation]
-        return self.loops.elman_bwd(dh, has_dh, dh_last, has_last, _c(h), _c(V).T, code,
-                                    _lengths(lengths, B, T), plan.reverse)
+        return self.loops.elman_bwd(dh, has_dh, dh_last, has_last, _c(h), _transposed(V, B),
+                                    code, _lengths(lengths, B, T), plan.reverse)
 
     def lstm_fwd_seq(self, p, V, h0, c0, lengths, plan, R=None):
         T, B, _ = p.shape
@@ -96,8 +102,8 @@ class CpuBackend(NumpyBackend):
         dc_last, has_dcl = _optional(dc_last, 2, dt)
         R, has_R = _optional(R, 2, dt)
         du, dc0, dhs = self.loops.lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl,
-                                           _c(h), _c(c), _c(gates), _c(c0), _c(V).T, _c(R.T), has_R,
-                                           _lengths(lengths, B, T), plan.reverse)
+                                           _c(h), _c(c), _c(gates), _c(c0), _transposed(V, B),
+                                           _c(R.T), has_R, _lengths(lengths, B, T), plan.reverse)
         return du, dc0, dhs if has_R else None
 
     def gru_fwd_seq(self, p, V, b_h, h0, lengths, plan):
@@ -111,4 +117,4 @@ class CpuBackend(NumpyBackend):
         dh, has_dh = _optional(dh, 3, h.dtype)
         dh_last, has_last = _optional(dh_last, 2, h.dtype)
         return self.loops.gru_bwd(dh, has_dh, dh_last, has_last, _c(h), _c(h0), _c(gates),
-                                  _c(V).T, _lengths(lengths, B, T), plan.reverse)
+                                  _transposed(V, B), _lengths(lengths, B, T), plan.reverse)

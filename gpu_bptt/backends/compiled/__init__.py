@@ -1,8 +1,7 @@
 """The compiled time loops of the cpu backend (loops.py), and whether they can run here.
 
-Nothing here imports Numba: `unavailable_reason` looks for it (and for SciPy, whose BLAS Numba's
-`np.dot` calls) without compiling anything; `loops` is imported by the cpu backend when it is
-built.
+Nothing here compiles: `unavailable_reason` imports Numba and looks for NumPy's BLAS (blas.py);
+`loops` is imported by the cpu backend when it is built.
 """
 from __future__ import annotations
 
@@ -11,23 +10,25 @@ import importlib.util
 from pathlib import Path
 
 #: what the `cpu` extra installs (pyproject.toml)
-REQUIRES = ("numba", "scipy")
+REQUIRES = ("numba",)
 #: the compiled loops: each cell's forward and backward
 LOOPS = ("elman_fwd", "elman_bwd", "lstm_fwd", "lstm_bwd", "gru_fwd", "gru_bwd")
 
 
 @functools.cache
 def unavailable_reason():
-    """None when Numba and SciPy import, else why not (with the install command)."""
+    """None when Numba imports and NumPy's BLAS can be called, else why not."""
     missing = [m for m in REQUIRES if importlib.util.find_spec(m) is None]
     if missing:
         return f"{' and '.join(missing)} not installed; pip install gpu_bptt[cpu]"
     try:
         import numba  # noqa: F401
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
     except Exception as e:  # a broken install: say so rather than fail later
         return f"numba cannot be imported: {e}"
-    return None
+    from . import blas
+
+    found = blas.find()
+    return found if isinstance(found, str) else None
 
 
 def describe() -> str:

@@ -1,10 +1,10 @@
 """The time loops of every cell, compiled by Numba (docs/architecture.md §2, the cpu backend).
 
 Each function is one cell's whole `*_fwd_seq` / `*_bwd_seq` of backends/base.py: the step's
-product by BLAS (`np.dot` into a buffer, which Numba hands to SciPy's BLAS), everything else in
-one compiled pass per step over the rows, with no Python between the steps. The formulas and the
-order of each operation are those of numpy_backend.py's steps, written per element; only tanh
-differs in float32 (`tanh` below), and the BLAS is SciPy's.
+product by NumPy's own BLAS (`matmul`, blas.py), everything else in one compiled pass per step
+over the rows, with no Python between the steps. The formulas and the order of each operation
+are those of numpy_backend.py's steps, written per element, and the products are NumPy's bit for
+bit; only tanh differs in float32 (`tanh` below).
 
 Direction and padding without masks: step s of row b is valid while s < lens[b] (lens = T
 without lengths); its time index is `step_time` (reverse: lens[b]-1-s, then s on its padded
@@ -19,6 +19,25 @@ import math
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
+
+from . import blas
+
+_INT = types.int64 if blas.register() else types.int32  # the BLAS's integers
+_E, _P = types.int32, types.intp  # CBLAS enums; pointers, passed as integers
+
+
+def _gemm(name, real):
+    return types.ExternalFunction(name, types.void(_E, _E, _E, _INT, _INT, _INT, real, _P, _INT,
+                                                   _P, _INT, real, _P, _INT))
+
+
+def _gemv(name, real):
+    return types.ExternalFunction(name, types.void(_E, _E, _INT, _INT, real, _P, _INT, _P, _INT,
+                                                   real, _P, _INT))
+
+
+sgemm, dgemm = _gemm("gpu_bptt_sgemm", types.float32), _gemm("gpu_bptt_dgemm", types.float64)
+sgemv, dgemv = _gemv("gpu_bptt_sgemv", types.float32), _gemv("gpu_bptt_dgemv", types.float64)
 
 #: every loop is cached on disk (the first call of a cell, direction and dtype compiles it);
 #: NumPy's error model: a division has no zero check, without which no loop with one vectorizes
@@ -52,6 +71,31 @@ def _tanh_impl(x):
     return lambda x: math.tanh(x)
 
 
+@njit
+def matmul(a, b, out):
+    """out = a @ b as np.dot computes it: a (M, K) and out (M, N) C-contiguous, b (K, N)
+    C- or F-contiguous (a transposed view); one row (M = 1) by gemv, as NumPy does."""
+    M, K = a.shape
+    N = b.shape[1]
+    trans = not b.flags.c_contiguous  # F: b is the transpose of a C (N, K) array
+    ldb = K if trans else N
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, out.ctypes.data
+    if M == 1:  # y = bᵀ-wise product of the row: b (K, N) row-major, or its transpose
+        if a.itemsize == 4:
+            sgemv(blas.ROW_MAJOR, blas.NO_TRANS if trans else blas.TRANS, N if trans else K,
+                  K if trans else N, np.float32(1), pb, ldb, pa, 1, np.float32(0), pc, 1)
+        else:
+            dgemv(blas.ROW_MAJOR, blas.NO_TRANS if trans else blas.TRANS, N if trans else K,
+                  K if trans else N, 1.0, pb, ldb, pa, 1, 0.0, pc, 1)
+        return
+    tb = blas.TRANS if trans else blas.NO_TRANS
+    if a.itemsize == 4:
+        sgemm(blas.ROW_MAJOR, blas.NO_TRANS, tb, M, N, K, np.float32(1), pa, K, pb, ldb,
+              np.float32(0), pc, N)
+    else:
+        dgemm(blas.ROW_MAJOR, blas.NO_TRANS, tb, M, N, K, 1.0, pa, K, pb, ldb, 0.0, pc, N)
+
+
 @njit(inline="always")
 def step_time(s, b, lens, rev):
     """The time index of row b at step s of the run."""
@@ -77,7 +121,7 @@ def elman_fwd(p, V, h0, act, lens, rev):
     state = h0.copy()
     acc = np.empty((B, H), p.dtype)
     for s in range(T):
-        np.dot(state, V, acc)
+        matmul(state, V, acc)
         for b in range(B):
             t = step_time(s, b, lens, rev)
             out, st, a = p[t, b], state[b], acc[b]
@@ -111,7 +155,7 @@ def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev):
     acc = np.zeros((B, H), h.dtype)
     for s in range(T - 1, -1, -1):
         if s < T - 1:
-            np.dot(nxt, VT, acc)
+            matmul(nxt, VT, acc)
         for b in range(B):
             t = step_time(s, b, lens, rev)
             out, a, y = du[t, b], acc[b], h[t, b]
@@ -157,7 +201,7 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
     acc = np.empty((B, G), p.dtype)
     m = np.zeros((B, H), p.dtype)
     for s in range(T):
-        np.dot(hs, V, acc)
+        matmul(hs, V, acc)
         for b in range(B):
             t = step_time(s, b, lens, rev)
             u, a = p[t, b], acc[b]
@@ -187,7 +231,7 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
                 h[t, b] = m[b]
                 hs[b] = m[b]
         if has_R:
-            np.dot(m, R, hs)  # padded rows of m are 0: so are theirs of hs
+            matmul(m, R, hs)  # padded rows of m are 0: so are theirs of hs
             for b in range(B):
                 h[step_time(s, b, lens, rev), b] = hs[b]
     return h, c, p
@@ -208,7 +252,7 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
     dc = np.zeros((B, H), c.dtype)
     for s in range(T - 1, -1, -1):
         if s < T - 1:
-            np.dot(dn, VT, dhs)
+            matmul(dn, VT, dhs)
         for b in range(B):
             t = step_time(s, b, lens, rev)
             if s >= lens[b]:
@@ -221,7 +265,7 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
                 elif last:
                     dhs[b, j] += dh_last[b, j]
         if has_R:
-            np.dot(dhs, RT, dm)
+            matmul(dhs, RT, dm)
         for b in range(B):
             t = step_time(s, b, lens, rev)
             if has_R:
@@ -259,7 +303,7 @@ def gru_fwd(p, V, b_h, has_bh, h0, lens, rev):
     hs = h0.copy()
     acc = np.empty((B, G), p.dtype)
     for s in range(T):
-        np.dot(hs, V, acc)
+        matmul(hs, V, acc)
         for b in range(B):
             t = step_time(s, b, lens, rev)
             g4, a, x = gates[t, b], acc[b], p[t, b]
@@ -295,7 +339,7 @@ def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
     carry = np.zeros((B, H), h.dtype)
     for s in range(T - 1, -1, -1):
         if s < T - 1:
-            np.dot(dgh, VT, carry)
+            matmul(dgh, VT, carry)
             carry += zd
         for b in range(B):
             t = step_time(s, b, lens, rev)
@@ -324,6 +368,6 @@ def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
                 dgh[b, H + j] = d3[H + j]
                 dgh[b, 2 * H + j] = gn * r
                 zd[b, j] = d * z
-    np.dot(dgh, VT, carry)
+    matmul(dgh, VT, carry)
     carry += zd
     return dgx, carry
