@@ -256,3 +256,20 @@ def test_one_row_is_bit_for_bit(dtype, reverse):
                                      reverse=reverse, backend=bk)
         return out, gpu_bptt.elman_backward(a["dh"], out.cache)
     run_both(call, ("dx", "dW", "dV", "db", "dh0"), ("B=1", reverse), exact=True)
+
+
+def test_digest_is_the_weighted_word_sum_and_guards_the_cache():
+    """The compiled digest is Backend.digest's formula (the generic one as reference), sees a
+    one-bit change, and the cache guard uses it."""
+    bk = backends.get_backend("cpu")
+    a = np.random.default_rng(7).standard_normal((5, 3, 4)).astype(np.float32)
+    assert bk.digest(a) == int(backends.Backend.digest(bk, a))
+    assert bk.digest(a[:, 1]) == int(backends.Backend.digest(bk, a[:, 1]))  # a strided view
+    b = a.copy()
+    b.view(np.uint32)[2, 1, 3] ^= 1
+    assert bk.digest(b) != bk.digest(a)
+    out = gpu_bptt.elman_forward(a, np.ones((4, 2), np.float32), np.eye(2, dtype=np.float32),
+                                 backend="cpu")
+    a[0, 0, 0] += 1
+    with pytest.raises(ValueError, match="cache: x was changed in place"):
+        gpu_bptt.elman_backward(np.ones_like(out.h), out.cache)

@@ -74,6 +74,11 @@ class CpuBackend(NumpyBackend):
         return dataclasses.replace(plan, reason="the cpu backend runs the time loop compiled "
                                                 "(Numba; the step's product by NumPy's BLAS)")
 
+    def digest(self, a):
+        """Backend.digest's weighted word sum, compiled: the forward and backward each take the
+        digests of x and h, which by CRC-32 cost ~10% of a forward+backward at I=H=512."""
+        return int(self.loops.weighted_sum(_c(a).reshape(-1).view(np.uint32)))
+
     def elman_fwd_seq(self, p, V, h0, activation, lengths, plan):
         T, B, _ = p.shape
         code = activations.ACTIVATION_CODES[activation]
