@@ -58,7 +58,7 @@ def tanh(x):
     raise NotImplementedError("compiled code only")
 
 
-@overload(tanh, inline="always")
+@overload(tanh)
 def _tanh_impl(x):
     if x == types.float32:
         def tanh32(x):
@@ -96,7 +96,32 @@ def matmul(a, b, out):
         dgemm(blas.ROW_MAJOR, blas.NO_TRANS, tb, M, N, K, 1.0, pa, K, pb, ldb, 0.0, pc, N)
 
 
-@njit(inline="always")
+# Row helpers: plain loops compile in a fraction of the time Numba's slice assignment takes.
+@njit
+def clear(a):
+    """a[...] = 0 for a contiguous row or (B, ·) block."""
+    a = a.reshape(-1)
+    for i in range(a.size):
+        a[i] = 0
+
+
+@njit
+def copy(dst, src):
+    """dst[...] = src, both contiguous and of one size."""
+    dst, src = dst.reshape(-1), src.reshape(-1)
+    for i in range(dst.size):
+        dst[i] = src[i]
+
+
+@njit
+def add(dst, src):
+    """dst += src, both contiguous and of one size."""
+    dst, src = dst.reshape(-1), src.reshape(-1)
+    for i in range(dst.size):
+        dst[i] += src[i]
+
+
+@njit
 def step_time(s, b, lens, rev):
     """The time index of row b at step s of the run."""
     if not rev or s >= lens[b]:
@@ -104,7 +129,7 @@ def step_time(s, b, lens, rev):
     return lens[b] - 1 - s
 
 
-@njit(inline="always")
+@njit
 def consts(a):
     """(0, 1/2, 1) in a's dtype (a literal would promote float32 arithmetic to float64)."""
     c = np.array([0.0, 0.5, 1.0]).astype(a.dtype)
@@ -126,8 +151,8 @@ def elman_fwd(p, V, h0, act, lens, rev):
             t = step_time(s, b, lens, rev)
             out, st, a = p[t, b], state[b], acc[b]
             if s >= lens[b]:
-                out[:] = 0
-                st[:] = 0
+                clear(out)
+                clear(st)
                 continue
             for j in range(H):
                 a[j] += out[j]
@@ -140,8 +165,8 @@ def elman_fwd(p, V, h0, act, lens, rev):
             elif act == 2:  # 1 / (1 + exp(-u)), as activations.apply
                 for j in range(H):
                     a[j] = one / (math.exp(min(-a[j], lim)) + one)
-            out[:] = a
-            st[:] = a
+            copy(out, a)
+            copy(st, a)
     return p
 
 
@@ -160,8 +185,8 @@ def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev):
             t = step_time(s, b, lens, rev)
             out, a, y = du[t, b], acc[b], h[t, b]
             if s >= lens[b]:
-                out[:] = 0
-                nxt[b] = 0
+                clear(out)
+                clear(nxt[b])
                 continue
             if has_dh:
                 g = dh[t, b]
@@ -184,7 +209,7 @@ def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev):
                 else:
                     d = one
                 out[j] = a[j] * d
-            nxt[b] = out
+            copy(nxt[b], out)
     return du
 
 
@@ -206,13 +231,13 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
             t = step_time(s, b, lens, rev)
             u, a = p[t, b], acc[b]
             if s >= lens[b]:
-                u[:] = 0
-                c[t, b] = 0
-                cs[b] = 0
-                m[b] = 0
+                clear(u)
+                clear(c[t, b])
+                clear(cs[b])
+                clear(m[b])
                 if not has_R:
-                    h[t, b] = 0
-                    hs[b] = 0
+                    clear(h[t, b])
+                    clear(hs[b])
                 continue
             for j in range(G):
                 u[j] += a[j]
@@ -228,12 +253,12 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
                 c[t, b, j] = cc
                 m[b, j] = tanh(cc) * u[3 * H + j]
             if not has_R:
-                h[t, b] = m[b]
-                hs[b] = m[b]
+                copy(h[t, b], m[b])
+                copy(hs[b], m[b])
         if has_R:
             matmul(m, R, hs)  # padded rows of m are 0: so are theirs of hs
             for b in range(B):
-                h[step_time(s, b, lens, rev), b] = hs[b]
+                copy(h[step_time(s, b, lens, rev), b], hs[b])
     return h, c, p
 
 
@@ -256,7 +281,7 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
         for b in range(B):
             t = step_time(s, b, lens, rev)
             if s >= lens[b]:
-                dhs[b] = 0
+                clear(dhs[b])
                 continue
             last = has_last and s == lens[b] - 1
             for j in range(Hs):
@@ -269,13 +294,13 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
         for b in range(B):
             t = step_time(s, b, lens, rev)
             if has_R:
-                dhs_all[t, b] = dhs[b]
+                copy(dhs_all[t, b], dhs[b])
             if s >= lens[b]:
-                du[t, b] = 0
-                dn[b] = 0
+                clear(du[t, b])
+                clear(dn[b])
                 continue
             if has_dcl and s == lens[b] - 1:
-                dc[b] += dc_last[b]
+                add(dc[b], dc_last[b])
             prev = c0[b] if s == 0 else c[step_time(s - 1, b, lens, rev), b]
             g4, d4, cc = gates[t, b], du[t, b], c[t, b]
             for j in range(H):
@@ -287,7 +312,7 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
                 d4[2 * H + j] = (one - g * g) * i * d
                 d4[3 * H + j] = (one - o) * o * tc * dm[b, j]
                 dc[b, j] = d * f
-            dn[b] = d4
+            copy(dn[b], d4)
     return du, dc, dhs_all
 
 
@@ -308,9 +333,9 @@ def gru_fwd(p, V, b_h, has_bh, h0, lens, rev):
             t = step_time(s, b, lens, rev)
             g4, a, x = gates[t, b], acc[b], p[t, b]
             if s >= lens[b]:
-                g4[:] = 0
-                h[t, b] = 0
-                hs[b] = 0
+                clear(g4)
+                clear(h[t, b])
+                clear(hs[b])
                 continue
             if has_bh:
                 for j in range(G):
@@ -340,13 +365,13 @@ def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
     for s in range(T - 1, -1, -1):
         if s < T - 1:
             matmul(dgh, VT, carry)
-            carry += zd
+            add(carry, zd)
         for b in range(B):
             t = step_time(s, b, lens, rev)
             if s >= lens[b]:
-                dgx[t, b] = 0
-                dgh[b] = 0
-                zd[b] = 0
+                clear(dgx[t, b])
+                clear(dgh[b])
+                clear(zd[b])
                 continue
             last = has_last and s == lens[b] - 1
             prev = h0[b] if s == 0 else h[step_time(s - 1, b, lens, rev), b]
@@ -369,7 +394,7 @@ def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
                 dgh[b, 2 * H + j] = gn * r
                 zd[b, j] = d * z
     matmul(dgh, VT, carry)
-    carry += zd
+    add(carry, zd)
     return dgx, carry
 
 
