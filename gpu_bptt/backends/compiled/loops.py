@@ -122,6 +122,21 @@ def add(dst, src):
 
 
 @njit
+def add_from_above(row, dh, has_dh, dh_last, last, t, b):
+    """row += the gradient from above on step t of row b: dh[t, b] (+ dh_last[b] at its last
+    step), summed first as time_loop's feed does."""
+    if has_dh:
+        g = dh[t, b]
+        if last:
+            for j in range(row.size):
+                row[j] += g[j] + dh_last[b, j]
+        else:
+            add(row, g)
+    elif last:
+        add(row, dh_last[b])
+
+
+@njit
 def step_time(s, b, lens, rev):
     """The time index of row b at step s of the run."""
     if not rev or s >= lens[b]:
@@ -188,27 +203,18 @@ def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev):
                 clear(out)
                 clear(nxt[b])
                 continue
-            if has_dh:
-                g = dh[t, b]
-                if has_last and s == lens[b] - 1:
-                    for j in range(H):
-                        a[j] += g[j] + dh_last[b, j]
-                else:
-                    for j in range(H):
-                        a[j] += g[j]
-            elif has_last and s == lens[b] - 1:
+            add_from_above(a, dh, has_dh, dh_last, has_last and s == lens[b] - 1, t, b)
+            if act == 0:  # f'(u) from h = f(u): activations.derivative_from_output
                 for j in range(H):
-                    a[j] += dh_last[b, j]
-            for j in range(H):
-                if act == 0:
-                    d = one - y[j] * y[j]
-                elif act == 1:
-                    d = one if y[j] > zero else zero
-                elif act == 2:
-                    d = (one - y[j]) * y[j]
-                else:
-                    d = one
-                out[j] = a[j] * d
+                    out[j] = a[j] * (one - y[j] * y[j])
+            elif act == 1:
+                for j in range(H):
+                    out[j] = a[j] * (one if y[j] > zero else zero)
+            elif act == 2:
+                for j in range(H):
+                    out[j] = a[j] * ((one - y[j]) * y[j])
+            else:
+                copy(out, a)
             copy(nxt[b], out)
     return du
 
@@ -247,11 +253,12 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
                 u[j] = tanh(u[j])
             for j in range(3 * H, G):
                 u[j] = half * tanh(half * u[j]) + half
+            csb, ct, mb = cs[b], c[t, b], m[b]  # rows: the loop over j vectorizes
             for j in range(H):
-                cc = u[H + j] * cs[b, j] + u[j] * u[2 * H + j]
-                cs[b, j] = cc
-                c[t, b, j] = cc
-                m[b, j] = tanh(cc) * u[3 * H + j]
+                cc = u[H + j] * csb[j] + u[j] * u[2 * H + j]
+                csb[j] = cc
+                ct[j] = cc
+                mb[j] = tanh(cc) * u[3 * H + j]
             if not has_R:
                 copy(h[t, b], m[b])
                 copy(hs[b], m[b])
@@ -283,12 +290,7 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
             if s >= lens[b]:
                 clear(dhs[b])
                 continue
-            last = has_last and s == lens[b] - 1
-            for j in range(Hs):
-                if has_dh:
-                    dhs[b, j] += dh[t, b, j] + dh_last[b, j] if last else dh[t, b, j]
-                elif last:
-                    dhs[b, j] += dh_last[b, j]
+            add_from_above(dhs[b], dh, has_dh, dh_last, has_last and s == lens[b] - 1, t, b)
         if has_R:
             matmul(dhs, RT, dm)
         for b in range(B):
@@ -303,15 +305,16 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
                 add(dc[b], dc_last[b])
             prev = c0[b] if s == 0 else c[step_time(s - 1, b, lens, rev), b]
             g4, d4, cc = gates[t, b], du[t, b], c[t, b]
+            dcb, dmb = dc[b], dm[b]
             for j in range(H):
                 i, f, g, o = g4[j], g4[H + j], g4[2 * H + j], g4[3 * H + j]
                 tc = tanh(cc[j])
-                d = dc[b, j] + dm[b, j] * ((one - tc * tc) * o)
+                d = dcb[j] + dmb[j] * ((one - tc * tc) * o)
                 d4[j] = (one - i) * i * g * d
                 d4[H + j] = (one - f) * f * prev[j] * d
                 d4[2 * H + j] = (one - g * g) * i * d
-                d4[3 * H + j] = (one - o) * o * tc * dm[b, j]
-                dc[b, j] = d * f
+                d4[3 * H + j] = (one - o) * o * tc * dmb[j]
+                dcb[j] = d * f
             copy(dn[b], d4)
     return du, dc, dhs_all
 
@@ -342,14 +345,15 @@ def gru_fwd(p, V, b_h, has_bh, h0, lens, rev):
                     a[j] += b_h[j]
             for j in range(2 * H):
                 g4[j] = half * tanh(half * (x[j] + a[j])) + half
+            hsb, ht = hs[b], h[t, b]
             for j in range(H):
                 r, z, hn = g4[j], g4[H + j], a[2 * H + j]
                 n = tanh(r * hn + x[2 * H + j])
                 g4[2 * H + j] = n
                 g4[3 * H + j] = hn
-                v = (hs[b, j] - n) * z + n
-                hs[b, j] = v
-                h[t, b, j] = v
+                v = (hsb[j] - n) * z + n
+                hsb[j] = v
+                ht[j] = v
     return h, gates
 
 
@@ -373,26 +377,22 @@ def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
                 clear(dgh[b])
                 clear(zd[b])
                 continue
-            last = has_last and s == lens[b] - 1
+            dhs = carry[b]  # becomes dh[t] + carry (the step's only use of carry)
+            add_from_above(dhs, dh, has_dh, dh_last, has_last and s == lens[b] - 1, t, b)
             prev = h0[b] if s == 0 else h[step_time(s - 1, b, lens, rev), b]
-            g4, d3 = gates[t, b], dgx[t, b]
+            g4, d3, dghb, zdb = gates[t, b], dgx[t, b], dgh[b], zd[b]
             for j in range(H):
-                if has_dh:
-                    d = (dh[t, b, j] + dh_last[b, j] if last else dh[t, b, j]) + carry[b, j]
-                elif last:
-                    d = dh_last[b, j] + carry[b, j]
-                else:
-                    d = carry[b, j]
+                d = dhs[j]
                 r, z, n, hn = g4[j], g4[H + j], g4[2 * H + j], g4[3 * H + j]
                 gn = (one - n * n) * (one - z) * d
                 gr = (one - r) * r * hn * gn
                 d3[j] = gr
                 d3[H + j] = (prev[j] - n) * z * (one - z) * d
                 d3[2 * H + j] = gn
-                dgh[b, j] = gr
-                dgh[b, H + j] = d3[H + j]
-                dgh[b, 2 * H + j] = gn * r
-                zd[b, j] = d * z
+                dghb[j] = gr
+                dghb[H + j] = d3[H + j]
+                dghb[2 * H + j] = gn * r
+                zdb[j] = d * z
     matmul(dgh, VT, carry)
     add(carry, zd)
     return dgx, carry
