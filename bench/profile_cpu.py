@@ -6,8 +6,10 @@ For the numpy and cpu backends: the whole forward+backward, then its parts (the 
 functions, timed by cProfile over the repeats): the input projection (one GEMM and the bias),
 the time loops, the weight-gradient reductions after the loop and the caches' digests; and,
 alone, the loops' per-step products (T products of (B, Hs) @ (Hs, G·H) forward and
-(B, G·H) @ (G·H, Hs) backward, by NumPy's BLAS and by the BLAS the compiled loop calls) and
-the same FLOPs as one GEMM. Best of the repeats, in ms, under a BLAS limit of --threads.
+(B, G·H) @ (G·H, Hs) backward, by NumPy's BLAS called from Python and from compiled code) and
+the same FLOPs as one GEMM. Best of the repeats, in ms of this process's CPU time (on a shared
+machine wall time measures the other jobs too), under a BLAS limit of --threads (1 by default:
+with more, CPU time also counts the BLAS threads' waiting).
 """
 from __future__ import annotations
 
@@ -37,9 +39,9 @@ PARTS = (("input projection (GEMM + bias)", ("input_projection",)),
 def best(f, repeats):
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         f()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return 1e3 * min(times)
 
 
@@ -52,10 +54,10 @@ def parts(problem, backend, repeats):
         cells.backward(problem.cell, a["dh"], out)
     run()  # compile (cpu), warm the caches
     whole = best(run, repeats)
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)
     prof.runcall(lambda: [run() for _ in range(repeats)])
     stats = pstats.Stats(prof).stats
-    out = {"forward+backward (wall, best)": whole}
+    out = {"forward+backward": whole}
     for label, names in PARTS:
         prefix = "" if problem.cell == "elman" else f"{problem.cell}_"
         names = [n.format(cell=prefix) for n in names]
@@ -70,6 +72,8 @@ def products(size, cell, repeats):
     loop's, and the same FLOPs as one GEMM each."""
     from numba import njit
 
+    from gpu_bptt.backends.compiled.loops import matmul
+
     T, B, H = size.T, size.B, size.H
     N = cells.GATES[cell] * H
     r = np.random.default_rng(0)
@@ -80,8 +84,8 @@ def products(size, cell, repeats):
     @njit
     def compiled(h, V, du, out_f, out_b, T):
         for _ in range(T):
-            np.dot(h, V, out_f)
-            np.dot(du, V.T, out_b)
+            matmul(h, V, out_f)
+            matmul(du, V.T, out_b)
     compiled(h, V, du, out_f, out_b, 1)
     big_h, big_du = np.tile(h, (T, 1)), np.tile(du, (T, 1))
 
@@ -91,7 +95,7 @@ def products(size, cell, repeats):
             np.dot(h, V, out=out_f)
             np.dot(du, VT, out=out_b)
     return {"per-step products, NumPy's BLAS": best(numpy_steps, repeats),
-            "per-step products, compiled loop's BLAS": best(
+            "per-step products, from the compiled loop": best(
                 lambda: compiled(h, V, du, out_f, out_b, T), repeats),
             "the same FLOPs as two GEMMs (T·B rows)": best(
                 lambda: (big_h @ V, big_du @ V.T), repeats)}
@@ -109,7 +113,7 @@ def main(argv=None):
           f"{args.repeats}")
     from gpu_bptt.backends import get_backend
 
-    get_backend("cpu")  # loads the compiled loops' BLAS before the limit is set
+    get_backend("cpu")  # compiles or loads the loops
     with blas_threads(args.threads):
         rows = {name: parts(problem, name, args.repeats) for name in ("numpy", "cpu")}
         extra = products(args.size, args.cell, args.repeats)

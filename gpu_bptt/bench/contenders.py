@@ -136,7 +136,7 @@ def _ours(skipped, blas_threads=None):
 
     found = [Ours("numpy", lambda: get_backend("numpy"), blas_threads=blas_threads)]
     status = available_backends()
-    if status["cpu"]:
+    if status.get("cpu"):
         skipped["cpu"] = status["cpu"]
     else:
         found.append(Ours("cpu", lambda: get_backend("cpu"), blas_threads=blas_threads))

@@ -40,5 +40,5 @@ def describe() -> str:
     # Numba's cache: beside loops.py where that is writable, else the user's cache folder
     cache = Path(loops.elman_fwd._cache._cache_path)
     cached = sum(1 for n in LOOPS if any(cache.glob(f"loops.{n}-*.nbi")))
-    return (f"Numba {numba.__version__}; {cached} of {len(LOOPS)} loops compiled and cached in "
-            f"{cache} (the others compile on their first call, then load from there)")
+    return (f"Numba {numba.__version__}; loops compiled and cached: {cached} of {len(LOOPS)} "
+            f"(in {cache}; one not cached compiles on its first call)")
