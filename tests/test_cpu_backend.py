@@ -273,3 +273,43 @@ def test_digest_is_the_weighted_word_sum_and_guards_the_cache():
     a[0, 0, 0] += 1
     with pytest.raises(ValueError, match="cache: x was changed in place"):
         gpu_bptt.elman_backward(np.ones_like(out.h), out.cache)
+
+
+@pytest.mark.parametrize("cell", ("elman", "lstm", "gru"))
+def test_chunks_of_rows_give_the_same_bits(cell):
+    """The loops' chunks of rows on threads (at least two rows each: one row would be NumPy's
+    gemv, which sums in another order): 1, 2 and 3 threads give the same bits, with lengths,
+    reversed, with a projection for the LSTM (OpenBLAS's gemm sums each row's products in an
+    order that does not depend on the number of rows)."""
+    from gpu_bptt.backends.cpu_backend import CpuBackend
+    from gpu_bptt.bench import cells as bench_cells
+    from gpu_bptt.bench.sizes import Size, make_problem
+
+    a = make_problem(Size(T, B, I, H), "float32", cell=cell).arrays()
+    runs = []
+    for threads in (1, 2, 3):
+        bk = CpuBackend(threads=threads)
+        kw = dict(lengths=LENGTHS, reverse=True, backend=bk)
+        if cell == "elman":
+            out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], **kw)
+            g = gpu_bptt.elman_backward(a["dh"], out.cache)
+        elif cell == "lstm":
+            R = np.full((H, P), 0.1, np.float32)
+            out = gpu_bptt.lstm_forward(a["x"], a["W"], np.ones((P, 4 * H), np.float32) / P,
+                                        a["b"], None, a["c0"], R=R, **kw)
+            g = gpu_bptt.lstm_backward(a["dh"][:, :, :P], out.cache, dc_last=a["c0"])
+        else:
+            out = bench_cells.forward(cell, a, bk)
+            g = bench_cells.backward(cell, a["dh"], out)
+        runs.append([out.h] + [v for v in vars(g).values() if v is not None])
+        assert f"{min(threads, B // 2)} chunk" in out.cache.plan.reason
+    for run in runs[1:]:
+        assert all(np.array_equal(x, y) for x, y in zip(runs[0], run))
+
+
+def test_threads_is_checked():
+    from gpu_bptt.backends.cpu_backend import CpuBackend
+
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads: expected a positive integer"):
+            CpuBackend(threads=bad)

@@ -152,19 +152,23 @@ def consts(a):
 
 
 # -- Elman -----------------------------------------------------------------------------------------
+# Each loop runs the rows b0..b1-1 of the batch: rows are independent through the whole recurrence
+# (row b's step reads only row b's state), so the cpu backend runs chunks of rows on threads of
+# their own with no synchronization between steps. Arrays indexed by b are the whole batch's; the
+# state buffers carried between steps (k = b - b0) are the chunk's own.
 @njit(**JIT)
-def elman_fwd(p, V, h0, act, lens, rev):
+def elman_fwd(p, V, h0, act, lens, rev, b0, b1):
     """h = f(p[t] + h_prev @ V) over p (T, B, H), in place; act: activations.ACTIVATION_CODES."""
-    T, B, H = p.shape
+    T, _, H = p.shape
     zero, _, one = consts(p)
     lim = np.array([80.0 if p.itemsize == 4 else 700.0]).astype(p.dtype)[0]  # exp's overflow
-    state = h0.copy()
-    acc = np.empty((B, H), p.dtype)
+    state = h0[b0:b1].copy()
+    acc = np.empty((b1 - b0, H), p.dtype)
     for s in range(T):
         matmul(state, V, acc)
-        for b in range(B):
+        for b in range(b0, b1):
             t = step_time(s, b, lens, rev)
-            out, st, a = p[t, b], state[b], acc[b]
+            out, st, a = p[t, b], state[b - b0], acc[b - b0]
             if s >= lens[b]:
                 clear(out)
                 clear(st)
@@ -182,26 +186,25 @@ def elman_fwd(p, V, h0, act, lens, rev):
                     a[j] = one / (math.exp(min(-a[j], lim)) + one)
             copy(out, a)
             copy(st, a)
-    return p
 
 
 @njit(**JIT)
-def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev):
-    """du[t] = (dh[t] + du_next @ V.T) * f'(h[t]), dh_last entering at each row's last step."""
-    T, B, H = h.shape
+def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev, du, b0, b1):
+    """du[t] = (dh[t] + du_next @ V.T) * f'(h[t]) into du (T, B, H), dh_last entering at each
+    row's last step."""
+    T, _, H = h.shape
     zero, _, one = consts(h)
-    du = np.empty_like(h)
-    nxt = np.zeros((B, H), h.dtype)
-    acc = np.zeros((B, H), h.dtype)
+    nxt = np.zeros((b1 - b0, H), h.dtype)
+    acc = np.zeros((b1 - b0, H), h.dtype)
     for s in range(T - 1, -1, -1):
         if s < T - 1:
             matmul(nxt, VT, acc)
-        for b in range(B):
+        for b in range(b0, b1):
             t = step_time(s, b, lens, rev)
-            out, a, y = du[t, b], acc[b], h[t, b]
+            out, a, y = du[t, b], acc[b - b0], h[t, b]
             if s >= lens[b]:
                 clear(out)
-                clear(nxt[b])
+                clear(nxt[b - b0])
                 continue
             add_from_above(a, dh, has_dh, dh_last, has_last and s == lens[b] - 1, t, b)
             if act == 0:  # f'(u) from h = f(u): activations.derivative_from_output
@@ -215,35 +218,33 @@ def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev):
                     out[j] = a[j] * ((one - y[j]) * y[j])
             else:
                 copy(out, a)
-            copy(nxt[b], out)
-    return du
+            copy(nxt[b - b0], out)
 
 
 # -- LSTM ------------------------------------------------------------------------------------------
 @njit(**JIT)
-def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
-    """The LSTM recurrence: p (T, B, 4H) becomes the gates [i|f|g|o]; returns h, c, gates."""
-    T, B, G = p.shape
+def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev, h, c, b0, b1):
+    """The LSTM recurrence: p (T, B, 4H) becomes the gates [i|f|g|o]; h (T, B, Hs) and c
+    (T, B, H) are written."""
+    T, _, G = p.shape
     H, Hs = G // 4, h0.shape[1]
     _, half, _ = consts(p)
-    h = np.empty((T, B, Hs), p.dtype)
-    c = np.empty((T, B, H), p.dtype)
-    hs, cs = h0.copy(), c0.copy()
-    acc = np.empty((B, G), p.dtype)
-    m = np.zeros((B, H), p.dtype)
+    hs, cs = h0[b0:b1].copy(), c0[b0:b1].copy()
+    acc = np.empty((b1 - b0, G), p.dtype)
+    m = np.zeros((b1 - b0, H), p.dtype)
     for s in range(T):
         matmul(hs, V, acc)
-        for b in range(B):
-            t = step_time(s, b, lens, rev)
-            u, a = p[t, b], acc[b]
+        for b in range(b0, b1):
+            t, k = step_time(s, b, lens, rev), b - b0
+            u, a = p[t, b], acc[k]
             if s >= lens[b]:
                 clear(u)
                 clear(c[t, b])
-                clear(cs[b])
-                clear(m[b])
+                clear(cs[k])
+                clear(m[k])
                 if not has_R:
                     clear(h[t, b])
-                    clear(hs[b])
+                    clear(hs[k])
                 continue
             for j in range(G):
                 u[j] += a[j]
@@ -253,59 +254,56 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev):
                 u[j] = tanh(u[j])
             for j in range(3 * H, G):
                 u[j] = half * tanh(half * u[j]) + half
-            csb, ct, mb = cs[b], c[t, b], m[b]  # rows: the loop over j vectorizes
+            csb, ct, mb = cs[k], c[t, b], m[k]  # rows: the loop over j vectorizes
             for j in range(H):
                 cc = u[H + j] * csb[j] + u[j] * u[2 * H + j]
                 csb[j] = cc
                 ct[j] = cc
                 mb[j] = tanh(cc) * u[3 * H + j]
             if not has_R:
-                copy(h[t, b], m[b])
-                copy(hs[b], m[b])
+                copy(h[t, b], mb)
+                copy(hs[k], mb)
         if has_R:
             matmul(m, R, hs)  # padded rows of m are 0: so are theirs of hs
-            for b in range(B):
-                copy(h[step_time(s, b, lens, rev), b], hs[b])
-    return h, c, p
+            for b in range(b0, b1):
+                copy(h[step_time(s, b, lens, rev), b], hs[b - b0])
 
 
 @njit(**JIT)
 def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, VT, RT, has_R,
-             lens, rev):
-    """BPTT through the LSTM: returns du (T, B, 4H), dc0 (B, H) and, with R, dhs (T, B, Hs)."""
-    T, B, H = c.shape
+             lens, rev, du, dc, dhs_all, b0, b1):
+    """BPTT through the LSTM into du (T, B, 4H), dc (B, H: zeros on entry, dc0 on exit) and,
+    with R, dhs_all (T, B, Hs)."""
+    T, _, H = c.shape
     G, Hs = 4 * H, h.shape[2]
     _, _, one = consts(c)
-    du = np.empty((T, B, G), c.dtype)
-    dhs_all = np.empty((T if has_R else 0, B, Hs), c.dtype)
-    dn = np.zeros((B, G), c.dtype)
-    dhs = np.zeros((B, Hs), c.dtype)
-    dm = np.empty((B, H), c.dtype) if has_R else dhs
-    dc = np.zeros((B, H), c.dtype)
+    dn = np.zeros((b1 - b0, G), c.dtype)
+    dhs = np.zeros((b1 - b0, Hs), c.dtype)
+    dm = np.empty((b1 - b0, H), c.dtype) if has_R else dhs
     for s in range(T - 1, -1, -1):
         if s < T - 1:
             matmul(dn, VT, dhs)
-        for b in range(B):
+        for b in range(b0, b1):
             t = step_time(s, b, lens, rev)
             if s >= lens[b]:
-                clear(dhs[b])
+                clear(dhs[b - b0])
                 continue
-            add_from_above(dhs[b], dh, has_dh, dh_last, has_last and s == lens[b] - 1, t, b)
+            add_from_above(dhs[b - b0], dh, has_dh, dh_last, has_last and s == lens[b] - 1, t, b)
         if has_R:
             matmul(dhs, RT, dm)
-        for b in range(B):
-            t = step_time(s, b, lens, rev)
+        for b in range(b0, b1):
+            t, k = step_time(s, b, lens, rev), b - b0
             if has_R:
-                copy(dhs_all[t, b], dhs[b])
+                copy(dhs_all[t, b], dhs[k])
             if s >= lens[b]:
                 clear(du[t, b])
-                clear(dn[b])
+                clear(dn[k])
                 continue
             if has_dcl and s == lens[b] - 1:
                 add(dc[b], dc_last[b])
             prev = c0[b] if s == 0 else c[step_time(s - 1, b, lens, rev), b]
             g4, d4, cc = gates[t, b], du[t, b], c[t, b]
-            dcb, dmb = dc[b], dm[b]
+            dcb, dmb = dc[b], dm[k]
             for j in range(H):
                 i, f, g, o = g4[j], g4[H + j], g4[2 * H + j], g4[3 * H + j]
                 tc = tanh(cc[j])
@@ -315,37 +313,35 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
                 d4[2 * H + j] = (one - g * g) * i * d
                 d4[3 * H + j] = (one - o) * o * tc * dmb[j]
                 dcb[j] = d * f
-            copy(dn[b], d4)
-    return du, dc, dhs_all
+            copy(dn[k], d4)
 
 
 # -- GRU -------------------------------------------------------------------------------------------
 @njit(**JIT)
-def gru_fwd(p, V, b_h, has_bh, h0, lens, rev):
-    """The GRU recurrence over p (T, B, 3H) (only read): returns h (T, B, H), gates [r|z|n|hn]."""
-    T, B, G = p.shape
+def gru_fwd(p, V, b_h, has_bh, h0, lens, rev, h, gates, b0, b1):
+    """The GRU recurrence over p (T, B, 3H) (only read) into h (T, B, H) and gates (T, B, 4H)
+    = [r|z|n|hn]."""
+    T, _, G = p.shape
     H = G // 3
     _, half, _ = consts(p)
-    gates = np.empty((T, B, 4 * H), p.dtype)
-    h = np.empty((T, B, H), p.dtype)
-    hs = h0.copy()
-    acc = np.empty((B, G), p.dtype)
+    hs = h0[b0:b1].copy()
+    acc = np.empty((b1 - b0, G), p.dtype)
     for s in range(T):
         matmul(hs, V, acc)
-        for b in range(B):
-            t = step_time(s, b, lens, rev)
-            g4, a, x = gates[t, b], acc[b], p[t, b]
+        for b in range(b0, b1):
+            t, k = step_time(s, b, lens, rev), b - b0
+            g4, a, x = gates[t, b], acc[k], p[t, b]
             if s >= lens[b]:
                 clear(g4)
                 clear(h[t, b])
-                clear(hs[b])
+                clear(hs[k])
                 continue
             if has_bh:
                 for j in range(G):
                     a[j] += b_h[j]
             for j in range(2 * H):
                 g4[j] = half * tanh(half * (x[j] + a[j])) + half
-            hsb, ht = hs[b], h[t, b]
+            hsb, ht = hs[k], h[t, b]
             for j in range(H):
                 r, z, hn = g4[j], g4[H + j], a[2 * H + j]
                 n = tanh(r * hn + x[2 * H + j])
@@ -354,33 +350,31 @@ def gru_fwd(p, V, b_h, has_bh, h0, lens, rev):
                 v = (hsb[j] - n) * z + n
                 hsb[j] = v
                 ht[j] = v
-    return h, gates
 
 
 @njit(**JIT)
-def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
-    """BPTT through the GRU: returns dgx (T, B, 3H), the gradient on p, and dh0 (B, H)."""
-    T, B, H = h.shape
+def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev, dgx, dh0, b0, b1):
+    """BPTT through the GRU into dgx (T, B, 3H), the gradient on p, and dh0 (B, H)."""
+    T, _, H = h.shape
     _, _, one = consts(h)
-    dgx = np.empty((T, B, 3 * H), h.dtype)
-    dgh = np.zeros((B, 3 * H), h.dtype)
-    zd = np.zeros((B, H), h.dtype)
-    carry = np.zeros((B, H), h.dtype)
+    dgh = np.zeros((b1 - b0, 3 * H), h.dtype)
+    zd = np.zeros((b1 - b0, H), h.dtype)
+    carry = np.zeros((b1 - b0, H), h.dtype)
     for s in range(T - 1, -1, -1):
         if s < T - 1:
             matmul(dgh, VT, carry)
             add(carry, zd)
-        for b in range(B):
-            t = step_time(s, b, lens, rev)
+        for b in range(b0, b1):
+            t, k = step_time(s, b, lens, rev), b - b0
             if s >= lens[b]:
                 clear(dgx[t, b])
-                clear(dgh[b])
-                clear(zd[b])
+                clear(dgh[k])
+                clear(zd[k])
                 continue
-            dhs = carry[b]  # becomes dh[t] + carry (the step's only use of carry)
+            dhs = carry[k]  # becomes dh[t] + carry (the step's only use of carry)
             add_from_above(dhs, dh, has_dh, dh_last, has_last and s == lens[b] - 1, t, b)
             prev = h0[b] if s == 0 else h[step_time(s - 1, b, lens, rev), b]
-            g4, d3, dghb, zdb = gates[t, b], dgx[t, b], dgh[b], zd[b]
+            g4, d3, dghb, zdb = gates[t, b], dgx[t, b], dgh[k], zd[k]
             for j in range(H):
                 d = dhs[j]
                 r, z, n, hn = g4[j], g4[H + j], g4[2 * H + j], g4[3 * H + j]
@@ -395,7 +389,7 @@ def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev):
                 zdb[j] = d * z
     matmul(dgh, VT, carry)
     add(carry, zd)
-    return dgx, carry
+    copy(dh0[b0:b1], carry)
 
 
 # -- the caches' digests ---------------------------------------------------------------------------
