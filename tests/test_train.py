@@ -608,7 +608,7 @@ def test_the_backend_variable_counts_when_backend_is_not_given(monkeypatch, caps
     assert main(run) == 2
     assert capsys.readouterr().err.splitlines() == [
         "gpu-bptt train: error: backend: unknown 'bogus' (from $GPU_BPTT_BACKEND); "
-        "expected one of ('auto', 'numpy', 'cuda', 'emulator')"]
+        "expected one of ('auto', 'numpy', 'cpu', 'cuda', 'emulator')"]
     assert main(run + ["--backend", "numpy"]) == 0                    # the option wins
     assert json.loads(capsys.readouterr().out)["backend"] == "numpy"
     monkeypatch.setenv("GPU_BPTT_BACKEND", "emulator")
