@@ -139,7 +139,12 @@ def _ours(skipped, blas_threads=None):
     if status.get("cpu"):
         skipped["cpu"] = status["cpu"]
     else:
+        from ..backends.cpu_backend import CpuBackend
+
         found.append(Ours("cpu", lambda: get_backend("cpu"), blas_threads=blas_threads))
+        if (os.cpu_count() or 1) > 1:  # the loop's rows on one thread, beside one per core
+            found.append(Ours("cpu[threads=1]", CpuBackend, backend_options={"threads": 1},
+                              blas_threads=blas_threads))
     reason = status.get("cuda")
     if reason:
         skipped["cuda"] = reason
