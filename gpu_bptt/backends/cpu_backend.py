@@ -1,14 +1,15 @@
 """The cpu backend: the numpy backend with its time loops compiled (docs/architecture.md §2).
 
-Everything but the recurrence is the numpy backend's (arrays, digests, the input projection and
-the weight gradients by NumPy's BLAS); each cell's `*_fwd_seq` / `*_bwd_seq` is one call into
+Everything but the recurrence and the caches' digests is the numpy backend's (arrays, the input
+projection and the weight gradients by NumPy's BLAS); each cell's `*_fwd_seq` / `*_bwd_seq` is one call into
 compiled/loops.py, which runs every step, product and elementwise work alike, with no Python in
 between. The numpy backend stays the plain reference the tests compare this one with.
 
 The batch's rows are independent through the whole recurrence, so the loops run in chunks of
 rows, one per thread (`threads`, default one per core), each with its own state and its own
 per-step products, with no synchronization between steps; the BLAS is held to one thread
-meanwhile. Every row's arithmetic is the same whatever the chunks.
+meanwhile. A chunk has at least two rows, so its products are gemm calls as the whole batch's
+(tests/test_cpu_backend.py sees the same bits whatever the chunks).
 
 It runs float32 and float64 only (`dtypes`; no TF32): another storage mode asked of it is a
 TypeError naming the backend, never a silent change of mode.

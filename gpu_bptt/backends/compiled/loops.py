@@ -4,12 +4,12 @@ Each function is one cell's whole `*_fwd_seq` / `*_bwd_seq` of backends/base.py:
 product by NumPy's own BLAS (`matmul`, blas.py), everything else in one compiled pass per step
 over the rows, with no Python between the steps. The formulas and the order of each operation
 are those of numpy_backend.py's steps, written per element, and the products are NumPy's bit for
-bit; only tanh differs in float32 (`tanh` below).
+bit; tanh (`tanh` below: Eigen's form in float32, libm's in float64) and exp are not NumPy's.
 
 Direction and padding without masks: step s of row b is valid while s < lens[b] (lens = T
 without lengths); its time index is `step_time` (reverse: lens[b]-1-s, then s on its padded
-steps, as time_loop.flipped_times). The state carried between steps is a (B, ·) buffer: each
-step's product reads it whole whatever the direction. Optional arrays arrive as empty arrays of
+steps, as time_loop.flipped_times). The state carried between steps is a buffer of the chunk's
+rows: each step's product reads it whole whatever the direction. Optional arrays arrive as empty arrays of
 the call's dtype and a flag, so each function compiles once per dtype.
 """
 from __future__ import annotations
