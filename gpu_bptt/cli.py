@@ -26,7 +26,13 @@ def cmd_info(args) -> int:
     print("backends:")
     status = available_backends()
     for name, reason in status.items():
-        print(f"  {name:<9} {'available' if reason is None else 'unavailable: ' + reason}")
+        if name == "cpu" and reason is None:  # the compiled loops: Numba, and what is cached
+            from gpu_bptt.backends.compiled import describe
+
+            reason, state = None, f"available: {describe()}"
+        else:
+            state = "available" if reason is None else "unavailable: " + reason
+        print(f"  {name:<9} {state}")
     try:
         auto = get_backend(None).name
     except Exception as e:  # e.g. $GPU_BPTT_BACKEND names an unavailable backend

@@ -41,7 +41,7 @@ def p():
     (dict(lengths=np.array([1.0, 2.0, 3.0])), TypeError, r"^lengths: expected integers"),
     (dict(activation="softplus"), ValueError, r"^activation: expected one of"),
     (dict(algo="fast"), ValueError, r"^algo: expected one of"),
-    (dict(algo="persistent"), ValueError, r"^algo: 'persistent' is not supported by the numpy backend"),
+    (dict(algo="persistent"), ValueError, r"^algo: 'persistent' is not supported by the (numpy|cpu) backend"),
     (dict(backend="tpu"), ValueError, r"^backend: unknown 'tpu'"),
 ])
 def test_forward_rejects(p, kw, exc, match):
@@ -66,7 +66,7 @@ def test_backward_rejects(p):
 @pytest.mark.parametrize("change, exc, match", [
     (dict(algo="bogus"), ValueError, r"^algo: expected the algorithm the forward ran, one of \('step', 'persistent'\), got 'bogus'$"),
     (dict(algo="auto"), ValueError, r"^algo: expected the algorithm the forward ran"),
-    (dict(algo="persistent"), ValueError, r"^algo: 'persistent' is not supported by the numpy backend"),
+    (dict(algo="persistent"), ValueError, r"^algo: 'persistent' is not supported by the (numpy|cpu) backend"),
     (dict(activation="softplus"), ValueError, r"^activation: expected one of"),
     (dict(h=np.zeros((5, 3), np.float32)), ValueError, r"^h: expected 3 dimensions \(T, B, H\), got shape \(5, 3\)$"),
     (dict(W=np.zeros((3, 6), np.float32)), ValueError, r"^W: expected shape \(I, H\) = \(4, 6\), got \(3, 6\)$"),
@@ -98,7 +98,8 @@ def test_env_var_selects_backend(monkeypatch):
 
 
 def test_auto_picks_cuda_only_when_usable():
-    expected = "cuda" if gpu_bptt.available_backends()["cuda"] is None else "numpy"
+    usable = gpu_bptt.available_backends()
+    expected = "cuda" if usable["cuda"] is None else "cpu" if usable["cpu"] is None else "numpy"
     assert gpu_bptt.get_backend("auto").name == expected
 
 

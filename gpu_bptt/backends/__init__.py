@@ -1,8 +1,9 @@
 """Backend selection (docs/architecture.md §2): explicit name, else $GPU_BPTT_BACKEND, else "auto".
 
-"auto" is cuda when CuPy imports, sees a device and loads NVRTC and cuBLAS, otherwise numpy (with
-a warning, once per cause, when a device is seen but a library is missing). Probing never
-compiles a kernel; CuPy is imported only when the cuda backend is asked for or probed.
+"auto" is cuda when CuPy imports, sees a device and loads NVRTC and cuBLAS (with a warning, once
+per cause, when a device is seen but a library is missing); otherwise cpu, the compiled time loops,
+where the `cpu` extra (Numba) is installed; otherwise numpy, the plain reference. Probing never
+compiles a kernel or a loop; CuPy is imported only when the cuda backend is asked for or probed.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .base import Backend, first_step_rows, last_step_rows
 from .notices import warn_once
 from .plan import LaunchPlan, PairPlan
 
-NAMES = ("numpy", "cuda", "emulator")
+NAMES = ("numpy", "cpu", "cuda", "emulator")
 ENV_VAR = "GPU_BPTT_BACKEND"
 
 
@@ -29,6 +30,11 @@ def _probe(name: str):
         from .numpy_backend import NumpyBackend
 
         return NumpyBackend, None
+    if name == "cpu":
+        from .cpu_backend import CpuBackend, cpu_unavailable_reason
+
+        reason = cpu_unavailable_reason()
+        return (None, reason) if reason else (CpuBackend, None)
     if name == "cuda":
         try:
             from .cuda import CudaBackend, cuda_unavailable_reason
@@ -65,11 +71,11 @@ def get_backend(name=None) -> Backend:
         raise ValueError(f"backend: unknown {name!r} (from ${ENV_VAR}); expected one of {('auto',) + NAMES}")
     if name == "auto":
         factory, reason = _probe("cuda")
-        name = "cuda" if factory is not None else "numpy"
+        name = "cuda" if factory is not None else "cpu" if _probe("cpu")[0] else "numpy"
         from .cuda.backend import DEVICE_SEEN_BUT
 
         if reason and reason.startswith(DEVICE_SEEN_BUT):  # a GPU is there: say why it is unused
-            warn_once(f"backend 'auto' uses numpy: {reason}", stacklevel=2)
+            warn_once(f"backend 'auto' uses {name}: {reason}", stacklevel=2)
     if name not in _instances:
         factory, reason = _probe(name)
         if factory is None:

@@ -135,7 +135,17 @@ def _ours(skipped, blas_threads=None):
     from ..backends import available_backends, get_backend
 
     found = [Ours("numpy", lambda: get_backend("numpy"), blas_threads=blas_threads)]
-    reason = available_backends().get("cuda")
+    status = available_backends()
+    if status.get("cpu"):
+        skipped["cpu"] = status["cpu"]
+    else:
+        from ..backends.cpu_backend import CpuBackend
+
+        found.append(Ours("cpu", lambda: get_backend("cpu"), blas_threads=blas_threads))
+        if (os.cpu_count() or 1) > 1:  # the loop's rows on one thread, beside one per core
+            found.append(Ours("cpu[threads=1]", CpuBackend, backend_options={"threads": 1},
+                              blas_threads=blas_threads))
+    reason = status.get("cuda")
     if reason:
         skipped["cuda"] = reason
         return found
