@@ -131,8 +131,13 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
         return _need(B, H, proj or H, cdiv(H, limits.multiprocessors), itemsize, version, gates,
                      proj) + static_smem <= limits.smem_per_block
 
+    return _last_fitting(fits)
+
+
+def _last_fitting(fits) -> int:
+    """The largest H >= 0 with fits(H), for a need that grows with H (bisection)."""
     lo, hi = 0, 1
-    while fits(hi):  # the need grows with H, so bisection finds the last H that fits
+    while fits(hi):
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -256,3 +261,50 @@ def describe(limits: DeviceLimits, version=DEFAULT_VERSION, reason=None) -> list
                      f"B>={BATCH_CHUNK}; float64 {g['float64', 1]} at B=1, "
                      f"{g['float64', BATCH_CHUNK]} at B>={BATCH_CHUNK}")
     return lines
+
+
+# -- the tensor-core kernels: 16-bit storage (kernels/elman_persistent_tc_*.cu) --------------------
+# Each block keeps its units' columns of V in S (2 bytes) with every row padded to the k-steps of
+# 16 and 8 elements more (bank groups; persistent_tc.cuh), a chunk of min(B, 16) batch rows (mma's
+# m is 16) and 8 x 128 float32 partial tiles. The grid and columns per block are the float
+# kernels'; only the bytes differ. Elman only (G = 1); one version.
+TC_CONSTANTS = registry.PERSIST_TC_CONSTANTS
+TC_BATCH_CHUNK = TC_CONSTANTS["PTC_BATCH"]
+TC_FILES = (registry.PERSIST_TC_FWD.file, registry.PERSIST_TC_BWD.file)  # in launch order
+TC_VERSION = "v1"
+TC_ITEMSIZE = 2
+
+
+def tc_row(K) -> int:
+    """Elements of S per row of the slice and of the chunk: K padded to 16, plus 8."""
+    return cdiv(K, 16) * 16 + TC_CONSTANTS["PTC_PAD"]
+
+
+def tc_smem_bytes(B, K, ncols) -> int:
+    """Dynamic shared memory of one tensor-core block: `ncols` rows of the slice and
+    min(B, 16) rows of the chunk, each tc_row(K) 16-bit elements, and the float32 partial tiles."""
+    return (ncols + min(B, TC_BATCH_CHUNK)) * tc_row(K) * TC_ITEMSIZE + TC_CONSTANTS["PTC_RED"] * 4
+
+
+def tc_plan(limits: DeviceLimits, B, H) -> Geometry:
+    """The launch geometry of the tensor-core kernels (bfloat16, float16) for a (B, H) problem;
+    ValueError naming the limit where V's slice does not fit."""
+    if not limits.cooperative:
+        raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
+                         "launches")
+    cols = cdiv(H, limits.multiprocessors)
+    smem = tc_smem_bytes(B, H, cols)
+    if smem > limits.smem_per_block:
+        raise ValueError(
+            f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs {smem} "
+            f"bytes of shared memory per block ({cols} columns of V and {min(B, TC_BATCH_CHUNK)} "
+            f"batch rows of {tc_row(H)} x {TC_ITEMSIZE} bytes, over {limits.multiprocessors} "
+            f"multiprocessors), above the device's {limits.smem_per_block} bytes per block; the "
+            f"largest H that fits here is {tc_max_hidden(limits, B)}")
+    return Geometry(grid=cdiv(H, cols), cols=cols, smem=smem)
+
+
+def tc_max_hidden(limits: DeviceLimits, B) -> int:
+    """The largest H the tensor-core kernels (16-bit storage) take on this device at batch B."""
+    return _last_fitting(lambda H: tc_smem_bytes(B, H, cdiv(H, limits.multiprocessors))
+                         <= limits.smem_per_block)
