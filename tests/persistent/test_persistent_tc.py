@@ -275,3 +275,19 @@ def test_short_grid_writes_nothing_and_reports_it():
        shared_mem=geo.smem, order=order)
     assert status[0] == geo.grid - 1
     assert np.array_equal(h.view(np.uint16), before.view(np.uint16))
+
+
+def test_planned_shared_memory_is_what_the_kernel_touches():
+    """Under the sanitizer every access past the launch's dynamic shared memory is reported: the
+    plan's bytes run (the tests above), and 4 bytes fewer fault. H = 13 has one n-tile a block,
+    so all 8 k parts write their tile and the last float of the partial tiles is used."""
+    from gpu_bptt.emulator import KernelFault
+
+    fn, order = kernel(P.TC_FILES[0], BF16, "emulator-reverse+sanitize")
+    f = problem(BF16, 2, 3, 13, seed=2)
+    geo = P.tc_plan(EMULATED, 3, 13)
+    with pytest.raises(KernelFault, match="sanitizer"):
+        fn((geo.grid, 1, 1), (P.THREADS, 1, 1),
+           (f["p"].astype(BF16), f["h0"].astype(BF16), f["V"].astype(BF16), f["lengths"],
+            np.int32(2), np.int32(3), np.int32(13), np.int32(geo.cols), np.int32(0), np.int32(0),
+            np.zeros(1, np.int32)), shared_mem=geo.smem - 4, order=order)
