@@ -10,8 +10,11 @@
 //   itself (block g copies rows g*cols .. of V: columns of V.T); lengths (B,) int32 in 1..steps;
 //   flip = 1 for the backward of a reversed run.
 // Launch: as elman_persistent_tc_fwd.cu (same grid, block and dynamic shared memory).
-// Versions: v1 (the only one) mma.m16n8k16 by ldmatrix from the slice in shared memory.
-// Types: __nv_bfloat16, __half (template T). Names: elman_persistent_tc_bwd_v1<__nv_bfloat16>, ....
+// Versions: v1 (the only one) mma (m16n8k16, TF32 m16n8k8) by ldmatrix from the slice in shared
+//   memory.
+// Types: __nv_bfloat16, __half (template T), and float in TF32 mode (m16n8k8 on operands rounded
+//   by to_tf32 as they enter shared memory; the outputs float32). Names:
+//   elman_persistent_tc_bwd_v1<__nv_bfloat16>, ..._v1<__half>, ..._v1<float>.
 #include "elman_common.cuh"
 #include "persistent_tc.cuh"
 

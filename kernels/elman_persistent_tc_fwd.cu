@@ -1,5 +1,6 @@
 // kernels/elman_persistent_tc_fwd.cu — the whole Elman forward recurrence in one cooperative
-//   launch, its product on the tensor cores, for 16-bit storage (docs/persistent.md, "Tensor cores")
+//   launch, its product on the tensor cores, for 16-bit storage or TF32 (docs/persistent.md,
+//   "Tensor cores")
 //   h[t] = f(p[t] + h[t-1] @ V) for t = 0..steps-1,  h[-1] = h0,  p = x @ W + b precomputed (in S);
 //   h[t, b, :] = 0 where t >= lengths[b] (padding). The sum h[t-1] @ V is accumulated in float32 by
 //   mma.m16n8k16 on S operands, p + s and f in float32, rounded once to S on store (the numpy
@@ -8,12 +9,16 @@
 //   h0 (B, H); V (H, H); lengths (B,) int32 in 1..steps; flip = 1 for a reversed run (step_order.cuh).
 // Launch: cooperative; grid (ceil(H / cols), 1, 1), all co-resident (one block per multiprocessor);
 //   block (256, 1, 1); dynamic shared memory (cols + min(B, 16)) * ld * sizeof(T) + PTC_RED * 4
-//   bytes, ld = ceil(H / 16) * 16 + 8 (persistent_tc.cuh has the layout and the warps' tiles).
+//   bytes, ld = H padded to whole 32-byte k-steps and 16 bytes more, in elements of T
+//   (persistent_tc.cuh has the layout and the warps' tiles).
 //   Block g keeps columns g*cols .. of V (as S) on chip for all steps and writes those columns of
 //   h[t]; batch chunks of 16 rows (B > 16: several per step). status (1,) int32 as
 //   persist_grid_covers (persistent_common.cuh).
-// Versions: v1 (the only one) mma.m16n8k16 by ldmatrix from the slice in shared memory.
-// Types: __nv_bfloat16, __half (template T). Names: elman_persistent_tc_fwd_v1<__nv_bfloat16>, ....
+// Versions: v1 (the only one) mma (m16n8k16, TF32 m16n8k8) by ldmatrix from the slice in shared
+//   memory.
+// Types: __nv_bfloat16, __half (template T), and float in TF32 mode (m16n8k8 on operands rounded
+//   by to_tf32 as they enter shared memory; the outputs float32). Names:
+//   elman_persistent_tc_fwd_v1<__nv_bfloat16>, ..._v1<__half>, ..._v1<float>.
 #include "elman_common.cuh"
 #include "persistent_tc.cuh"
 

@@ -1,21 +1,25 @@
 // kernels/persistent_tc.cuh — the persistent recurrence with its product on the tensor cores, for a
-//   16-bit storage type S (__nv_bfloat16, __half; docs/persistent.md, "Tensor cores"). The plumbing
+//   storage type S: __nv_bfloat16 or __half (mma.m16n8k16 on S operands), or float in TF32 mode
+//   (mma.m16n8k8 on operands rounded by to_tf32 as they enter shared memory; docs/persistent.md,
+//   "Tensor cores"). The plumbing
 //   is persistent_common.cuh's (one cooperative launch, a grid barrier between steps, the status
 //   word, StepState for either direction); only the slice's type and layout and the product differ.
 // Product per step and batch chunk of up to PTC_BATCH = 16 rows: s[b][j] = sum_k x[b][k] * M(k, j)
-//   for the block's units j (M(k, j) = V[k][j] forward, V[j][k] backward), by mma.m16n8k16 with
-//   S operands and float32 accumulation (mma.cuh); A = the chunk (16 rows, the batch padded),
+//   for the block's units j (M(k, j) = V[k][j] forward, V[j][k] backward), by mma with float32
+//   accumulation (mma.cuh), k-steps of PTC_KSTEP = 32 bytes of S; A = the chunk (16 rows, the
+//   batch padded),
 //   B = an n-tile of 8 of the block's units. One warp owns one (n-tile, part of k); with fewer
 //   than 8 n-tiles the 8 warps split k into split = 8 / n-tiles parts, whose 16 x 8 float32 tiles
 //   meet in red and are added in part order (deterministic); with 8 or more each warp takes whole
 //   n-tiles over all of k and writes its outputs from the fragment.
-// Dynamic shared memory (persist_smem), row length ld = ceil(K / 16) * 16 + PTC_PAD elements of S
-//   (the k-steps' zero padding, then 16 bytes that make the row stride an odd multiple of 16
-//   bytes, so the 8 rows of an ldmatrix hit 8 different bank groups):
-//   Ws  [cols][ld]   the block's units' columns of M, k contiguous (B fragments by ldmatrix.x2)
+// Dynamic shared memory (persist_smem), row length ld: K elements of S padded to whole k-steps and
+//   PTC_PAD bytes (the k-steps' zero padding, then 16 bytes that make the row stride an odd
+//   multiple of 16 bytes, so the 8 rows of an ldmatrix hit 8 different bank groups):
+//   Ws  [cols][ld]   the block's units' columns of M, k contiguous (B fragments by ldmatrix.x2;
+//                    TF32: an 8 x 8 b16 matrix is 8 rows of 4 floats, so the same loads apply)
 //   xs  [xrows][ld]  the chunk of the previous state, xrows = min(B, 16) (A by ldmatrix.x4)
 //   red [PTC_RED]    float32 partial tiles (8 x 128)
-//   bytes = (cols + min(B, 16)) * ld * sizeof(S) + PTC_RED * 4
+//   bytes = (cols + min(B, 16)) * ld * sizeof(S) + PTC_RED * 4 (TF32: the operands' float32 bits)
 //   ldmatrix rows past the allocated ones (the batch rows of a chunk past xrows, the units of the
 //   last n-tile past cols) read the last allocated row instead: they only feed outputs that are
 //   dropped. Columns k >= K are zero in both operands.
@@ -25,11 +29,13 @@
 #include "tc_tile.cuh"
 
 #define PTC_BATCH 16                      // batch rows per chunk: mma's m
-#define PTC_PAD 8                         // elements of S after each row's k-steps (16 bytes)
+#define PTC_KSTEP 32                      // bytes of a k-step (16 bf16/f16, 8 tf32)
+#define PTC_PAD 16                        // bytes after each row's k-steps
 #define PTC_RED (PERSIST_WARPS * 16 * 8)  // floats of the cross-warp partial tiles
 
 __device__ __forceinline__ float ptc_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float ptc_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float ptc_float(float x) { return x; }
 
 // float32 -> S, round to nearest even (the one rounding on store).
 template <class S> __device__ __forceinline__ S ptc_round(float x);
@@ -37,8 +43,37 @@ template <> __device__ __forceinline__ __nv_bfloat16 ptc_round<__nv_bfloat16>(fl
     return __float2bfloat16_rn(x);
 }
 template <> __device__ __forceinline__ __half ptc_round<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ float ptc_round<float>(float x) { return x; }
 
-__device__ __forceinline__ int ptc_ld(int K) { return (K + 15) / 16 * 16 + PTC_PAD; }
+// An element of S as it enters the product (shared memory): itself, or TF32-rounded (cvt.rna).
+__device__ __forceinline__ __nv_bfloat16 ptc_operand(__nv_bfloat16 x) { return x; }
+__device__ __forceinline__ __half ptc_operand(__half x) { return x; }
+__device__ __forceinline__ float ptc_operand(float x) { return __uint_as_float(to_tf32(x)); }
+// The same for 16 bytes of S.
+template <class S>
+__device__ __forceinline__ uint4 ptc_operand4(uint4 v, const S*) { return v; }
+__device__ __forceinline__ uint4 ptc_operand4(uint4 v, const float*) {
+    return make_uint4(to_tf32(__uint_as_float(v.x)), to_tf32(__uint_as_float(v.y)),
+                      to_tf32(__uint_as_float(v.z)), to_tf32(__uint_as_float(v.w)));
+}
+
+__device__ __forceinline__ void ptc_mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
+                                        const float*) {
+    mma_tf32_1688(d, a, b, d);
+}
+template <class S>
+__device__ __forceinline__ void ptc_mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
+                                        const S* s) {
+    tc_mma16816(d, a, b, d, s);
+}
+
+// Elements of S per k-step, and per row of the slice and the chunk.
+template <class S>
+__device__ __forceinline__ constexpr int ptc_kstep() { return PTC_KSTEP / sizeof(S); }
+template <class S>
+__device__ __forceinline__ int ptc_ld(int K) {
+    return (K + ptc_kstep<S>() - 1) / ptc_kstep<S>() * ptc_kstep<S>() + PTC_PAD / sizeof(S);
+}
 
 template <class S>
 struct PtcSlice {
@@ -67,47 +102,52 @@ __device__ inline void ptc_load_slice(const PtcSlice<S>& sl, const S* M, int K, 
         S v = ptc_round<S>(0.0f);
         if (jl < sl.ncols && k < K)
             v = by_column ? M[(size_t)k * K + sl.j0 + jl] : M[(size_t)(sl.j0 + jl) * K + k];
-        sl.Ws[jl * sl.ld + k] = v;
+        sl.Ws[jl * sl.ld + k] = ptc_operand(v);
     }
     for (int idx = threadIdx.x; idx < sl.xrows * sl.ld; idx += blockDim.x)
         sl.xs[idx] = ptc_round<S>(0.0f);  // the staging writes k < K only
 }
 
-// xs[bb][k] = x.row(b0 + bb)[k] for bb < nb, k < K: 16-byte copies where every row allows it.
+// xs[bb][k] = ptc_operand(x.row(b0 + bb)[k]) for bb < nb, k < K: 16-byte copies where every row
+// allows it.
 // The rows were written by other blocks before the last grid barrier: plain loads, never __ldg.
 template <class S, bool FLIP>
 __device__ inline void ptc_stage(const PtcSlice<S>& sl, const StepState<S, FLIP>& x, int b0, int nb,
                                  int K) {
-    if (K % 8 == 0 && ((reinterpret_cast<size_t>(x.seq) | reinterpret_cast<size_t>(x.init)) & 15) == 0) {
-        const int per = K / 8;
+    constexpr int vec = 16 / sizeof(S);
+    const size_t bases = reinterpret_cast<size_t>(x.seq) | reinterpret_cast<size_t>(x.init);
+    if (K % vec == 0 && (bases & 15) == 0) {
+        const int per = K / vec;
         for (int idx = threadIdx.x; idx < nb * per; idx += blockDim.x) {
             const int bb = idx / per, v = idx - bb * per;
             reinterpret_cast<uint4*>(sl.xs + bb * sl.ld)[v] =
-                reinterpret_cast<const uint4*>(x.row(b0 + bb))[v];
+                ptc_operand4(reinterpret_cast<const uint4*>(x.row(b0 + bb))[v], sl.xs);
         }
         return;
     }
     for (int idx = threadIdx.x; idx < nb * K; idx += blockDim.x) {
         const int bb = idx / K, k = idx - bb * K;
-        sl.xs[bb * sl.ld + k] = x.row(b0 + bb)[k];
+        sl.xs[bb * sl.ld + k] = ptc_operand(x.row(b0 + bb)[k]);
     }
 }
 
 // acc (the C fragment of a 16 x 8 tile) += xs (16 x [kb, ke)) @ Ws[8 nt .. 8 nt + 7][kb, ke)^T.
-// Whole warp. Per k-step: A by one ldmatrix.x4 (matrix q = lane / 8: rows 8(q & 1) .. +7, columns
-// 8(q >> 1) .. +7: a[0..3]), B by one ldmatrix.x2 (matrix q & 1: units 8 nt .. +7, columns
-// 8(q & 1) .. +7 of the k-step: b[0], b[1]; lanes 16..31's addresses are not read).
+// Whole warp. Per k-step of KS (16 bf16/f16, 8 tf32) and h = KS / 2: A by one ldmatrix.x4 (matrix
+// q = lane / 8: rows 8(q & 1) .. +7, columns h(q >> 1) .. +h-1: a[0..3] of m16n8k16, or of m16n8k8
+// where a matrix is 8 rows of 4 floats), B by one ldmatrix.x2 (matrix q & 1: units 8 nt .. +7,
+// columns h(q & 1) .. +h-1 of the k-step: b[0], b[1]; lanes 16..31's addresses are not read).
 template <class S>
 __device__ inline void ptc_tile(float (&acc)[4], const PtcSlice<S>& sl, int cols, int nt, int kb,
                                 int ke) {
     const int lane = threadIdx.x & 31, r = lane & 7, q = lane >> 3;
-    const S* arow = sl.xs + min(r + 8 * (q & 1), sl.xrows - 1) * sl.ld + 8 * (q >> 1);
-    const S* brow = sl.Ws + min(8 * nt + r, cols - 1) * sl.ld + 8 * (q & 1);
-    for (int k0 = kb; k0 < ke; k0 += 16) {
+    constexpr int KS = ptc_kstep<S>(), h = KS / 2;
+    const S* arow = sl.xs + min(r + 8 * (q & 1), sl.xrows - 1) * sl.ld + h * (q >> 1);
+    const S* brow = sl.Ws + min(8 * nt + r, cols - 1) * sl.ld + h * (q & 1);
+    for (int k0 = kb; k0 < ke; k0 += KS) {
         unsigned af[4], bf[2];
         ldmatrix_x4(af, arow + k0);
         ldmatrix_x2(bf, brow + k0);
-        tc_mma16816(acc, af, bf, acc, sl.xs);
+        ptc_mma(acc, af, bf, sl.xs);
     }
 }
 
@@ -117,7 +157,8 @@ __device__ inline void ptc_tile(float (&acc)[4], const PtcSlice<S>& sl, int cols
 template <class S, typename Epi>
 __device__ inline void ptc_chunk(const PtcSlice<S>& sl, int cols, int K, int b0, int nb,
                                  bool has_prev, const int* lengths, Epi epi) {
-    const int ntiles = (cols + 7) / 8, kend = (K + 15) / 16 * 16;
+    constexpr int KS = ptc_kstep<S>();
+    const int ntiles = (cols + 7) / 8, kend = (K + KS - 1) / KS * KS;
     const int split = ntiles >= PERSIST_WARPS ? 1 : PERSIST_WARPS / ntiles;  // k parts per n-tile
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     if (has_prev && split == 1) {
@@ -133,11 +174,11 @@ __device__ inline void ptc_chunk(const PtcSlice<S>& sl, int cols, int K, int b0,
         return;
     }
     if (has_prev) {
-        const int part = warp % split, nt = warp / split, ksteps = kend / 16;
+        const int part = warp % split, nt = warp / split, ksteps = kend / KS;
         if (nt < ntiles) {  // uniform over the warp
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            ptc_tile(acc, sl, cols, nt, 16 * (part * ksteps / split),
-                     16 * ((part + 1) * ksteps / split));
+            ptc_tile(acc, sl, cols, nt, KS * (part * ksteps / split),
+                     KS * ((part + 1) * ksteps / split));
 #pragma unroll
             for (int i = 0; i < 4; ++i)
                 sl.red[(part * ntiles + nt) * 128 + tc_acc_row(lane, i) * 8 + tc_acc_col(lane, 0, i)] =
@@ -164,11 +205,11 @@ __device__ inline void ptc_recurrence(const S* M, bool by_column, const int* len
     if (!persist_grid_covers(status, H, cols)) return;
     cooperative_groups::grid_group grid = cooperative_groups::this_grid();
     PtcSlice<S> sl;
-    sl.ld = ptc_ld(H);
+    sl.ld = ptc_ld<S>(H);
     sl.xrows = min(B, PTC_BATCH);
     sl.Ws = reinterpret_cast<S*>(persist_smem);
     sl.xs = sl.Ws + (size_t)cols * sl.ld;
-    sl.red = reinterpret_cast<float*>(sl.xs + (size_t)sl.xrows * sl.ld);  // ld * 2 bytes: 16-byte rows
+    sl.red = reinterpret_cast<float*>(sl.xs + (size_t)sl.xrows * sl.ld);  // rows of 16-byte units
     sl.j0 = blockIdx.x * cols;
     sl.ncols = sl.j0 < H ? min(cols, H - sl.j0) : 0;
     ptc_load_slice(sl, M, H, cols, by_column);

@@ -1,6 +1,7 @@
 """The tensor-core persistent kernels (kernels/elman_persistent_tc_fwd.cu, _bwd.cu) as the GPU
 would run them, from NVRTC's CUBIN and cuobjdump's SASS at sm_80 and sm_90: HMMA of the storage
-type (HMMA.16816.F32.BF16 for bfloat16, HMMA.16816.F32 for float16) fed by LDSM (one ldmatrix.x4
+type (HMMA.16816.F32.BF16 for bfloat16, HMMA.16816.F32 for float16, HMMA.1688.F32.TF32 for the
+TF32 kernels) fed by LDSM (one ldmatrix.x4
 for A and one .x2 for B per mma), no local memory, a main loop of HMMA and LDSM with no FFMA, and
 the figures docs/persistent.md ("Tensor cores") lists: registers and the main loop's mix."""
 from __future__ import annotations
@@ -17,7 +18,8 @@ from tests.skips import NVRTC, skip
 
 ARCHS = ("sm_80", "sm_90")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "persistent.md"
-HMMA = {"__nv_bfloat16": "HMMA.16816.F32.BF16", "__half": "HMMA.16816.F32"}
+HMMA = {"__nv_bfloat16": "HMMA.16816.F32.BF16", "__half": "HMMA.16816.F32",
+        "float": "HMMA.1688.F32.TF32"}
 A_LOAD, B_LOAD = "LDSM.16.M88.4", "LDSM.16.M88.2"
 
 
@@ -49,7 +51,7 @@ def main_loop(k):
 
 def test_every_kernel_is_built(built):
     assert {n for n, _ in built} == {e for f in P.TC_FILES for e in name_expressions(f)}
-    assert len(built) == 4 * len(ARCHS)
+    assert len(built) == 2 * len(HMMA) * len(ARCHS)
 
 
 def test_hmma_of_the_storage_type_and_one_ldsm_pair_per_mma(built):

@@ -1,5 +1,6 @@
 """The tensor-core persistent kernels (kernels/elman_persistent_tc_fwd.cu, _bwd.cu: bfloat16 and
-float16 storage, mma.m16n8k16 with float32 accumulation), launched directly on the emulator in
+float16 storage on mma.m16n8k16, float32 in TF32 mode on m16n8k8, float32 accumulation; S =
+float32 below means the TF32 kernels), launched directly on the emulator in
 every thread order (one of them in the bounds-checking build), against float64 oracles
 (tests/precision_oracle.py) and the numpy reference:
   - one step at a time: each step's output from the state the kernel itself stored before it,
@@ -20,7 +21,8 @@ from gpu_bptt.backends.cuda.kernel_loader import kernel_source, name_expressions
 from gpu_bptt.backends.numpy_backend import NumpyBackend
 from gpu_bptt.backends.plan import LaunchPlan
 from tests.executors import KERNEL_RUNS
-from tests.precision_oracle import BF16, ELEM, F16, TINY, U, acc_bound, rounding, times
+from tests.precision_oracle import (BF16, ELEM, F16, F32, TINY, U, acc_bound, rounding, tf32_ref,
+                                    times)
 from tests.skips import require_emulator, require_sanitizer
 
 F64 = np.float64
@@ -53,7 +55,7 @@ def kernel(file, S, run):
 
 def _launch(file, S, run, limits, B, H, args):
     fn, order = kernel(file, S, run)
-    geo = P.tc_plan(limits, B, H)
+    geo = P.tc_plan(limits, B, H, np.dtype(S).name)
     fn.max_dynamic_shared_size_bytes = max(geo.smem, P.DEFAULT_SMEM)
     status = np.full(1, -1, np.int32)
     # the kernel's arguments: args, then cols before the last two (act, flip), then status
@@ -97,6 +99,12 @@ def problem(S, T, B, H, seed, v_scale=1.0, lengths=True):
                 lengths=L)
 
 
+def operand(S, a):
+    """a (float64) as it enters the product: TF32-rounded (the oracle's own formula) for the TF32
+    kernels, else as it is (S values)."""
+    return tf32_ref(a).astype(F64) if S == F32 else a
+
+
 def act64(act, u):
     return activations.apply(np, act, u)
 
@@ -116,10 +124,11 @@ def check_forward_steps(S, f, h, act, reverse):
     h = h.astype(F64)
     for b, L in enumerate(f["lengths"]):
         prev = f["h0"][b]
+        V = operand(S, f["V"])
         for t in times(T, L, reverse):
-            u = f["p"][t, b] + prev @ f["V"]
+            u = f["p"][t, b] + operand(S, prev) @ V
             y = act64(act, u)
-            err = acc_bound(prev, f["V"]) + EPS32 * np.abs(u) + ELEM
+            err = acc_bound(operand(S, prev), V) + EPS32 * np.abs(u) + ELEM
             tol = rounding(S, np.abs(y) + err) + err
             bad = ~(np.abs(h[t, b] - y) <= tol)
             assert not bad.any(), (f"h[{t}, {b}] ({act}, reverse={reverse}): {bad.sum()} out of "
@@ -135,13 +144,14 @@ def check_backward_steps(S, f, h, du, act, reverse, with_dh=True, with_last=True
     product, f'(h) and the multiply (2^-23 of |g| and of |acc|, ELEM of |acc|; f' <= 1)."""
     T, B, H = h.shape
     h, du = h.astype(F64), du.astype(F64)
+    VT = operand(S, f["V"]).T
     for b, L in enumerate(f["lengths"]):
         nxt = np.zeros(H)
         for k, t in enumerate(times(T, L, reverse)[::-1]):
             g = (f["dh"][t, b] if with_dh else 0) + (f["dh_last"][b] if with_last and k == 0 else 0)
-            acc = g + nxt @ f["V"].T
+            acc = g + operand(S, nxt) @ VT
             y = acc * grad64(act, h[t, b])
-            err = acc_bound(nxt, f["V"].T) + 2 * EPS32 * (np.abs(g) + np.abs(acc)) + ELEM * np.abs(acc)
+            err = acc_bound(operand(S, nxt), VT) + 2 * EPS32 * (np.abs(g) + np.abs(acc)) + ELEM * np.abs(acc)
             tol = rounding(S, np.abs(y) + err) + err
             bad = ~(np.abs(du[t, b] - y) <= tol)
             assert not bad.any(), (f"du[{t}, {b}] ({act}, reverse={reverse}): {bad.sum()} out of "
@@ -169,7 +179,8 @@ def test_each_activation_step_by_step(run, act):
     run_and_check((BF16, F16)[i % 2], 7, 3, 13, act, bool(i // 2), run, seed=i)
 
 
-# (T, B, H, S, reverse, dh, dh_last, limits): two batch chunks (16 + 3) and 2 n-tiles a block
+# (T, B, H, S, reverse, dh, dh_last, limits), S = float32 the TF32 kernels: two batch chunks
+# (16 + 3) and 2 n-tiles a block
 # (4 warps per tile split 3 k-steps); T = 1; B = 1; a full chunk of 16 rows; H = 300 over 4
 # blocks of 75 columns (10 n-tiles: the warps take whole tiles, two for some; ~95 KB per block,
 # the kernel attribute raised above 48 KB as on a GPU).
@@ -179,6 +190,9 @@ CASES = [
     (6, 1, 24, BF16, False, True, False, EMULATED),
     (4, 16, 37, F16, True, True, True, EMULATED),
     (3, 5, 300, BF16, False, True, True, EMULATED_H100),
+    (5, 19, 21, F32, True, True, True, EMULATED),      # TF32: 3 n-tiles (2 k parts), 3 k-steps
+    (3, 5, 300, F32, False, True, True, EMULATED_H100),  # TF32: ~180 KB per block
+    (6, 1, 24, F32, False, True, False, EMULATED),      # TF32: 16-byte staging
 ]
 
 
@@ -196,7 +210,7 @@ def col_norm(M):
     return np.abs(M).sum(axis=0).max()
 
 
-@pytest.mark.parametrize("S", [BF16, F16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("S", [BF16, F16, F32], ids=["bfloat16", "float16", "tf32"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_whole_run_within_the_propagated_bound(S, reverse):
     """The kernel's whole run against the float64 recurrence iterated on its own state from the
@@ -204,9 +218,11 @@ def test_whole_run_within_the_propagated_bound(S, reverse):
     e_t the largest state error after step t, each step adds at most δ and multiplies the error
     it reads by at most ρ, so e_T <= δ·Σ_{k<T} ρ^k.
       forward (tanh): ρ = ‖V‖ (tanh' <= 1), δ = U_S (rounding on store, |h| <= 1) + the
-        product's 2K·2^-24·‖V‖ + ELEM (p is an S value: exact);
+        product's 2K·2^-24·‖V‖ + ELEM (p is an S value: exact), and for TF32 the operands'
+        rounding, 2·2^-11·‖V‖ (h and V, each by half a TF32 ulp);
       backward: ρ = ‖V.T‖ (f' <= 1), δ = U_S·M + (2K·2^-24·ρ + 2^-21)·M + 2^-23·(G + ρM + M)
-        with M the largest |du| and G the largest |g| (the one-step terms at their largest).
+        (+ 2·2^-11·ρ·M for TF32) with M the largest |du| and G the largest |g| (the one-step
+        terms at their largest).
     V is scaled so that ρ is about 0.5: the bound is a few δ. The numpy backend's run in the same
     mode lies within the same bound of the same oracle, so the two agree within twice it."""
     T, B, H = 12, 5, 24
@@ -224,10 +240,11 @@ def test_whole_run_within_the_propagated_bound(S, reverse):
             g = f["dh"][t, b] + (f["dh_last"][b] if k == 0 else 0)
             nxt = ds[t, b] = (g + nxt @ f["V"].T) * (1 - h[t, b].astype(F64) ** 2)
     rho, rho_b, K = col_norm(f["V"]), col_norm(f["V"].T), H
-    delta = U[S] + TINY[S] + 2 * K * EPS32 * rho + ELEM
+    u_op = 2 * 2.0 ** -11 if S == F32 else 0.0  # TF32 operands
+    delta = U[S] + TINY[S] + 2 * K * EPS32 * rho + ELEM + u_op * rho
     bound = delta * sum(rho ** k for k in range(T))
     M, G = np.abs(ds).max() * 1.05, np.abs(f["dh"]).max() + np.abs(f["dh_last"]).max()
-    delta_b = (U[S] + 2 * K * EPS32 * rho_b + 2.0 ** -21) * M + TINY[S] \
+    delta_b = (U[S] + 2 * K * EPS32 * rho_b + 2.0 ** -21 + u_op * rho_b) * M + TINY[S] \
         + 2 * EPS32 * (G + rho_b * M + M)
     bound_b = delta_b * sum(rho_b ** k for k in range(T))
     assert rho < 0.7 and rho_b < 0.7, (rho, rho_b)
@@ -235,7 +252,8 @@ def test_whole_run_within_the_propagated_bound(S, reverse):
     assert err <= bound, f"forward: max error {err:.3e} over the bound {bound:.3e}"
     assert err_b <= bound_b, f"backward: max error {err_b:.3e} over the bound {bound_b:.3e}"
 
-    plan = LaunchPlan(algo="step", B=B, H=H, dtype=np.dtype(S).name, reverse=reverse)
+    plan = LaunchPlan(algo="step", B=B, H=H, dtype=np.dtype(S).name, reverse=reverse,
+                      tf32=S == F32)
     npb = NumpyBackend()
     h_np = npb.elman_fwd_seq(f["p"].astype(S), f["V"].astype(S), f["h0"].astype(S), "tanh",
                              f["lengths"], plan)
@@ -265,7 +283,7 @@ def test_short_grid_writes_nothing_and_reports_it():
     that ran and no output is written, as with the float kernels."""
     fn, order = kernel(P.TC_FILES[0], BF16, "emulator-forward")
     f = problem(BF16, 2, 2, 13, seed=1)
-    geo = P.tc_plan(EMULATED, 2, 13)
+    geo = P.tc_plan(EMULATED, 2, 13, "bfloat16")
     h = f["p"].astype(BF16)
     before = h.copy()
     status = np.full(1, -1, np.int32)
@@ -285,7 +303,7 @@ def test_planned_shared_memory_is_what_the_kernel_touches():
 
     fn, order = kernel(P.TC_FILES[0], BF16, "emulator-reverse+sanitize")
     f = problem(BF16, 2, 3, 13, seed=2)
-    geo = P.tc_plan(EMULATED, 3, 13)
+    geo = P.tc_plan(EMULATED, 3, 13, "bfloat16")
     with pytest.raises(KernelFault, match="sanitizer"):
         fn((geo.grid, 1, 1), (P.THREADS, 1, 1),
            (f["p"].astype(BF16), f["h0"].astype(BF16), f["V"].astype(BF16), f["lengths"],

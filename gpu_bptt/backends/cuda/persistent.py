@@ -263,48 +263,61 @@ def describe(limits: DeviceLimits, version=DEFAULT_VERSION, reason=None) -> list
     return lines
 
 
-# -- the tensor-core kernels: 16-bit storage (kernels/elman_persistent_tc_*.cu) --------------------
-# Each block keeps its units' columns of V in S (2 bytes) with every row padded to the k-steps of
-# 16 and 8 elements more (bank groups; persistent_tc.cuh), a chunk of min(B, 16) batch rows (mma's
-# m is 16) and 8 x 128 float32 partial tiles. The grid and columns per block are the float
-# kernels'; only the bytes differ. Elman only (G = 1); one version.
+# -- the tensor-core kernels: 16-bit storage, or float32 in TF32 mode (kernels/elman_persistent_tc_*.cu)
+# Each block keeps its units' columns of V (bfloat16, float16, or float32 holding TF32 operands)
+# with every row padded to whole 32-byte k-steps and 16 bytes more (bank groups; persistent_tc.cuh),
+# a chunk of min(B, 16) batch rows (mma's m is 16) and 8 x 128 float32 partial tiles. The grid
+# and columns per block are the float kernels'; only the bytes differ. Elman only; one version.
 TC_CONSTANTS = registry.PERSIST_TC_CONSTANTS
 TC_BATCH_CHUNK = TC_CONSTANTS["PTC_BATCH"]
 TC_FILES = (registry.PERSIST_TC_FWD.file, registry.PERSIST_TC_BWD.file)  # in launch order
 TC_VERSION = "v1"
-TC_ITEMSIZE = 2
+#: bytes per element by the storage dtype's name (float32: the TF32 kernels)
+TC_ITEMSIZE = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 
-def tc_row(K) -> int:
-    """Elements of S per row of the slice and of the chunk: K padded to 16, plus 8."""
-    return cdiv(K, 16) * 16 + TC_CONSTANTS["PTC_PAD"]
+def _tc_itemsize(dtype) -> int:
+    if dtype not in TC_ITEMSIZE:
+        raise ValueError(f"dtype: the tensor-core persistent kernels take {tuple(TC_ITEMSIZE)}, "
+                         f"got {dtype!r}")
+    return TC_ITEMSIZE[dtype]
 
 
-def tc_smem_bytes(B, K, ncols) -> int:
-    """Dynamic shared memory of one tensor-core block: `ncols` rows of the slice and
-    min(B, 16) rows of the chunk, each tc_row(K) 16-bit elements, and the float32 partial tiles."""
-    return (ncols + min(B, TC_BATCH_CHUNK)) * tc_row(K) * TC_ITEMSIZE + TC_CONSTANTS["PTC_RED"] * 4
+def tc_row(K, dtype) -> int:
+    """Elements per row of the slice and of the chunk: K padded to whole k-steps, plus 16 bytes."""
+    size = _tc_itemsize(dtype)
+    step = TC_CONSTANTS["PTC_KSTEP"] // size
+    return cdiv(K, step) * step + TC_CONSTANTS["PTC_PAD"] // size
 
 
-def tc_plan(limits: DeviceLimits, B, H) -> Geometry:
-    """The launch geometry of the tensor-core kernels (bfloat16, float16) for a (B, H) problem;
-    ValueError naming the limit where V's slice does not fit."""
+def tc_smem_bytes(B, K, ncols, dtype) -> int:
+    """Dynamic shared memory of one tensor-core block: `ncols` rows of the slice and min(B, 16)
+    rows of the chunk, each tc_row(K) elements, and the float32 partial tiles."""
+    return ((ncols + min(B, TC_BATCH_CHUNK)) * tc_row(K, dtype) * _tc_itemsize(dtype)
+            + TC_CONSTANTS["PTC_RED"] * 4)
+
+
+def tc_plan(limits: DeviceLimits, B, H, dtype) -> Geometry:
+    """The launch geometry of the tensor-core kernels for a (B, H) problem in storage dtype
+    `dtype` ("bfloat16", "float16", or "float32" for TF32); ValueError naming the limit where
+    V's slice does not fit."""
     if not limits.cooperative:
         raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
                          "launches")
     cols = cdiv(H, limits.multiprocessors)
-    smem = tc_smem_bytes(B, H, cols)
+    smem = tc_smem_bytes(B, H, cols, dtype)
     if smem > limits.smem_per_block:
         raise ValueError(
             f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs {smem} "
             f"bytes of shared memory per block ({cols} columns of V and {min(B, TC_BATCH_CHUNK)} "
-            f"batch rows of {tc_row(H)} x {TC_ITEMSIZE} bytes, over {limits.multiprocessors} "
-            f"multiprocessors), above the device's {limits.smem_per_block} bytes per block; the "
-            f"largest H that fits here is {tc_max_hidden(limits, B)}")
+            f"batch rows of {tc_row(H, dtype)} x {_tc_itemsize(dtype)} bytes, over "
+            f"{limits.multiprocessors} multiprocessors), above the device's "
+            f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
+            f"{tc_max_hidden(limits, B, dtype)}")
     return Geometry(grid=cdiv(H, cols), cols=cols, smem=smem)
 
 
-def tc_max_hidden(limits: DeviceLimits, B) -> int:
-    """The largest H the tensor-core kernels (16-bit storage) take on this device at batch B."""
-    return _last_fitting(lambda H: tc_smem_bytes(B, H, cdiv(H, limits.multiprocessors))
+def tc_max_hidden(limits: DeviceLimits, B, dtype) -> int:
+    """The largest H the tensor-core kernels take on this device at batch B in `dtype`."""
+    return _last_fitting(lambda H: tc_smem_bytes(B, H, cdiv(H, limits.multiprocessors), dtype)
                          <= limits.smem_per_block)

@@ -172,10 +172,11 @@ PERSIST_FWD = Family("elman_persistent_fwd.cu", "elman_persistent_fwd", PERSIST,
 PERSIST_BWD = Family("elman_persistent_bwd.cu", "elman_persistent_bwd", PERSIST, cooperative=True,
                      constants=PERSIST_CONSTANTS, paired=True)
 
-# -- the persistent kernels on the tensor cores: 16-bit storage, mma.m16n8k16 (persistent_tc.cuh) -
-#: the element types of the tensor-core kernels (C names), by storage dtype name
-TC_CTYPES = {"bfloat16": "__nv_bfloat16", "float16": "__half"}
-PERSIST_TC_CONSTANTS = {**PERSIST_CONSTANTS, "PTC_BATCH": 16, "PTC_PAD": 8,
+# -- the persistent kernels on the tensor cores (persistent_tc.cuh): 16-bit storage on m16n8k16,
+# float32 in TF32 mode on m16n8k8
+#: the element types of the tensor-core kernels (C names), by storage dtype name (float32: TF32)
+TC_CTYPES = {"bfloat16": "__nv_bfloat16", "float16": "__half", "float32": "float"}
+PERSIST_TC_CONSTANTS = {**PERSIST_CONSTANTS, "PTC_BATCH": 16, "PTC_KSTEP": 32, "PTC_PAD": 16,
                         "PTC_RED": _P["PERSIST_WARPS"] * 16 * 8}
 PERSIST_TC = {"v1": Version(_PERSIST_LAUNCH, bounds=(_P["PERSIST_THREADS"], 1))}
 PERSIST_TC_FWD = Family("elman_persistent_tc_fwd.cu", "elman_persistent_tc_fwd", PERSIST_TC,
