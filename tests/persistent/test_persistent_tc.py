@@ -309,3 +309,52 @@ def test_planned_shared_memory_is_what_the_kernel_touches():
            (f["p"].astype(BF16), f["h0"].astype(BF16), f["V"].astype(BF16), f["lengths"],
             np.int32(2), np.int32(3), np.int32(13), np.int32(geo.cols), np.int32(0), np.int32(0),
             np.zeros(1, np.int32)), shared_mem=geo.smem - 4, order=order)
+
+
+def tc_launch_plan(S, B, H, reverse, limits=EMULATED):
+    """A persistent LaunchPlan with tc_plan's geometry (S = float32: the TF32 kernels)."""
+    name = np.dtype(S).name
+    geo = P.tc_plan(limits, B, H, name)
+    return LaunchPlan(algo="persistent", B=B, H=H, dtype=name, version=P.TC_VERSION,
+                      grid=(geo.grid, 1, 1), block=(P.THREADS, 1, 1), smem=geo.smem,
+                      cols=geo.cols, reverse=reverse, tf32=S == F32)
+
+
+@pytest.mark.parametrize("S", [BF16, F16, F32], ids=["bfloat16", "float16", "tf32"])
+def test_the_launchers_run_the_plan(S):
+    """The cuda backend's launchers (on the emulator backend) run the kernels as the direct
+    launches above do, bit for bit, from a persistent plan of the storage dtype; a plan of
+    another problem or float32 without TF32 is refused naming the plan."""
+    from gpu_bptt.backends.emulator import EmulatorBackend
+
+    require_emulator()
+    run = "emulator-warps"
+    k = EmulatorBackend(order="warps").kernels
+    f = problem(S, 5, 3, 21, seed=9)
+    plan = tc_launch_plan(S, 3, 21, True)
+    h = k.persistent_tc_fwd(f["p"].astype(S), f["h0"].astype(S), f["V"].astype(S), f["lengths"],
+                            "sigmoid", plan)
+    check_forward_steps(S, f, h, "sigmoid", True)
+    du = k.persistent_tc_bwd(np.empty(h.shape, S), f["dh"].astype(S), None, h, f["V"].astype(S),
+                             f["lengths"], "sigmoid", plan)
+    check_backward_steps(S, f, h, du, "sigmoid", True, with_last=False)
+    h_direct = fwd(S, f["p"], f["h0"], f["V"], f["lengths"], "sigmoid", True, run)
+    du_direct = bwd(S, f["dh"], None, h, f["V"], f["lengths"], "sigmoid", True, run)
+    bits = np.uint32 if S == F32 else np.uint16
+    assert np.array_equal(h.view(bits), h_direct.view(bits))
+    assert np.array_equal(du.view(bits), du_direct.view(bits))
+    with pytest.raises(ValueError, match="plan: made for B=4"):
+        k.persistent_tc_fwd(f["p"].astype(S), f["h0"].astype(S), f["V"].astype(S), f["lengths"],
+                            "tanh", tc_launch_plan(S, 4, 21, True))
+
+
+def test_the_launchers_refuse_float32_without_tf32():
+    from gpu_bptt.backends.emulator import EmulatorBackend
+
+    require_emulator()
+    f = problem(F32, 2, 2, 8, seed=1)
+    plan = tc_launch_plan(F32, 2, 8, False)
+    plan = LaunchPlan(**{**plan.__dict__, "tf32": False})
+    with pytest.raises(ValueError, match="float32 only with tf32"):
+        EmulatorBackend().kernels.persistent_tc_fwd(f["p"].astype(F32), f["h0"].astype(F32),
+                                                    f["V"].astype(F32), f["lengths"], "tanh", plan)
