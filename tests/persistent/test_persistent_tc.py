@@ -191,7 +191,7 @@ CASES = [
     (4, 16, 37, F16, True, True, True, EMULATED),
     (3, 5, 300, BF16, False, True, True, EMULATED_H100),
     (5, 19, 21, F32, True, True, True, EMULATED),      # TF32: 3 n-tiles (2 k parts), 3 k-steps
-    (3, 5, 300, F32, False, True, True, EMULATED_H100),  # TF32: ~180 KB per block
+    (3, 5, 300, F32, True, True, True, EMULATED_H100),  # TF32: ~180 KB per block, reversed
     (6, 1, 24, F32, False, True, False, EMULATED),      # TF32: 16-byte staging
 ]
 
