@@ -1,17 +1,16 @@
 // kernels/persistent_tc.cuh — the persistent recurrence with its product on the tensor cores, for a
 //   storage type S: __nv_bfloat16 or __half (mma.m16n8k16 on S operands), or float in TF32 mode
 //   (mma.m16n8k8 on operands rounded by to_tf32 as they enter shared memory; docs/persistent.md,
-//   "Tensor cores"). The plumbing
-//   is persistent_common.cuh's (one cooperative launch, a grid barrier between steps, the status
-//   word, StepState for either direction); only the slice's type and layout and the product differ.
+//   "Tensor cores"). The plumbing is persistent_common.cuh's (one cooperative launch, a grid
+//   barrier between steps, the status word, StepState for either direction); only the slice's
+//   type and layout and the product differ.
 // Product per step and batch chunk of up to PTC_BATCH = 16 rows: s[b][j] = sum_k x[b][k] * M(k, j)
 //   for the block's units j (M(k, j) = V[k][j] forward, V[j][k] backward), by mma with float32
 //   accumulation (mma.cuh), k-steps of PTC_KSTEP = 32 bytes of S; A = the chunk (16 rows, the
-//   batch padded),
-//   B = an n-tile of 8 of the block's units. One warp owns one (n-tile, part of k); with fewer
-//   than 8 n-tiles the 8 warps split k into split = 8 / n-tiles parts, whose 16 x 8 float32 tiles
-//   meet in red and are added in part order (deterministic); with 8 or more each warp takes whole
-//   n-tiles over all of k and writes its outputs from the fragment.
+//   batch padded), B = an n-tile of 8 of the block's units. One warp owns one (n-tile, part of
+//   k); with fewer than 8 n-tiles the 8 warps split k into split = 8 / n-tiles parts, whose
+//   16 x 8 float32 tiles meet in red and are added in part order (deterministic); with 8 or more
+//   each warp takes whole n-tiles over all of k and writes its outputs from the fragment.
 // Dynamic shared memory (persist_smem), row length ld: K elements of S padded to whole k-steps and
 //   PTC_PAD bytes (the k-steps' zero padding, then 16 bytes that make the row stride an odd
 //   multiple of 16 bytes, so the 8 rows of an ldmatrix hit 8 different bank groups):
