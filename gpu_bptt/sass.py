@@ -59,6 +59,7 @@ def unavailable_reason():
 class Loop:
     fmas: int          # FFMA/DFMA instructions in the body
     instructions: int  # instructions from the branch's target to the branch, both included
+    opcodes: Counter = field(default_factory=Counter, compare=False)  # the body's opcodes
 
 
 @dataclass
@@ -110,10 +111,14 @@ def _kernel(body):
             spans.append((addr[int(m.group(1), 16)], i))
     inner = [(s, e) for s, e in spans
              if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in spans)]
-    loops = [Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1)
-             for s, e in sorted(inner)]
-    opcodes = Counter(m.group(1) for x in text if (m := _OPCODE.match(x.strip())))
-    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)), loops, opcodes)
+    loops = [Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1,
+                  _opcodes(text[s:e + 1])) for s, e in sorted(inner)]
+    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)), loops, _opcodes(text))
+
+
+def _opcodes(text):
+    """Opcode counts of SASS instruction texts."""
+    return Counter(m.group(1) for x in text if (m := _OPCODE.match(x.strip())))
 
 
 def kernels(result) -> dict:

@@ -74,20 +74,25 @@ def kernel_version(name):
     return base.rsplit("_", 1)[1] if base.startswith(("elman_", "gru_", "lstm_")) else None
 
 
+def fma_product(r):
+    """Whether the kernel's product is a loop of FMAs: not v4 (cuBLAS does its product) nor a
+    tensor-core kernel (HMMA loops, tests/cuda/test_persistent_tc_sass.py), nor column_sum."""
+    return kernel_version(r["name"]) not in (None, "v4") and not r["sass"].count("HMMA")
+
+
 def test_products_are_fma_loops(resources):
-    # v4 runs only the epilogue (cuBLAS does its product); every other step, persistent and gemm
-    # kernel must keep its product as a loop of FMAs, not unrolled away or gone.
+    # Every other step, persistent and gemm kernel must keep its product as a loop of FMAs, not
+    # unrolled away or gone.
     bad = [f"{r['name']} ({r['arch']}): loops (FMA/instructions) "
            f"{[(lp.fmas, lp.instructions) for lp in r['sass'].loops]}"
-           for r in resources if kernel_version(r["name"]) not in (None, "v4")
-           and not any(lp.fmas for lp in r["sass"].loops)]
+           for r in resources if fma_product(r) and not any(lp.fmas for lp in r["sass"].loops)]
     assert not bad, "kernels without an inner loop of FMAs:\n" + "\n".join(bad)
 
 
 def test_main_loop_fma_share(resources):
     low = []
     for r in resources:
-        floor = FMA_SHARE_FLOOR.get(kernel_version(r["name"]))
+        floor = FMA_SHARE_FLOOR.get(kernel_version(r["name"])) if fma_product(r) else None
         main = r["sass"].main_loop
         if floor is not None and main is not None and main.fmas < floor * main.instructions:
             low.append(f"{r['name']} ({r['arch']}): {main.fmas}/{main.instructions} "

@@ -284,6 +284,42 @@ class Launchers(LstmLaunchers):
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
             _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
 
+    # -- the persistent kernels on the tensor cores (kernels/elman_persistent_tc_*.cu) -------------
+    # plan: a persistent LaunchPlan of version "v1" with persistent.tc_plan's geometry, its dtype
+    # "bfloat16" or "float16" (the arrays in that dtype), or "float32" with tf32 (the TF32 kernels).
+    def persistent_tc_fwd(self, h, h0, V, lengths, activation, plan):
+        """persistent_fwd on the tensor cores: h (T, B, H) holds p on entry and h on exit (in the
+        plan's storage dtype); h0 (B, H); V (H, H); lengths (B,) int32 in 1..T."""
+        T, B, H = h.shape
+        _check_persistent(plan, B, H, h.dtype)
+        operands = self.fwd_operands(h, h0, V, lengths)
+        self._cooperative(registry.PERSIST_TC_FWD, plan, self._tc_ctype(plan), operands + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols),
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))()
+        return h
+
+    def persistent_tc_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
+        """persistent_bwd on the tensor cores: du (T, B, H) written in full, in the plan's storage
+        dtype; dh, dh_last or None; h the forward outputs; V (H, H) not transposed."""
+        T, B, H = du.shape
+        _check_persistent(plan, B, H, du.dtype)
+        operands = self.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
+        self._cooperative(registry.PERSIST_TC_BWD, plan, self._tc_ctype(plan), operands + (
+            _i32(T), _i32(B), _i32(H), _i32(plan.cols),
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))()
+        return du
+
+    @staticmethod
+    def _tc_ctype(plan):
+        """The tensor-core kernels' element type for `plan`: bfloat16, float16, or float32 in
+        TF32 mode (float32 without TF32 runs the float kernels)."""
+        if plan.dtype == "float32" and not plan.tf32:
+            raise ValueError("plan: the tensor-core persistent kernels take float32 only with tf32")
+        if plan.dtype not in registry.TC_CTYPES:
+            raise ValueError(f"plan: the tensor-core persistent kernels take "
+                             f"{tuple(registry.TC_CTYPES)}, got dtype {plan.dtype}")
+        return registry.TC_CTYPES[plan.dtype]
+
     # -- both directions of a bidirectional layer in one cooperative launch ------------------------
     def persistent_fwd_pair(self, fwd, rev, lengths, activation, pair):
         """Both directions' forward in one launch of the pair kernel, grid (g, 2, 1): fwd, rev

@@ -131,8 +131,13 @@ def max_hidden(limits: DeviceLimits, B, dtype, version=DEFAULT_VERSION, static_s
         return _need(B, H, proj or H, cdiv(H, limits.multiprocessors), itemsize, version, gates,
                      proj) + static_smem <= limits.smem_per_block
 
+    return _last_fitting(fits)
+
+
+def _last_fitting(fits) -> int:
+    """The largest H >= 0 with fits(H), for a need that grows with H (bisection)."""
     lo, hi = 0, 1
-    while fits(hi):  # the need grows with H, so bisection finds the last H that fits
+    while fits(hi):
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -256,3 +261,63 @@ def describe(limits: DeviceLimits, version=DEFAULT_VERSION, reason=None) -> list
                      f"B>={BATCH_CHUNK}; float64 {g['float64', 1]} at B=1, "
                      f"{g['float64', BATCH_CHUNK]} at B>={BATCH_CHUNK}")
     return lines
+
+
+# -- the tensor-core kernels: 16-bit storage, or float32 in TF32 mode (kernels/elman_persistent_tc_*.cu)
+# Each block keeps its units' columns of V (bfloat16, float16, or float32 holding TF32 operands)
+# with every row padded to whole 32-byte k-steps and 16 bytes more (bank groups; persistent_tc.cuh),
+# a chunk of min(B, 16) batch rows (mma's m is 16) and 8 x 128 float32 partial tiles. The grid
+# and columns per block are the float kernels'; only the bytes differ. Elman only; one version.
+TC_CONSTANTS = registry.PERSIST_TC_CONSTANTS
+TC_BATCH_CHUNK = TC_CONSTANTS["PTC_BATCH"]
+TC_FILES = (registry.PERSIST_TC_FWD.file, registry.PERSIST_TC_BWD.file)  # in launch order
+TC_VERSION = "v1"
+#: bytes per element by the storage dtype's name (float32: the TF32 kernels)
+TC_ITEMSIZE = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+def _tc_itemsize(dtype) -> int:
+    if dtype not in TC_ITEMSIZE:
+        raise ValueError(f"dtype: the tensor-core persistent kernels take {tuple(TC_ITEMSIZE)}, "
+                         f"got {dtype!r}")
+    return TC_ITEMSIZE[dtype]
+
+
+def tc_row(K, dtype) -> int:
+    """Elements per row of the slice and of the chunk: K padded to whole k-steps, plus 16 bytes."""
+    size = _tc_itemsize(dtype)
+    step = TC_CONSTANTS["PTC_KSTEP"] // size
+    return cdiv(K, step) * step + TC_CONSTANTS["PTC_PAD"] // size
+
+
+def tc_smem_bytes(B, K, ncols, dtype) -> int:
+    """Dynamic shared memory of one tensor-core block: `ncols` rows of the slice and min(B, 16)
+    rows of the chunk, each tc_row(K) elements, and the float32 partial tiles."""
+    return ((ncols + min(B, TC_BATCH_CHUNK)) * tc_row(K, dtype) * _tc_itemsize(dtype)
+            + TC_CONSTANTS["PTC_RED"] * 4)
+
+
+def tc_plan(limits: DeviceLimits, B, H, dtype) -> Geometry:
+    """The launch geometry of the tensor-core kernels for a (B, H) problem in storage dtype
+    `dtype` ("bfloat16", "float16", or "float32" for TF32); ValueError naming the limit where
+    V's slice does not fit."""
+    if not limits.cooperative:
+        raise ValueError("algo='persistent' cannot run: the device does not support cooperative "
+                         "launches")
+    cols = cdiv(H, limits.multiprocessors)
+    smem = tc_smem_bytes(B, H, cols, dtype)
+    if smem > limits.smem_per_block:
+        raise ValueError(
+            f"algo='persistent' cannot run: V's slice does not fit on chip: H={H} needs {smem} "
+            f"bytes of shared memory per block ({cols} columns of V and {min(B, TC_BATCH_CHUNK)} "
+            f"batch rows of {tc_row(H, dtype)} x {_tc_itemsize(dtype)} bytes, over "
+            f"{limits.multiprocessors} multiprocessors), above the device's "
+            f"{limits.smem_per_block} bytes per block; the largest H that fits here is "
+            f"{tc_max_hidden(limits, B, dtype)}")
+    return Geometry(grid=cdiv(H, cols), cols=cols, smem=smem)
+
+
+def tc_max_hidden(limits: DeviceLimits, B, dtype) -> int:
+    """The largest H the tensor-core kernels take on this device at batch B in `dtype`."""
+    return _last_fitting(lambda H: tc_smem_bytes(B, H, cdiv(H, limits.multiprocessors), dtype)
+                         <= limits.smem_per_block)

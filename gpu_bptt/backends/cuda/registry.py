@@ -100,6 +100,7 @@ class Family:
     cooperative: bool = False
     constants: dict = field(default_factory=dict)  # {name: value} shared with the .cu side
     paired: bool = False  # also `<stem>_pair_<version>`: both directions of a layer in one launch
+    ctypes: tuple = ()  # the element types (C names) where not CTYPES' (the 16-bit kernels)
 
     def entry(self, version: str, pair: bool = False) -> str:
         if version not in self.versions:
@@ -120,7 +121,8 @@ class Family:
     def name_expressions(self) -> tuple:
         return tuple(self.expression(v, dt, *p, pair=pair)
                      for pair in (False, True)[:1 + self.paired]
-                     for v in self.versions for dt in CTYPES for p in self.params)
+                     for v in self.versions for dt in (self.ctypes or CTYPES)
+                     for p in self.params)
 
 
 def ctype(dtype) -> str:
@@ -169,6 +171,20 @@ PERSIST_FWD = Family("elman_persistent_fwd.cu", "elman_persistent_fwd", PERSIST,
                      constants=PERSIST_CONSTANTS, paired=True)
 PERSIST_BWD = Family("elman_persistent_bwd.cu", "elman_persistent_bwd", PERSIST, cooperative=True,
                      constants=PERSIST_CONSTANTS, paired=True)
+
+# -- the persistent kernels on the tensor cores (persistent_tc.cuh): 16-bit storage on m16n8k16,
+# float32 in TF32 mode on m16n8k8
+#: the element types of the tensor-core kernels (C names), by storage dtype name (float32: TF32)
+TC_CTYPES = {"bfloat16": "__nv_bfloat16", "float16": "__half", "float32": "float"}
+PERSIST_TC_CONSTANTS = {**PERSIST_CONSTANTS, "PTC_BATCH": 16, "PTC_KSTEP": 32, "PTC_PAD": 16,
+                        "PTC_RED": _P["PERSIST_WARPS"] * 16 * 8}
+PERSIST_TC = {"v1": Version(_PERSIST_LAUNCH, bounds=(_P["PERSIST_THREADS"], 1))}
+PERSIST_TC_FWD = Family("elman_persistent_tc_fwd.cu", "elman_persistent_tc_fwd", PERSIST_TC,
+                        cooperative=True, constants=PERSIST_TC_CONSTANTS,
+                        ctypes=tuple(TC_CTYPES.values()))
+PERSIST_TC_BWD = Family("elman_persistent_tc_bwd.cu", "elman_persistent_tc_bwd", PERSIST_TC,
+                        cooperative=True, constants=PERSIST_TC_CONSTANTS,
+                        ctypes=tuple(TC_CTYPES.values()))
 
 # -- products outside the time loop and the bias gradient -----------------------------------------
 GEMM_TILE = Tiled(rows=64, cols=64, per_thread=(4, 4), depth=16, rows_on_x=True)
@@ -253,7 +269,8 @@ def cell(name: str) -> Cell:
 
 
 FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM,
-            LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD, LSTM_PERSIST_BWD) + GRU_FAMILIES
+            LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD, LSTM_PERSIST_BWD) + GRU_FAMILIES \
+    + (PERSIST_TC_FWD, PERSIST_TC_BWD)
 BY_FILE = {f.file: f for f in FAMILIES}
 #: CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
 MAX_GRID_Y = 65535
