@@ -1,7 +1,8 @@
 """The cpu backend (compiled time loops) against the numpy backend, the plain reference, on every
 configuration the numpy backend runs: each cell, lengths, both directions, projection, bias or
-not, initial states or not, every combination of gradients from above, float32 and float64; and
-the fallback to numpy where Numba is missing.
+not, initial states or not, every combination of gradients from above, float32 and float64; the
+other precision modes (bfloat16, float16, TF32), which run the reference's own loops; and the
+fallback to numpy where Numba is missing. (memory="recompute" on it: tests/test_recompute.py.)
 
 The products are NumPy's own BLAS calls and every other operation is the reference's, in its
 order: where the math is the same (Elman with relu or identity) the results are bit for bit the
@@ -24,6 +25,7 @@ import pytest
 import gpu_bptt
 from gpu_bptt import backends, cells
 from gpu_bptt.backends import compiled
+from gpu_bptt.precision import BFLOAT16
 from tests.tolerances import assert_close
 
 pytestmark = pytest.mark.skipif(compiled.unavailable_reason() is not None,
@@ -165,17 +167,96 @@ def test_against_float64_by_hand():
 
 
 def test_plan_and_modes():
-    """The plan says what runs; a mode the loops do not run is refused, never switched."""
+    """The plan says which loop runs: the compiled one for float32 and float64, the numpy
+    reference's for the other modes, which the backend lists as numpy does."""
     bk = backends.get_backend("cpu")
     plan = bk.resolve_algo("auto", T, B, H, np.float32, cell="lstm")
     assert plan.algo == "step" and "compiled" in plan.reason
-    with pytest.raises(TypeError, match="dtype: the cpu backend runs float32 and float64"):
-        bk.resolve_algo("auto", T, B, H, np.float16)
-    with pytest.raises(TypeError, match="allow_tf32: the cpu backend"):
-        bk.resolve_algo("auto", T, B, H, np.float32, tf32=True)
-    assert bk.dtypes == ("float32", "float64") and bk.tf32 is False
+    assert bk.dtypes == backends.get_backend("numpy").dtypes == \
+        ("float32", "float64", "bfloat16", "float16") and bk.tf32 is True
+    for dtype, tf32, name in ((np.float16, False, "float16"), (BFLOAT16, False, "bfloat16"),
+                              (np.float32, True, "float32 with TF32")):
+        plan = bk.resolve_algo("auto", T, B, H, dtype, tf32=tf32)
+        assert plan.reason == (f"{name}: the numpy reference loop; the compiled loops run "
+                               "float32 and float64 without TF32")
+        assert (plan.dtype, plan.tf32) == (np.dtype(dtype).name, tf32)
+    with pytest.raises(ValueError, match="allow_tf32: TF32 rounds float32 operands"):
+        bk.resolve_algo("auto", T, B, H, np.float64, tf32=True)
     with pytest.raises(ValueError, match="algo"):
         bk.resolve_algo("persistent", T, B, H, np.float32)
+
+
+#: precision mode -> (storage dtype, allow_tf32): the modes the compiled loops leave to numpy's
+MODES = {"bfloat16": (BFLOAT16, False), "float16": (np.dtype(np.float16), False),
+         "tf32": (np.dtype(np.float32), True)}
+
+
+def run_cell(cell, a, lens, reverse, backend, tf32):
+    """One forward and backward of `cell` ("elman", "lstm", "lstm-proj", "gru") on arrays a."""
+    kw = dict(lengths=lens, reverse=reverse, backend=backend, allow_tf32=tf32)
+    if cell == "elman":
+        out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], **kw)
+        return out, gpu_bptt.elman_backward(a["dh"], out.cache, dh_last=a["dh_last"])
+    if cell.startswith("lstm"):
+        proj = cell == "lstm-proj"
+        Hs = P if proj else H
+        out = gpu_bptt.lstm_forward(a["x"], a["W4"], a["V4"][:Hs], a["b4"], a["h0"][:, :Hs],
+                                    a["h0"], R=a["R"] if proj else None, **kw)
+        return out, gpu_bptt.lstm_backward(a["dh"][:, :, :Hs], out.cache, dc_last=a["h0"])
+    out = gpu_bptt.gru_forward(a["x"], a["W3"], a["V3"], a["b3"], a["b3"], a["h0"], **kw)
+    return out, gpu_bptt.gru_backward(a["dh"], out.cache, dh_last=a["dh_last"])
+
+
+def bits(x):
+    """x's bytes, to compare bit for bit (-0 and NaN payloads included) in any dtype."""
+    return np.ascontiguousarray(x).view(np.uint8)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", ("elman", "lstm", "lstm-proj", "gru"))
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("lengths", (False, True))
+def test_other_modes_are_numpys_bit_for_bit(mode, cell, reverse, lengths):
+    """16-bit storage and TF32 on the cpu backend: the numpy reference's loops (checked against
+    float64 oracles in tests/test_precision.py), so every output and gradient is numpy's bit for
+    bit, and the plan says that loop runs."""
+    dtype, tf32 = MODES[mode]
+    a = arrays(dict(x=(T, B, I), W=(I, H), V=(H, H), b=(H,), h0=(B, H), dh=(T, B, H),
+                    dh_last=(B, H), W4=(I, 4 * H), V4=(H, 4 * H), b4=(4 * H,), R=(H, P),
+                    W3=(I, 3 * H), V3=(H, 3 * H), b3=(3 * H,)), np.float32, seed=8)
+    a = {k: v.astype(dtype) for k, v in a.items()}
+    lens = LENGTHS if lengths else None
+    (out_ref, g_ref), (out, g) = (run_cell(cell, a, lens, reverse, bk, tf32)
+                                  for bk in ("numpy", "cpu"))
+    name = "float32 with TF32" if tf32 else dtype.name
+    assert out.cache.plan.reason.startswith(f"{name}: the numpy reference loop;")
+    assert out.h.dtype == dtype
+    for k in ("h", "h_last", "c_last"):
+        if hasattr(out_ref, k):
+            assert np.array_equal(bits(getattr(out, k)), bits(getattr(out_ref, k))), k
+    for k, ref in vars(g_ref).items():
+        got = getattr(g, k)
+        assert (got is None) == (ref is None), k
+        if ref is not None:
+            assert np.array_equal(bits(got), bits(ref)), k
+
+
+def test_auto_runs_a_bfloat16_call(monkeypatch):
+    """Under `auto` (the cpu backend where the extra is installed) a bfloat16 call runs, on the
+    reference's loop: before, the cpu backend refused it with a TypeError."""
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    if backends.available_backends()["cuda"] is None:
+        pytest.skip("a GPU is here: auto picks cuda")  # noqa: the rule tested is the CPU's
+    a = {k: v.astype(BFLOAT16) for k, v in arrays(
+        dict(x=(T, B, I), W=(I, H), V=(H, H), dh=(T, B, H)), np.float32, seed=9).items()}
+    out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], lengths=LENGTHS)
+    g = gpu_bptt.elman_backward(a["dh"], out.cache)
+    assert out.cache.backend.name == "cpu"
+    assert out.cache.plan.reason.startswith("bfloat16: the numpy reference loop;")
+    ref = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], lengths=LENGTHS, backend="numpy")
+    g_ref = gpu_bptt.elman_backward(a["dh"], ref.cache)
+    assert out.h.dtype == BFLOAT16 and np.array_equal(bits(out.h), bits(ref.h))
+    assert np.array_equal(bits(g.dW), bits(g_ref.dW)) and np.array_equal(bits(g.dx), bits(g_ref.dx))
 
 
 def test_auto_picks_cpu(monkeypatch):
