@@ -397,3 +397,43 @@ def test_threads_is_checked():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads: expected a positive integer"):
             CpuBackend(threads=bad)
+
+
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("cell", ("elman", "lstm", "gru"))
+def test_carry_and_empty_rows_as_numpy(cell, reverse):
+    """The backward methods' carry (what memory="recompute" hands a segment) with lengths of 0
+    (an example with no step here), called directly, against the numpy reference: every output
+    (Elman with relu: bit for bit). The carry is 0 on the rows whose entering step is padded,
+    as a later segment leaves it (their state there is 0)."""
+    L = np.array([7, 0, 4, 7, 2])
+    rows = (L == 0) if reverse else (L < T)
+    G = {"elman": 1, "lstm": 4, "gru": 3}[cell]
+    a = arrays(dict(p=(T, B, G * H), V=(H, G * H), b=(G * H,), h0=(B, H), dh=(T, B, H),
+                    dh_last=(B, H), du_next=(B, G * H), dc_next=(B, H), dh_next=(B, H)),
+               np.float64, seed=10)
+    for k in ("du_next", "dc_next", "dh_next"):
+        a[k][rows] = 0
+    results = []
+    for name in ("numpy", "cpu"):
+        bk = backends.get_backend(name)
+        plan = bk.resolve_algo("auto", T, B, H, np.float64, reverse=reverse, cell=cell)
+        if cell == "elman":
+            h = bk.elman_fwd_seq(a["p"].copy(), a["V"], a["h0"], "relu", L, plan)
+            du = bk.elman_bwd_seq(a["dh"], a["dh_last"], h, a["V"], "relu", L, plan,
+                                  du_next=a["du_next"])
+            results.append((h, du))
+        elif cell == "lstm":
+            h, c, g = bk.lstm_fwd_seq(a["p"].copy(), a["V"], a["h0"], a["h0"], L, plan)
+            results.append((h, c, g) + bk.lstm_bwd_seq(
+                a["dh"], a["dh_last"], a["dh_last"], h, c, g.copy(), a["h0"], a["V"], L, plan,
+                du_next=a["du_next"], dc_next=a["dc_next"])[:2])
+        else:
+            h, g = bk.gru_fwd_seq(a["p"].copy(), a["V"], a["b"], a["h0"], L, plan)
+            results.append((h, g) + bk.gru_bwd_seq(a["dh"], a["dh_last"], h, a["h0"], g.copy(),
+                                                   a["V"], L, plan, dh_next=a["dh_next"]))
+    for i, (x, ref) in enumerate(zip(*reversed(results))):
+        if cell == "elman":
+            assert np.array_equal(x, ref), f"output {i}: not bit for bit the reference's"
+        else:
+            assert_close(f"{cell} output {i}", x, ref)
