@@ -437,3 +437,15 @@ def test_carry_and_empty_rows_as_numpy(cell, reverse):
             assert np.array_equal(x, ref), f"output {i}: not bit for bit the reference's"
         else:
             assert_close(f"{cell} output {i}", x, ref)
+
+
+def test_lstm_carry_is_both_or_neither():
+    """The compiled LSTM backward takes du_next and dc_next together (one flag for both): one
+    alone is refused by name rather than read as garbage."""
+    bk = backends.get_backend("cpu")
+    plan = bk.resolve_algo("auto", 2, 1, 1, np.float64, cell="lstm")
+    h, c, g = bk.lstm_fwd_seq(np.ones((2, 1, 4)), np.ones((1, 4)), np.ones((1, 1)),
+                              np.ones((1, 1)), None, plan)
+    with pytest.raises(ValueError, match="^du_next, dc_next: the LSTM's carry is both or neither"):
+        bk.lstm_bwd_seq(h, None, None, h, c, g, np.ones((1, 1)), np.ones((1, 4)), None, plan,
+                        du_next=np.ones((1, 4)))
