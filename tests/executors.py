@@ -2,6 +2,7 @@
 
 An executor is one way to run gpu_bptt's public functions:
   "numpy"              the reference backend;
+  "cpu"                the cpu backend (the time loops compiled by Numba: the cpu extra);
   "emulator-<order>"   the cuda backend's own code with the kernels run on the CPU, the threads of
                        a block scheduled in <order> (one of ORDERS); "emulator-<order>+sanitize"
                        runs every launch in the bounds-checking build;
@@ -31,7 +32,7 @@ ORDERS = tuple(_ORDER_CODES)
 #: the sanitizer without a fifth run (that build is slower to compile and to run)
 SANITIZED_ORDER = "reverse"
 
-NUMPY, CUDA = "numpy", "cuda"
+NUMPY, CPU, CUDA = "numpy", "cpu", "cuda"
 EMULATORS = tuple(f"emulator-{o}" for o in ORDERS)
 #: every thread order, one of them sanitized: the kernel tests' runs
 KERNEL_RUNS = tuple(f"emulator-{o}+sanitize" if o == SANITIZED_ORDER else f"emulator-{o}"
@@ -49,9 +50,9 @@ class Executor:
     def __init__(self, name):
         kind, _, variant = name.partition("-")
         order, _, sanitize = variant.partition("+")
-        if kind not in (NUMPY, "emulator", CUDA) or (kind == "emulator") != bool(order) \
+        if kind not in (NUMPY, CPU, "emulator", CUDA) or (kind == "emulator") != bool(order) \
                 or (order and order not in ORDERS) or sanitize not in ("", "sanitize"):
-            raise ValueError(f"executor: unknown {name!r}; expected numpy, cuda or "
+            raise ValueError(f"executor: unknown {name!r}; expected numpy, cpu, cuda or "
                              f"emulator-<order>[+sanitize] with an order in {ORDERS}")
         self.name, self.kind, self.order, self.sanitize = name, kind, order or None, bool(sanitize)
 
@@ -69,14 +70,21 @@ class Executor:
             reason = cuda_unavailable_reason()
             if reason:
                 skips.skip(skips.GPU, f"no CUDA device: {reason}")
+        elif self.kind == CPU:
+            from gpu_bptt.backends.compiled import unavailable_reason
+
+            if unavailable_reason():  # no cause: in CI (the test extra has Numba) it fails
+                pytest.skip(f"cpu extra: {unavailable_reason()}")
 
     def backend(self, **options):
         """The backend object with these constructor options (cached per options). The numpy
-        backend takes none: asking it for one is an error, not a silently ignored setting."""
+        and cpu backends take none: asking one for one is an error, not a silently ignored
+        setting."""
         __tracebackhide__ = True
         self.require()
-        if self.kind == NUMPY and options:
-            raise TypeError(f"the numpy executor takes no backend options, got {sorted(options)}")
+        if self.kind in (NUMPY, CPU) and options:
+            raise TypeError(f"the {self.kind} executor takes no backend options, got "
+                            f"{sorted(options)}")
         return _backend(self.kind, self.order, self.sanitize, tuple(sorted(options.items())))
 
     @property
@@ -100,8 +108,8 @@ class Executor:
 
 @functools.lru_cache(maxsize=None)
 def _backend(kind, order, sanitize, options):
-    if kind == NUMPY:
-        return get_backend("numpy")
+    if kind in (NUMPY, CPU):
+        return get_backend(kind)
     if kind == CUDA:
         from gpu_bptt.backends.cuda import CudaBackend
 
@@ -133,7 +141,7 @@ def generate(metafunc):
         if not with_options:
             params.append(pytest.param(name, id=name, marks=marks))
             continue
-        for options in ([{}] if name == NUMPY else combos):
+        for options in ([{}] if name in (NUMPY, CPU) else combos):
             ident = "-".join([name, *(f"{k}={v}" for k, v in options.items())])
             params.append(pytest.param(name, options, id=ident, marks=marks))
     if with_options:

@@ -1,7 +1,8 @@
 """The cpu backend (compiled time loops) against the numpy backend, the plain reference, on every
 configuration the numpy backend runs: each cell, lengths, both directions, projection, bias or
-not, initial states or not, every combination of gradients from above, float32 and float64; and
-the fallback to numpy where Numba is missing.
+not, initial states or not, every combination of gradients from above, float32 and float64; the
+other precision modes (bfloat16, float16, TF32), which run the reference's own loops; and the
+fallback to numpy where Numba is missing. (memory="recompute" on it: tests/test_recompute.py.)
 
 The products are NumPy's own BLAS calls and every other operation is the reference's, in its
 order: where the math is the same (Elman with relu or identity) the results are bit for bit the
@@ -24,6 +25,7 @@ import pytest
 import gpu_bptt
 from gpu_bptt import backends, cells
 from gpu_bptt.backends import compiled
+from gpu_bptt.precision import BFLOAT16
 from tests.tolerances import assert_close
 
 pytestmark = pytest.mark.skipif(compiled.unavailable_reason() is not None,
@@ -165,17 +167,96 @@ def test_against_float64_by_hand():
 
 
 def test_plan_and_modes():
-    """The plan says what runs; a mode the loops do not run is refused, never switched."""
+    """The plan says which loop runs: the compiled one for float32 and float64, the numpy
+    reference's for the other modes, which the backend lists as numpy does."""
     bk = backends.get_backend("cpu")
     plan = bk.resolve_algo("auto", T, B, H, np.float32, cell="lstm")
     assert plan.algo == "step" and "compiled" in plan.reason
-    with pytest.raises(TypeError, match="dtype: the cpu backend runs float32 and float64"):
-        bk.resolve_algo("auto", T, B, H, np.float16)
-    with pytest.raises(TypeError, match="allow_tf32: the cpu backend"):
-        bk.resolve_algo("auto", T, B, H, np.float32, tf32=True)
-    assert bk.dtypes == ("float32", "float64") and bk.tf32 is False
+    assert bk.dtypes == backends.get_backend("numpy").dtypes == \
+        ("float32", "float64", "bfloat16", "float16") and bk.tf32 is True
+    for dtype, tf32, name in ((np.float16, False, "float16"), (BFLOAT16, False, "bfloat16"),
+                              (np.float32, True, "float32 with TF32")):
+        plan = bk.resolve_algo("auto", T, B, H, dtype, tf32=tf32)
+        assert plan.reason == (f"{name}: the numpy reference loop; the compiled loops run "
+                               "float32 and float64 without TF32")
+        assert (plan.dtype, plan.tf32) == (np.dtype(dtype).name, tf32)
+    with pytest.raises(ValueError, match="allow_tf32: TF32 rounds float32 operands"):
+        bk.resolve_algo("auto", T, B, H, np.float64, tf32=True)
     with pytest.raises(ValueError, match="algo"):
         bk.resolve_algo("persistent", T, B, H, np.float32)
+
+
+#: precision mode -> (storage dtype, allow_tf32): the modes the compiled loops leave to numpy's
+MODES = {"bfloat16": (BFLOAT16, False), "float16": (np.dtype(np.float16), False),
+         "tf32": (np.dtype(np.float32), True)}
+
+
+def run_cell(cell, a, lens, reverse, backend, tf32):
+    """One forward and backward of `cell` ("elman", "lstm", "lstm-proj", "gru") on arrays a."""
+    kw = dict(lengths=lens, reverse=reverse, backend=backend, allow_tf32=tf32)
+    if cell == "elman":
+        out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], a["b"], a["h0"], **kw)
+        return out, gpu_bptt.elman_backward(a["dh"], out.cache, dh_last=a["dh_last"])
+    if cell.startswith("lstm"):
+        proj = cell == "lstm-proj"
+        Hs = P if proj else H
+        out = gpu_bptt.lstm_forward(a["x"], a["W4"], a["V4"][:Hs], a["b4"], a["h0"][:, :Hs],
+                                    a["h0"], R=a["R"] if proj else None, **kw)
+        return out, gpu_bptt.lstm_backward(a["dh"][:, :, :Hs], out.cache, dc_last=a["h0"])
+    out = gpu_bptt.gru_forward(a["x"], a["W3"], a["V3"], a["b3"], a["b3"], a["h0"], **kw)
+    return out, gpu_bptt.gru_backward(a["dh"], out.cache, dh_last=a["dh_last"])
+
+
+def bits(x):
+    """x's bytes, to compare bit for bit (-0 and NaN payloads included) in any dtype."""
+    return np.ascontiguousarray(x).view(np.uint8)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", ("elman", "lstm", "lstm-proj", "gru"))
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("lengths", (False, True))
+def test_other_modes_are_numpys_bit_for_bit(mode, cell, reverse, lengths):
+    """16-bit storage and TF32 on the cpu backend: the numpy reference's loops (checked against
+    float64 oracles in tests/test_precision.py), so every output and gradient is numpy's bit for
+    bit, and the plan says that loop runs."""
+    dtype, tf32 = MODES[mode]
+    a = arrays(dict(x=(T, B, I), W=(I, H), V=(H, H), b=(H,), h0=(B, H), dh=(T, B, H),
+                    dh_last=(B, H), W4=(I, 4 * H), V4=(H, 4 * H), b4=(4 * H,), R=(H, P),
+                    W3=(I, 3 * H), V3=(H, 3 * H), b3=(3 * H,)), np.float32, seed=8)
+    a = {k: v.astype(dtype) for k, v in a.items()}
+    lens = LENGTHS if lengths else None
+    (out_ref, g_ref), (out, g) = (run_cell(cell, a, lens, reverse, bk, tf32)
+                                  for bk in ("numpy", "cpu"))
+    name = "float32 with TF32" if tf32 else dtype.name
+    assert out.cache.plan.reason.startswith(f"{name}: the numpy reference loop;")
+    assert out.h.dtype == dtype
+    for k in ("h", "h_last", "c_last"):
+        if hasattr(out_ref, k):
+            assert np.array_equal(bits(getattr(out, k)), bits(getattr(out_ref, k))), k
+    for k, ref in vars(g_ref).items():
+        got = getattr(g, k)
+        assert (got is None) == (ref is None), k
+        if ref is not None:
+            assert np.array_equal(bits(got), bits(ref)), k
+
+
+def test_auto_runs_a_bfloat16_call(monkeypatch):
+    """Under `auto` (the cpu backend where the extra is installed) a bfloat16 call runs, on the
+    reference's loop: before, the cpu backend refused it with a TypeError."""
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    if backends.available_backends()["cuda"] is None:
+        pytest.skip("a GPU is here: auto picks cuda")  # noqa: the rule tested is the CPU's
+    a = {k: v.astype(BFLOAT16) for k, v in arrays(
+        dict(x=(T, B, I), W=(I, H), V=(H, H), dh=(T, B, H)), np.float32, seed=9).items()}
+    out = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], lengths=LENGTHS)
+    g = gpu_bptt.elman_backward(a["dh"], out.cache)
+    assert out.cache.backend.name == "cpu"
+    assert out.cache.plan.reason.startswith("bfloat16: the numpy reference loop;")
+    ref = gpu_bptt.elman_forward(a["x"], a["W"], a["V"], lengths=LENGTHS, backend="numpy")
+    g_ref = gpu_bptt.elman_backward(a["dh"], ref.cache)
+    assert out.h.dtype == BFLOAT16 and np.array_equal(bits(out.h), bits(ref.h))
+    assert np.array_equal(bits(g.dW), bits(g_ref.dW)) and np.array_equal(bits(g.dx), bits(g_ref.dx))
 
 
 def test_auto_picks_cpu(monkeypatch):
@@ -316,3 +397,55 @@ def test_threads_is_checked():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads: expected a positive integer"):
             CpuBackend(threads=bad)
+
+
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("cell", ("elman", "lstm", "gru"))
+def test_carry_and_empty_rows_as_numpy(cell, reverse):
+    """The backward methods' carry (what memory="recompute" hands a segment) with lengths of 0
+    (an example with no step here), called directly, against the numpy reference: every output
+    (Elman with relu: bit for bit). The carry is 0 on the rows whose entering step is padded,
+    as a later segment leaves it (their state there is 0)."""
+    L = np.array([7, 0, 4, 7, 2])
+    rows = (L == 0) if reverse else (L < T)
+    G = {"elman": 1, "lstm": 4, "gru": 3}[cell]
+    a = arrays(dict(p=(T, B, G * H), V=(H, G * H), b=(G * H,), h0=(B, H), dh=(T, B, H),
+                    dh_last=(B, H), du_next=(B, G * H), dc_next=(B, H), dh_next=(B, H)),
+               np.float64, seed=10)
+    for k in ("du_next", "dc_next", "dh_next"):
+        a[k][rows] = 0
+    results = []
+    for name in ("numpy", "cpu"):
+        bk = backends.get_backend(name)
+        plan = bk.resolve_algo("auto", T, B, H, np.float64, reverse=reverse, cell=cell)
+        if cell == "elman":
+            h = bk.elman_fwd_seq(a["p"].copy(), a["V"], a["h0"], "relu", L, plan)
+            du = bk.elman_bwd_seq(a["dh"], a["dh_last"], h, a["V"], "relu", L, plan,
+                                  du_next=a["du_next"])
+            results.append((h, du))
+        elif cell == "lstm":
+            h, c, g = bk.lstm_fwd_seq(a["p"].copy(), a["V"], a["h0"], a["h0"], L, plan)
+            results.append((h, c, g) + bk.lstm_bwd_seq(
+                a["dh"], a["dh_last"], a["dh_last"], h, c, g.copy(), a["h0"], a["V"], L, plan,
+                du_next=a["du_next"], dc_next=a["dc_next"])[:2])
+        else:
+            h, g = bk.gru_fwd_seq(a["p"].copy(), a["V"], a["b"], a["h0"], L, plan)
+            results.append((h, g) + bk.gru_bwd_seq(a["dh"], a["dh_last"], h, a["h0"], g.copy(),
+                                                   a["V"], L, plan, dh_next=a["dh_next"]))
+    for i, (x, ref) in enumerate(zip(*reversed(results))):
+        if cell == "elman":
+            assert np.array_equal(x, ref), f"output {i}: not bit for bit the reference's"
+        else:
+            assert_close(f"{cell} output {i}", x, ref)
+
+
+def test_lstm_carry_is_both_or_neither():
+    """The compiled LSTM backward takes du_next and dc_next together (one flag for both): one
+    alone is refused by name rather than read as garbage."""
+    bk = backends.get_backend("cpu")
+    plan = bk.resolve_algo("auto", 2, 1, 1, np.float64, cell="lstm")
+    h, c, g = bk.lstm_fwd_seq(np.ones((2, 1, 4)), np.ones((1, 4)), np.ones((1, 1)),
+                              np.ones((1, 1)), None, plan)
+    with pytest.raises(ValueError, match="^du_next, dc_next: the LSTM's carry is both or neither"):
+        bk.lstm_bwd_seq(h, None, None, h, c, g, np.ones((1, 1)), np.ones((1, 4)), None, plan,
+                        du_next=np.ones((1, 4)))

@@ -9,7 +9,7 @@ import pytest
 
 import gpu_bptt
 from gpu_bptt.backends import get_backend
-from tests.executors import (CUDA, EMULATORS, GRADS, NUMPY, OUTPUTS, assert_equal_arrays,
+from tests.executors import (CPU, CUDA, EMULATORS, GRADS, NUMPY, OUTPUTS, assert_equal_arrays,
                              elman_problem, run)
 from tests.skips import require_emulator
 from tests.tolerances import assert_close
@@ -85,7 +85,7 @@ def test_no_bias_gives_no_db_and_inputs_are_untouched(backend):
         assert v is None or np.array_equal(p[k], v), f"{k} was modified"
 
 
-@pytest.mark.executors(NUMPY, "emulator-random", CUDA)
+@pytest.mark.executors(NUMPY, CPU, "emulator-random", CUDA)
 @pytest.mark.backend_options(gemm=["cublas", "own"])
 def test_gradients_are_bit_identical_across_runs(backend):
     p = elman_problem(7, 5, 4, 9, np.float32, seed=2, lengths=True)
@@ -105,7 +105,7 @@ def test_gradients_are_bit_identical_across_runs_at_device_sizes(backend, dtype)
     assert_equal_arrays(GRADS, run(backend, p)[1], run(backend, p)[1])
 
 
-@pytest.mark.executors(NUMPY, "emulator-forward", CUDA)
+@pytest.mark.executors(NUMPY, CPU, "emulator-forward", CUDA)
 @pytest.mark.backend_options(gemm=["cublas", "own"])
 def test_need_dx_false_skips_only_dx(backend):
     p = elman_problem(6, 3, 4, 9, np.float32, seed=3, lengths=True)

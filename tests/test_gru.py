@@ -10,13 +10,13 @@ import torch
 
 import gpu_bptt
 from gpu_bptt.cells import GRUCache
-from tests.executors import CUDA, KERNEL_RUNS, NUMPY, assert_equal_arrays
+from tests.executors import CPU, CUDA, KERNEL_RUNS, NUMPY, assert_equal_arrays
 from tests.tolerances import GRADCHECK, assert_close
 from tests.torch_cells import (GRU_GRADS, assert_matches_reference, cell_problem, run,
                                torch_reference)
 
 #: the executors the behaviour tests run on (the emulator's join when its GRU kernels do)
-EXECUTORS = (NUMPY, *KERNEL_RUNS, CUDA)
+EXECUTORS = (NUMPY, CPU, *KERNEL_RUNS, CUDA)
 UP = ("dh", "dh_last")
 
 # (T, B, I, H, lengths?, reverse?, h0?, bias?, gradients from above)

@@ -2,7 +2,9 @@
 steps and the backward replays each segment; the gradients must equal memory="full"'s bit for bit
 (np.array_equal), for every cell, with lengths, in both directions, and for the *_pair functions.
 The reference here is the full run on the same backend: recomputation promises identity with it,
-not closeness (the full run itself is checked against float64 by hand and torch elsewhere)."""
+not closeness (the full run itself is checked against float64 by hand and torch elsewhere).
+The per-cell tests run on the numpy backend and on the cpu backend's compiled loops, whose
+backward takes the carry in its own loops."""
 from __future__ import annotations
 
 import itertools
@@ -14,6 +16,7 @@ from gpu_bptt import (elman_backward, elman_backward_pair, elman_forward, elman_
                       gru_backward, gru_forward, lstm_backward, lstm_forward)
 from gpu_bptt.cells.gru import gru_backward_pair, gru_forward_pair
 from gpu_bptt.cells.lstm import lstm_backward_pair, lstm_forward_pair
+from gpu_bptt.backends import compiled
 from gpu_bptt.cells.recompute import block_steps
 from tests.executors import KERNEL_RUNS
 
@@ -21,6 +24,10 @@ SHAPES = ((1, 2, 3, 4), (70, 16, 3, 5), (37, 64, 4, 3))  # blocks of 1, 32 and 8
 CASES = list(itertools.product(SHAPES, (False, True), (False, True), (1, 2)))
 IDS = [f"T{s[0]}-{'rev' if r else 'fwd'}-{'len' if n else 'full'}-k{m}b"
        for s, r, n, m in CASES]
+#: the backends whose recurrences take the carry on the CPU: the reference and the compiled loops
+_NO_CPU = compiled.unavailable_reason()
+BACKENDS = ("numpy", pytest.param("cpu", marks=pytest.mark.skipif(
+    _NO_CPU is not None, reason=f"cpu extra: {_NO_CPU}")))
 
 
 def _rng_arrays(seed):
@@ -49,21 +56,23 @@ def _both(forward, backward, grads, k, outputs=("h", "h_last")):
     _same(backward(full), backward(rec), grads)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape, reverse, with_lengths, m", CASES, ids=IDS)
-def test_elman_recompute_is_bit_identical(shape, reverse, with_lengths, m):
+def test_elman_recompute_is_bit_identical(shape, reverse, with_lengths, m, backend):
     T, B, I, H = shape
     rng, a = _rng_arrays(1)
     x, W, V, b, h0, dh, dl = a(T, B, I), a(I, H), a(H, H), a(H), a(B, H), a(T, B, H), a(B, H)
     lengths = _lengths(rng, T, B, with_lengths)
     _both(lambda **kw: elman_forward(x, W, V, b, h0, lengths=lengths, reverse=reverse,
-                                     backend="numpy", **kw),
+                                     backend=backend, **kw),
           lambda o: elman_backward(dh, o.cache, dh_last=dl),
           ("dx", "dW", "dV", "db", "dh0"), m * block_steps(T, B))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape, reverse, with_lengths, m", CASES, ids=IDS)
 @pytest.mark.parametrize("P", (0, 3))
-def test_lstm_recompute_is_bit_identical(shape, reverse, with_lengths, m, P):
+def test_lstm_recompute_is_bit_identical(shape, reverse, with_lengths, m, P, backend):
     T, B, I, H = shape
     rng, a = _rng_arrays(2)
     Hs = P or H
@@ -72,27 +81,29 @@ def test_lstm_recompute_is_bit_identical(shape, reverse, with_lengths, m, P):
     R = a(H, P) if P else None
     lengths = _lengths(rng, T, B, with_lengths)
     _both(lambda **kw: lstm_forward(x, W, V, b, h0, c0, R=R, lengths=lengths, reverse=reverse,
-                                    backend="numpy", **kw),
+                                    backend=backend, **kw),
           lambda o: lstm_backward(dh, o.cache, dh_last=dl, dc_last=dcl),
           ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), m * block_steps(T, B),
           ("h", "h_last", "c_last"))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape, reverse, with_lengths, m", CASES, ids=IDS)
-def test_gru_recompute_is_bit_identical(shape, reverse, with_lengths, m):
+def test_gru_recompute_is_bit_identical(shape, reverse, with_lengths, m, backend):
     T, B, I, H = shape
     rng, a = _rng_arrays(3)
     x, W, V, bx, bh, h0 = a(T, B, I), a(I, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H), a(B, H)
     dh, dl = a(T, B, H), a(B, H)
     lengths = _lengths(rng, T, B, with_lengths)
     _both(lambda **kw: gru_forward(x, W, V, bx, bh, h0, lengths=lengths, reverse=reverse,
-                                   backend="numpy", **kw),
+                                   backend=backend, **kw),
           lambda o: gru_backward(dh, o.cache, dh_last=dl),
           ("dx", "dW", "dV", "db_x", "db_h", "dh0"), m * block_steps(T, B))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("with_lengths", (False, True))
-def test_pairs_recompute_is_bit_identical(with_lengths):
+def test_pairs_recompute_is_bit_identical(with_lengths, backend):
     T, B, I, H = 70, 16, 5, 6  # blocks of 32 steps
     rng, a = _rng_arrays(4)
     x = a(T, B, I)
@@ -116,9 +127,9 @@ def test_pairs_recompute_is_bit_identical(with_lengths):
     }
     for name, (fwd, bwd, grads) in runs.items():
         state = rng.bit_generator.state
-        full = fwd(lengths=lengths, backend="numpy")
+        full = fwd(lengths=lengths, backend=backend)
         rng.bit_generator.state = state  # the same weights again
-        rec = fwd(lengths=lengths, backend="numpy", memory="recompute")
+        rec = fwd(lengths=lengths, backend=backend, memory="recompute")
         for g_full, g_rec in zip(bwd(full), bwd(rec)):
             _same(g_full, g_rec, grads)
 

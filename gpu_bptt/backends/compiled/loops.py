@@ -11,6 +11,10 @@ without lengths); its time index is `step_time` (reverse: lens[b]-1-s, then s on
 steps, as time_loop.flipped_times). The state carried between steps is a buffer of the chunk's
 rows: each step's product reads it whole whatever the direction. Optional arrays arrive as empty arrays of
 the call's dtype and a flag, so each function compiles once per dtype.
+
+A backward's carry (a later segment's, cells/recompute.py; `has_carry`) enters row b's state at
+its first step processed, where the whole run's previous step would have left it: at s = T-1
+forward, at s = lens[b]-1 (its t = 0) reversed, and not where that step is padded (`enters`).
 """
 from __future__ import annotations
 
@@ -145,6 +149,12 @@ def step_time(s, b, lens, rev):
 
 
 @njit
+def enters(has_carry, s, b, lens, rev, T):
+    """Whether a carry enters row b's state at step s of a backward (see the module's doc)."""
+    return has_carry and s == lens[b] - 1 and (rev or s == T - 1)
+
+
+@njit
 def consts(a):
     """(0, 1/2, 1) in a's dtype (a literal would promote float32 arithmetic to float64)."""
     c = np.array([0.0, 0.5, 1.0]).astype(a.dtype)
@@ -189,15 +199,19 @@ def elman_fwd(p, V, h0, act, lens, rev, b0, b1):
 
 
 @njit(**JIT)
-def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev, du, b0, b1):
+def elman_bwd(dh, has_dh, dh_last, has_last, h, VT, act, lens, rev, du_in, has_carry, du,
+              b0, b1):
     """du[t] = (dh[t] + du_next @ V.T) * f'(h[t]) into du (T, B, H), dh_last entering at each
-    row's last step."""
+    row's last step; du_in (B, H): the carry, the du of the step after."""
     T, _, H = h.shape
     zero, _, one = consts(h)
     nxt = np.zeros((b1 - b0, H), h.dtype)
     acc = np.zeros((b1 - b0, H), h.dtype)
     for s in range(T - 1, -1, -1):
-        if s < T - 1:
+        for b in range(b0, b1):
+            if enters(has_carry, s, b, lens, rev, T):
+                copy(nxt[b - b0], du_in[b])
+        if s < T - 1 or has_carry:
             matmul(nxt, VT, acc)
         for b in range(b0, b1):
             t = step_time(s, b, lens, rev)
@@ -227,7 +241,7 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev, h, c, b0, b1):
     """The LSTM recurrence: p (T, B, 4H) becomes the gates [i|f|g|o]; h (T, B, Hs) and c
     (T, B, H) are written."""
     T, _, G = p.shape
-    H, Hs = G // 4, h0.shape[1]
+    H = G // 4
     _, half, _ = consts(p)
     hs, cs = h0[b0:b1].copy(), c0[b0:b1].copy()
     acc = np.empty((b1 - b0, G), p.dtype)
@@ -271,9 +285,10 @@ def lstm_fwd(p, V, h0, c0, R, has_R, lens, rev, h, c, b0, b1):
 
 @njit(**JIT)
 def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, VT, RT, has_R,
-             lens, rev, du, dc, dhs_all, b0, b1):
+             lens, rev, du_in, dc_in, has_carry, du, dc, dhs_all, b0, b1):
     """BPTT through the LSTM into du (T, B, 4H), dc (B, H: zeros on entry, dc0 on exit) and,
-    with R, dhs_all (T, B, Hs)."""
+    with R, dhs_all (T, B, Hs); du_in (B, 4H), dc_in (B, H): the carry, the step after's du and
+    the gradient on the c it read."""
     T, _, H = c.shape
     G, Hs = 4 * H, h.shape[2]
     _, _, one = consts(c)
@@ -281,7 +296,11 @@ def lstm_bwd(dh, has_dh, dh_last, has_last, dc_last, has_dcl, h, c, gates, c0, V
     dhs = np.zeros((b1 - b0, Hs), c.dtype)
     dm = np.empty((b1 - b0, H), c.dtype) if has_R else dhs
     for s in range(T - 1, -1, -1):
-        if s < T - 1:
+        for b in range(b0, b1):
+            if enters(has_carry, s, b, lens, rev, T):
+                copy(dn[b - b0], du_in[b])
+                copy(dc[b], dc_in[b])
+        if s < T - 1 or has_carry:
             matmul(dn, VT, dhs)
         for b in range(b0, b1):
             t = step_time(s, b, lens, rev)
@@ -353,8 +372,10 @@ def gru_fwd(p, V, b_h, has_bh, h0, lens, rev, h, gates, b0, b1):
 
 
 @njit(**JIT)
-def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev, dgx, dh0, b0, b1):
-    """BPTT through the GRU into dgx (T, B, 3H), the gradient on p, and dh0 (B, H)."""
+def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev, dh_in, has_carry, dgx,
+            dh0, b0, b1):
+    """BPTT through the GRU into dgx (T, B, 3H), the gradient on p, and dh0 (B, H); dh_in
+    (B, H): the carry, the gradient on the last h from the steps after."""
     T, _, H = h.shape
     _, _, one = consts(h)
     dgh = np.zeros((b1 - b0, 3 * H), h.dtype)
@@ -364,6 +385,9 @@ def gru_bwd(dh, has_dh, dh_last, has_last, h, h0, gates, VT, lens, rev, dgx, dh0
         if s < T - 1:
             matmul(dgh, VT, carry)
             add(carry, zd)
+        for b in range(b0, b1):
+            if enters(has_carry, s, b, lens, rev, T):
+                copy(carry[b - b0], dh_in[b])
         for b in range(b0, b1):
             t, k = step_time(s, b, lens, rev), b - b0
             if s >= lens[b]:
