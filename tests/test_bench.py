@@ -213,19 +213,14 @@ def test_the_numpy_contender_runs_under_its_blas_limit_and_gives_it_back():
 
 
 def test_a_backend_without_the_cells_recurrence_is_not_applicable():
-    """Our contender on a backend that has no LSTM kernels yet (the base class's lstm_fwd_seq) is
-    reported as not applicable, which is no failure; Elman still runs on a backend whose
-    resolve_algo predates the `cell` keyword (the emulator's and the cuda backend's, until their
-    gated cells land)."""
+    """Our contender on a backend that has no LSTM kernels (the base class's lstm_fwd_seq) is
+    reported as not applicable, which is no failure, and its Elman still runs."""
     from gpu_bptt.backends import Backend
     from gpu_bptt.backends.numpy_backend import NumpyBackend
 
     class ElmanOnly(NumpyBackend):
         name = "elman-only"
         lstm_fwd_seq = Backend.lstm_fwd_seq
-
-        def resolve_algo(self, algo, T, B, H, dtype, reverse=False):
-            return super().resolve_algo(algo, T, B, H, dtype, reverse=reverse)
 
     lstm = run_bench(TINY[:1], [Ours("cuda[x]", ElmanOnly)], cell="lstm", **FAST)
     rec = lstm["sizes"][0]["results"][0]

@@ -40,6 +40,11 @@ def test_wheel_ships_kernel_sources(tmp_path):
     py = venv / "bin" / "python"
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True)
+    # The dependencies the base interpreter may lack (ml_dtypes) from this environment's
+    # site-packages, after the venv's own: the installed wheel is the gpu_bptt imported.
+    (site,) = venv.glob("lib/python*/site-packages")
+    (site / "parent_env.pth").write_text("\n".join(
+        p for p in sys.path if p.endswith("site-packages")) + "\n")
     out = subprocess.run([str(py), "-c", CHECK, ",".join(kernel_files())], check=True,
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.stdout.startswith("ok"), out.stdout + out.stderr
