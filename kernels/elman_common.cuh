@@ -18,7 +18,8 @@
 // step_tile_product<G> + step_tile_outputs with that epilogue (tile_gemm.cuh; G = 1 backward);
 // <cell>_persistent_{fwd,bwd}.cu are persist_recurrence<VERSION, G, REVERSE> with a small cell
 // struct (has_prev, prev, the epilogue; persistent_common.cuh), as the elman_* files here.
-// Types: float, double (overloads / templates).
+// Types: float, double (overloads / templates); __nv_bfloat16, __half stored, float work
+//   (storage16.cuh, the tensor-core step kernels).
 #pragma once
 
 #define ACT_TANH 0
@@ -53,22 +54,31 @@ __device__ inline T act_grad_from_output(int code, T h) {
     }
 }
 
+// Storage and work values (docs/architecture.md §1, precision modes): float and double are their
+// own work type; a 16-bit storage type (storage16.cuh) works in float and is rounded once, on
+// store. Found at instantiation (the 16-bit overloads by argument-dependent lookup).
+__device__ inline float work_of(float v) { return v; }
+__device__ inline double work_of(double v) { return v; }
+__device__ inline void store_rounded(float* p, float v) { *p = v; }
+__device__ inline void store_rounded(double* p, double v) { *p = v; }
+
 // Forward, one output: *out holds p[t, b, n] on entry and h[t, b, n] on exit; valid = t < len.
-template <typename T>
-__device__ inline void elman_fwd_out(T* out, T s, bool valid, int act) {
-    *out = valid ? act_apply(act, *out + s) : T(0);
+// s, the product, in the work type W.
+template <typename T, typename W>
+__device__ inline void elman_fwd_out(T* out, W s, bool valid, int act) {
+    store_rounded(out, valid ? act_apply(act, work_of(*out) + s) : W(0));
 }
 
 // Backward, one output: the value of du[t, b, n] at step `step` of the run (= t forward). dh
 // (T, B, H) when has_dh; dh_last (B, H) when has_dh_last, entering at the last step; h (T, B, H)
-// the forward outputs; len = lengths[b].
-template <typename T>
-__device__ inline T elman_bwd_value(T s, const T* dh, int has_dh, const T* dh_last,
+// the forward outputs; len = lengths[b]. s and the value in the work type W (store_rounded).
+template <typename T, typename W>
+__device__ inline W elman_bwd_value(W s, const T* dh, int has_dh, const T* dh_last,
                                     int has_dh_last, const T* h, int t, int step, int len, int B,
                                     int H, int b, int n, int act) {
-    if (t >= len) return T(0);
+    if (t >= len) return W(0);
     const size_t i = ((size_t)t * B + b) * H + n;
-    T g = has_dh ? dh[i] : T(0);
-    if (has_dh_last && step == len - 1) g += dh_last[(size_t)b * H + n];
-    return (s + g) * act_grad_from_output(act, h[i]);
+    W g = has_dh ? work_of(dh[i]) : W(0);
+    if (has_dh_last && step == len - 1) g += work_of(dh_last[(size_t)b * H + n]);
+    return (s + g) * act_grad_from_output(act, work_of(h[i]));
 }

@@ -63,6 +63,11 @@ class Backend:
         if tf32 and not self.tf32:
             raise ValueError(f"allow_tf32: the {self.name} backend has no TF32 mode (numpy has)")
 
+    def cell_dtypes(self, cell: str) -> tuple:
+        """The storage dtypes this backend runs for `cell` ("elman", "lstm", "gru"): `dtypes`,
+        or fewer where a cell's kernels lack a mode (resolve_algo refuses it naming the cell)."""
+        return self.dtypes
+
     def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype, reverse=False,
                      cell="elman", P=0, tf32=False) -> LaunchPlan:
         """The LaunchPlan for a request ("auto" made concrete) in a direction (reverse: each
@@ -107,7 +112,7 @@ class Backend:
         if is_half(a.dtype):
             a, b = a.astype(FLOAT32), b.astype(FLOAT32)
         elif tf32:
-            a, b = round_tf32(a), round_tf32(b)
+            a, b = round_tf32(a, self.xp), round_tf32(b, self.xp)
         return self.xp.matmul(a, b)
 
     def input_projection(self, x, W, b, tf32=False):
