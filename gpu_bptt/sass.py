@@ -59,6 +59,11 @@ def unavailable_reason():
 class Loop:
     fmas: int          # FFMA/DFMA instructions in the body
     instructions: int  # instructions from the branch's target to the branch, both included
+    opcodes: Counter = field(default_factory=Counter)  # the body's, as Kernel.opcodes
+
+    def count(self, prefix):
+        """How many of the body's instructions have an opcode starting with `prefix`."""
+        return _count(self.opcodes, prefix)
 
 
 @dataclass
@@ -70,7 +75,17 @@ class Kernel:
 
     def count(self, prefix):
         """How many instructions have an opcode starting with `prefix` (e.g. "HMMA", "LDL")."""
-        return sum(n for op, n in self.opcodes.items() if op == prefix or op.startswith(prefix + "."))
+        return _count(self.opcodes, prefix)
+
+    @property
+    def mma_loop(self):
+        """The inner loop with the most HMMA (tensor-core) instructions, or None without any."""
+        best = max(self.loops, key=lambda lp: (lp.count("HMMA"), -lp.instructions), default=None)
+        return best if best is not None and best.count("HMMA") else None
+
+
+def _count(opcodes, prefix):
+    return sum(n for op, n in opcodes.items() if op == prefix or op.startswith(prefix + "."))
 
     @property
     def main_loop(self):
@@ -110,9 +125,10 @@ def _kernel(body):
             spans.append((addr[int(m.group(1), 16)], i))
     inner = [(s, e) for s, e in spans
              if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in spans)]
-    loops = [Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1)
-             for s, e in sorted(inner)]
-    opcodes = Counter(m.group(1) for x in text if (m := _OPCODE.match(x.strip())))
+    ops = [m.group(1) if (m := _OPCODE.match(x.strip())) else None for x in text]
+    loops = [Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1,
+                  Counter(op for op in ops[s:e + 1] if op)) for s, e in sorted(inner)]
+    opcodes = Counter(op for op in ops if op)
     return Kernel(len(text), sum(1 for x in text if _FMA.search(x)), loops, opcodes)
 
 

@@ -38,16 +38,18 @@ __device__ __forceinline__ float tc_operand(float v) { return __uint_as_float(to
 template <class S>
 __device__ __forceinline__ void tc_stage_m(TcChunk<S>& sm, const S* M, int K, int N, int k0, int n0,
                                            int tid) {
-    for (int i = tid; i < TC_BK * TC_BN; i += 32 * TC_WARPS) {
-        const int k = i / TC_BN, n = i % TC_BN;  // n fastest: coalesced reads of M's rows
+#pragma unroll
+    for (int e = 0; e < TC_BK * TC_BN / (32 * TC_WARPS); ++e) {
+        const int i = tid + 32 * TC_WARPS * e, k = i / TC_BN, n = i % TC_BN;  // n fastest: coalesced
         const bool in = k0 + k < K && n0 + n < N;
         sm.m[k * TcChunk<S>::LDM + n] = in ? M[(size_t)(k0 + k) * N + n0 + n] : S(0.0f);
     }
 }
 __device__ __forceinline__ void tc_stage_m(TcChunk<float>& sm, const float* M, int K, int N, int k0,
                                            int n0, int tid) {
-    for (int i = tid; i < TC_BK * TC_BN; i += 32 * TC_WARPS) {
-        const int k = i / TC_BN, n = i % TC_BN;
+#pragma unroll
+    for (int e = 0; e < TC_BK * TC_BN / (32 * TC_WARPS); ++e) {
+        const int i = tid + 32 * TC_WARPS * e, k = i / TC_BN, n = i % TC_BN;
         const bool in = k0 + k < K && n0 + n < N;
         sm.m[n * TcChunk<float>::LDM + k] = in ? tc_operand(M[(size_t)(k0 + k) * N + n0 + n]) : 0.0f;
     }
@@ -79,8 +81,9 @@ __device__ inline void tc_step_product(float (&acc)[TC_NT][4], StepState<S, FLIP
     const int b0 = blockIdx.y * TC_BM, n0 = blockIdx.x * TC_BN;
     for (int k0 = 0; k0 < K; k0 += TC_BK) {
         __syncthreads();  // the previous chunk's products are done with shared memory
-        for (int i = tid; i < TC_BM * TC_BK; i += 32 * TC_WARPS) {
-            const int r = i / TC_BK, k = i % TC_BK, b = b0 + r;
+#pragma unroll
+        for (int e = 0; e < TC_BM * TC_BK / (32 * TC_WARPS); ++e) {  // a fixed count: unrolled
+            const int i = tid + 32 * TC_WARPS * e, r = i / TC_BK, k = i % TC_BK, b = b0 + r;
             const bool in = b < B && k0 + k < K;
             sm.a[r * TcChunk<S>::LDA + k] = in ? tc_operand(A.row(b)[k0 + k]) : S(0.0f);
         }
