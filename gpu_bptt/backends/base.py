@@ -47,10 +47,11 @@ class Backend:
             raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
                              f"(supported: {self.algos})")
 
-    def check_mode(self, dtype, tf32=False):
+    def check_mode(self, dtype, tf32=False, cell=None):
         """TypeError naming `dtype` unless this backend runs that storage dtype; ValueError naming
         `allow_tf32` where TF32 is asked for arrays other than float32 or of a backend without
-        it. No silent upcast, no silently ignored setting."""
+        it. No silent upcast, no silently ignored setting. cell: also that the cell's kernels
+        run the mode (a backend whose kernels lack it for some cells checks; see cell_dtypes)."""
         if not isinstance(tf32, (bool, np.bool_)):
             raise TypeError(f"allow_tf32: expected a bool, got {type(tf32).__name__}")
         name = np.dtype(dtype).name

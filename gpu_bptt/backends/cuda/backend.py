@@ -246,10 +246,8 @@ class CudaBackend(Backend):
         run the same plan. "auto" falling back to the step kernels warns with the reason, once
         per cause (attributed to the cell's forward's caller)."""
         self.check_algo(algo)
-        self.check_mode(dtype, tf32)
+        self.check_mode(dtype, tf32, cell)
         tensor_cores = registry.tc_ctype(dtype, tf32) is not None
-        if tensor_cores:
-            self._check_tc_mode(dtype, tf32, cell)
         if P and not registry.cell(cell).proj_param:  # ValueError naming `cell` if unknown
             raise ValueError(f"P: a projection (proj_size) is an LSTM's; got P={P} for the "
                              f"{cell} cell")
@@ -275,6 +273,11 @@ class CudaBackend(Backend):
         if cell in registry.TC_CELLS:
             return self.dtypes
         return tuple(d for d in self.dtypes if registry.tc_ctype(d) is None)
+
+    def check_mode(self, dtype, tf32=False, cell=None):
+        super().check_mode(dtype, tf32)
+        if cell is not None and registry.tc_ctype(dtype, tf32) is not None:
+            self._check_tc_mode(dtype, tf32, cell)
 
     def _check_tc_mode(self, dtype, tf32, cell):
         """Refuse a tensor-core mode (rules.mode_name) the cell has no kernels for, or the own
