@@ -83,14 +83,14 @@ class Kernel:
         best = max(self.loops, key=lambda lp: (lp.count("HMMA"), -lp.instructions), default=None)
         return best if best is not None and best.count("HMMA") else None
 
-
-def _count(opcodes, prefix):
-    return sum(n for op, n in opcodes.items() if op == prefix or op.startswith(prefix + "."))
-
     @property
     def main_loop(self):
         """The inner loop with the most FMAs (the fewer instructions on a tie), or None."""
         return max(self.loops, key=lambda lp: (lp.fmas, -lp.instructions), default=None)
+
+
+def _count(opcodes, prefix):
+    return sum(n for op, n in opcodes.items() if op == prefix or op.startswith(prefix + "."))
 
 
 def disassemble(cubin: bytes) -> str:

@@ -8,7 +8,7 @@
 // Block (32, 4): warp w = threadIdx.y owns rows 16·(w & 1) .. +15 and columns 32·(w >> 1) .. +31
 //   of the tile (TC_NT = 4 column tiles of 8); grid (ceil(N / TC_BN), ceil(B / TC_BM)).
 //   K is walked in chunks of TC_BK, staged in shared memory with zeros past B, K and N, so any
-//   B, K, N work. acc[j][i] is row tc_row(i), column tc_col(j, i) of the tile.
+//   B, K, N work; 16-bit operands by 16-byte loads where their rows allow (K, N multiples of 8). acc[j][i] is row tc_row(i), column tc_col(j, i) of the tile.
 #pragma once
 #include "step_order.cuh"
 #include "tc_tile.cuh"
@@ -30,19 +30,32 @@ struct TcChunk<float> {  // TF32: M's chunk transposed, TC_BN x TC_BK (tc_tile_1
     __align__(16) float m[TC_BN * LDM];
 };
 
-__device__ __forceinline__ __nv_bfloat16 tc_operand(__nv_bfloat16 v) { return v; }
-__device__ __forceinline__ __half tc_operand(__half v) { return v; }
+// A TF32 operand as it enters shared memory (16-bit ones go in as stored).
 __device__ __forceinline__ float tc_operand(float v) { return __uint_as_float(to_tf32(v)); }
 
-// The chunk k0 .. k0 + TC_BK of M's tile into shared memory (zeros outside K x N).
+// 8 consecutive 16-bit elements of a row into shared memory (dst 16-byte aligned): the first
+// `valid` of src, zeros after them; one 16-byte load where all 8 are there and src is aligned
+// (rows of a multiple of 8 elements), else one element at a time.
+template <class S>
+__device__ __forceinline__ void tc_copy8(S* dst, const S* src, int valid) {
+    if (valid >= 8 && ((size_t)src & 15) == 0) {
+        *(uint4*)dst = *(const uint4*)src;
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; ++e) dst[e] = e < valid ? src[e] : S(0.0f);
+}
+
+// The chunk k0 .. k0 + TC_BK of M's tile into shared memory (zeros outside K x N), 8 columns
+// per copy.
 template <class S>
 __device__ __forceinline__ void tc_stage_m(TcChunk<S>& sm, const S* M, int K, int N, int k0, int n0,
                                            int tid) {
 #pragma unroll
-    for (int e = 0; e < TC_BK * TC_BN / (32 * TC_WARPS); ++e) {
-        const int i = tid + 32 * TC_WARPS * e, k = i / TC_BN, n = i % TC_BN;  // n fastest: coalesced
-        const bool in = k0 + k < K && n0 + n < N;
-        sm.m[k * TcChunk<S>::LDM + n] = in ? M[(size_t)(k0 + k) * N + n0 + n] : S(0.0f);
+    for (int e = 0; e < TC_BK * TC_BN / 8 / (32 * TC_WARPS); ++e) {
+        const int i = tid + 32 * TC_WARPS * e, k = i / (TC_BN / 8), n = 8 * (i % (TC_BN / 8));
+        const int valid = k0 + k < K ? N - (n0 + n) : 0;
+        tc_copy8(sm.m + k * TcChunk<S>::LDM + n, M + (size_t)(k0 + k) * N + n0 + n, valid);
     }
 }
 __device__ __forceinline__ void tc_stage_m(TcChunk<float>& sm, const float* M, int K, int N, int k0,
@@ -67,6 +80,26 @@ __device__ __forceinline__ void tc_chunk_product(float (&acc)[TC_NT][4], const T
                               sm.m + 32 * wc * TcChunk<float>::LDM, TcChunk<float>::LDM, TC_BK);
 }
 
+// The chunk k0 .. k0 + TC_BK of A's rows b0 .. b0 + TC_BM into shared memory (zeros past B, K):
+// 16-bit, 8 elements per copy; TF32, one at a time through to_tf32.
+template <class S, bool FLIP>
+__device__ __forceinline__ void tc_stage_a(TcChunk<S>& sm, StepState<S, FLIP> A, int B, int K, int b0, int k0,
+                                           int tid) {
+    static_assert(TC_BM * TC_BK == 8 * 32 * TC_WARPS, "one copy of 8 per thread");
+    const int r = tid / (TC_BK / 8), k = 8 * (tid % (TC_BK / 8)), b = b0 + r;
+    tc_copy8(sm.a + r * TcChunk<S>::LDA + k, b < B ? A.row(b) + k0 + k : A.init, b < B ? K - (k0 + k) : 0);
+}
+template <bool FLIP>
+__device__ __forceinline__ void tc_stage_a(TcChunk<float>& sm, StepState<float, FLIP> A, int B, int K, int b0,
+                                           int k0, int tid) {
+#pragma unroll
+    for (int e = 0; e < TC_BM * TC_BK / (32 * TC_WARPS); ++e) {  // a fixed count: unrolled
+        const int i = tid + 32 * TC_WARPS * e, r = i / TC_BK, k = i % TC_BK, b = b0 + r;
+        const bool in = b < B && k0 + k < K;
+        sm.a[r * TcChunk<float>::LDA + k] = in ? tc_operand(A.row(b)[k0 + k]) : 0.0f;
+    }
+}
+
 // acc = the warp's part of the block's tile of A @ M, or zeros where !active (no previous state:
 // uniform across the launch, so every thread reaches the same barriers).
 template <class S, bool FLIP>
@@ -81,12 +114,7 @@ __device__ inline void tc_step_product(float (&acc)[TC_NT][4], StepState<S, FLIP
     const int b0 = blockIdx.y * TC_BM, n0 = blockIdx.x * TC_BN;
     for (int k0 = 0; k0 < K; k0 += TC_BK) {
         __syncthreads();  // the previous chunk's products are done with shared memory
-#pragma unroll
-        for (int e = 0; e < TC_BM * TC_BK / (32 * TC_WARPS); ++e) {  // a fixed count: unrolled
-            const int i = tid + 32 * TC_WARPS * e, r = i / TC_BK, k = i % TC_BK, b = b0 + r;
-            const bool in = b < B && k0 + k < K;
-            sm.a[r * TcChunk<S>::LDA + k] = in ? tc_operand(A.row(b)[k0 + k]) : S(0.0f);
-        }
+        tc_stage_a(sm, A, B, K, b0, k0, tid);
         tc_stage_m(sm, M, K, N, k0, n0, tid);
         __syncthreads();
         tc_chunk_product(acc, sm, wr, wc);

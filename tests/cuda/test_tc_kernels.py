@@ -28,8 +28,9 @@ F64 = np.float64
 MODES = {"bfloat16": (BF16, False), "float16": (F16, False), "tf32": (F32, True)}
 ACTS = ("tanh", "relu", "sigmoid", "identity")
 # (B, H): one example; H across two 32-deep chunks and two 64-wide tiles; B across two 32-row
-# tiles and not a multiple of 16 (the mma's rows)
-SHAPES = [(1, 37), (5, 70), (40, 67)]
+# tiles and not a multiple of 16 (the mma's rows); H a multiple of 8 (16-byte staging loads) but
+# not of the tiles
+SHAPES = [(1, 37), (5, 70), (40, 67), (3, 72)]
 
 
 def act(name, u):
