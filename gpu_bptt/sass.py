@@ -72,6 +72,7 @@ class Kernel:
     fmas: int
     loops: list        # the inner loops (those holding no other loop), in address order
     opcodes: Counter = field(default_factory=Counter)  # e.g. {"HMMA.16816.F32.BF16": 32, ...}
+    every_loop: list = field(default_factory=list)  # all loops, nested ones too, in address order
 
     def count(self, prefix):
         """How many instructions have an opcode starting with `prefix` (e.g. "HMMA", "LDL")."""
@@ -79,8 +80,10 @@ class Kernel:
 
     @property
     def mma_loop(self):
-        """The inner loop with the most HMMA (tensor-core) instructions, or None without any."""
-        best = max(self.loops, key=lambda lp: (lp.count("HMMA"), -lp.instructions), default=None)
+        """The loop with the most HMMA (tensor-core) instructions, the innermost (fewest
+        instructions) of those, or None without any (it may hold loops: a staging loop)."""
+        best = max(self.every_loop, key=lambda lp: (lp.count("HMMA"), -lp.instructions),
+                   default=None)
         return best if best is not None and best.count("HMMA") else None
 
     @property
@@ -126,10 +129,14 @@ def _kernel(body):
     inner = [(s, e) for s, e in spans
              if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in spans)]
     ops = [m.group(1) if (m := _OPCODE.match(x.strip())) else None for x in text]
-    loops = [Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1,
-                  Counter(op for op in ops[s:e + 1] if op)) for s, e in sorted(inner)]
+    def loop(s, e):
+        return Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1,
+                    Counter(op for op in ops[s:e + 1] if op))
+
     opcodes = Counter(op for op in ops if op)
-    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)), loops, opcodes)
+    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)),
+                  [loop(s, e) for s, e in sorted(inner)], opcodes,
+                  [loop(s, e) for s, e in sorted(set(spans))])
 
 
 def kernels(result) -> dict:

@@ -18,8 +18,8 @@
 template <bool FLIP, typename T>
 __device__ inline void elman_bwd_step_tc_dir(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
                                              const T* h, const T* VT, const int* lengths, int s, int steps,
-                                             int B, int H, int act, TcChunk<T>& sm) {
-    float acc[TC_NT][4];
+                                             int B, int H, int act, TcChunk<T, 1>& sm) {
+    float acc[1][TC_NT][4];
     tc_step_product(acc, StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H}, VT, B, H, H, s + 1 < steps,
                     sm);
 #pragma unroll
@@ -30,7 +30,7 @@ __device__ inline void elman_bwd_step_tc_dir(T* du, const T* dh, int has_dh, con
             if (b < B && n < H) {
                 const int len = lengths[b], t = step_time<FLIP>(s, len);
                 store_rounded(du + ((size_t)t * B + b) * H + n,
-                              elman_bwd_value(acc[j][i], dh, has_dh, dh_last, has_dh_last, h, t, s, len, B, H,
+                              elman_bwd_value(acc[0][j][i], dh, has_dh, dh_last, has_dh_last, h, t, s, len, B, H,
                                               b, n, act));
             }
         }
@@ -40,7 +40,7 @@ template <typename T>
 __global__ void __launch_bounds__(32 * TC_WARPS)
 elman_bwd_step_tc1(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last, const T* h, const T* VT,
                    const int* lengths, int s, int flip, int steps, int B, int H, int act) {
-    __shared__ TcChunk<T> sm;
+    __shared__ TcChunk<T, 1> sm;
     if (flip)
         elman_bwd_step_tc_dir<true>(du, dh, has_dh, dh_last, has_dh_last, h, VT, lengths, s, steps, B, H, act,
                                     sm);

@@ -21,6 +21,7 @@
 // Types: float, double (overloads / templates); __nv_bfloat16, __half stored, float work
 //   (storage16.cuh, the tensor-core step kernels).
 #pragma once
+#include "storage.cuh"
 
 #define ACT_TANH 0
 #define ACT_RELU 1
@@ -54,16 +55,8 @@ __device__ inline T act_grad_from_output(int code, T h) {
     }
 }
 
-// Storage and work values (docs/architecture.md §1, precision modes): float and double are their
-// own work type; a 16-bit storage type (storage16.cuh) works in float and is rounded once, on
-// store. Found at instantiation (the 16-bit overloads by argument-dependent lookup).
-__device__ inline float work_of(float v) { return v; }
-__device__ inline double work_of(double v) { return v; }
-__device__ inline void store_rounded(float* p, float v) { *p = v; }
-__device__ inline void store_rounded(double* p, double v) { *p = v; }
-
 // Forward, one output: *out holds p[t, b, n] on entry and h[t, b, n] on exit; valid = t < len.
-// s, the product, in the work type W.
+// s, the product, in the work type W (storage.cuh: W(*out) and W rounded to T on store).
 template <typename T, typename W>
 __device__ inline void elman_fwd_out(T* out, W s, bool valid, int act) {
     store_rounded(out, valid ? act_apply(act, work_of(*out) + s) : W(0));

@@ -17,7 +17,7 @@
 #include "tc_step.cuh"
 
 template <int ACT, bool FLIP, typename T>
-__device__ inline void elman_fwd_tc_out(T* h, const float (&acc)[TC_NT][4], const int* lengths, int s, int B,
+__device__ inline void elman_fwd_tc_out(T* h, const float (&acc)[1][TC_NT][4], const int* lengths, int s, int B,
                                         int H) {
 #pragma unroll
     for (int j = 0; j < TC_NT; ++j)
@@ -26,15 +26,15 @@ __device__ inline void elman_fwd_tc_out(T* h, const float (&acc)[TC_NT][4], cons
             const int b = tc_row(i), n = tc_col(j, i);
             if (b < B && n < H) {
                 const int len = lengths[b];
-                elman_fwd_out(h + ((size_t)step_time<FLIP>(s, len) * B + b) * H + n, acc[j][i], s < len, ACT);
+                elman_fwd_out(h + ((size_t)step_time<FLIP>(s, len) * B + b) * H + n, acc[0][j][i], s < len, ACT);
             }
         }
 }
 
 template <bool FLIP, typename T>
 __device__ inline void elman_fwd_step_tc_dir(T* h, const T* h0, const T* V, const int* lengths, int s, int B,
-                                             int H, int act, TcChunk<T>& sm) {
-    float acc[TC_NT][4];
+                                             int H, int act, TcChunk<T, 1>& sm) {
+    float acc[1][TC_NT][4];
     tc_step_product(acc, StepState<T, FLIP>{h, h0, lengths, s - 1, B, H}, V, B, H, H, true, sm);
     switch (act) {  // launch-uniform: one branch around the whole epilogue
     case ACT_TANH: elman_fwd_tc_out<ACT_TANH, FLIP>(h, acc, lengths, s, B, H); break;
@@ -47,7 +47,7 @@ __device__ inline void elman_fwd_step_tc_dir(T* h, const T* h0, const T* V, cons
 template <typename T>
 __global__ void __launch_bounds__(32 * TC_WARPS)
 elman_fwd_step_tc1(T* h, const T* h0, const T* V, const int* lengths, int s, int flip, int B, int H, int act) {
-    __shared__ TcChunk<T> sm;
+    __shared__ TcChunk<T, 1> sm;
     if (flip) elman_fwd_step_tc_dir<true>(h, h0, V, lengths, s, B, H, act, sm);
     else elman_fwd_step_tc_dir<false>(h, h0, V, lengths, s, B, H, act, sm);
 }

@@ -510,12 +510,12 @@ def test_allow_tf32_is_for_float32_only(dtype):
         gpu_bptt.gru_forward(**kw, backend="numpy", allow_tf32=True)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm"])
 @pytest.mark.parametrize("dtype", [BF16, F16])
 def test_a_backend_without_the_mode_refuses_it(cell, dtype):
-    """The emulator (the cuda backend's code) has tensor-core kernels for Elman only: a 16-bit
-    or TF32 request of another cell is refused, naming dtype or allow_tf32, the cell and the
-    backend, never run upcast (tests/cuda/test_tc_kernels.py runs Elman's)."""
+    """The emulator (the cuda backend's code) has tensor-core kernels for Elman and the GRU: a
+    16-bit or TF32 request of another cell is refused, naming dtype or allow_tf32, the cell and
+    the backend, never run upcast (tests/cuda/test_tc_kernels.py runs Elman's and the GRU's)."""
     bk = get_backend("emulator")
     assert bk.cell_dtypes(cell) == ("float32", "float64")
     kw = arrays(problem(cell, dtype), dtype, cell, True)
@@ -534,7 +534,7 @@ def test_the_cuda_backend_declares_the_tensor_core_modes():
     bk = CudaBackend.__new__(CudaBackend)  # no device needed: check_mode reads the declarations
     bk.check_mode(BF16)
     bk.check_mode(F32, True)
-    assert bk.cell_dtypes("gru") == ("float32", "float64")
+    assert bk.cell_dtypes("lstm") == ("float32", "float64")
     with pytest.raises(ValueError, match=r"^allow_tf32: TF32 rounds float32 operands; the arrays "
                                          r"are float16"):
         bk.check_mode(F16, True)

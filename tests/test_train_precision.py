@@ -93,8 +93,8 @@ def _ref_dW(level, x, dh):
 @pytest.mark.parametrize("args, message", [
     (["--dtype", "bf16"], "--dtype: unknown 'bf16'; expected one of float32, bfloat16, float16"),
     (["--dtype", "float16", "--tf32"], "--tf32: applies to --dtype float32, not float16"),
-    (["--dtype", "bfloat16", "--backend", "emulator", "--cell", "gru"],
-     "--dtype bfloat16: the emulator backend has no gru kernels for bfloat16 yet"),
+    (["--dtype", "bfloat16", "--backend", "emulator", "--cell", "lstm"],
+     "--dtype bfloat16: the emulator backend has no lstm kernels for bfloat16 yet"),
     (["--tf32", "--backend", "emulator", "--cell", "lstm"],
      "--tf32: the emulator backend has no lstm kernels for float32 with TF32 yet"),
 ])

@@ -97,9 +97,10 @@ def test_products_are_fma_loops(resources):
 
 
 def test_tensor_core_products_are_hmma_loops(resources):
-    """Each tensor-core kernel's product is an inner loop of HMMA of its type (and only that
-    type) fed by LDSM (ldmatrix), 0.75 LDSM per HMMA for bf16/f16 (an x4 for A, an x4.trans for
-    two column tiles of B per k-step of 4 HMMA: tc_tile.cuh), with no local memory anywhere."""
+    """Each tensor-core kernel's product is a loop of HMMA of its type (and only that type) fed
+    by LDSM (ldmatrix), at most 0.75 LDSM per HMMA for bf16/f16 (an x4 for A, an x4.trans for
+    two column tiles of B per k-step of 4 HMMA: tc_tile.cuh; fewer where gates share A's), with
+    no local memory anywhere."""
     tc = [r for r in resources if tensor_core(r["name"])]
     assert {r["file"] for r in tc} == {f.file for f in registry.TC_FAMILIES}
     for r in tc:
@@ -109,7 +110,7 @@ def test_tensor_core_products_are_hmma_loops(resources):
         assert {op for op in k.opcodes if op.startswith("HMMA")} == {want}, where
         assert loop is not None and loop.count("HMMA") >= 8 and loop.count("LDSM"), where
         if want != HMMA["float"]:
-            assert 4 * loop.count("LDSM") == 3 * loop.count("HMMA"), (where, loop.opcodes)
+            assert 4 * loop.count("LDSM") <= 3 * loop.count("HMMA"), (where, loop.opcodes)
         assert k.count("LDL") == 0 and k.count("STL") == 0, where
 
 
@@ -168,7 +169,7 @@ def resource_table(rows) -> str:
         "",
         "## Tensor-core kernels",
         "",
-        "The product loop of each tensor-core kernel (the inner loop with the most HMMA): its",
+        "The product loop of each tensor-core kernel (the innermost loop with the most HMMA): its",
         "instructions, HMMA (tensor-core multiply-adds), LDSM (ldmatrix loads) and FFMA among",
         "them, the HMMA share of the loop and LDSM per HMMA. The rest of the loop stages the next",
         "chunk of both operands into shared memory, element by element.",

@@ -228,12 +228,12 @@ def _elman_args(S, T=3, B=2, I=3, H=5):
     return [_values(rng, s, S).astype(S) for s in ((T, B, I), (I, H), (H, H))]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm"])
 @pytest.mark.parametrize("mode", MODES)
 def test_a_cell_without_tensor_core_kernels_refuses_the_mode(cell, mode):
-    """The LSTM and GRU have no tensor-core kernels yet: the emulator (the cuda backend's code)
-    refuses their 16-bit and TF32 modes naming the cell, the mode and the backend, never runs
-    them upcast; Elman runs them."""
+    """The LSTM has no tensor-core kernels yet: the emulator (the cuda backend's code) refuses
+    its 16-bit and TF32 modes naming the cell, the mode and the backend, never runs them
+    upcast; Elman runs them (and the GRU: the tests above)."""
     S, tf32 = MODES[mode]
     bk = get_backend("emulator")
     assert bk.dtypes == ("float32", "float64", "bfloat16", "float16") and bk.tf32 is True
@@ -278,3 +278,162 @@ def test_auto_runs_the_tensor_core_kernels_at_any_batch():
             assert (plan.label, plan.tf32, plan.block) == ("step tc1", tf32, (32, 4, 1))
             assert "tensor-core step kernels" in plan.reason
     assert bk.resolve_algo("auto", 3, 2, 5, F32).label.startswith("persistent")
+
+
+# -- the GRU (kernels/gru_{fwd,bwd}_step_tc.cu): three gate blocks forward, K = 3H backward -------
+def _sigmoid(a):
+    return 1 / (1 + np.exp(-a))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("B, H", SHAPES)
+@pytest.mark.parametrize("flip", [False, True])
+def test_gru_fwd_step_within_the_one_step_bound(executor, backend, mode, B, H, flip):
+    """h[t] within precision_oracle.gru_step's bound; each gate within its own: r, z
+    σ' <= 1/4 of their sums' accumulation bound E; hn E; n = tanh(p_n + r·hn) E·(1 + |hn|/4);
+    each plus its rounding on store and ELEM."""
+    S, tf32 = MODES[mode]
+    T = 4
+    rng = np.random.default_rng(21 + B * H + flip)
+    lengths = rng.integers(1, T + 1, B).astype(np.int32)
+    lengths[0] = T
+    V = _values(rng, (H, 3 * H), S, 1 / np.sqrt(H))
+    b_h, h0 = _values(rng, (3 * H,), S, 0.1), _values(rng, (B, H), S)
+    p = _values(rng, (T, B, 3 * H), S)
+    Vop = operand(tf32, V)
+    for s in (0, T - 1, 2):
+        h = to_s(np.tanh(rng.standard_normal((T, B, H))), S)  # rows run before s: their states
+        gates = np.full((T, B, 4 * H), 7.0)
+        ts = [step_time(s, L, flip) for L in lengths]
+        prev = np.stack([h0[b] if s == 0 else h[step_time(s - 1, L, flip), b]
+                         for b, L in enumerate(lengths)])
+        hop = operand(tf32, prev)
+        a = hop @ Vop + b_h
+        E = acc_bound(hop, Vop) + ELEM
+        pt = np.stack([p[t, b] for b, t in enumerate(ts)])
+        r, z = _sigmoid(pt[:, :H] + a[:, :H]), _sigmoid(pt[:, H:2 * H] + a[:, H:2 * H])
+        hn = a[:, 2 * H:]
+        n = np.tanh(pt[:, 2 * H:] + r * hn)
+        y = (1 - z) * n + z * prev
+        Er, Ez, En = E[:, :H], E[:, H:2 * H], E[:, 2 * H:]
+        En_tot = En * (1 + np.abs(hn) / 4) + Er * np.abs(hn) / 4 + ELEM
+        tol_h = rounding(S, y) + En_tot + (Ez / 4) * np.abs(prev - n) + 2 * ELEM
+        want_g = np.concatenate([r, z, n, hn], axis=1)
+        tol_g = rounding(S, want_g) + np.concatenate([Er / 4, Ez / 4, En_tot, En], axis=1) + ELEM
+        dev = executor.asarray
+        h_dev, g_dev = dev(h.astype(S)), dev(gates.astype(S))
+        backend.kernels.tc_gru_fwd_stepper(h_dev, g_dev, dev(p.astype(S)), dev(h0.astype(S)),
+                                           dev(V.astype(S)), dev(b_h.astype(S)), dev(lengths),
+                                           flip=flip)(s)
+        got_h, got_g = to_host(h_dev).astype(F64), to_host(g_dev).astype(F64)
+        for b, (t, L) in enumerate(zip(ts, lengths)):
+            valid = s < L
+            for name, got, want, tol in (("h", got_h[t, b], y[b], tol_h[b]),
+                                         ("gates", got_g[t, b], want_g[b], tol_g[b])):
+                want, tol = (want, tol) if valid else (0.0, 0.0)
+                err = np.abs(got - want)
+                assert (err <= tol).all(), (f"{name}: s={s} b={b} t={t}: max error "
+                                            f"{err.max():.3e}, bound {np.max(tol):.3e}")
+            assert np.array_equal(np.delete(got_h[:, b], t, 0), np.delete(h[:, b], t, 0))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("B, H", SHAPES)
+@pytest.mark.parametrize("flip", [False, True])
+def test_gru_bwd_step_within_the_one_step_bound(executor, backend, mode, B, H, flip):
+    """dhs = dh + [last] dh_last + dgh[t+1] @ V.T + zd, its error E the product's accumulation
+    bound (K = 3H) and ELEM; each output (gr, gz, gn, zd = dhs·z) within |∂y/∂dhs|·E, its
+    rounding on store and ELEM; dgh's n block is the stored gn times r, rounded again (the
+    reference's rounding points)."""
+    S, tf32 = MODES[mode]
+    T = 4
+    rng = np.random.default_rng(31 + B * H + flip)
+    lengths = rng.integers(1, T + 1, B).astype(np.int32)
+    lengths[0] = T
+    V = _values(rng, (H, 3 * H), S, 1 / np.sqrt(H))
+    VT = np.ascontiguousarray(V.T)
+    h0 = _values(rng, (B, H), S)
+    h = to_s(np.tanh(rng.standard_normal((T, B, H))), S)
+    gates = np.concatenate([to_s(_sigmoid(rng.standard_normal((T, B, 2 * H))), S),
+                            to_s(np.tanh(rng.standard_normal((T, B, H))), S),
+                            _values(rng, (T, B, H), S)], axis=2)
+    dh, dh_last = _values(rng, (T, B, H), S), _values(rng, (B, H), S)
+    for i, (s, with_dh, with_last) in enumerate([(T - 1, True, True), (1, True, False),
+                                                 (0, False, True)]):
+        dg = _values(rng, (T, B, 3 * H), S)
+        zd = _values(rng, (B, H), S) if s + 1 < T else np.zeros((B, H))
+        gn = np.full((T, B, H), 5.0)
+        ts = [step_time(s, L, flip) for L in lengths]
+        nxt = np.stack([dg[step_time(s + 1, L, flip), b] if s + 1 < T else np.zeros(3 * H)
+                        for b, L in enumerate(lengths)])
+        prev = np.stack([h0[b] if s == 0 else h[step_time(s - 1, L, flip), b]
+                         for b, L in enumerate(lengths)])
+        dhs = operand(tf32, nxt) @ operand(tf32, VT) + zd
+        for b, (t, L) in enumerate(zip(ts, lengths)):
+            dhs[b] += (dh[t, b] if with_dh else 0) + (dh_last[b] if with_last and s == L - 1
+                                                      else 0)
+        E = acc_bound(operand(tf32, nxt), operand(tf32, VT)) + ELEM * (np.abs(dhs) + 1)
+        g = np.stack([gates[t, b] for b, t in enumerate(ts)])
+        r, z, c, hn = (g[:, q * H:(q + 1) * H] for q in range(4))
+        fn = (1 - z) * (1 - c * c)
+        outs = {"gr": (dhs * fn * hn * r * (1 - r), fn * hn * r * (1 - r)),
+                "gz": (dhs * (prev - c) * z * (1 - z), (prev - c) * z * (1 - z)),
+                "gn": (dhs * fn, fn), "zd": (dhs * z, z)}
+        dev = executor.asarray
+        dg_dev, gn_dev, zd_dev = dev(dg.astype(S)), dev(gn.astype(S)), dev(zd.astype(S))
+        backend.kernels.tc_gru_bwd_stepper(
+            dg_dev, gn_dev, zd_dev, dev(dh.astype(S)) if with_dh else None,
+            dev(dh_last.astype(S)) if with_last else None, dev(h.astype(S)), dev(h0.astype(S)),
+            dev(gates.astype(S)), dev(VT.astype(S)), dev(lengths), flip=flip)(s)
+        got_dg, got_gn, got_zd = (to_host(a).astype(F64) for a in (dg_dev, gn_dev, zd_dev))
+        for b, (t, L) in enumerate(zip(ts, lengths)):
+            got = {"gr": got_dg[t, b, :H], "gz": got_dg[t, b, H:2 * H], "gn": got_gn[t, b],
+                   "zd": got_zd[b]}
+            for name, (y, factor) in outs.items():
+                want, tol = ((y[b], rounding(S, y[b]) + np.abs(factor[b]) * E[b]
+                              + ELEM * (np.abs(y[b]) + 1)) if t < L else (0.0, 0.0))
+                err = np.abs(got[name] - want)
+                assert (err <= tol).all(), (f"{name}: s={s} b={b} t={t}: max error "
+                                            f"{err.max():.3e}, bound {np.max(tol):.3e}")
+            n_block = got["gn"] * r[b] if t < L else 0.0  # the stored gn times r, rounded once more
+            err = np.abs(got_dg[t, b, 2 * H:] - n_block)
+            assert (err <= rounding(S, n_block) + ELEM * np.abs(n_block)).all(), f"dgh n: b={b}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gru_whole_runs_and_products_outside_the_loop(executor, backend, mode, reverse):
+    """gru_forward and gru_backward run on tc1 in the mode, in its dtype; given the kernels'
+    dgx, the products after the loop (dW, dx, dV, db_x, db_h) are bit for bit the numpy
+    reference's (the emulator's are the reference's own float32 products). The steps themselves
+    are held to the one-step bounds above; the reference's whole runs to the propagated bound
+    in tests/test_precision.py."""
+    S, tf32 = MODES[mode]
+    T, B, I, H = 6, 5, 4, 20
+    rng = np.random.default_rng(41)
+    x, W = _values(rng, (T, B, I), S), _values(rng, (I, 3 * H), S, 0.5)
+    V = _values(rng, (H, 3 * H), S, 0.5 / np.sqrt(H))
+    b_x, b_h, h0 = _values(rng, (3 * H,), S, 0.1), _values(rng, (3 * H,), S, 0.1), \
+        _values(rng, (B, H), S)
+    lens = np.array([T, 1, T - 2, 3, T])
+    args = [a.astype(S) for a in (x, W, V, b_x, b_h, h0)]
+    out = gpu_bptt.gru_forward(*args, lengths=lens, reverse=reverse, backend=backend,
+                               allow_tf32=tf32)
+    assert out.cache.plan.label == "step tc1" and to_host(out.h).dtype == S
+    dh = _values(rng, (T, B, H), S).astype(S)
+    g = gpu_bptt.gru_backward(executor.asarray(dh), out.cache)
+    for name in ("dx", "dW", "dV", "db_x", "db_h", "dh0"):
+        assert to_host(getattr(g, name)).dtype == S, name
+    if executor.kind == CUDA:
+        return  # cuBLAS sums in its own order
+    c, bk, npb = out.cache, out.cache.backend, get_backend("numpy")
+    dgx, _ = bk.gru_bwd_seq(dh, None, c.h, c.h0, c.gates, c.V, c.lengths, c.plan)
+    mine = bk.gru_gradients(c.x, c.W, c.V, c.h0, c.h, c.gates, dgx.copy(), True, True,
+                            lengths=c.lengths, reverse=reverse, tf32=tf32)
+    theirs = npb.gru_gradients(*(to_host(a) for a in (c.x, c.W, c.V, c.h0, c.h, c.gates)),
+                               to_host(dgx).copy(), True, True, lengths=to_host(c.lengths),
+                               reverse=reverse, tf32=tf32)
+    for name, a, r in zip(("dx", "dW", "dV", "db_x", "db_h"), mine, theirs):
+        if name.startswith("db") and S == F32:  # float32's db: the column-sum kernel's order
+            continue
+        assert a.dtype == S and np.array_equal(a.view(np.uint8), r.view(np.uint8)), name

@@ -602,8 +602,12 @@ class CudaBackend(Backend):
             check()
             return h, gates
         plan.check_problem(B, H, p.dtype.name, cell="gru")
-        step = self.kernels.gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
-                                            flip=plan.reverse)
+        if plan.version in registry.TC_STEP:
+            step = self.kernels.tc_gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
+                                                   flip=plan.reverse)
+        else:
+            step = self.kernels.gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
+                                                flip=plan.reverse)
         yield
         for s in range(T):
             step(s)
@@ -633,19 +637,26 @@ class CudaBackend(Backend):
         else:
             plan.check_problem(B, H, h.dtype.name, cell="gru")
             VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-            step = self.kernels.gru_bwd_stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens,
-                                                plan.version, flip=plan.reverse)
+            stepper = self.kernels.tc_gru_bwd_stepper if plan.version in registry.TC_STEP \
+                else self.kernels.gru_bwd_stepper
+            step = stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens, plan.version,
+                           flip=plan.reverse)
             yield
             for s in range(T - 1, -1, -1):
                 step(s)
                 yield
         # the gradient on h0: the product of the first step's dgh and the z path left in zd
         first = xp.ascontiguousarray(first_step_rows(xp, dg, lens, plan.reverse))
-        if self.gemm == "own":
+        if is_half(h.dtype) or plan.tf32:  # in float32, rounded once (the reference's carry)
+            dh0 = self.product(first, V.T, plan.tf32)
+            dh0 += zd.astype(dh0.dtype, copy=False)
+            dh0 = dh0.astype(h.dtype, copy=False)
+        elif self.gemm == "own":
             dh0 = self.kernels.gemm(first, V, trans_b=True)
+            dh0 += zd
         else:
             dh0 = xp.matmul(first, V.T)
-        dh0 += zd
+            dh0 += zd
         dg[:, :, 2 * H:] = gn  # dgh's n block is gn·r; the gradient on p's is gn
         return dg, dh0
 

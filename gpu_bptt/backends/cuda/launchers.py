@@ -223,6 +223,28 @@ class Launchers(LstmLaunchers):
                 _i32(activations.ACTIVATION_CODES[activation]))
         return lambda s: fn(grid, block, operands + (_i32(s),) + tail)
 
+    def tc_gru_fwd_stepper(self, h, gates, p, h0, V, b_h, lengths, version="tc1", *, flip=False):
+        """gru_fwd_stepper's twin on the tensor cores (kernels/gru_fwd_step_tc.cu), as
+        tc_fwd_stepper: h[t] and gates[t] rounded once on store. Arguments as gru_fwd_stepper's."""
+        T, B, H = h.shape
+        ops = self.gru_fwd_operands(h, gates, p, h0, V, b_h, lengths)
+        grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
+        fn = self._tc_function(registry.TC_GRU_STEP_FWD, version, h.dtype)
+        tail = (_i32(flip), _i32(B), _i32(H))
+        return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
+
+    def tc_gru_bwd_stepper(self, dg, gn, zd, dh, dh_last, h, h0, gates, VT, lengths,
+                           version="tc1", *, flip=False):
+        """gru_bwd_stepper's twin on the tensor cores (kernels/gru_bwd_step_tc.cu): each stored
+        value rounded once. Arguments as gru_bwd_stepper's; s from T-1 down."""
+        T, B, H = h.shape
+        ops = self.gru_bwd_operands(dg, gn, zd, dh, dh_last, h, h0, gates, VT, (3 * H, H), "VT",
+                                    lengths)
+        grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
+        fn = self._tc_function(registry.TC_GRU_STEP_BWD, version, h.dtype)
+        tail = (_i32(flip), _i32(T), _i32(B), _i32(H))
+        return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
+
     def gemm(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
         """out = op(a) @ op(b) [+ bias] [+ out], with op = transpose where asked (not both).
         a, b: 2-D contiguous; bias (N,) or None; out (M, N) or None (allocated; accumulate needs

@@ -237,9 +237,13 @@ TC_STEP_FWD = Family("elman_fwd_step_tc.cu", "elman_fwd_step", TC_STEP, constant
                      types=tuple(TC_CTYPES.values()))
 TC_STEP_BWD = Family("elman_bwd_step_tc.cu", "elman_bwd_step", TC_STEP, constants=TC_CONSTANTS,
                      types=tuple(TC_CTYPES.values()))
+TC_GRU_STEP_FWD = Family("gru_fwd_step_tc.cu", "gru_fwd_step", TC_STEP, constants=TC_CONSTANTS,
+                         types=tuple(TC_CTYPES.values()))
+TC_GRU_STEP_BWD = Family("gru_bwd_step_tc.cu", "gru_bwd_step", TC_STEP, constants=TC_CONSTANTS,
+                         types=tuple(TC_CTYPES.values()))
 #: cell -> (forward, backward) tensor-core step families; a cell not here refuses those modes
-TC_CELLS = {"elman": (TC_STEP_FWD, TC_STEP_BWD)}
-TC_FAMILIES = (TC_STEP_FWD, TC_STEP_BWD)
+TC_CELLS = {"elman": (TC_STEP_FWD, TC_STEP_BWD), "gru": (TC_GRU_STEP_FWD, TC_GRU_STEP_BWD)}
+TC_FAMILIES = (TC_STEP_FWD, TC_STEP_BWD, TC_GRU_STEP_FWD, TC_GRU_STEP_BWD)
 
 
 def tc_ctype(dtype, tf32=False):
