@@ -436,3 +436,45 @@ def test_gru_whole_runs_and_products_outside_the_loop(executor, backend, mode, r
         if name.startswith("db") and S == F32:  # float32's db: the column-sum kernel's order
             continue
         assert a.dtype == S and np.array_equal(a.view(np.uint8), r.view(np.uint8)), name
+
+
+# -- the products outside the loop on CuPy: cuBLAS's TF32 compute type around them ----------------
+def test_cupy_products_run_in_the_tf32_compute_type_and_restore_it(monkeypatch):
+    """On CuPy (a stand-in recording CuPy's compute-type calls, NumPy's arithmetic), a
+    tensor-core mode's product runs with float32's compute type set to COMPUTE_TYPE_TF32
+    (exact on the operands: 16-bit values upcast, or TF32-rounded float32) and puts the previous
+    one back, also when the product raises; a plain float32 product leaves it alone."""
+    import sys
+    import types
+
+    from gpu_bptt.backends.cuda import CudaBackend
+
+    calls, current = [], {np.dtype(np.float32): 1}  # COMPUTE_TYPE_DEFAULT
+    linalg = types.ModuleType("cupy._core._routines_linalg")
+    linalg.COMPUTE_TYPE_TF32 = 7
+    core = types.ModuleType("cupy._core")
+    core._routines_linalg = linalg
+    core.get_compute_type = lambda dt: current[np.dtype(dt)]
+    core.set_compute_type = lambda dt, ct: (calls.append(ct), current.update({np.dtype(dt): ct}))
+    cupy = types.ModuleType("cupy")
+    for name in ("matmul", "ascontiguousarray", "uint32", "copyto"):
+        setattr(cupy, name, getattr(np, name))
+    cupy._core = core
+    for name, mod in (("cupy", cupy), ("cupy._core", core),
+                      ("cupy._core._routines_linalg", linalg)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    bk = CudaBackend.__new__(CudaBackend)
+    bk.xp = cupy
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((6, 9)).astype(F32), rng.standard_normal((9, 4)).astype(F32)
+    got = bk.product(a, b, tf32=True)
+    assert calls == [7, 1] and current[np.dtype(np.float32)] == 1
+    assert np.array_equal(got, tf32_ref(a) @ tf32_ref(b))  # float32 BLAS on the rounded values
+    got = bk.product(a.astype(BF16), b.astype(BF16))
+    assert calls == [7, 1, 7, 1] and got.dtype == F32
+    bk.product(a, b)
+    assert calls == [7, 1, 7, 1]
+    monkeypatch.setattr(cupy, "matmul", lambda *args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        bk.product(a, b, tf32=True)
+    assert calls[-2:] == [7, 1] and current[np.dtype(np.float32)] == 1
