@@ -39,16 +39,17 @@ def work_dtype(dtype):
     return FLOAT32 if is_half(dtype) else np.dtype(dtype)
 
 
-def round_tf32(a):
+def round_tf32(a, xp=np):
     """A new float32 array: `a` rounded to TF32 as `cvt.rna.tf32.f32` does, to nearest with ties
     away from zero on a 10-bit mantissa (the low 13 bits cleared). On the sign-magnitude bits,
     adding half an ulp and clearing rounds the magnitude half away from zero, and carries into
     the exponent where the mantissa overflows (to inf past TF32's largest). inf and NaN are
-    kept as they are (their payload would otherwise change, a NaN even to inf)."""
-    bits = np.ascontiguousarray(a, dtype=FLOAT32).view(np.uint32)
+    kept as they are (their payload would otherwise change, a NaN even to inf). xp: the array
+    module of `a` (numpy, or cupy on the cuda backend)."""
+    bits = xp.ascontiguousarray(a, dtype=FLOAT32).view(xp.uint32)
     out = bits + _HALF_ULP
     out &= _KEEP
-    np.copyto(out, bits, where=(bits & _EXP) == _EXP)
+    xp.copyto(out, bits, where=(bits & _EXP) == _EXP)
     return out.view(FLOAT32)
 
 

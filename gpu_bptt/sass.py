@@ -59,7 +59,11 @@ def unavailable_reason():
 class Loop:
     fmas: int          # FFMA/DFMA instructions in the body
     instructions: int  # instructions from the branch's target to the branch, both included
-    opcodes: Counter = field(default_factory=Counter, compare=False)  # the body's opcodes
+    opcodes: Counter = field(default_factory=Counter, compare=False)  # the body's, as Kernel.opcodes
+
+    def count(self, prefix):
+        """How many of the body's instructions have an opcode starting with `prefix`."""
+        return _count(self.opcodes, prefix)
 
 
 @dataclass
@@ -68,15 +72,28 @@ class Kernel:
     fmas: int
     loops: list        # the inner loops (those holding no other loop), in address order
     opcodes: Counter = field(default_factory=Counter)  # e.g. {"HMMA.16816.F32.BF16": 32, ...}
+    every_loop: list = field(default_factory=list)  # all loops, nested ones too, in address order
 
     def count(self, prefix):
         """How many instructions have an opcode starting with `prefix` (e.g. "HMMA", "LDL")."""
-        return sum(n for op, n in self.opcodes.items() if op == prefix or op.startswith(prefix + "."))
+        return _count(self.opcodes, prefix)
+
+    @property
+    def mma_loop(self):
+        """The loop with the most HMMA (tensor-core) instructions, the innermost (fewest
+        instructions) of those, or None without any (it may hold loops: a staging loop)."""
+        best = max(self.every_loop, key=lambda lp: (lp.count("HMMA"), -lp.instructions),
+                   default=None)
+        return best if best is not None and best.count("HMMA") else None
 
     @property
     def main_loop(self):
         """The inner loop with the most FMAs (the fewer instructions on a tie), or None."""
         return max(self.loops, key=lambda lp: (lp.fmas, -lp.instructions), default=None)
+
+
+def _count(opcodes, prefix):
+    return sum(n for op, n in opcodes.items() if op == prefix or op.startswith(prefix + "."))
 
 
 def disassemble(cubin: bytes) -> str:
@@ -111,14 +128,15 @@ def _kernel(body):
             spans.append((addr[int(m.group(1), 16)], i))
     inner = [(s, e) for s, e in spans
              if not any((s2, e2) != (s, e) and s <= s2 and e2 <= e for s2, e2 in spans)]
-    loops = [Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1,
-                  _opcodes(text[s:e + 1])) for s, e in sorted(inner)]
-    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)), loops, _opcodes(text))
+    ops = [m.group(1) if (m := _OPCODE.match(x.strip())) else None for x in text]
+    def loop(s, e):
+        return Loop(sum(1 for x in text[s:e + 1] if _FMA.search(x)), e - s + 1,
+                    Counter(op for op in ops[s:e + 1] if op))
 
-
-def _opcodes(text):
-    """Opcode counts of SASS instruction texts."""
-    return Counter(m.group(1) for x in text if (m := _OPCODE.match(x.strip())))
+    opcodes = Counter(op for op in ops if op)
+    return Kernel(len(text), sum(1 for x in text if _FMA.search(x)),
+                  [loop(s, e) for s, e in sorted(inner)], opcodes,
+                  [loop(s, e) for s, e in sorted(set(spans))])
 
 
 def kernels(result) -> dict:

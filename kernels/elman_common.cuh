@@ -18,8 +18,10 @@
 // step_tile_product<G> + step_tile_outputs with that epilogue (tile_gemm.cuh; G = 1 backward);
 // <cell>_persistent_{fwd,bwd}.cu are persist_recurrence<VERSION, G, REVERSE> with a small cell
 // struct (has_prev, prev, the epilogue; persistent_common.cuh), as the elman_* files here.
-// Types: float, double (overloads / templates).
+// Types: float, double (overloads / templates); __nv_bfloat16, __half stored, float work
+//   (storage16.cuh, the tensor-core step kernels).
 #pragma once
+#include "storage.cuh"
 
 #define ACT_TANH 0
 #define ACT_RELU 1
@@ -54,21 +56,22 @@ __device__ inline T act_grad_from_output(int code, T h) {
 }
 
 // Forward, one output: *out holds p[t, b, n] on entry and h[t, b, n] on exit; valid = t < len.
-template <typename T>
-__device__ inline void elman_fwd_out(T* out, T s, bool valid, int act) {
-    *out = valid ? act_apply(act, *out + s) : T(0);
+// s, the product, in the work type W (storage.cuh: W(*out) and W rounded to T on store).
+template <typename T, typename W>
+__device__ inline void elman_fwd_out(T* out, W s, bool valid, int act) {
+    store_rounded(out, valid ? act_apply(act, work_of(*out) + s) : W(0));
 }
 
 // Backward, one output: the value of du[t, b, n] at step `step` of the run (= t forward). dh
 // (T, B, H) when has_dh; dh_last (B, H) when has_dh_last, entering at the last step; h (T, B, H)
-// the forward outputs; len = lengths[b].
-template <typename T>
-__device__ inline T elman_bwd_value(T s, const T* dh, int has_dh, const T* dh_last,
+// the forward outputs; len = lengths[b]. s and the value in the work type W (store_rounded).
+template <typename T, typename W>
+__device__ inline W elman_bwd_value(W s, const T* dh, int has_dh, const T* dh_last,
                                     int has_dh_last, const T* h, int t, int step, int len, int B,
                                     int H, int b, int n, int act) {
-    if (t >= len) return T(0);
+    if (t >= len) return W(0);
     const size_t i = ((size_t)t * B + b) * H + n;
-    T g = has_dh ? dh[i] : T(0);
-    if (has_dh_last && step == len - 1) g += dh_last[(size_t)b * H + n];
-    return (s + g) * act_grad_from_output(act, h[i]);
+    W g = has_dh ? work_of(dh[i]) : W(0);
+    if (has_dh_last && step == len - 1) g += work_of(dh_last[(size_t)b * H + n]);
+    return (s + g) * act_grad_from_output(act, work_of(h[i]));
 }

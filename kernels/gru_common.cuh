@@ -18,67 +18,67 @@
 //   does not leak). In a reversed run (flip) row b's step s works on t = step_time<true>(s, len)
 //   (step_order.cuh): the previous state is h[t+1], dgh of the step before is dgh[t-1], and
 //   dh_last enters at the run's last step s = len-1 (t = 0).
-// Types: float, double (overloads / templates).
+// Types: float, double (overloads / templates); __nv_bfloat16, __half stored, float work
+//   (storage16.cuh, the tensor-core step kernels).
 #pragma once
+#include "storage.cuh"
 
 __device__ inline float gru_sigmoid(float u) { return 1.0f / (1.0f + expf(-u)); }
 __device__ inline double gru_sigmoid(double u) { return 1.0 / (1.0 + exp(-u)); }
 __device__ inline float gru_tanh(float u) { return tanhf(u); }
 __device__ inline double gru_tanh(double u) { return tanh(u); }
 
-// Forward, unit (b, n) at time t: h (T, B, H) and gates (T, B, 4H) written; p (T, B, 3H) read;
-// bh (3H,) when has_bh; hprev the previous state's row b (H,), read only where valid (t < len).
-template <typename T>
+// T the storage type, W the work type (storage.cuh): every value computed in W, each stored one
+// rounded once to T.
+template <typename T, typename W>
 __device__ inline void gru_fwd_out(T* h, T* gates, const T* p, const T* bh, int has_bh,
-                                   const T* hprev, const T (&s)[3], int t, bool valid, int B,
+                                   const T* hprev, const W (&s)[3], int t, bool valid, int B,
                                    int H, int b, int n) {
     const size_t row = (size_t)t * B + b;
     T* g = gates + row * 4 * H + n;
     if (!valid) {
-        h[row * H + n] = T(0);
-        g[0] = g[H] = g[2 * H] = g[3 * H] = T(0);
+        store_rounded(h + row * H + n, W(0));
+        for (int q = 0; q < 4; ++q) store_rounded(g + q * H, W(0));
         return;
     }
     const T* pr = p + row * 3 * H + n;
-    const T hr = s[0] + (has_bh ? bh[n] : T(0));
-    const T hz = s[1] + (has_bh ? bh[H + n] : T(0));
-    const T hn = s[2] + (has_bh ? bh[2 * H + n] : T(0));
-    const T r = gru_sigmoid(pr[0] + hr);
-    const T z = gru_sigmoid(pr[H] + hz);
-    const T c = gru_tanh(pr[2 * H] + r * hn);
-    h[row * H + n] = (T(1) - z) * c + z * hprev[n];
-    g[0] = r;
-    g[H] = z;
-    g[2 * H] = c;
-    g[3 * H] = hn;
+    const W hr = s[0] + (has_bh ? work_of(bh[n]) : W(0));
+    const W hz = s[1] + (has_bh ? work_of(bh[H + n]) : W(0));
+    const W hn = s[2] + (has_bh ? work_of(bh[2 * H + n]) : W(0));
+    const W r = gru_sigmoid(work_of(pr[0]) + hr);
+    const W z = gru_sigmoid(work_of(pr[H]) + hz);
+    const W c = gru_tanh(work_of(pr[2 * H]) + r * hn);
+    store_rounded(h + row * H + n, (W(1) - z) * c + z * work_of(hprev[n]));
+    store_rounded(g, r);
+    store_rounded(g + H, z);
+    store_rounded(g + 2 * H, c);
+    store_rounded(g + 3 * H, hn);
 }
 
-// Backward, unit (b, n) at time t, step `step` of the run: dg (T, B, 3H) and gn (T, B, H)
-// written at t; zd (B, H) read (the step before's dhs·z, 0 before the first) and rewritten;
-// dh (T, B, H) when has_dh; dh_last (B, H) when has_dh_last; gates (T, B, 4H) and hprev (the
-// forward's previous state, row b) read; len = lengths[b].
-template <typename T>
-__device__ inline void gru_bwd_out(T* dg, T* gn, T* zd, T s, const T* dh, int has_dh,
+// dgh's n block is gn·r of the stored gn (the value the gradient on p keeps), rounded again:
+// in a 16-bit type the reference's two rounding points; in float and double the same product.
+template <typename T, typename W>
+__device__ inline void gru_bwd_out(T* dg, T* gn, T* zd, W s, const T* dh, int has_dh,
                                    const T* dh_last, int has_dh_last, const T* gates,
                                    const T* hprev, int t, int step, int len, int B, int H, int b,
                                    int n) {
     const size_t row = (size_t)t * B + b, i = (size_t)b * H + n;
     T* d = dg + row * 3 * H + n;
     if (t >= len) {
-        d[0] = d[H] = d[2 * H] = T(0);
-        gn[row * H + n] = T(0);
-        zd[i] = T(0);
+        for (int q = 0; q < 3; ++q) store_rounded(d + q * H, W(0));
+        store_rounded(gn + row * H + n, W(0));
+        store_rounded(zd + i, W(0));
         return;
     }
-    T dhs = s + zd[i];
-    if (has_dh) dhs += dh[row * H + n];
-    if (has_dh_last && step == len - 1) dhs += dh_last[i];
+    W dhs = s + work_of(zd[i]);
+    if (has_dh) dhs += work_of(dh[row * H + n]);
+    if (has_dh_last && step == len - 1) dhs += work_of(dh_last[i]);
     const T* g = gates + row * 4 * H + n;
-    const T r = g[0], z = g[H], c = g[2 * H], hn = g[3 * H];
-    const T dn = dhs * (T(1) - z) * (T(1) - c * c);
-    d[0] = dn * hn * r * (T(1) - r);
-    d[H] = dhs * (hprev[n] - c) * z * (T(1) - z);
-    d[2 * H] = dn * r;
-    gn[row * H + n] = dn;
-    zd[i] = dhs * z;
+    const W r = work_of(g[0]), z = work_of(g[H]), c = work_of(g[2 * H]), hn = work_of(g[3 * H]);
+    const W dn = dhs * (W(1) - z) * (W(1) - c * c);
+    store_rounded(d, dn * hn * r * (W(1) - r));
+    store_rounded(d + H, dhs * (work_of(hprev[n]) - c) * z * (W(1) - z));
+    store_rounded(gn + row * H + n, dn);
+    store_rounded(d + 2 * H, work_of(gn[row * H + n]) * r);
+    store_rounded(zd + i, dhs * z);
 }

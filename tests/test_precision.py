@@ -510,32 +510,34 @@ def test_allow_tf32_is_for_float32_only(dtype):
         gpu_bptt.gru_forward(**kw, backend="numpy", allow_tf32=True)
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm"])
 @pytest.mark.parametrize("dtype", [BF16, F16])
 def test_a_backend_without_the_mode_refuses_it(cell, dtype):
-    """The emulator (the cuda backend's code) declares float32 and float64 and no TF32 yet: a
-    16-bit or TF32 request is refused, naming dtype or allow_tf32 and the backend, never run
-    upcast."""
+    """The emulator (the cuda backend's code) has tensor-core kernels for Elman and the GRU: a
+    16-bit or TF32 request of another cell is refused, naming dtype or allow_tf32, the cell and
+    the backend, never run upcast (tests/cuda/test_tc_kernels.py runs Elman's and the GRU's)."""
     bk = get_backend("emulator")
-    assert bk.dtypes == ("float32", "float64") and bk.tf32 is False
+    assert bk.cell_dtypes(cell) == ("float32", "float64")
     kw = arrays(problem(cell, dtype), dtype, cell, True)
-    with pytest.raises(TypeError, match=rf"^dtype: the emulator backend runs float32, float64; "
-                                        rf"the arrays are {dtype.name}"):
+    with pytest.raises(TypeError, match=rf"^dtype: the emulator backend has no {cell} kernels "
+                                        rf"for {dtype.name} yet"):
         FORWARD[cell](**kw, backend=bk)
     kw = arrays(problem(cell, F32), F32, cell, True)
-    with pytest.raises(ValueError, match=r"^allow_tf32: the emulator backend has no TF32 mode"):
+    with pytest.raises(ValueError, match=rf"^allow_tf32: the emulator backend has no {cell} "
+                                         rf"kernels for float32 with TF32 yet"):
         FORWARD[cell](**kw, backend=bk, allow_tf32=True)
 
 
-def test_the_cuda_backend_declares_float32_and_float64_only():
+def test_the_cuda_backend_declares_the_tensor_core_modes():
     from gpu_bptt.backends.cuda import CudaBackend
 
     bk = CudaBackend.__new__(CudaBackend)  # no device needed: check_mode reads the declarations
-    with pytest.raises(TypeError, match=r"^dtype: the cuda backend runs float32, float64; the "
-                                        r"arrays are bfloat16"):
-        bk.check_mode(BF16)
-    with pytest.raises(ValueError, match=r"^allow_tf32: the cuda backend has no TF32 mode"):
-        bk.check_mode(F32, True)
+    bk.check_mode(BF16)
+    bk.check_mode(F32, True)
+    assert bk.cell_dtypes("lstm") == ("float32", "float64")
+    with pytest.raises(ValueError, match=r"^allow_tf32: TF32 rounds float32 operands; the arrays "
+                                         r"are float16"):
+        bk.check_mode(F16, True)
 
 
 def test_a_rebuilt_lstm_cache_keeps_c_in_float32():

@@ -93,9 +93,10 @@ def _ref_dW(level, x, dh):
 @pytest.mark.parametrize("args, message", [
     (["--dtype", "bf16"], "--dtype: unknown 'bf16'; expected one of float32, bfloat16, float16"),
     (["--dtype", "float16", "--tf32"], "--tf32: applies to --dtype float32, not float16"),
-    (["--dtype", "bfloat16", "--backend", "emulator"],
-     "--dtype bfloat16: the emulator backend runs float32, float64; the arrays are bfloat16"),
-    (["--tf32", "--backend", "emulator"], "--tf32: the emulator backend has no TF32 mode"),
+    (["--dtype", "bfloat16", "--backend", "emulator", "--cell", "lstm"],
+     "--dtype bfloat16: the emulator backend has no lstm kernels for bfloat16 yet"),
+    (["--tf32", "--backend", "emulator", "--cell", "lstm"],
+     "--tf32: the emulator backend has no lstm kernels for float32 with TF32 yet"),
 ])
 def test_dtype_option_errors_are_one_line_naming_the_option(args, message, tmp_path, capsys):
     assert main(["train", *TINY, "--steps", "2", "--out", str(tmp_path / "r"), *args]) == 2

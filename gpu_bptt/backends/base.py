@@ -53,10 +53,11 @@ class Backend:
             raise ValueError(f"algo: {algo!r} is not supported by the {self.name} backend "
                              f"(supported: {self.algos})")
 
-    def check_mode(self, dtype, tf32=False):
+    def check_mode(self, dtype, tf32=False, cell=None):
         """TypeError naming `dtype` unless this backend runs that storage dtype; ValueError naming
         `allow_tf32` where TF32 is asked for arrays other than float32 or of a backend without
-        it. No silent upcast, no silently ignored setting."""
+        it. No silent upcast, no silently ignored setting. cell: also that the cell's kernels
+        run the mode (a backend whose kernels lack it for some cells checks; see cell_dtypes)."""
         if not isinstance(tf32, (bool, np.bool_)):
             raise TypeError(f"allow_tf32: expected a bool, got {type(tf32).__name__}")
         name = np.dtype(dtype).name
@@ -68,6 +69,11 @@ class Backend:
             raise ValueError(f"allow_tf32: TF32 rounds float32 operands; the arrays are {name}")
         if tf32 and not self.tf32:
             raise ValueError(f"allow_tf32: the {self.name} backend has no TF32 mode (numpy has)")
+
+    def cell_dtypes(self, cell: str) -> tuple:
+        """The storage dtypes this backend runs for `cell` ("elman", "lstm", "gru"): `dtypes`,
+        or fewer where a cell's kernels lack a mode (resolve_algo refuses it naming the cell)."""
+        return self.dtypes
 
     def resolve_algo(self, algo: str, T: int, B: int, H: int, dtype, reverse=False,
                      cell="elman", P=0, tf32=False) -> LaunchPlan:
@@ -113,7 +119,7 @@ class Backend:
         if is_half(a.dtype):
             a, b = a.astype(FLOAT32), b.astype(FLOAT32)
         elif tf32:
-            a, b = round_tf32(a), round_tf32(b)
+            a, b = round_tf32(a, self.xp), round_tf32(b, self.xp)
         return self.xp.matmul(a, b)
 
     def input_projection(self, x, W, b, tf32=False):

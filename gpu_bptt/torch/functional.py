@@ -94,24 +94,26 @@ def autocast_on(device_type) -> bool:
         return torch.is_autocast_enabled()
 
 
-def runs(backend, dtype) -> bool:
-    """Whether the backend (a name) runs tensors of `dtype` (Backend.dtypes)."""
-    return str(dtype).removeprefix("torch.") in get_backend(backend).dtypes
+def runs(backend, dtype, cell="elman") -> bool:
+    """Whether the backend (a name) runs tensors of `dtype` for `cell` (Backend.cell_dtypes)."""
+    return str(dtype).removeprefix("torch.") in get_backend(backend).cell_dtypes(cell)
 
 
-def check_dtypes(floats, names=("x", "W", "V", "b", "h0"), backend="numpy"):
-    """TypeError naming the first tensor whose dtype the backend does not run."""
+def check_dtypes(floats, names=("x", "W", "V", "b", "h0"), backend="numpy", cell="elman"):
+    """TypeError naming the first tensor whose dtype the backend does not run for `cell`."""
     for name, t in zip(names, floats):
-        if t is not None and not (t.dtype in _FLOATS or t.dtype in HALF and runs(backend, t.dtype)):
+        if t is not None and not (t.dtype in _FLOATS
+                                  or t.dtype in HALF and runs(backend, t.dtype, cell)):
             if t.dtype in HALF:
-                raise TypeError(f"{name}: the {backend} backend runs float32 and float64, got "
+                raise TypeError(f"{name}: the {backend} backend runs float32 and float64 for "
+                                f"the {cell} cell, got "
                                 f"{t.dtype} (the numpy backend runs it; inside torch.autocast "
                                 f"this backend computes in float32)")
             raise TypeError(f"{name}: expected float32 or float64 (or bfloat16, float16), got "
                             f"{t.dtype}")
 
 
-def autocast_floats(floats, device_type, backend):
+def autocast_floats(floats, device_type, backend, cell="elman"):
     """An eager call's tensors inside autocast: float32 and 16-bit tensors in the autocast dtype
     where the backend runs it (the layer then runs in it, as autocast's lower-precision ops do),
     else in float32 (as its float32 ops); float64 left alone."""
@@ -120,7 +122,7 @@ def autocast_floats(floats, device_type, backend):
     except AttributeError:  # PyTorch < 2.4
         dt = (torch.get_autocast_cpu_dtype() if device_type == "cpu"
               else torch.get_autocast_gpu_dtype())
-    if not runs(backend, dt):
+    if not runs(backend, dt, cell):
         dt = torch.float32
     return tuple(t.to(dt) if t is not None and t.dtype in (torch.float32,) + HALF else t
                  for t in floats)

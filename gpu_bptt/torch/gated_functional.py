@@ -62,12 +62,12 @@ def _apply(name, floats, ndims, lengths, backend, algo, impl, reverse):
     if use_op:
         # Autocast (registered on the op) casts to float32 before the op sees them.
         if not autocast:
-            check_dtypes(floats, cell.inputs, tail[1])
+            check_dtypes(floats, cell.inputs, tail[1], name)
         return gated_ops.OPS[name](*floats, *tail)
     fn = transform if torch._C._are_functorch_transforms_active() else plain
     if autocast:
-        floats = autocast_floats(floats, x.device.type, tail[1])
+        floats = autocast_floats(floats, x.device.type, tail[1], name)
         with torch.autocast(x.device.type, enabled=False):
             return fn.apply(*floats, *tail)
-    check_dtypes(floats, cell.inputs, tail[1])
+    check_dtypes(floats, cell.inputs, tail[1], name)
     return fn.apply(*floats, *tail)

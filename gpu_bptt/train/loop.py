@@ -177,10 +177,11 @@ def _prepare(cfg):
     if too_big:
         raise ConfigError(too_big)
     try:
-        backend.check_mode(DTYPES[cfg.dtype], cfg.tf32)
+        backend.check_mode(DTYPES[cfg.dtype], cfg.tf32, cfg.cell)
     except (TypeError, ValueError) as e:   # "dtype: the cuda backend runs ..."
-        flag = f"--dtype {cfg.dtype}" if str(e).startswith("dtype") else "--tf32"
-        raise ConfigError(f"{flag}: {str(e).split(': ', 1)[1]}") from None
+        arg, why = str(e).split(": ", 1)
+        flag = {"dtype": f"--dtype {cfg.dtype}", "allow_tf32": "--tf32"}.get(arg)
+        raise ConfigError(f"{flag}: {why}" if flag else str(e)) from None  # gemm: as it is
     return task, backend
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpu_bptt import nvrtc, sass
+from gpu_bptt.backends.cuda import registry
 from gpu_bptt.backends.cuda.kernel_loader import (CUPY_ADDED_OPTIONS, OPTIONS, kernel_files,
                                              kernel_source, name_expressions)
 from tests.skips import NVRTC, skip
@@ -74,19 +75,44 @@ def kernel_version(name):
     return base.rsplit("_", 1)[1] if base.startswith(("elman_", "gru_", "lstm_")) else None
 
 
-def fma_product(r):
-    """Whether the kernel's product is a loop of FMAs: not v4 (cuBLAS does its product) nor a
-    tensor-core kernel (HMMA loops, tests/cuda/test_persistent_tc_sass.py), nor column_sum."""
-    return kernel_version(r["name"]) not in (None, "v4") and not r["sass"].count("HMMA")
+#: a tensor-core kernel's T -> the HMMA its product must compile to (registry.TC_CTYPES)
+HMMA = {"__nv_bfloat16": "HMMA.16816.F32.BF16", "__half": "HMMA.16816.F32",
+        "float": "HMMA.1688.F32.TF32"}
+
+
+def tensor_core(name):
+    """Whether `name` is a tensor-core kernel (registry.TC_STEP's versions)."""
+    return kernel_version(name) in registry.TC_STEP
 
 
 def test_products_are_fma_loops(resources):
-    # Every other step, persistent and gemm kernel must keep its product as a loop of FMAs, not
-    # unrolled away or gone.
+    # v4 runs only the epilogue (cuBLAS does its product); every other step, persistent and gemm
+    # kernel must keep its product as a loop of FMAs, not unrolled away or gone (the
+    # tensor-core kernels' is a loop of HMMA: test_tensor_core_products_are_hmma_loops).
     bad = [f"{r['name']} ({r['arch']}): loops (FMA/instructions) "
            f"{[(lp.fmas, lp.instructions) for lp in r['sass'].loops]}"
-           for r in resources if fma_product(r) and not any(lp.fmas for lp in r["sass"].loops)]
+           for r in resources if kernel_version(r["name"]) not in (None, "v4")
+           and not tensor_core(r["name"]) and not r["sass"].count("HMMA")
+           and not any(lp.fmas for lp in r["sass"].loops)]
     assert not bad, "kernels without an inner loop of FMAs:\n" + "\n".join(bad)
+
+
+def test_tensor_core_products_are_hmma_loops(resources):
+    """Each tensor-core kernel's product is a loop of HMMA of its type (and only that type) fed
+    by LDSM (ldmatrix), at most 0.75 LDSM per HMMA for bf16/f16 (an x4 for A, an x4.trans for
+    two column tiles of B per k-step of 4 HMMA: tc_tile.cuh; fewer where gates share A's), with
+    no local memory anywhere."""
+    tc = [r for r in resources if tensor_core(r["name"])]
+    assert {r["file"] for r in tc} == {f.file for f in registry.TC_FAMILIES}
+    for r in tc:
+        want = HMMA[r["name"].split("<")[1].rstrip(">")]
+        k, loop = r["sass"], r["sass"].mma_loop
+        where = f"{r['name']} ({r['arch']})"
+        assert {op for op in k.opcodes if op.startswith("HMMA")} == {want}, where
+        assert loop is not None and loop.count("HMMA") >= 8 and loop.count("LDSM"), where
+        if want != HMMA["float"]:
+            assert 4 * loop.count("LDSM") <= 3 * loop.count("HMMA"), (where, loop.opcodes)
+        assert k.count("LDL") == 0 and k.count("STL") == 0, where
 
 
 def test_main_loop_fma_share(resources):
@@ -140,6 +166,26 @@ def resource_table(rows) -> str:
         k, main = r["sass"], r["sass"].main_loop
         loop = f"{main.fmas}/{main.instructions}" if main else "none"
         lines.append(f"| `{r['name']}` | {r['arch']} | {k.instructions} | {k.fmas} | {loop} |")
+    lines += [
+        "",
+        "## Tensor-core kernels",
+        "",
+        "The product loop of each tensor-core kernel (the innermost loop with the most HMMA): its",
+        "instructions, HMMA (tensor-core multiply-adds), LDSM (ldmatrix loads) and FFMA among",
+        "them, the HMMA share of the loop and LDSM per HMMA. The rest of the loop stages the next",
+        "chunk of both operands into shared memory (16-bit rows by 16-byte loads where they allow,",
+        "else and for TF32 element by element).",
+        "",
+        "| kernel | arch | loop instructions | HMMA | LDSM | FFMA | HMMA share | LDSM per HMMA |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        loop = r["sass"].mma_loop if tensor_core(r["name"]) else None
+        if loop is None:
+            continue
+        n, m = loop.count("HMMA"), loop.count("LDSM")
+        lines.append(f"| `{r['name']}` | {r['arch']} | {loop.instructions} | {n} | {m} | "
+                     f"{loop.count('FFMA')} | {n / loop.instructions:.1%} | {m / n:.2f} |")
     return "\n".join(lines) + "\n"
 
 

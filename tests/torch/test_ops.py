@@ -93,9 +93,14 @@ def test_bf16_autocast_of_the_custom_op_computes_in_float32(monkeypatch):
     assert_close("output", out.detach(), ref.detach(), dtype=None)
 
 
-def test_half_types_outside_autocast_are_refused_where_the_backend_lacks_them():
+def test_half_types_outside_autocast_are_refused_where_the_backend_lacks_them(monkeypatch):
     p = problem(grad=False)
-    with pytest.raises(TypeError, match="emulator backend runs float32 and float64.*autocast"):
+    from gpu_bptt.backends.emulator import EmulatorBackend
+
+    # a backend declaring no 16-bit Elman kernels (the emulator has them: tc1)
+    monkeypatch.setattr(EmulatorBackend, "cell_dtypes", lambda self, cell: ("float32", "float64"))
+    with pytest.raises(TypeError, match="emulator backend runs float32 and float64 for the elman "
+                                        "cell.*autocast"):
         gt.elman(p["x"].bfloat16(), p["W"].bfloat16(), p["V"].bfloat16(), backend="emulator")
 
 

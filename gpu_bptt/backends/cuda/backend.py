@@ -36,6 +36,7 @@ import sys
 
 import numpy as np
 
+from ...precision import is_half
 from ..base import Backend, check_seq, first_step_rows
 from ..notices import warn_once
 from ..plan import PairPlan, check_directions
@@ -175,8 +176,10 @@ def _option(value, env, choices, name):
 class CudaBackend(Backend):
     name = "cuda"
     algos = ("auto", "step", "persistent")
-    dtypes = ("float32", "float64")  # no 16-bit kernels yet: check_mode refuses the others
-    tf32 = False
+    #: float32/float64 everywhere; the tensor-core modes where a cell has their kernels
+    #: (registry.TC_CELLS; resolve_algo refuses the other cells, naming them)
+    dtypes = ("float32", "float64", "bfloat16", "float16")
+    tf32 = True
     streams = IN_ORDER  # the side stream of a bidirectional layer (CuPy's: __init__)
 
     def __init__(self, gemm=None, step=None, persist=None):
@@ -243,16 +246,19 @@ class CudaBackend(Backend):
         run the same plan. "auto" falling back to the step kernels warns with the reason, once
         per cause (attributed to the cell's forward's caller)."""
         self.check_algo(algo)
-        self.check_mode(dtype, tf32)  # refuses tf32: the plans below are float32/float64 ones
+        self.check_mode(dtype, tf32, cell)
+        tensor_cores = registry.tc_ctype(dtype, tf32) is not None
         if P and not registry.cell(cell).proj_param:  # ValueError naming `cell` if unknown
             raise ValueError(f"P: a projection (proj_size) is an LSTM's; got P={P} for the "
                              f"{cell} cell")
         reverse = bool(reverse)
         key = (self.loader.device(), algo, B, H, np.dtype(dtype).name, reverse, self.step,
-               self.persist, cell, P)
+               self.persist, cell, P, bool(tf32))
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._make_plan(algo, B, H, dtype, reverse, cell, P)
+            plan = rules.tc_plan(algo, B, H, dtype, step=self.step, tf32=tf32, reverse=reverse,
+                                 cell=cell, P=P) if tensor_cores else \
+                self._make_plan(algo, B, H, dtype, reverse, cell, P)
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
@@ -261,6 +267,35 @@ class CudaBackend(Backend):
         if plan.fallback:
             warn_once(f"algo='auto' runs the step kernels: {plan.fallback}", stacklevel=3)
         return plan
+
+    def cell_dtypes(self, cell):
+        registry.cell(cell)  # ValueError naming `cell` if unknown
+        if cell in registry.TC_CELLS:
+            return self.dtypes
+        return tuple(d for d in self.dtypes if registry.tc_ctype(d) is None)
+
+    def check_mode(self, dtype, tf32=False, cell=None):
+        super().check_mode(dtype, tf32)
+        if cell is not None and registry.tc_ctype(dtype, tf32) is not None:
+            self._check_tc_mode(dtype, tf32, cell)
+
+    def _check_tc_mode(self, dtype, tf32, cell):
+        """Refuse a tensor-core mode (rules.mode_name) the cell has no kernels for, or the own
+        GEMM (kernels/gemm.cu computes in float32/float64): TypeError naming dtype for a 16-bit
+        one, ValueError naming allow_tf32 or gemm otherwise."""
+        mode = rules.mode_name(dtype, tf32)
+        if cell not in registry.TC_CELLS:
+            registry.cell(cell)  # ValueError naming `cell` if unknown
+            cells = ", ".join(registry.TC_CELLS)
+            why = (f"the {self.name} backend has no {cell} kernels for {mode} yet (its "
+                   f"tensor-core kernels serve {cells}); the numpy backend runs every cell in "
+                   "every mode")
+            if tf32:
+                raise ValueError(f"allow_tf32: {why}")
+            raise TypeError(f"dtype: {why}")
+        if self.gemm == "own":
+            raise ValueError(f"gemm: the own GEMM kernel (kernels/gemm.cu) runs float32 and "
+                             f"float64 products; {mode} takes gemm='cublas'")
 
     def _make_plan(self, algo, B, H, dtype, reverse=False, cell="elman", P=0):
         """Gather the device's facts (only those the choice depends on), then plan."""
@@ -336,22 +371,35 @@ class CudaBackend(Backend):
         return self.xp.ascontiguousarray(lengths, dtype=np.int32)
 
     # -- products outside the time loop ------------------------------------------------------------
-    def input_projection(self, x, W, b, tf32=False):  # tf32: never set (check_mode)
+    def product(self, a, b, tf32=False):
+        """Backend.product; on CuPy, a tensor-core mode's product (16-bit operands upcast, or
+        TF32-rounded float32 ones: TF32 values either way, exactly) runs in cuBLAS's TF32 compute
+        type, which is exact on them: products exact, sums in float32 (_tf32_compute). The
+        emulator's is NumPy's BLAS on the same operands, the numpy reference's own product."""
+        if self.xp is np or not (tf32 or is_half(a.dtype)):
+            return super().product(a, b, tf32)
+        with _tf32_compute(self.xp):
+            return super().product(a, b, tf32)
+
+    def input_projection(self, x, W, b, tf32=False):
         if self.gemm == "cublas":
-            return super().input_projection(x, W, b)
+            return super().input_projection(x, W, b, tf32)
         T, B, I = x.shape
         p = self.kernels.gemm(x.reshape(T * B, I), W, bias=b)
         return p.reshape(T, B, W.shape[1])
 
     def gradients(self, x, W, V, h0, h, du, need_db: bool, need_dx: bool = True, *,
-                  lengths=None, reverse=False, tf32=False):  # tf32: never set (check_mode)
+                  lengths=None, reverse=False, tf32=False):
         T, B, I = x.shape
         N, Hs = du.shape[2], h.shape[2]  # G·H gate columns; the fed-back state's size
         du2 = du.reshape(T * B, N)
+        if is_half(du.dtype):  # summed in float32, rounded once (base.column_sum)
+            return super().gradients(x, W, V, h0, h, du, need_db, need_dx, lengths=lengths,
+                                     reverse=reverse, tf32=tf32)
         db = self.kernels.column_sum(du2) if need_db else None
         if self.gemm == "cublas":
             dx, dW, dV, _, dh0 = super().gradients(x, W, V, h0, h, du, False, need_dx,
-                                                   lengths=lengths, reverse=reverse)
+                                                   lengths=lengths, reverse=reverse, tf32=tf32)
             return dx, dW, dV, db, dh0
         k = self.kernels
         dW = k.gemm(x.reshape(T * B, I), du2, trans_a=True)
@@ -380,6 +428,9 @@ class CudaBackend(Backend):
     def _fwd_stepper(self, p, V, h0, activation, lens, plan):
         """The forward's step launcher (s -> step s), writing h over p."""
         plan.check_problem(p.shape[1], p.shape[2], p.dtype.name)
+        if plan.version in registry.TC_STEP:
+            return self.kernels.tc_fwd_stepper(p, h0, V, lens, activation, plan.version,
+                                               flip=plan.reverse)
         return self.kernels.fwd_stepper(p, h0, V, lens, activation, plan.version,
                                         flip=plan.reverse)
 
@@ -404,6 +455,9 @@ class CudaBackend(Backend):
         """The backward's step launcher (s -> step s, called from T-1 down), writing du."""
         plan.check_problem(h.shape[1], h.shape[2], h.dtype.name)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+        if plan.version in registry.TC_STEP:
+            return self.kernels.tc_bwd_stepper(du, dh, dh_last, h, VT, lens, activation,
+                                               plan.version, flip=plan.reverse)
         return self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version,
                                         flip=plan.reverse)
 
@@ -597,8 +651,12 @@ class CudaBackend(Backend):
             check()
             return h, gates
         plan.check_problem(B, H, p.dtype.name, cell="gru")
-        step = self.kernels.gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
-                                            flip=plan.reverse)
+        if plan.version in registry.TC_STEP:
+            step = self.kernels.tc_gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
+                                                   flip=plan.reverse)
+        else:
+            step = self.kernels.gru_fwd_stepper(h, gates, p, h0, V, b_h, lens, plan.version,
+                                                flip=plan.reverse)
         yield
         for s in range(T):
             step(s)
@@ -628,19 +686,26 @@ class CudaBackend(Backend):
         else:
             plan.check_problem(B, H, h.dtype.name, cell="gru")
             VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-            step = self.kernels.gru_bwd_stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens,
-                                                plan.version, flip=plan.reverse)
+            stepper = self.kernels.tc_gru_bwd_stepper if plan.version in registry.TC_STEP \
+                else self.kernels.gru_bwd_stepper
+            step = stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens, plan.version,
+                           flip=plan.reverse)
             yield
             for s in range(T - 1, -1, -1):
                 step(s)
                 yield
         # the gradient on h0: the product of the first step's dgh and the z path left in zd
         first = xp.ascontiguousarray(first_step_rows(xp, dg, lens, plan.reverse))
-        if self.gemm == "own":
+        if is_half(h.dtype) or plan.tf32:  # in float32, rounded once (the reference's carry)
+            dh0 = self.product(first, V.T, plan.tf32)
+            dh0 += zd.astype(dh0.dtype, copy=False)
+            dh0 = dh0.astype(h.dtype, copy=False)
+        elif self.gemm == "own":
             dh0 = self.kernels.gemm(first, V, trans_b=True)
+            dh0 += zd
         else:
             dh0 = xp.matmul(first, V.T)
-        dh0 += zd
+            dh0 += zd
         dg[:, :, 2 * H:] = gn  # dgh's n block is gn·r; the gradient on p's is gn
         return dg, dh0
 
@@ -667,6 +732,23 @@ class CudaBackend(Backend):
                             except StopIteration as done:
                                 results[i], runs[i] = done.value, None
         return tuple(results)
+
+
+@contextlib.contextmanager
+def _tf32_compute(cupy):
+    """cuBLAS's float32 products in the TF32 compute type (CUBLAS_COMPUTE_32F_FAST_TF32) while
+    inside: CuPy's compute type per dtype (cupy._core.set_compute_type, COMPUTE_TYPE_TF32 of
+    cupy._core._routines_linalg), restored after. It is process-wide: a product another thread
+    runs meanwhile takes it too."""
+    from cupy._core import _routines_linalg as linalg
+
+    core = cupy._core
+    before = core.get_compute_type(np.float32)
+    core.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32)
+    try:
+        yield
+    finally:
+        core.set_compute_type(np.float32, before)
 
 
 def _drain(run):

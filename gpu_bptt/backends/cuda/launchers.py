@@ -190,6 +190,61 @@ class Launchers(LstmLaunchers):
         tail = (_i32(flip), _i32(T), _i32(B), _i32(H), act)
         return lambda s: fn(grid, block, operands + (_i32(s),) + tail)
 
+    # -- the tensor-core step kernels (kernels/elman_{fwd,bwd}_step_tc.cu; registry.TC_STEP) --------
+    def _tc_function(self, family, version, dtype):
+        """The tensor-core kernel of `family` for arrays of `dtype`: bfloat16 and float16 as
+        stored, float32 with TF32 operands (these launchers are only for those modes)."""
+        ctype = registry.tc_ctype(dtype, tf32=True)
+        if ctype is None:
+            raise TypeError(f"dtype: the tensor-core kernels take bfloat16, float16 or float32 "
+                            f"(TF32), got {np.dtype(dtype)}")
+        return self.loader.function(family.file, family.expression(version, ctype))
+
+    def tc_fwd_stepper(self, h, h0, V, lengths, activation, version="tc1", *, flip=False):
+        """fwd_stepper's twin on the tensor cores: a function of s launching forward step s in
+        the array's precision mode (bfloat16, float16: products of the stored values; float32:
+        TF32 operands), h[t] rounded once on store. Arguments as fwd_stepper's."""
+        T, B, H = h.shape
+        head = self.fwd_operands(h, h0, V, lengths)
+        grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
+        fn = self._tc_function(registry.TC_STEP_FWD, version, h.dtype)
+        tail = (_i32(flip), _i32(B), _i32(H), _i32(activations.ACTIVATION_CODES[activation]))
+        return lambda s: fn(grid, block, head + (_i32(s),) + tail)
+
+    def tc_bwd_stepper(self, du, dh, dh_last, h, VT, lengths, activation, version="tc1", *,
+                       flip=False):
+        """bwd_stepper's twin on the tensor cores (see tc_fwd_stepper): du[t] rounded once on
+        store. Arguments as bwd_stepper's; s from T-1 down."""
+        T, B, H = du.shape
+        operands = self.bwd_operands(du, dh, dh_last, h, VT, "VT", lengths)
+        grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
+        fn = self._tc_function(registry.TC_STEP_BWD, version, du.dtype)
+        tail = (_i32(flip), _i32(T), _i32(B), _i32(H),
+                _i32(activations.ACTIVATION_CODES[activation]))
+        return lambda s: fn(grid, block, operands + (_i32(s),) + tail)
+
+    def tc_gru_fwd_stepper(self, h, gates, p, h0, V, b_h, lengths, version="tc1", *, flip=False):
+        """gru_fwd_stepper's twin on the tensor cores (kernels/gru_fwd_step_tc.cu), as
+        tc_fwd_stepper: h[t] and gates[t] rounded once on store. Arguments as gru_fwd_stepper's."""
+        T, B, H = h.shape
+        ops = self.gru_fwd_operands(h, gates, p, h0, V, b_h, lengths)
+        grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
+        fn = self._tc_function(registry.TC_GRU_STEP_FWD, version, h.dtype)
+        tail = (_i32(flip), _i32(B), _i32(H))
+        return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
+
+    def tc_gru_bwd_stepper(self, dg, gn, zd, dh, dh_last, h, h0, gates, VT, lengths,
+                           version="tc1", *, flip=False):
+        """gru_bwd_stepper's twin on the tensor cores (kernels/gru_bwd_step_tc.cu): each stored
+        value rounded once. Arguments as gru_bwd_stepper's; s from T-1 down."""
+        T, B, H = h.shape
+        ops = self.gru_bwd_operands(dg, gn, zd, dh, dh_last, h, h0, gates, VT, (3 * H, H), "VT",
+                                    lengths)
+        grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
+        fn = self._tc_function(registry.TC_GRU_STEP_BWD, version, h.dtype)
+        tail = (_i32(flip), _i32(T), _i32(B), _i32(H))
+        return lambda s: fn(grid, block, ops + (_i32(s),) + tail)
+
     def gemm(self, a, b, *, trans_a=False, trans_b=False, bias=None, out=None, accumulate=False):
         """out = op(a) @ op(b) [+ bias] [+ out], with op = transpose where asked (not both).
         a, b: 2-D contiguous; bias (N,) or None; out (M, N) or None (allocated; accumulate needs

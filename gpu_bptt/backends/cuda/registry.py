@@ -100,7 +100,7 @@ class Family:
     cooperative: bool = False
     constants: dict = field(default_factory=dict)  # {name: value} shared with the .cu side
     paired: bool = False  # also `<stem>_pair_<version>`: both directions of a layer in one launch
-    ctypes: tuple = ()  # the element types (C names) where not CTYPES' (the 16-bit kernels)
+    types: tuple = ()  # the C types T it is built for; () for CTYPES' (float, double)
 
     def entry(self, version: str, pair: bool = False) -> str:
         if version not in self.versions:
@@ -121,8 +121,7 @@ class Family:
     def name_expressions(self) -> tuple:
         return tuple(self.expression(v, dt, *p, pair=pair)
                      for pair in (False, True)[:1 + self.paired]
-                     for v in self.versions for dt in (self.ctypes or CTYPES)
-                     for p in self.params)
+                     for v in self.versions for dt in self.types or CTYPES for p in self.params)
 
 
 def ctype(dtype) -> str:
@@ -174,17 +173,17 @@ PERSIST_BWD = Family("elman_persistent_bwd.cu", "elman_persistent_bwd", PERSIST,
 
 # -- the persistent kernels on the tensor cores (persistent_tc.cuh): 16-bit storage on m16n8k16,
 # float32 in TF32 mode on m16n8k8
-#: the element types of the tensor-core kernels (C names), by storage dtype name (float32: TF32)
+#: a tensor-core mode's storage dtype -> the kernels' T (C names; float32 only with TF32)
 TC_CTYPES = {"bfloat16": "__nv_bfloat16", "float16": "__half", "float32": "float"}
 PERSIST_TC_CONSTANTS = {**PERSIST_CONSTANTS, "PTC_BATCH": 16, "PTC_KSTEP": 32, "PTC_PAD": 16,
                         "PTC_RED": _P["PERSIST_WARPS"] * 16 * 8}
 PERSIST_TC = {"v1": Version(_PERSIST_LAUNCH, bounds=(_P["PERSIST_THREADS"], 1))}
 PERSIST_TC_FWD = Family("elman_persistent_tc_fwd.cu", "elman_persistent_tc_fwd", PERSIST_TC,
                         cooperative=True, constants=PERSIST_TC_CONSTANTS,
-                        ctypes=tuple(TC_CTYPES.values()))
+                        types=tuple(TC_CTYPES.values()))
 PERSIST_TC_BWD = Family("elman_persistent_tc_bwd.cu", "elman_persistent_tc_bwd", PERSIST_TC,
                         cooperative=True, constants=PERSIST_TC_CONSTANTS,
-                        ctypes=tuple(TC_CTYPES.values()))
+                        types=tuple(TC_CTYPES.values()))
 
 # -- products outside the time loop and the bias gradient -----------------------------------------
 GEMM_TILE = Tiled(rows=64, cols=64, per_thread=(4, 4), depth=16, rows_on_x=True)
@@ -238,6 +237,36 @@ LSTM_PERSIST_BWD = Family("lstm_persistent_bwd.cu", "lstm_persistent_bwd", PERSI
                           constants=PERSIST_CONSTANTS)
 
 
+# -- the tensor-core step kernels: the precision modes bfloat16, float16 and TF32 (float32) -------
+# (docs/architecture.md §1, precision modes; kernels/tc_step.cuh). One version, tc1, for every
+# mode: its own kernel files, T the storage C type (float: TF32 operands).
+TC_CONSTANTS = {"TC_BM": 32, "TC_BN": 64, "TC_BK": 32, "TC_NT": 4, "TC_WARPS": 4}
+#: a 32 x 64 output tile per block, a warp (block.y) per 16 x 32 quarter
+TC_TILE = Tiled(rows=TC_CONSTANTS["TC_BM"], cols=TC_CONSTANTS["TC_BN"], per_thread=(8, 2),
+                depth=TC_CONSTANTS["TC_BK"])
+TC_STEP = {"tc1": Version(TC_TILE, bounds=(32 * TC_CONSTANTS["TC_WARPS"], None))}
+TC_STEP_FWD = Family("elman_fwd_step_tc.cu", "elman_fwd_step", TC_STEP, constants=TC_CONSTANTS,
+                     types=tuple(TC_CTYPES.values()))
+TC_STEP_BWD = Family("elman_bwd_step_tc.cu", "elman_bwd_step", TC_STEP, constants=TC_CONSTANTS,
+                     types=tuple(TC_CTYPES.values()))
+TC_GRU_STEP_FWD = Family("gru_fwd_step_tc.cu", "gru_fwd_step", TC_STEP, constants=TC_CONSTANTS,
+                         types=tuple(TC_CTYPES.values()))
+TC_GRU_STEP_BWD = Family("gru_bwd_step_tc.cu", "gru_bwd_step", TC_STEP, constants=TC_CONSTANTS,
+                         types=tuple(TC_CTYPES.values()))
+#: cell -> (forward, backward) tensor-core step families; a cell not here refuses those modes
+TC_CELLS = {"elman": (TC_STEP_FWD, TC_STEP_BWD), "gru": (TC_GRU_STEP_FWD, TC_GRU_STEP_BWD)}
+TC_FAMILIES = (TC_STEP_FWD, TC_STEP_BWD, TC_GRU_STEP_FWD, TC_GRU_STEP_BWD)
+
+
+def tc_ctype(dtype, tf32=False):
+    """The tensor-core kernels' T for a mode (storage dtype name, tf32), or None where the mode
+    is a plain float32/float64 one."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name == "float32":
+        return TC_CTYPES[name] if tf32 else None
+    return TC_CTYPES.get(name)
+
+
 @dataclass(frozen=True)
 class Cell:
     """A recurrent cell's kernels: its G gates, step versions (shared by forward and backward)
@@ -270,7 +299,7 @@ def cell(name: str) -> Cell:
 
 FAMILIES = (STEP_FWD, STEP_BWD, PERSIST_FWD, PERSIST_BWD, GEMM, COLUMN_SUM,
             LSTM_STEP_FWD, LSTM_STEP_BWD, LSTM_PERSIST_FWD, LSTM_PERSIST_BWD) + GRU_FAMILIES \
-    + (PERSIST_TC_FWD, PERSIST_TC_BWD)
+    + TC_FAMILIES + (PERSIST_TC_FWD, PERSIST_TC_BWD)
 BY_FILE = {f.file: f for f in FAMILIES}
 #: CUDA's limit on grid.y and grid.z (grid.x: 2^31 - 1)
 MAX_GRID_Y = 65535

@@ -91,3 +91,30 @@ def _step_plan(B, H, dtype, step, limits, why, fallback=None, reverse=False, cel
                       block=block, product=table[version].product,
                       reason=f"{why}; {version}: {because}", fallback=fallback, reverse=reverse,
                       cell=cell, P=P)
+
+
+# -- the precision modes on the tensor cores (docs/architecture.md §1, precision modes) -----------
+def mode_name(dtype, tf32=False) -> str:
+    """A precision mode in words: "bfloat16", "float16", "float32 with TF32"."""
+    return np.dtype(dtype).name + " with TF32" * bool(tf32)
+
+
+def tc_plan(algo, B, H, dtype, *, step, tf32=False, reverse=False, cell="elman",
+            P=0) -> LaunchPlan:
+    """The plan of a tensor-core mode (a 16-bit dtype, or float32 with tf32): the step kernels'
+    tc1 (registry.TC_STEP), the one version built for these modes; "auto" takes it at any batch
+    size. ValueError naming the option where the request asks for kernels these modes lack: the
+    persistent algorithm, or a float step version (step= other than "auto")."""
+    mode = mode_name(dtype, tf32)
+    if algo == "persistent":
+        raise ValueError(f"algo: the persistent kernels run float32 and float64 only; {mode} "
+                         "runs algo='step' (or 'auto')")
+    if step != "auto":
+        raise ValueError(f"step: {step} runs float32 and float64; {mode} runs the tensor-core "
+                         f"step kernels ({', '.join(registry.TC_STEP)}; step='auto')")
+    version = next(iter(registry.TC_STEP))
+    grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
+    why = "algo='step' asked for" if algo == "step" else "algo='auto' runs the step kernels"
+    return LaunchPlan("step", B, H, np.dtype(dtype).name, version=version, grid=grid,
+                      block=block, reason=f"{why}; {version}: the tensor-core step kernels of "
+                      f"{mode}", reverse=reverse, cell=cell, P=P, tf32=bool(tf32))
