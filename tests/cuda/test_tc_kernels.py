@@ -145,9 +145,10 @@ def _col_norm(M):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("reverse, lengths", [(False, True), (True, True), (True, False)])
-def test_whole_runs_against_the_numpy_reference(executor, backend, mode, reverse, lengths):
-    """elman_forward and elman_backward over T steps on the kernels and on the numpy reference,
-    from the same inputs.
+@pytest.mark.parametrize("algo", ["step", "persistent"])
+def test_whole_runs_against_the_numpy_reference(executor, backend, mode, reverse, lengths, algo):
+    """elman_forward and elman_backward over T steps on the kernels (the step kernels' tc1, or
+    the tensor-core persistent kernels) and on the numpy reference, from the same inputs.
 
     The two runs differ in each product's order of summation only, so their distance grows by
     the recurrence: with e_t the largest |h_t - h'_t| and ρ = max_j Σ_k |V[k, j]| (the largest
@@ -175,9 +176,10 @@ def test_whole_runs_against_the_numpy_reference(executor, backend, mode, reverse
     lens = np.array([T, 1, T - 2, 3, T]) if lengths else None
     kw = dict(lengths=lens, reverse=reverse, allow_tf32=tf32)
     args = [a.astype(S) for a in (x, W, V, b, h0)]
-    out = gpu_bptt.elman_forward(*args, backend=backend, **kw)
+    out = gpu_bptt.elman_forward(*args, backend=backend, algo=algo, **kw)
     ref = gpu_bptt.elman_forward(*args, backend="numpy", **kw)
-    assert out.cache.plan.label == "step tc1" and out.cache.plan.tf32 == tf32
+    assert out.cache.plan.label == {"step": "step tc1", "persistent": "persistent v1"}[algo]
+    assert out.cache.plan.tf32 == tf32
     assert to_host(out.h).dtype == S
     K, rho = H, _col_norm(V) * (1 + 2.0 ** -10 * tf32)
     delta = 2 * 2 * K * 2.0 ** -24 * rho + 2 * U[S] + 2 * ELEM
@@ -246,12 +248,10 @@ def test_a_cell_without_tensor_core_kernels_refuses_the_mode(cell, mode):
                                   rf"{mode.replace('tf32', 'float32 with TF32')} yet"):
         fwd(x, W, V, backend=bk, allow_tf32=tf32)
     out = gpu_bptt.elman_forward(*_elman_args(S), backend=bk, allow_tf32=tf32)
-    assert out.cache.plan.version == "tc1"
+    assert out.cache.plan.label == "persistent v1"  # "auto" at B=2: the tensor-core kernels
 
 
 @pytest.mark.parametrize("options, kw, match", [
-    ({}, {"algo": "persistent"}, r"^algo: the persistent kernels run float32 and float64 only; "
-                                 r"bfloat16 runs algo='step'"),
     ({"step": "v2"}, {}, r"^step: v2 runs float32 and float64; bfloat16 runs the tensor-core "
                          r"step kernels \(tc1; step='auto'\)"),
     ({"gemm": "own"}, {}, r"^gemm: the own GEMM kernel \(kernels/gemm.cu\) runs float32 and "
@@ -264,16 +264,19 @@ def test_options_the_modes_lack_are_refused_by_name(options, kw, match):
         gpu_bptt.elman_forward(*_elman_args(BF16), backend=EmulatorBackend(**options), **kw)
 
 
-def test_auto_runs_the_tensor_core_kernels_at_any_batch():
-    """"auto" at a batch where float32 would take the persistent kernels runs tc1 (the
-    persistent kernels have no 16-bit version yet), without a warning; TF32 too."""
+def test_auto_runs_the_tensor_core_step_kernels_above_the_persistent_batch_limit():
+    """"auto" above the batch size where float32 would take the persistent kernels runs tc1,
+    without a warning; TF32 too (below it, the tensor-core persistent kernels:
+    tests/persistent/test_persistent_tc_backend.py)."""
     import warnings
+
+    from gpu_bptt.backends.cuda.persistent import AUTO_MAX_BATCH
 
     bk = get_backend("emulator")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for S, tf32 in MODES.values():
-            plan = bk.resolve_algo("auto", 3, 2, 5, S, tf32=tf32)
+            plan = bk.resolve_algo("auto", 3, AUTO_MAX_BATCH + 1, 5, S, tf32=tf32)
             assert (plan.label, plan.tf32, plan.block) == ("step tc1", tf32, (32, 4, 1))
             assert "tensor-core step kernels" in plan.reason
     assert bk.resolve_algo("auto", 3, 2, 5, F32).label.startswith("persistent")

@@ -256,9 +256,8 @@ class CudaBackend(Backend):
                self.persist, cell, P, bool(tf32))
         plan = self._plans.get(key)
         if plan is None:
-            plan = rules.tc_plan(algo, B, H, dtype, step=self.step, tf32=tf32, reverse=reverse,
-                                 cell=cell, P=P) if tensor_cores else \
-                self._make_plan(algo, B, H, dtype, reverse, cell, P)
+            plan = self._make_tc_plan(algo, B, H, dtype, tf32, reverse, cell, P) \
+                if tensor_cores else self._make_plan(algo, B, H, dtype, reverse, cell, P)
             if len(self._plans) >= self.MAX_PLANS:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
@@ -306,6 +305,16 @@ class CudaBackend(Backend):
                                  step=self.step, persist=self.persist, reverse=reverse,
                                  cell=cell, P=P)
 
+    def _make_tc_plan(self, algo, B, H, dtype, tf32, reverse, cell, P):
+        """_make_plan for a tensor-core mode: the facts of the tensor-core persistent kernels
+        where the choice depends on them (rules.tc_plan)."""
+        limits, kernels = None, ()
+        if cell in persistent.TC_CELLS and rules.considers_persistent(algo, B):
+            limits = self.persistent_limits()
+            kernels = self._tc_persistent_kernels(limits, B, H, dtype, tf32)
+        return rules.tc_plan(algo, B, H, dtype, step=self.step, tf32=tf32, reverse=reverse,
+                             cell=cell, P=P, limits=limits, kernels=kernels)
+
     def _persistent_kernels(self, limits, B, H, dtype, cell="elman", P=0) -> tuple:
         """persistent.KernelFacts of the cell's persistent kernels, in launch order, for (B, H):
         whether each builds here and how many of its blocks fit on a multiprocessor at the
@@ -317,11 +326,29 @@ class CudaBackend(Backend):
                                    proj=P).smem
         except ValueError:
             return ()
+        return self._kernel_facts(smem, [(f, f.expression(self.persist, dtype,
+                                                           *spec.persist_params(P)))
+                                         for f in (spec.persist_fwd, spec.persist_bwd)])
+
+    def _tc_persistent_kernels(self, limits, B, H, dtype, tf32) -> tuple:
+        """_persistent_kernels for the tensor-core persistent kernels (persistent.TC_FILES) of
+        the mode's element type, at tc_plan's shared memory."""
+        try:
+            smem = persistent.tc_plan(limits, B, H, np.dtype(dtype).name).smem
+        except ValueError:
+            return ()
+        ctype = registry.tc_ctype(dtype, tf32)
+        return self._kernel_facts(smem, [(f, f.expression(persistent.TC_VERSION, ctype))
+                                         for f in (registry.PERSIST_TC_FWD,
+                                                   registry.PERSIST_TC_BWD)])
+
+    def _kernel_facts(self, smem, instances) -> tuple:
+        """persistent.KernelFacts of each (family, name expression) of `instances`, in launch
+        order, at `smem` bytes of shared memory; stops at a build error."""
         facts = []
-        for family in (spec.persist_fwd, spec.persist_bwd):
+        for family, expression in instances:
             try:
-                fn = self.loader.function(family.file, family.expression(
-                    self.persist, dtype, *spec.persist_params(P)))
+                fn = self.loader.function(family.file, expression)
             except Exception as e:  # the compiler's error, whatever its class (CuPy's, NVRTC's)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 facts.append(persistent.KernelFacts(family.file,
@@ -419,7 +446,9 @@ class CudaBackend(Backend):
         T, B, H = p.shape
         lens = self._lengths(lengths, T, B)
         if plan.algo == "persistent":
-            return self.kernels.persistent_fwd(p, h0, V, lens, activation, plan)
+            run = self.kernels.persistent_tc_fwd if _on_tensor_cores(plan) else \
+                self.kernels.persistent_fwd
+            return run(p, h0, V, lens, activation, plan)
         step = self._fwd_stepper(p, V, h0, activation, lens, plan)
         for s in range(T):
             step(s)
@@ -445,7 +474,9 @@ class CudaBackend(Backend):
             return du[:T]
         du = self.xp.empty_like(h)  # every entry is written
         if plan.algo == "persistent":
-            return self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan)
+            run = self.kernels.persistent_tc_bwd if _on_tensor_cores(plan) else \
+                self.kernels.persistent_bwd
+            return run(du, dh, dh_last, h, V, lens, activation, plan)
         step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan)
         for s in range(T - 1, -1, -1):
             step(s)
@@ -479,6 +510,10 @@ class CudaBackend(Backend):
         if forward.algo != "persistent":
             return PairPlan(forward, reverse, "two streams", "the step kernels launch one step "
                             "at a time: each direction's go to a CUDA stream of its own")
+        if _on_tensor_cores(forward):
+            return PairPlan(forward, reverse, "two streams", "the tensor-core persistent kernels "
+                            "have no pair kernel: each direction's cooperative launch goes to a "
+                            "CUDA stream of its own")
         facts = []
         for family in (registry.PERSIST_FWD, registry.PERSIST_BWD):
             fn = self.loader.function(family.file, family.expression(
@@ -502,11 +537,12 @@ class CudaBackend(Backend):
         if pair.how == "one launch":
             return k.persistent_fwd_pair((pf, h0f, Vf), (pr, h0r, Vr), lens, activation, pair)
         if pair.forward.algo == "persistent":
+            queue = k.queue_persistent_tc_fwd if _on_tensor_cores(pair.forward) else \
+                k.queue_persistent_fwd
             with self.streams.fork() as side:
-                checks = [k.queue_persistent_fwd(pf, h0f, Vf, lens, activation, pair.forward)]
+                checks = [queue(pf, h0f, Vf, lens, activation, pair.forward)]
                 with side:
-                    checks.append(k.queue_persistent_fwd(pr, h0r, Vr, lens, activation,
-                                                         pair.reverse))
+                    checks.append(queue(pr, h0r, Vr, lens, activation, pair.reverse))
             for check in checks:  # the status reads wait: only once both launches are queued
                 check()
             return pf, pr
@@ -529,11 +565,12 @@ class CudaBackend(Backend):
                                          activation, pair)
         plans = (pair.forward, pair.reverse)
         if pair.forward.algo == "persistent":
+            queue = k.queue_persistent_tc_bwd if _on_tensor_cores(plans[0]) else \
+                k.queue_persistent_bwd
             with self.streams.fork() as side:
-                checks = [k.queue_persistent_bwd(dus[0], *fwd, lens, activation, plans[0])]
+                checks = [queue(dus[0], *fwd, lens, activation, plans[0])]
                 with side:
-                    checks.append(k.queue_persistent_bwd(dus[1], *rev, lens, activation,
-                                                         plans[1]))
+                    checks.append(queue(dus[1], *rev, lens, activation, plans[1]))
             for check in checks:  # the status reads wait: only once both launches are queued
                 check()
             return dus
@@ -749,6 +786,11 @@ def _tf32_compute(cupy):
         yield
     finally:
         core.set_compute_type(np.float32, before)
+
+
+def _on_tensor_cores(plan) -> bool:
+    """Whether `plan` runs a tensor-core mode's kernels (a 16-bit dtype, or float32 with TF32)."""
+    return registry.tc_ctype(plan.dtype, plan.tf32) is not None
 
 
 def _drain(run):

@@ -345,24 +345,32 @@ class Launchers(LstmLaunchers):
     def persistent_tc_fwd(self, h, h0, V, lengths, activation, plan):
         """persistent_fwd on the tensor cores: h (T, B, H) holds p on entry and h on exit (in the
         plan's storage dtype); h0 (B, H); V (H, H); lengths (B,) int32 in 1..T."""
+        self.queue_persistent_tc_fwd(h, h0, V, lengths, activation, plan)()
+        return h
+
+    def queue_persistent_tc_fwd(self, h, h0, V, lengths, activation, plan):
+        """persistent_tc_fwd's launch, queued; returns its check (see queue_persistent_fwd)."""
         T, B, H = h.shape
         _check_persistent(plan, B, H, h.dtype)
         operands = self.fwd_operands(h, h0, V, lengths)
-        self._cooperative(registry.PERSIST_TC_FWD, plan, self._tc_ctype(plan), operands + (
+        return self._cooperative(registry.PERSIST_TC_FWD, plan, self._tc_ctype(plan), operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))()
-        return h
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
 
     def persistent_tc_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
         """persistent_bwd on the tensor cores: du (T, B, H) written in full, in the plan's storage
         dtype; dh, dh_last or None; h the forward outputs; V (H, H) not transposed."""
+        self.queue_persistent_tc_bwd(du, dh, dh_last, h, V, lengths, activation, plan)()
+        return du
+
+    def queue_persistent_tc_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
+        """persistent_tc_bwd's launch, queued; returns its check (see queue_persistent_fwd)."""
         T, B, H = du.shape
         _check_persistent(plan, B, H, du.dtype)
         operands = self.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
-        self._cooperative(registry.PERSIST_TC_BWD, plan, self._tc_ctype(plan), operands + (
+        return self._cooperative(registry.PERSIST_TC_BWD, plan, self._tc_ctype(plan), operands + (
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))()
-        return du
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
 
     @staticmethod
     def _tc_ctype(plan):

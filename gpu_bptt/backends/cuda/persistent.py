@@ -181,6 +181,13 @@ def check(limits: DeviceLimits, B, H, dtype, version, kernels, *, gates=1, files
     from `kernels` (KernelFacts; after a build error, the later files' may be missing);
     ValueError naming the limit otherwise."""
     geo = plan(limits, B, H, dtype, version, gates=gates, proj=proj)
+    _check_kernels(limits, geo, version, kernels, files)
+    return geo
+
+
+def _check_kernels(limits: DeviceLimits, geo: Geometry, version, kernels, files):
+    """ValueError naming the limit unless each kernel of `files` builds and its grid of geo.grid
+    blocks can be co-resident (from `kernels`, KernelFacts at geo.smem)."""
     facts = {k.file: k for k in kernels}
     for file in files:
         if file not in facts:  # the caller's omission, not a limit: never an "auto" fallback
@@ -203,7 +210,6 @@ def check(limits: DeviceLimits, B, H, dtype, version, kernels, *, gates=1, files
                 f"co-resident ({registry.family(k.file).entry(version)} fits {k.blocks_per_sm} "
                 f"block(s) of {THREADS} threads with {geo.smem} bytes of shared memory per "
                 f"multiprocessor, on {limits.multiprocessors} multiprocessors)")
-    return geo
 
 
 def pair_unfit(limits: DeviceLimits, grid, version, kernels):
@@ -272,6 +278,7 @@ TC_CONSTANTS = registry.PERSIST_TC_CONSTANTS
 TC_BATCH_CHUNK = TC_CONSTANTS["PTC_BATCH"]
 TC_FILES = (registry.PERSIST_TC_FWD.file, registry.PERSIST_TC_BWD.file)  # in launch order
 TC_VERSION = "v1"
+TC_CELLS = ("elman",)  # the cells with tensor-core persistent kernels
 #: bytes per element by the storage dtype's name (float32: the TF32 kernels)
 TC_ITEMSIZE = {"bfloat16": 2, "float16": 2, "float32": 4}
 
@@ -321,3 +328,12 @@ def tc_max_hidden(limits: DeviceLimits, B, dtype) -> int:
     """The largest H the tensor-core kernels take on this device at batch B in `dtype`."""
     return _last_fitting(lambda H: tc_smem_bytes(B, H, cdiv(H, limits.multiprocessors), dtype)
                          <= limits.smem_per_block)
+
+
+def tc_check(limits: DeviceLimits, B, H, dtype, kernels) -> Geometry:
+    """check for the tensor-core kernels: tc_plan's geometry, after checking that both kernels
+    build and their grid can be co-resident (`kernels`: KernelFacts of TC_FILES at its
+    shared memory); ValueError naming the limit otherwise."""
+    geo = tc_plan(limits, B, H, dtype)
+    _check_kernels(limits, geo, TC_VERSION, kernels, TC_FILES)
+    return geo

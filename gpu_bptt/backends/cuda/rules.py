@@ -11,6 +11,9 @@ Rules (first guesses, to be tuned from GPU measurements with `gpu-bptt bench --t
 - step "auto": v4 when one step's recurrent product is large (B·H·H >= V4_MIN_MACS; a gated
   cell's B·Hs·G·H), else v3 (64x64 tiles; the LSTM's 64x32) when that grid has at least two
   blocks per multiprocessor, else v2 (32x32).
+- the tensor-core modes (bfloat16, float16, float32 with TF32; tc_plan): the same algo rules
+  with the tensor-core persistent kernels (Elman only: persistent.TC_CELLS) and the step
+  kernels' tc1; a cell without those persistent kernels refuses "persistent" and "auto" runs tc1.
 - cell: every rule is the same for each cell (registry.CELLS); an LSTM's projection (P > 0)
   adds R's slice to the persistent kernels' shared memory (persistent.plan's proj).
 """
@@ -99,22 +102,53 @@ def mode_name(dtype, tf32=False) -> str:
     return np.dtype(dtype).name + " with TF32" * bool(tf32)
 
 
-def tc_plan(algo, B, H, dtype, *, step, tf32=False, reverse=False, cell="elman",
-            P=0) -> LaunchPlan:
-    """The plan of a tensor-core mode (a 16-bit dtype, or float32 with tf32): the step kernels'
-    tc1 (registry.TC_STEP), the one version built for these modes; "auto" takes it at any batch
-    size. ValueError naming the option where the request asks for kernels these modes lack: the
-    persistent algorithm, or a float step version (step= other than "auto")."""
+def tc_plan(algo, B, H, dtype, *, step, tf32=False, reverse=False, cell="elman", P=0,
+            limits=None, kernels=()) -> LaunchPlan:
+    """The plan of a tensor-core mode (a 16-bit dtype, or float32 with tf32), by the float rules
+    of launch_plan: the persistent tensor-core kernels (persistent.tc_check's geometry, version
+    persistent.TC_VERSION) for "persistent", and for "auto" where B <= AUTO_MAX_BATCH and they
+    can run (else tc1, the fallback's reason in `fallback`); otherwise the step kernels' tc1
+    (registry.TC_STEP). limits, kernels: as launch_plan's, the KernelFacts of
+    persistent.TC_FILES (needed where the cell has them and considers_persistent(algo, B)).
+    ValueError naming the option where the request asks for kernels these modes lack: the
+    persistent algorithm of a cell without them (persistent.TC_CELLS), one that cannot run here
+    (naming the limit), or a float step version (step= other than "auto")."""
     mode = mode_name(dtype, tf32)
-    if algo == "persistent":
-        raise ValueError(f"algo: the persistent kernels run float32 and float64 only; {mode} "
-                         "runs algo='step' (or 'auto')")
     if step != "auto":
         raise ValueError(f"step: {step} runs float32 and float64; {mode} runs the tensor-core "
                          f"step kernels ({', '.join(registry.TC_STEP)}; step='auto')")
+    same = dict(reverse=reverse, cell=cell, P=P, tf32=bool(tf32))
+    name = np.dtype(dtype).name
+    if algo == "step":
+        return _tc_step_plan(B, H, name, mode, "algo='step' asked for", **same)
+    if cell not in persistent.TC_CELLS:
+        if algo == "persistent":
+            raise ValueError(f"algo: the {cell} cell has no tensor-core persistent kernels; "
+                             f"{mode} runs algo='step' (or 'auto')")
+        return _tc_step_plan(B, H, name, mode, f"algo='auto' runs the step kernels (the {cell} "
+                             f"cell has no persistent kernels for {mode})", **same)
+    if algo == "auto" and B > persistent.AUTO_MAX_BATCH:
+        return _tc_step_plan(B, H, name, mode, f"algo='auto' runs the step kernels: B={B} > "
+                             f"{persistent.AUTO_MAX_BATCH} (the persistent kernels' batch limit "
+                             f"for 'auto')", **same)
+    try:
+        geo = persistent.tc_check(limits, B, H, name, kernels)
+    except ValueError as e:
+        if algo == "persistent":
+            raise
+        return _tc_step_plan(B, H, name, mode, "algo='auto' runs the step kernels",
+                             fallback=str(e), **same)
+    why = ("algo='persistent' asked for" if algo == "persistent" else
+           f"algo='auto' and B={B} <= {persistent.AUTO_MAX_BATCH} where it runs")
+    launch = registry.PERSIST_TC[persistent.TC_VERSION].launch
+    return LaunchPlan("persistent", B, H, name, version=persistent.TC_VERSION,
+                      grid=(geo.grid, 1, 1), block=launch.block, smem=geo.smem, cols=geo.cols,
+                      reason=f"{why}; the tensor-core persistent kernels of {mode}: {geo.grid} "
+                      f"blocks of {geo.cols} columns", **same)
+
+
+def _tc_step_plan(B, H, name, mode, why, **same) -> LaunchPlan:
     version = next(iter(registry.TC_STEP))
     grid, block = registry.step_geometry(version, B, H, registry.TC_STEP)
-    why = "algo='step' asked for" if algo == "step" else "algo='auto' runs the step kernels"
-    return LaunchPlan("step", B, H, np.dtype(dtype).name, version=version, grid=grid,
-                      block=block, reason=f"{why}; {version}: the tensor-core step kernels of "
-                      f"{mode}", reverse=reverse, cell=cell, P=P, tf32=bool(tf32))
+    return LaunchPlan("step", B, H, name, version=version, grid=grid, block=block,
+                      reason=f"{why}; {version}: the tensor-core step kernels of {mode}", **same)
