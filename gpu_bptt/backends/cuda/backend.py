@@ -301,23 +301,21 @@ class CudaBackend(Backend):
         return rules.step_version(self.step, B, H, self.multiprocessors)[0]
 
     def carry_refusal(self, plan):
-        """The step kernels of a forward-direction Elman or LSTM run take a carry: one more row
-        of du (and the LSTM's dc through dc_last) that the last step launched reads as the next
-        step's (_carried). The persistent kernels, the reversed direction's step order and the
-        GRU's split carry (dgh and dhs·z) do not yet."""
-        if plan.algo != "step":
-            return "the persistent kernels take no carry across segments (algo='step' does)"
-        if plan.reverse:
-            return "the step kernels of a reversed run take no carry across segments"
+        """The step and persistent kernels of an Elman or LSTM run take a carry, in either
+        direction: one more row of du (and the LSTM's dc through dc_last) that each row's first
+        step reads as the next step's (_carried). The GRU's split carry (dgh and dhs·z) does
+        not yet."""
         if plan.cell not in ("elman", "lstm"):
-            return f"the {plan.cell} step kernels take no carry across segments"
+            return f"the {plan.cell} kernels take no carry across segments"
         return None
 
     def _carried(self, plan, carry, *seqs):
-        """The arrays of a backward that takes `carry` (B, N), the du of the step after the last:
-        du (T+1, B, N) with carry as its row T, and each of `seqs` (T, B, .) or None with one more
-        row (never read: step T is not launched; the step before reads du[T] as any step reads
-        the next one's)."""
+        """The arrays of a backward that takes `carry` (B, N), the du of the step after each
+        row's first: du (T+1, B, N) with carry as its row T, and each of `seqs` (T, B, .) or None
+        with one more row (never read: step T is not launched). Forward, step T-1 reads du[T] as
+        any step reads the next one's; flipped, row b's first step s = lengths[b]-1 reads the
+        last row of du (StepState's `after`, kernels/step_order.cuh), and v4 starts from the
+        carry as its state (a padded step leaves it)."""
         refusal = self.carry_refusal(plan)
         if refusal:
             raise ValueError(f"du_next: {refusal}")
@@ -386,26 +384,28 @@ class CudaBackend(Backend):
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan, du_next=None):
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
-        if du_next is not None:
+        carry = du_next is not None
+        if carry:
             du, (h, dh) = self._carried(plan, du_next, h, dh)
-            step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan)
+        else:
+            du = self.xp.empty_like(h)  # every entry is written
+        if plan.algo == "persistent":
+            self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan,
+                                        carry=carry)
+        else:
+            step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan,
+                                     state=du[T].copy() if carry and plan.reverse else None)
             for s in range(T - 1, -1, -1):
                 step(s)
-            return du[:T]
-        du = self.xp.empty_like(h)  # every entry is written
-        if plan.algo == "persistent":
-            return self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan)
-        step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan)
-        for s in range(T - 1, -1, -1):
-            step(s)
-        return du
+        return du[:T] if carry else du
 
-    def _bwd_stepper(self, du, dh, dh_last, h, V, activation, lens, plan):
-        """The backward's step launcher (s -> step s, called from T-1 down), writing du."""
+    def _bwd_stepper(self, du, dh, dh_last, h, V, activation, lens, plan, state=None):
+        """The backward's step launcher (s -> step s, called from T-1 down), writing du; state:
+        v4's initial one, flipped (launchers._state)."""
         plan.check_problem(h.shape[1], h.shape[2], h.dtype.name)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
         return self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version,
-                                        flip=plan.reverse)
+                                        flip=plan.reverse, state=state)
 
     # -- both directions of a bidirectional layer side by side (base.py has the contract) ----------
     def resolve_pair(self, forward, reverse):
@@ -560,17 +560,20 @@ class CudaBackend(Backend):
         if plan.algo == "persistent":
             yield
             check = self.kernels.lstm_persistent_bwd(du, dc, dc_last, dh, dh_last, gates, c, c0,
-                                                     V, lens, plan, R=R, dhs=dhs, queue=True)
+                                                     V, lens, plan, R=R, dhs=dhs, queue=True,
+                                                     carry=du_next is not None)
             yield
             check()
-            return du, dc, dhs
-        VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-        step = self.kernels.lstm_bwd_stepper(du, dc, dc_last, dhs, dh, dh_last, gates, c, c0, VT,
-                                             lens, plan.version, flip=plan.reverse, R=R)
-        yield
-        for s in range(T - 1, -1, -1):
-            step(s)
+        else:
+            VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+            state = du[T].copy() if du_next is not None and plan.reverse else None
+            step = self.kernels.lstm_bwd_stepper(du, dc, dc_last, dhs, dh, dh_last, gates, c, c0,
+                                                 VT, lens, plan.version, flip=plan.reverse, R=R,
+                                                 state=state)
             yield
+            for s in range(T - 1, -1, -1):
+                step(s)
+                yield
         if du_next is not None:
             return du[:T], dc, None if dhs is None else dhs[:T]
         return du, dc, dhs
