@@ -161,21 +161,6 @@ def test_checkpoint_every_must_be_an_int():
                      checkpoint_every=4.0)
 
 
-@pytest.mark.parametrize("cell, algo, reverse, why", [
-    ("gru", "step", False, "the gru kernels take no carry"),
-    ("gru", "step", True, "the gru kernels take no carry"),
-    ("gru", "persistent", False, "the gru kernels take no carry")])
-def test_recompute_refused_where_the_kernels_take_no_carry(cell, algo, reverse, why):
-    """The cuda backend's kernels take a carry for Elman and LSTM, step and persistent, in
-    either direction: elsewhere recompute is refused, by name and with the reason."""
-    _, a = _rng_arrays(7)
-    G = {"elman": 1, "lstm": 4, "gru": 3}[cell]
-    forward = {"elman": elman_forward, "lstm": lstm_forward, "gru": gru_forward}[cell]
-    with pytest.raises(ValueError, match=f"^memory: 'recompute' is not available here yet: {why}"):
-        forward(a(9, 2, 3), a(3, 4 * G), a(4, 4 * G), backend="emulator", algo=algo,
-                reverse=reverse, memory="recompute")
-
-
 #: a kernel problem with segments of 8 steps (blocks of 512/B) and a short last one
 KT, KB, KI, KH = 20, 64, 3, 3
 
@@ -189,8 +174,8 @@ def _kernel_lengths(rng):
 
 
 def _kernels_recompute(backend, algo, reverse, with_lengths):
-    """Elman and LSTM (with a projection too) on the cuda backend's `algo` kernels: recompute
-    against full, bit for bit."""
+    """Elman, LSTM (with a projection too) and GRU on the cuda backend's `algo` kernels:
+    recompute against full, bit for bit."""
     T, B, I, H = KT, KB, KI, KH
     assert block_steps(T, B) == 8
     rng, a = _rng_arrays(9)
@@ -208,6 +193,11 @@ def _kernels_recompute(backend, algo, reverse, with_lengths):
                                         reverse=reverse, backend=backend, algo=algo, **kw),
               lambda o: lstm_backward(dh[:, :, :Hs].copy(), o.cache, dh_last=h0, dc_last=c0),
               ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), 8, ("h", "h_last", "c_last"))
+    W, V, bx, bh, h0 = a(I, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H), a(B, H)
+    _both(lambda **kw: gru_forward(x, W, V, bx, bh, h0, lengths=lengths, reverse=reverse,
+                                   backend=backend, algo=algo, **kw),
+          lambda o: gru_backward(dh, o.cache, dh_last=h0),
+          ("dx", "dW", "dV", "db_x", "db_h", "dh0"), 8)
 
 
 @pytest.mark.executors(*KERNEL_RUNS)
@@ -216,9 +206,9 @@ def _kernels_recompute(backend, algo, reverse, with_lengths):
 @pytest.mark.parametrize("with_lengths", (False, True))
 def test_step_kernels_recompute_is_bit_identical(backend, reverse, with_lengths):
     """Each of the step kernels, run by the emulator in every thread order (one sanitized), in
-    both directions: the carry enters as the du row after each row's first step
-    (CudaBackend._carried; v4 as its initial state) and through dc_last, and not into rows all
-    padding in a segment."""
+    both directions: the carry enters as the du (GRU: dgh) row after each row's first step
+    (CudaBackend._carried; v4 as its initial state), through dc_last and the GRU's zd, and not
+    into rows all padding in a segment."""
     _kernels_recompute(backend, "step", reverse, with_lengths)
 
 

@@ -198,6 +198,7 @@ class CudaBackend(Backend):
         self._limits = {}  # device id -> persistent.DeviceLimits
         self._plans = {}   # (device, request, B, H, dtype, options) -> LaunchPlan
         self._pairs = {}   # (device, forward plan, reverse plan) -> PairPlan
+        self._gru_carries = {}  # id(dh0) -> (dh0, dgh, zd): _gru_carry
 
     # -- the current device (CuPy's, at each call: one backend serves every device) ----------------
     @property
@@ -301,12 +302,10 @@ class CudaBackend(Backend):
         return rules.step_version(self.step, B, H, self.multiprocessors)[0]
 
     def carry_refusal(self, plan):
-        """The step and persistent kernels of an Elman or LSTM run take a carry, in either
-        direction: one more row of du (and the LSTM's dc through dc_last) that each row's first
-        step reads as the next step's (_carried). The GRU's split carry (dgh and dhs·z) does
-        not yet."""
-        if plan.cell not in ("elman", "lstm"):
-            return f"the {plan.cell} kernels take no carry across segments"
+        """None: the step and persistent kernels take a carry, in either direction, for every
+        cell: one more row of du (or the GRU's dgh) that each row's first step reads as the next
+        step's (_carried), the LSTM's dc through dc_last and the GRU's z path through zd
+        (_gru_carry)."""
         return None
 
     def _carried(self, plan, carry, *seqs):
@@ -316,9 +315,6 @@ class CudaBackend(Backend):
         any step reads the next one's; flipped, row b's first step s = lengths[b]-1 reads the
         last row of du (StepState's `after`, kernels/step_order.cuh), and v4 starts from the
         carry as its state (a padded step leaves it)."""
-        refusal = self.carry_refusal(plan)
-        if refusal:
-            raise ValueError(f"du_next: {refusal}")
         xp = self.xp
         T, B = next(a for a in seqs if a is not None).shape[:2]
         du = xp.empty((T + 1, B, carry.shape[1]), dtype=carry.dtype)
@@ -608,42 +604,73 @@ class CudaBackend(Backend):
             yield
         return h, gates
 
-    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan, dh_next=None):
         """The GRU backward recurrence (the contract of base.Backend.gru_bwd_seq): dh (T, B, H) or
         None; dh_last (B, H) or None; h, h0, gates the forward's; V (H, 3H). Returns dgx
-        (T, B, 3H), the gradient on p, and dh0 (B, H), both new."""
-        return _drain(self._gru_bwd(dh, dh_last, h, h0, gates, V, lengths, plan))
+        (T, B, 3H), the gradient on p, and dh0 (B, H), both new. dh_next: a later segment's
+        carry (_gru_carry)."""
+        return _drain(self._gru_bwd(dh, dh_last, h, h0, gates, V, lengths, plan, dh_next))
 
-    def _gru_bwd(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+    #: the GRU carries (_gru_carry) kept for the next segment's call: enough for a pair's two
+    MAX_GRU_CARRIES = 4
+
+    def _gru_carry(self, plan, dh_next, lens, T, B, H, dtype):
+        """The two parts of a GRU carry as the kernels take them: dgh (B, 3H) of the step after
+        each row's first, whose product by V.T the first step computes itself, and zd (B, H), the
+        z path dhs·z, zeros but where that first step takes the carry (forward: rows of length
+        T; reversed: rows of any length). dh0 of this backend's own call is their sum; such a
+        dh_next is split back as it was made, so that a segmented run adds the same terms in the
+        same order as a whole one (bit for bit). Any other dh_next enters whole through zd."""
+        held = self._gru_carries.pop(id(dh_next), None)
+        xp = self.xp
+        if held is not None and held[0] is dh_next:
+            dgh, zd = held[1], held[2]
+        else:
+            dgh, zd = xp.zeros((B, 3 * H), dtype=dtype), dh_next
+        takes = lens > 0 if plan.reverse else lens == T
+        return dgh, xp.where(takes[:, None], zd, xp.zeros_like(zd)).astype(dtype)
+
+    def _gru_bwd(self, dh, dh_last, h, h0, gates, V, lengths, plan, dh_next=None):
         xp = self.xp
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
         _check_gru_plan(plan)
-        dg = xp.empty((T, B, 3 * H), dtype=h.dtype)  # dgh during the loop: every entry written
-        gn = xp.empty((T, B, H), dtype=h.dtype)
-        zd = xp.zeros((B, H), dtype=h.dtype)  # the carry dhs·z: none before the first step
+        carry = dh_next is not None
+        if carry:
+            dgh, zd = self._gru_carry(plan, dh_next, lens, T, B, H, h.dtype)
+            dg, (h, gates, dh) = self._carried(plan, dgh, h, gates, dh)
+            gn = xp.empty((T + 1, B, H), dtype=h.dtype)
+        else:
+            dg = xp.empty((T, B, 3 * H), dtype=h.dtype)  # dgh in the loop: every entry written
+            gn = xp.empty((T, B, H), dtype=h.dtype)
+            zd = xp.zeros((B, H), dtype=h.dtype)  # the carry dhs·z: none before the first step
         if plan.algo == "persistent":
             yield
             check = self.kernels.gru_persistent_bwd(dg, gn, zd, dh, dh_last, h, h0, gates, V,
-                                                    lens, plan, queue=True)
+                                                    lens, plan, queue=True, carry=carry)
             yield
             check()
         else:
             plan.check_problem(B, H, h.dtype.name, cell="gru")
             VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+            state = dg[T].copy() if carry and plan.reverse else None
             step = self.kernels.gru_bwd_stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens,
-                                                plan.version, flip=plan.reverse)
+                                                plan.version, flip=plan.reverse, state=state)
             yield
             for s in range(T - 1, -1, -1):
                 step(s)
                 yield
+        dg, gn = (dg[:T], gn[:T]) if carry else (dg, gn)
         # the gradient on h0: the product of the first step's dgh and the z path left in zd
-        first = xp.ascontiguousarray(first_step_rows(xp, dg, lens, plan.reverse))
+        first = xp.array(first_step_rows(xp, dg, lens, plan.reverse))  # a copy: dg changes
         if self.gemm == "own":
             dh0 = self.kernels.gemm(first, V, trans_b=True)
         else:
             dh0 = xp.matmul(first, V.T)
         dh0 += zd
+        if len(self._gru_carries) >= self.MAX_GRU_CARRIES:
+            self._gru_carries.pop(next(iter(self._gru_carries)))
+        self._gru_carries[id(dh0)] = (dh0, first, zd)
         dg[:, :, 2 * H:] = gn  # dgh's n block is gn·r; the gradient on p's is gn
         return dg, dh0
 
