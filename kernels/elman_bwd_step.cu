@@ -33,7 +33,7 @@ __device__ inline void elman_bwd_step_one(T* du, const T* dh, int has_dh, const 
     const int len = lengths[b], t = step_time<FLIP>(s, len);
     T acc = T(0);
     if (s + 1 < steps) {
-        const T* dn = StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H}.row(b);
+        const T* dn = StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H, steps}.row(b);
         for (int k = 0; k < H; ++k) acc += dn[k] * VT[(size_t)k * H + j];
     }
     du[((size_t)t * B + b) * H + j] =
@@ -61,7 +61,7 @@ __device__ inline void elman_bwd_step_dir(T* du, const T* dh, int has_dh, const 
     T acc[1][TM][TN];
     constexpr int BK = 16;  // tile depth, as in TileSmem<.., .., 16> of the kernels below
     step_tile_product<1, T, BM, BN, BK, TM, TN>(
-        StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H}, VT, B, H, s + 1 < steps, acc, As,
+        StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H, steps}, VT, B, H, s + 1 < steps, acc, As,
         Bs);
     step_tile_outputs<BM, BN, TM, TN>(lengths, B, H, [&](int i, int j, int b, int n, int len) {
         const int t = step_time<FLIP>(s, len);
@@ -118,5 +118,5 @@ elman_bwd_step_v4(T* du, const T* acc, int has_acc, T* state, const T* dh, int h
     const T v = elman_bwd_value(has_acc ? acc[i] : T(0), dh, has_dh, dh_last, has_dh_last, h, t,
                                 s, len, B, H, b, n, act);
     du[(size_t)t * B * H + i] = v;
-    if (flip) state[i] = v;
+    if (flip && s < len) state[i] = v;  // a padded step leaves the carry (or zeros)
 }

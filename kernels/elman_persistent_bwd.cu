@@ -31,8 +31,11 @@
 #include "persistent_common.cuh"
 
 // The Elman backward as a persistent cell (persist_recurrence in persistent_common.cuh, reverse):
-// the product reads du of step s+1 (none at s = steps-1: du[steps] = 0) against V's rows; the
-// epilogue is elman_bwd_value (elman_common.cuh), the step kernels' own.
+// the product reads du of step s+1 (none at s = steps-1: du[steps] = 0, but with a carry) against
+// V's rows; the epilogue is elman_bwd_value (elman_common.cuh), the step kernels' own.
+// carry = 1: du, dh and h have steps + 1 rows, du's last holding a later segment's carry, which
+// each row's first step reads as the next step's du (StepState's `after`, step_order.cuh), as the
+// step kernels do.
 template <typename T, bool FLIP>
 struct ElmanPersistBwd {
     T* du;
@@ -42,10 +45,10 @@ struct ElmanPersistBwd {
     int has_dh_last;
     const T* h;
     const int* lengths;
-    int steps, B, H, act;
-    __device__ bool has_prev(int s) const { return s + 1 < steps; }
+    int steps, B, H, act, carry;
+    __device__ bool has_prev(int s) const { return s + 1 < steps + carry; }
     __device__ StepState<T, FLIP> prev(int s) const {
-        return StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H};
+        return StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, H, steps + carry};
     }
     __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
         const int t = step_time<FLIP>(s, len);
@@ -60,24 +63,24 @@ template <int VERSION, bool FLIP, typename T>
 __device__ inline void persist_bwd_dir(T* du, const T* dh, int has_dh, const T* dh_last,
                                        int has_dh_last, const T* h, const T* V,
                                        const int* lengths, int steps, int B, int H, int cols,
-                                       int act, int* status) {
+                                       int act, int carry, int* status) {
     persist_recurrence<VERSION, 1, true>(
         V, false, lengths, steps, B, H, H, cols, status,
         ElmanPersistBwd<T, FLIP>{du, dh, has_dh, dh_last, has_dh_last, h, lengths, steps, B, H,
-                                 act});
+                                 act, carry});
 }
 
 template <int VERSION, typename T>
 __device__ inline void persist_bwd(T* du, const T* dh, int has_dh, const T* dh_last,
                                    int has_dh_last, const T* h, const T* V, const int* lengths,
                                    int steps, int B, int H, int cols, int act, int flip,
-                                   int* status) {
+                                   int carry, int* status) {
     if (flip)
         persist_bwd_dir<VERSION, true>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps,
-                                       B, H, cols, act, status);
+                                       B, H, cols, act, carry, status);
     else
         persist_bwd_dir<VERSION, false>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths,
-                                        steps, B, H, cols, act, status);
+                                        steps, B, H, cols, act, carry, status);
 }
 
 // Both directions' backward in one launch (grid (g, 2, 1)), as persist_fwd_pair in
@@ -91,28 +94,28 @@ __device__ inline void persist_bwd_pair(T* du_f, const T* dh_f, int has_dh_f, co
                                         int act, int* status) {
     if (blockIdx.y == 0)
         persist_bwd_dir<VERSION, false>(du_f, dh_f, has_dh_f, dh_last_f, has_dh_last_f, h_f, V_f,
-                                        lengths, steps, B, H, cols, act, status);
+                                        lengths, steps, B, H, cols, act, 0, status);
     else
         persist_bwd_dir<VERSION, true>(du_r, dh_r, has_dh_r, dh_last_r, has_dh_last_r, h_r, V_r,
-                                       lengths, steps, B, H, cols, act, status + 1);
+                                       lengths, steps, B, H, cols, act, 0, status + 1);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_bwd_v1(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
                         const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act, int flip, int* status) {
+                        int cols, int act, int flip, int carry, int* status) {
     persist_bwd<1>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act,
-                     flip, status);
+                     flip, carry, status);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 elman_persistent_bwd_v2(T* du, const T* dh, int has_dh, const T* dh_last, int has_dh_last,
                         const T* h, const T* V, const int* lengths, int steps, int B, int H,
-                        int cols, int act, int flip, int* status) {
+                        int cols, int act, int flip, int carry, int* status) {
     persist_bwd<2>(du, dh, has_dh, dh_last, has_dh_last, h, V, lengths, steps, B, H, cols, act,
-                     flip, status);
+                     flip, carry, status);
 }
 
 template <typename T>

@@ -40,7 +40,7 @@ __device__ inline void gru_bwd_step_one(T* dg, T* gn, T* zd, const T* dh, int ha
     const int len = lengths[b], t = step_time<FLIP>(s, len);
     T acc = T(0);
     if (s + 1 < steps) {
-        const T* dn = StepState<T, FLIP>{dg, nullptr, lengths, s + 1, B, 3 * H}.row(b);
+        const T* dn = StepState<T, FLIP>{dg, nullptr, lengths, s + 1, B, 3 * H, steps}.row(b);
         for (int k = 0; k < 3 * H; ++k) acc += dn[k] * VT[(size_t)k * H + j];
     }
     const T* hp = StepState<T, FLIP>{h, h0, lengths, s - 1, B, H}.row(b);
@@ -72,8 +72,8 @@ __device__ inline void gru_bwd_step_dir(T* dg, T* gn, T* zd, const T* dh, int ha
     T acc[1][TM][TN];
     constexpr int BK = 16;  // tile depth, as in TileSmem<.., .., 16> of the kernels below
     step_tile_product<1, T, BM, BN, BK, TM, TN>(
-        StepState<T, FLIP>{dg, nullptr, lengths, s + 1, B, 3 * H}, VT, B, H, s + 1 < steps, acc,
-        As, Bs);
+        StepState<T, FLIP>{dg, nullptr, lengths, s + 1, B, 3 * H, steps}, VT, B, H,
+        s + 1 < steps, acc, As, Bs);
     const StepState<T, FLIP> prev{h, h0, lengths, s - 1, B, H};
     step_tile_outputs<BM, BN, TM, TN>(lengths, B, H, [&](int i, int j, int b, int n, int len) {
         gru_bwd_out(dg, gn, zd, acc[0][i][j], dh, has_dh, dh_last, has_dh_last, gates,
@@ -132,7 +132,7 @@ gru_bwd_step_v4(T* dg, T* gn, T* zd, const T* acc, int has_acc, T* state, const 
                        : StepState<T, false>{h, h0, lengths, s - 1, B, H}.row(b);
     gru_bwd_out(dg, gn, zd, has_acc ? acc[i] : T(0), dh, has_dh, dh_last, has_dh_last, gates, hp,
                 t, s, len, B, H, b, n);
-    if (flip) {
+    if (flip && s < len) {  // a padded step leaves the carry (or zeros) in state
         const T* d = dg + ((size_t)t * B + b) * 3 * H + n;
         T* st = state + (size_t)b * 3 * H + n;
         st[0] = d[0];

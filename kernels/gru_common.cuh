@@ -14,8 +14,8 @@
 //                 writes dgh[t] = [gr | gz | gn·r] (the gradient on h[t-1] @ V + b_h, which the
 //                 next step's product reads), gn[t] = gn (the n block of the gradient on p: the
 //                 backend puts it in place of gn·r after the loop) and zd = dhs·z.
-//   Both write zeros for t >= len (padding: set, never multiplied by 0, so NaN in dh or p there
-//   does not leak). In a reversed run (flip) row b's step s works on t = step_time<true>(s, len)
+//   Both write zeros for t >= len, but for zd, which keeps its value (padding: set, never
+//   multiplied by 0, so NaN in dh or p there does not leak). In a reversed run (flip) row b's step s works on t = step_time<true>(s, len)
 //   (step_order.cuh): the previous state is h[t+1], dgh of the step before is dgh[t-1], and
 //   dh_last enters at the run's last step s = len-1 (t = 0).
 // Types: float, double (overloads / templates); __nv_bfloat16, __half stored, float work
@@ -67,8 +67,7 @@ __device__ inline void gru_bwd_out(T* dg, T* gn, T* zd, W s, const T* dh, int ha
     if (t >= len) {
         for (int q = 0; q < 3; ++q) store_rounded(d + q * H, W(0));
         store_rounded(gn + row * H + n, W(0));
-        store_rounded(zd + i, W(0));
-        return;
+        return;  // zd stays: zeros, or a later segment's carry for the row's first step
     }
     W dhs = s + work_of(zd[i]);
     if (has_dh) dhs += work_of(dh[row * H + n]);

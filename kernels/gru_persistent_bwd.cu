@@ -26,8 +26,10 @@
 #include "persistent_common.cuh"
 
 // The GRU backward as a persistent cell (persist_recurrence in persistent_common.cuh, reverse):
-// the product reads dgh of step s+1 (none at s = steps-1) against V's rows; the epilogue is
-// gru_bwd_out (gru_common.cuh), the step kernels' own.
+// the product reads dgh of step s+1 (none at s = steps-1, but with a carry) against V's rows; the
+// epilogue is gru_bwd_out (gru_common.cuh), the step kernels' own. carry = 1: dg, gn, dh, h and
+// gates have steps + 1 rows, dg's last holding a later segment's dgh, which each row's first step
+// reads as the next step's (StepState's `after`, step_order.cuh), and zd that segment's dhs·z.
 template <typename T, bool FLIP>
 struct GruPersistBwd {
     T* dg;
@@ -41,10 +43,10 @@ struct GruPersistBwd {
     const T* h0;
     const T* gates;
     const int* lengths;
-    int steps, B, H;
-    __device__ bool has_prev(int s) const { return s + 1 < steps; }
+    int steps, B, H, carry;
+    __device__ bool has_prev(int s) const { return s + 1 < steps + carry; }
     __device__ StepState<T, FLIP> prev(int s) const {
-        return StepState<T, FLIP>{dg, nullptr, lengths, s + 1, B, 3 * H};
+        return StepState<T, FLIP>{dg, nullptr, lengths, s + 1, B, 3 * H, steps + carry};
     }
     __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
         const T* hp = StepState<T, FLIP>{h, h0, lengths, s - 1, B, H}.row(b);
@@ -57,17 +59,18 @@ template <int VERSION, typename T>
 __device__ inline void persist_gru_bwd(T* dg, T* gn, T* zd, const T* dh, int has_dh,
                                        const T* dh_last, int has_dh_last, const T* h, const T* h0,
                                        const T* gates, const T* V, const int* lengths, int steps,
-                                       int B, int H, int cols, int flip, int* status) {
+                                       int B, int H, int cols, int flip, int carry,
+                                       int* status) {
     if (flip)
         persist_recurrence<VERSION, 1, true>(
             V, false, lengths, steps, B, H, 3 * H, cols, status,
             GruPersistBwd<T, true>{dg, gn, zd, dh, has_dh, dh_last, has_dh_last, h, h0, gates,
-                                   lengths, steps, B, H});
+                                   lengths, steps, B, H, carry});
     else
         persist_recurrence<VERSION, 1, true>(
             V, false, lengths, steps, B, H, 3 * H, cols, status,
             GruPersistBwd<T, false>{dg, gn, zd, dh, has_dh, dh_last, has_dh_last, h, h0, gates,
-                                    lengths, steps, B, H});
+                                    lengths, steps, B, H, carry});
 }
 
 template <typename T>
@@ -75,9 +78,9 @@ __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 gru_persistent_bwd_v1(T* dg, T* gn, T* zd, const T* dh, int has_dh, const T* dh_last,
                       int has_dh_last, const T* h, const T* h0, const T* gates, const T* V,
                       const int* lengths, int steps, int B, int H, int cols, int flip,
-                      int* status) {
+                      int carry, int* status) {
     persist_gru_bwd<1>(dg, gn, zd, dh, has_dh, dh_last, has_dh_last, h, h0, gates, V, lengths,
-                       steps, B, H, cols, flip, status);
+                       steps, B, H, cols, flip, carry, status);
 }
 
 template <typename T>
@@ -85,7 +88,7 @@ __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 gru_persistent_bwd_v2(T* dg, T* gn, T* zd, const T* dh, int has_dh, const T* dh_last,
                       int has_dh_last, const T* h, const T* h0, const T* gates, const T* V,
                       const int* lengths, int steps, int B, int H, int cols, int flip,
-                      int* status) {
+                      int carry, int* status) {
     persist_gru_bwd<2>(dg, gn, zd, dh, has_dh, dh_last, has_dh_last, h, h0, gates, V, lengths,
-                       steps, B, H, cols, flip, status);
+                       steps, B, H, cols, flip, carry, status);
 }

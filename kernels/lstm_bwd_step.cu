@@ -64,7 +64,7 @@ __device__ inline void lstm_bwd_step_one(T* du, T* dc, const T* dc_last, int has
     const int len = lengths[b];
     T acc = T(0);
     if (s + 1 < steps) {
-        const T* dn = StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H}.row(b);
+        const T* dn = StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H, steps}.row(b);
         for (int k = 0; k < 4 * H; ++k) acc += dn[k] * VT[(size_t)k * N + n];
     }
     T d[4];
@@ -96,8 +96,8 @@ __device__ inline void lstm_bwd_step_dir(T* du, T* dc, const T* dc_last, int has
     T acc[1][TM][TN];
     constexpr int BK = 16;  // tile depth, as in TileSmem<.., .., 16> of the kernels below
     step_tile_product<1, T, BM, BN, BK, TM, TN>(
-        StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H}, VT, B, N, s + 1 < steps, acc,
-        As, Bs);
+        StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H, steps}, VT, B, N,
+        s + 1 < steps, acc, As, Bs);
     step_tile_outputs<BM, BN, TM, TN>(lengths, B, N, [&](int i, int j, int b, int n, int len) {
         T d[4];
         lstm_bwd_column(du, dc, dc_last, has_dc_last, dhs, dh, has_dh, dh_last, has_dh_last,
@@ -166,7 +166,7 @@ lstm_bwd_step_v4(T* du, T* dc, const T* dc_last, int has_dc_last, T* dhs, const 
     else
         lstm_bwd_column(du, dc, dc_last, has_dc_last, dhs, dh, has_dh, dh_last, has_dh_last,
                         gates, c, c0, sum, s, flip, len, B, H, N, b, n, mode, d);
-    if (flip && mode != LSTM_BWD_DHS) {
+    if (flip && s < len && mode != LSTM_BWD_DHS) {  // padded: the carry (or zeros) stays
         T* row = state + (size_t)b * 4 * H + n;
         row[0] = d[0];
         row[H] = d[1];

@@ -36,7 +36,10 @@
 #include "persistent_common.cuh"
 
 // The LSTM backward as a persistent cell (reverse): the product reads du of step s+1 (none at
-// s = steps-1) against V's rows; the epilogues are lstm_dhs and lstm_bwd_out (lstm_common.cuh).
+// s = steps-1, but with a carry) against V's rows; the epilogues are lstm_dhs and lstm_bwd_out
+// (lstm_common.cuh). carry = 1: du, dh, gates, c (and dhs) have steps + 1 rows, du's last holding
+// a later segment's carry, which each row's first step reads as the next step's du (StepState's
+// `after`, step_order.cuh), as the step kernels do; its dc enters through dc_last.
 template <typename T, bool FLIP>
 struct LstmPersistBwd {
     T* du;
@@ -51,10 +54,10 @@ struct LstmPersistBwd {
     const T* c;
     const T* c0;
     const int* lengths;
-    int steps, B, H;
-    __device__ bool has_prev(int s) const { return s + 1 < steps; }
+    int steps, B, H, carry;
+    __device__ bool has_prev(int s) const { return s + 1 < steps + carry; }
     __device__ StepState<T, FLIP> prev(int s) const {
-        return StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H};
+        return StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H, steps + carry};
     }
     __device__ void operator()(int s, int b, int j, int len, const T (&acc)[1]) const {
         const T dm = lstm_dhs(acc[0], dh, has_dh, dh_last, has_dh_last, step_time<FLIP>(s, len),
@@ -75,7 +78,7 @@ __device__ inline void lstm_persist_bwd_proj(T* du, T* dc, const T* dc_last, int
                                              int has_dh_last, const T* gates, const T* c,
                                              const T* c0, const T* V, const T* R,
                                              const int* lengths, int steps, int B, int H, int P,
-                                             int cols, int pcols, int* status) {
+                                             int cols, int pcols, int carry, int* status) {
     if (!persist_grid_covers(status, H, cols)) return;
     if ((long long)gridDim.x * pcols < P) {  // uniform: every block returns
         if (blockIdx.x == 0 && threadIdx.x == 0) *status = (int)gridDim.x;
@@ -89,13 +92,13 @@ __device__ inline void lstm_persist_bwd_proj(T* du, T* dc, const T* dc_last, int
     const PersistSlice<T> cols_h = persist_slice_in<1>(Wv, xs, red, V, P, 4 * H, pcols, false);
     const PersistSlice<T> units = persist_slice_in<1>(Wr, xs, red, R, H, P, cols, false);
     for (int s = steps - 1; s >= 0; --s) {
-        const bool has_prev = s + 1 < steps;
+        const bool has_prev = s + 1 < steps + carry;
         for (int b0 = 0; b0 < B; b0 += PERSIST_BATCH) {
             const int nb = min(PERSIST_BATCH, B - b0);
             __syncthreads();  // the slices are loaded and the previous chunk's reads of xs done
             if (has_prev)
-                persist_stage(xs, StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H}, b0,
-                              nb, 4 * H);
+                persist_stage(xs, StepState<T, FLIP>{du, nullptr, lengths, s + 1, B, 4 * H,
+                                                     steps + carry}, b0, nb, 4 * H);
             __syncthreads();
             persist_chunk<VERSION, 1>(cols_h, pcols, 4 * H, b0, nb, has_prev, lengths,
                                       [&](int b, int k, int len, const T (&acc)[1]) {
@@ -130,26 +133,28 @@ __device__ inline void lstm_persist_bwd(T* du, T* dc, const T* dc_last, int has_
                                         int has_dh_last, const T* gates, const T* c, const T* c0,
                                         const T* V, const T* R, const int* lengths, int steps,
                                         int B, int H, int P, int cols, int pcols, int flip,
-                                        int* status) {
+                                        int carry, int* status) {
     if constexpr (PROJ) {
         if (flip)
             lstm_persist_bwd_proj<VERSION, true>(du, dc, dc_last, has_dc_last, dhs, dh, has_dh,
                                                  dh_last, has_dh_last, gates, c, c0, V, R,
-                                                 lengths, steps, B, H, P, cols, pcols, status);
+                                                 lengths, steps, B, H, P, cols, pcols, carry,
+                                                 status);
         else
             lstm_persist_bwd_proj<VERSION, false>(du, dc, dc_last, has_dc_last, dhs, dh, has_dh,
                                                   dh_last, has_dh_last, gates, c, c0, V, R,
-                                                  lengths, steps, B, H, P, cols, pcols, status);
+                                                  lengths, steps, B, H, P, cols, pcols, carry,
+                                                 status);
     } else if (flip) {
         persist_recurrence<VERSION, 1, true>(
             V, false, lengths, steps, B, H, 4 * H, cols, status,
             LstmPersistBwd<T, true>{du, dc, dc_last, has_dc_last, dh, has_dh, dh_last,
-                                    has_dh_last, gates, c, c0, lengths, steps, B, H});
+                                    has_dh_last, gates, c, c0, lengths, steps, B, H, carry});
     } else {
         persist_recurrence<VERSION, 1, true>(
             V, false, lengths, steps, B, H, 4 * H, cols, status,
             LstmPersistBwd<T, false>{du, dc, dc_last, has_dc_last, dh, has_dh, dh_last,
-                                     has_dh_last, gates, c, c0, lengths, steps, B, H});
+                                     has_dh_last, gates, c, c0, lengths, steps, B, H, carry});
     }
 }
 
@@ -158,9 +163,10 @@ __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 lstm_persistent_bwd_v1(T* du, T* dc, const T* dc_last, int has_dc_last, T* dhs, const T* dh,
                        int has_dh, const T* dh_last, int has_dh_last, const T* gates, const T* c,
                        const T* c0, const T* V, const T* R, const int* lengths, int steps, int B,
-                       int H, int P, int cols, int pcols, int flip, int* status) {
+                       int H, int P, int cols, int pcols, int flip, int carry, int* status) {
     lstm_persist_bwd<1, PROJ>(du, dc, dc_last, has_dc_last, dhs, dh, has_dh, dh_last, has_dh_last,
-                        gates, c, c0, V, R, lengths, steps, B, H, P, cols, pcols, flip, status);
+                        gates, c, c0, V, R, lengths, steps, B, H, P, cols, pcols, flip, carry,
+                        status);
 }
 
 template <typename T, bool PROJ>
@@ -168,7 +174,8 @@ __global__ void __launch_bounds__(PERSIST_THREADS, 1)
 lstm_persistent_bwd_v2(T* du, T* dc, const T* dc_last, int has_dc_last, T* dhs, const T* dh,
                        int has_dh, const T* dh_last, int has_dh_last, const T* gates, const T* c,
                        const T* c0, const T* V, const T* R, const int* lengths, int steps, int B,
-                       int H, int P, int cols, int pcols, int flip, int* status) {
+                       int H, int P, int cols, int pcols, int flip, int carry, int* status) {
     lstm_persist_bwd<2, PROJ>(du, dc, dc_last, has_dc_last, dhs, dh, has_dh, dh_last, has_dh_last,
-                        gates, c, c0, V, R, lengths, steps, B, H, P, cols, pcols, flip, status);
+                        gates, c, c0, V, R, lengths, steps, B, H, P, cols, pcols, flip, carry,
+                        status);
 }

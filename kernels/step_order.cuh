@@ -28,15 +28,23 @@ __device__ inline int step_time(int s, int len, int flip) {
 // len_b), b] of seq (steps, B, K) row-major, or init[b] of init (B, K) for s < 0. Forward
 // (FLIP = false) it is seq[s] itself and lengths is not read; flipped, each row reads its own
 // time index.
+// after (a backward's operand, the gradient of the step after s: the number of rows of seq, or 0
+// elsewhere): flipped, the step after a row's last one (s = len) reads seq's last row, where the
+// backend puts the carry of a later segment (docs/architecture.md §1, memory), or a padded (zero)
+// row of a whole run.
 template <typename T, bool FLIP>
 struct StepState {
     const T* seq;
     const T* init;
     const int* lengths;
     int s, B, K;
+    int after;
     __device__ const T* row(int b) const {
         if (s < 0) return init + (size_t)b * K;
-        return seq + ((size_t)step_time<FLIP>(s, FLIP ? lengths[b] : 0) * B + b) * K;
+        if (!FLIP) return seq + ((size_t)s * B + b) * K;
+        const int len = lengths[b];
+        const int t = after && s == len ? after - 1 : step_time<true>(s, len);
+        return seq + ((size_t)t * B + b) * K;
     }
     __device__ T operator()(int b, int k) const { return row(b)[k]; }
 };

@@ -113,10 +113,12 @@ def test_plan_memory_limit_is_checked():
 
 def test_auto_on_a_backend_that_cannot_recompute_runs_full_and_says_why(monkeypatch):
     monkeypatch.setattr(memory_plan, "available", lambda backend=None: (1_000, "test room"))
+    from gpu_bptt.backends.cuda.backend import CudaBackend  # it refuses no cell: make it
+    monkeypatch.setattr(CudaBackend, "carry_refusal", lambda self, plan: "no carry (test)")
     rng = np.random.default_rng(2)
     a = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
     with pytest.warns(RuntimeWarning, match="memory='auto' runs full: recompute every 16 steps.*"
-                                            "but the gru step kernels take no carry"):
+                                            "but no carry \\(test\\)"):
         out = gru_forward(a(64, 32, 3), a(3, 15), a(5, 15), backend="emulator", memory="auto",
                           algo="step")
     assert isinstance(out.cache, gpu_bptt.GRUCache)

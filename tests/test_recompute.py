@@ -161,45 +161,65 @@ def test_checkpoint_every_must_be_an_int():
                      checkpoint_every=4.0)
 
 
-@pytest.mark.parametrize("cell, algo, reverse, why", [
-    ("gru", "step", False, "the gru step kernels take no carry"),
-    ("elman", "persistent", False, "the persistent kernels take no carry"),
-    ("lstm", "step", True, "the step kernels of a reversed run take no carry")])
-def test_recompute_refused_where_the_kernels_take_no_carry(cell, algo, reverse, why):
-    """The cuda backend's kernels take a carry only in the step algorithm's forward direction,
-    for Elman and LSTM: elsewhere recompute is refused, by name and with the reason."""
-    _, a = _rng_arrays(7)
-    G = {"elman": 1, "lstm": 4, "gru": 3}[cell]
-    forward = {"elman": elman_forward, "lstm": lstm_forward, "gru": gru_forward}[cell]
-    with pytest.raises(ValueError, match=f"^memory: 'recompute' is not available here yet: {why}"):
-        forward(a(9, 2, 3), a(3, 4 * G), a(4, 4 * G), backend="emulator", algo=algo,
-                reverse=reverse, memory="recompute")
+#: a kernel problem with segments of 8 steps (blocks of 512/B) and a short last one
+KT, KB, KI, KH = 20, 64, 3, 3
 
 
-@pytest.mark.executors(*KERNEL_RUNS)
-@pytest.mark.parametrize("with_lengths", (False, True))
-@pytest.mark.parametrize("m", (1, 2))
-def test_step_kernels_recompute_is_bit_identical(backend, with_lengths, m):
-    """Elman and LSTM (with a projection too) on the cuda backend's step kernels, run by the
-    emulator in every thread order (one sanitized): the carry enters as the next step's du row
-    and through dc_last (CudaBackend._carried)."""
-    T, B, I, H = 70, 16, 4, 7  # blocks of 32 steps
+def _kernel_lengths(rng):
+    """Lengths 1..KT with rows that are all padding in a later segment (forward) or in every
+    segment after the first (reversed): lengths under 8 and under 16 for sure."""
+    lengths = rng.integers(1, KT + 1, KB).astype(np.int32)
+    lengths[:4] = (1, 7, 8, 15)
+    return lengths
+
+
+def _kernels_recompute(backend, algo, reverse, with_lengths):
+    """Elman, LSTM (with a projection too) and GRU on the cuda backend's `algo` kernels:
+    recompute against full, bit for bit."""
+    T, B, I, H = KT, KB, KI, KH
+    assert block_steps(T, B) == 8
     rng, a = _rng_arrays(9)
     x, dh = a(T, B, I), a(T, B, H)
-    lengths = _lengths(rng, T, B, with_lengths)
-    k = m * block_steps(T, B)
+    lengths = _kernel_lengths(rng) if with_lengths else None
     W, V, b, h0 = a(I, H), a(H, H), a(H), a(B, H)
-    _both(lambda **kw: elman_forward(x, W, V, b, h0, lengths=lengths, backend=backend,
-                                     algo="step", **kw),
-          lambda o: elman_backward(dh, o.cache, dh_last=h0), ("dx", "dW", "dV", "db", "dh0"), k)
-    for P in (0, 3):
+    _both(lambda **kw: elman_forward(x, W, V, b, h0, lengths=lengths, reverse=reverse,
+                                     backend=backend, algo=algo, **kw),
+          lambda o: elman_backward(dh, o.cache, dh_last=h0), ("dx", "dW", "dV", "db", "dh0"), 8)
+    for P in (0, 2):
         Hs = P or H
         W, V, b, h0, c0 = a(I, 4 * H), a(Hs, 4 * H), a(4 * H), a(B, Hs), a(B, H)
         R = a(H, P) if P else None
         _both(lambda **kw: lstm_forward(x, W, V, b, h0, c0, R=R, lengths=lengths,
-                                        backend=backend, algo="step", **kw),
+                                        reverse=reverse, backend=backend, algo=algo, **kw),
               lambda o: lstm_backward(dh[:, :, :Hs].copy(), o.cache, dh_last=h0, dc_last=c0),
-              ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), k, ("h", "h_last", "c_last"))
+              ("dx", "dW", "dV", "db", "dR", "dh0", "dc0"), 8, ("h", "h_last", "c_last"))
+    W, V, bx, bh, h0 = a(I, 3 * H), a(H, 3 * H), a(3 * H), a(3 * H), a(B, H)
+    _both(lambda **kw: gru_forward(x, W, V, bx, bh, h0, lengths=lengths, reverse=reverse,
+                                   backend=backend, algo=algo, **kw),
+          lambda o: gru_backward(dh, o.cache, dh_last=h0),
+          ("dx", "dW", "dV", "db_x", "db_h", "dh0"), 8)
+
+
+@pytest.mark.executors(*KERNEL_RUNS)
+@pytest.mark.backend_options(step=("v1", "v2", "v3", "v4"))
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("with_lengths", (False, True))
+def test_step_kernels_recompute_is_bit_identical(backend, reverse, with_lengths):
+    """Each of the step kernels, run by the emulator in every thread order (one sanitized), in
+    both directions: the carry enters as the du (GRU: dgh) row after each row's first step
+    (CudaBackend._carried; v4 as its initial state), through dc_last and the GRU's zd, and not
+    into rows all padding in a segment."""
+    _kernels_recompute(backend, "step", reverse, with_lengths)
+
+
+@pytest.mark.executors(*KERNEL_RUNS)
+@pytest.mark.backend_options(persist=("v1", "v2"))
+@pytest.mark.parametrize("reverse", (False, True))
+@pytest.mark.parametrize("with_lengths", (False, True))
+def test_persistent_kernels_recompute_is_bit_identical(backend, reverse, with_lengths):
+    """The persistent kernels, likewise: the carry is du's extra row, which each row's first
+    step stages as the next step's du inside the one launch (the kernels' `carry` flag)."""
+    _kernels_recompute(backend, "persistent", reverse, with_lengths)
 
 
 @pytest.mark.parametrize("level, kw", [

@@ -15,30 +15,51 @@ inline size_t stack_bytes() {
     return kb * 1024;
 }
 
-// Fiber stacks of one worker: one mapping, a guard page under each stack, reused across launches.
+// Fiber stacks of one worker: one mapping with one guard page under it, reused across launches.
+// A guard page under every stack would split the mapping into two per fiber, and a process that
+// loads many kernel modules (a test session) would run out of mappings (vm.max_map_count); each
+// stack's low CANARY bytes hold a pattern instead, checked after every block (overflowed()).
 struct Stacks {
+    static constexpr size_t CANARY = 256;
+    static constexpr unsigned char MARK = 0xA5;
     char* base = nullptr;
-    size_t count = 0, size = 0, asked = 0;
+    size_t count = 0, size = 0, asked = 0, page = 0;
     std::vector<Fiber> fibers;
 
     void ensure(size_t n) {
         size_t want = stack_bytes();
         if (n <= count && want == asked) return;
-        if (base) munmap(base, count * size);
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        if (base) munmap(base, count * size + page);
+        page = (size_t)sysconf(_SC_PAGESIZE);
         asked = want;
-        size = (want + page - 1) / page * page + page;
+        size = (want + CANARY + page - 1) / page * page;
         count = std::max(n, count);
-        void* p = mmap(nullptr, count * size, PROT_READ | PROT_WRITE,
+        void* p = mmap(nullptr, count * size + page, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) { base = nullptr; count = 0; return; }
         base = (char*)p;
-        for (size_t i = 0; i < count; ++i) mprotect(base + i * size, page, PROT_NONE);
+        mprotect(base, page, PROT_NONE);
         fibers.assign(count, Fiber{});
         for (size_t i = 0; i < count; ++i) {
-            fibers[i].stack_lo = base + i * size + page;
-            fibers[i].stack_size = size - page;
+            char* lo = base + page + i * size;
+            std::memset(lo, MARK, CANARY);
+            fibers[i].stack_lo = lo + CANARY;
+            fibers[i].stack_size = size - CANARY;
         }
+    }
+
+    // The first of the n stacks whose canary was written (an overflow), re-armed; -1 if none.
+    long overflowed(size_t n) {
+        for (size_t i = 0; i < n && i < count; ++i) {
+            char* lo = base + page + i * size;
+            for (size_t k = 0; k < CANARY; ++k) {
+                if ((unsigned char)lo[k] != MARK) {
+                    std::memset(lo, MARK, CANARY);
+                    return (long)i;
+                }
+            }
+        }
+        return -1;
     }
 };
 
@@ -270,6 +291,13 @@ inline void worker_loop(Worker* w) {
                 if (i >= L->nblocks) break;
                 run_block(*L, w->stacks, L->block_order[i]);
             }
+        }
+        if (w->stacks.base) {
+            long bad = w->stacks.overflowed(L->nthreads);
+            if (bad >= 0)
+                L->fail(FAULT_INTERNAL, "fiber stack overflow (thread " + std::to_string(bad) +
+                        " of a block): its stack is " + std::to_string(w->stacks.size - Stacks::CANARY) +
+                        " bytes; raise GPU_BPTT_EMU_STACK_KB");
         }
         {
             std::lock_guard<std::mutex> lk(w->m);

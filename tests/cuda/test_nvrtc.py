@@ -85,15 +85,21 @@ def tensor_core(name):
     return kernel_version(name) in registry.TC_STEP
 
 
+def fma_product(r):
+    """Whether the kernel's product is a loop of FMAs: not v4 (cuBLAS does its product), not a
+    tensor-core kernel (HMMA loops: the step kernels' tc1 and the persistent ones,
+    tests/cuda/test_persistent_tc_sass.py), not column_sum."""
+    return (kernel_version(r["name"]) not in (None, "v4") and not tensor_core(r["name"])
+            and not r["sass"].count("HMMA"))
+
+
 def test_products_are_fma_loops(resources):
     # v4 runs only the epilogue (cuBLAS does its product); every other step, persistent and gemm
     # kernel must keep its product as a loop of FMAs, not unrolled away or gone (the
     # tensor-core kernels' is a loop of HMMA: test_tensor_core_products_are_hmma_loops).
     bad = [f"{r['name']} ({r['arch']}): loops (FMA/instructions) "
            f"{[(lp.fmas, lp.instructions) for lp in r['sass'].loops]}"
-           for r in resources if kernel_version(r["name"]) not in (None, "v4")
-           and not tensor_core(r["name"]) and not r["sass"].count("HMMA")
-           and not any(lp.fmas for lp in r["sass"].loops)]
+           for r in resources if fma_product(r) and not any(lp.fmas for lp in r["sass"].loops)]
     assert not bad, "kernels without an inner loop of FMAs:\n" + "\n".join(bad)
 
 

@@ -201,6 +201,7 @@ class CudaBackend(Backend):
         self._limits = {}  # device id -> persistent.DeviceLimits
         self._plans = {}   # (device, request, B, H, dtype, options) -> LaunchPlan
         self._pairs = {}   # (device, forward plan, reverse plan) -> PairPlan
+        self._gru_carries = {}  # id(dh0) -> (dh0, dgh, zd): _gru_carry
 
     # -- the current device (CuPy's, at each call: one backend serves every device) ----------------
     @property
@@ -363,26 +364,21 @@ class CudaBackend(Backend):
         return rules.step_version(self.step, B, H, self.multiprocessors)[0]
 
     def carry_refusal(self, plan):
-        """The step kernels of a forward-direction Elman or LSTM run take a carry: one more row
-        of du (and the LSTM's dc through dc_last) that the last step launched reads as the next
-        step's (_carried). The persistent kernels, the reversed direction's step order and the
-        GRU's split carry (dgh and dhs·z) do not yet."""
-        if plan.algo != "step":
-            return "the persistent kernels take no carry across segments (algo='step' does)"
-        if plan.reverse:
-            return "the step kernels of a reversed run take no carry across segments"
-        if plan.cell not in ("elman", "lstm"):
-            return f"the {plan.cell} step kernels take no carry across segments"
+        """The float step and persistent kernels take a carry, in either direction, for every
+        cell: one more row of du (or the GRU's dgh) that each row's first step reads as the next
+        step's (_carried), the LSTM's dc through dc_last and the GRU's z path through zd
+        (_gru_carry). The tensor-core kernels (tc1, persistent) do not yet."""
+        if plan.tf32 or registry.tc_ctype(plan.dtype) is not None:
+            return "the tensor-core kernels take no carry across segments"
         return None
 
     def _carried(self, plan, carry, *seqs):
-        """The arrays of a backward that takes `carry` (B, N), the du of the step after the last:
-        du (T+1, B, N) with carry as its row T, and each of `seqs` (T, B, .) or None with one more
-        row (never read: step T is not launched; the step before reads du[T] as any step reads
-        the next one's)."""
-        refusal = self.carry_refusal(plan)
-        if refusal:
-            raise ValueError(f"du_next: {refusal}")
+        """The arrays of a backward that takes `carry` (B, N), the du of the step after each
+        row's first: du (T+1, B, N) with carry as its row T, and each of `seqs` (T, B, .) or None
+        with one more row (never read: step T is not launched). Forward, step T-1 reads du[T] as
+        any step reads the next one's; flipped, row b's first step s = lengths[b]-1 reads the
+        last row of du (StepState's `after`, kernels/step_order.cuh), and v4 starts from the
+        carry as its state (a padded step leaves it)."""
         xp = self.xp
         T, B = next(a for a in seqs if a is not None).shape[:2]
         du = xp.empty((T + 1, B, carry.shape[1]), dtype=carry.dtype)
@@ -466,31 +462,33 @@ class CudaBackend(Backend):
     def elman_bwd_seq(self, dh, dh_last, h, V, activation, lengths, plan, du_next=None):
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
-        if du_next is not None:
+        carry = du_next is not None
+        if carry:
             du, (h, dh) = self._carried(plan, du_next, h, dh)
-            step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan)
+        else:
+            du = self.xp.empty_like(h)  # every entry is written
+        if plan.algo == "persistent" and _on_tensor_cores(plan):
+            self.kernels.persistent_tc_bwd(du, dh, dh_last, h, V, lens, activation, plan)
+        elif plan.algo == "persistent":
+            self.kernels.persistent_bwd(du, dh, dh_last, h, V, lens, activation, plan,
+                                        carry=carry)
+        else:
+            step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan,
+                                     state=du[T].copy() if carry and plan.reverse else None)
             for s in range(T - 1, -1, -1):
                 step(s)
-            return du[:T]
-        du = self.xp.empty_like(h)  # every entry is written
-        if plan.algo == "persistent":
-            run = self.kernels.persistent_tc_bwd if _on_tensor_cores(plan) else \
-                self.kernels.persistent_bwd
-            return run(du, dh, dh_last, h, V, lens, activation, plan)
-        step = self._bwd_stepper(du, dh, dh_last, h, V, activation, lens, plan)
-        for s in range(T - 1, -1, -1):
-            step(s)
-        return du
+        return du[:T] if carry else du
 
-    def _bwd_stepper(self, du, dh, dh_last, h, V, activation, lens, plan):
-        """The backward's step launcher (s -> step s, called from T-1 down), writing du."""
+    def _bwd_stepper(self, du, dh, dh_last, h, V, activation, lens, plan, state=None):
+        """The backward's step launcher (s -> step s, called from T-1 down), writing du; state:
+        v4's initial one, flipped (launchers._state)."""
         plan.check_problem(h.shape[1], h.shape[2], h.dtype.name)
         VT = self.xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
         if plan.version in registry.TC_STEP:
             return self.kernels.tc_bwd_stepper(du, dh, dh_last, h, VT, lens, activation,
                                                plan.version, flip=plan.reverse)
         return self.kernels.bwd_stepper(du, dh, dh_last, h, VT, lens, activation, plan.version,
-                                        flip=plan.reverse)
+                                        flip=plan.reverse, state=state)
 
     # -- both directions of a bidirectional layer side by side (base.py has the contract) ----------
     def resolve_pair(self, forward, reverse):
@@ -651,17 +649,20 @@ class CudaBackend(Backend):
         if plan.algo == "persistent":
             yield
             check = self.kernels.lstm_persistent_bwd(du, dc, dc_last, dh, dh_last, gates, c, c0,
-                                                     V, lens, plan, R=R, dhs=dhs, queue=True)
+                                                     V, lens, plan, R=R, dhs=dhs, queue=True,
+                                                     carry=du_next is not None)
             yield
             check()
-            return du, dc, dhs
-        VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-        step = self.kernels.lstm_bwd_stepper(du, dc, dc_last, dhs, dh, dh_last, gates, c, c0, VT,
-                                             lens, plan.version, flip=plan.reverse, R=R)
-        yield
-        for s in range(T - 1, -1, -1):
-            step(s)
+        else:
+            VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
+            state = du[T].copy() if du_next is not None and plan.reverse else None
+            step = self.kernels.lstm_bwd_stepper(du, dc, dc_last, dhs, dh, dh_last, gates, c, c0,
+                                                 VT, lens, plan.version, flip=plan.reverse, R=R,
+                                                 state=state)
             yield
+            for s in range(T - 1, -1, -1):
+                step(s)
+                yield
         if du_next is not None:
             return du[:T], dc, None if dhs is None else dhs[:T]
         return du, dc, dhs
@@ -700,49 +701,83 @@ class CudaBackend(Backend):
             yield
         return h, gates
 
-    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+    def gru_bwd_seq(self, dh, dh_last, h, h0, gates, V, lengths, plan, dh_next=None):
         """The GRU backward recurrence (the contract of base.Backend.gru_bwd_seq): dh (T, B, H) or
         None; dh_last (B, H) or None; h, h0, gates the forward's; V (H, 3H). Returns dgx
-        (T, B, 3H), the gradient on p, and dh0 (B, H), both new."""
-        return _drain(self._gru_bwd(dh, dh_last, h, h0, gates, V, lengths, plan))
+        (T, B, 3H), the gradient on p, and dh0 (B, H), both new. dh_next: a later segment's
+        carry (_gru_carry)."""
+        return _drain(self._gru_bwd(dh, dh_last, h, h0, gates, V, lengths, plan, dh_next))
 
-    def _gru_bwd(self, dh, dh_last, h, h0, gates, V, lengths, plan):
+    #: the GRU carries (_gru_carry) kept for the next segment's call: enough for a pair's two
+    MAX_GRU_CARRIES = 4
+
+    def _gru_carry(self, plan, dh_next, lens, T, B, H, dtype):
+        """The two parts of a GRU carry as the kernels take them: dgh (B, 3H) of the step after
+        each row's first, whose product by V.T the first step computes itself, and zd (B, H), the
+        z path dhs·z, zeros but where that first step takes the carry (forward: rows of length
+        T; reversed: rows of any length). dh0 of this backend's own call is their sum; such a
+        dh_next is split back as it was made, so that a segmented run adds the same terms in the
+        same order as a whole one (bit for bit). Any other dh_next enters whole through zd."""
+        held = self._gru_carries.pop(id(dh_next), None)
+        xp = self.xp
+        if held is not None and held[0] is dh_next:
+            dgh, zd = held[1], held[2]
+        else:
+            dgh, zd = xp.zeros((B, 3 * H), dtype=dtype), dh_next
+        takes = lens > 0 if plan.reverse else lens == T
+        return dgh, xp.where(takes[:, None], zd, xp.zeros_like(zd)).astype(dtype)
+
+    def _gru_bwd(self, dh, dh_last, h, h0, gates, V, lengths, plan, dh_next=None):
         xp = self.xp
         T, B, H = h.shape
         lens = self._lengths(lengths, T, B)
         _check_gru_plan(plan)
-        dg = xp.empty((T, B, 3 * H), dtype=h.dtype)  # dgh during the loop: every entry written
-        gn = xp.empty((T, B, H), dtype=h.dtype)
-        zd = xp.zeros((B, H), dtype=h.dtype)  # the carry dhs·z: none before the first step
+        carry = dh_next is not None
+        if carry:
+            dgh, zd = self._gru_carry(plan, dh_next, lens, T, B, H, h.dtype)
+            dg, (h, gates, dh) = self._carried(plan, dgh, h, gates, dh)
+            gn = xp.empty((T + 1, B, H), dtype=h.dtype)
+        else:
+            dg = xp.empty((T, B, 3 * H), dtype=h.dtype)  # dgh in the loop: every entry written
+            gn = xp.empty((T, B, H), dtype=h.dtype)
+            zd = xp.zeros((B, H), dtype=h.dtype)  # the carry dhs·z: none before the first step
         if plan.algo == "persistent":
             yield
             check = self.kernels.gru_persistent_bwd(dg, gn, zd, dh, dh_last, h, h0, gates, V,
-                                                    lens, plan, queue=True)
+                                                    lens, plan, queue=True, carry=carry)
             yield
             check()
         else:
             plan.check_problem(B, H, h.dtype.name, cell="gru")
             VT = xp.ascontiguousarray(V.T)  # once per sequence, so every step reads rows
-            stepper = self.kernels.tc_gru_bwd_stepper if plan.version in registry.TC_STEP \
-                else self.kernels.gru_bwd_stepper
-            step = stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT, lens, plan.version,
-                           flip=plan.reverse)
+            state = dg[T].copy() if carry and plan.reverse else None
+            if plan.version in registry.TC_STEP:
+                step = self.kernels.tc_gru_bwd_stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT,
+                                                       lens, plan.version, flip=plan.reverse)
+            else:
+                step = self.kernels.gru_bwd_stepper(dg, gn, zd, dh, dh_last, h, h0, gates, VT,
+                                                    lens, plan.version, flip=plan.reverse,
+                                                    state=state)
             yield
             for s in range(T - 1, -1, -1):
                 step(s)
                 yield
+        dg, gn = (dg[:T], gn[:T]) if carry else (dg, gn)
         # the gradient on h0: the product of the first step's dgh and the z path left in zd
-        first = xp.ascontiguousarray(first_step_rows(xp, dg, lens, plan.reverse))
+        first = xp.array(first_step_rows(xp, dg, lens, plan.reverse))  # a copy: dg changes
         if is_half(h.dtype) or plan.tf32:  # in float32, rounded once (the reference's carry)
             dh0 = self.product(first, V.T, plan.tf32)
             dh0 += zd.astype(dh0.dtype, copy=False)
             dh0 = dh0.astype(h.dtype, copy=False)
-        elif self.gemm == "own":
-            dh0 = self.kernels.gemm(first, V, trans_b=True)
-            dh0 += zd
         else:
-            dh0 = xp.matmul(first, V.T)
+            if self.gemm == "own":
+                dh0 = self.kernels.gemm(first, V, trans_b=True)
+            else:
+                dh0 = xp.matmul(first, V.T)
             dh0 += zd
+            if len(self._gru_carries) >= self.MAX_GRU_CARRIES:
+                self._gru_carries.pop(next(iter(self._gru_carries)))
+            self._gru_carries[id(dh0)] = (dh0, first, zd)
         dg[:, :, 2 * H:] = gn  # dgh's n block is gn·r; the gradient on p's is gn
         return dg, dh0
 

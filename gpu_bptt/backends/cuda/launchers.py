@@ -100,12 +100,14 @@ class Launchers(LstmLaunchers):
         return lambda s: fn(grid, block, head + (_i32(s),) + tail)
 
     def _state(self, state, flip, B, H, dtype):
-        """v4's (B, H) state of a reversed run (the caller's, checked, or a new one); a dummy,
-        never written, in the forward direction. (B, G·H) for a gated cell's dgh: H = G·H."""
+        """v4's (B, H) state of a reversed run (the caller's, checked: a later segment's carry,
+        or zeros, as a new one); a dummy, never written, in the forward direction. (B, G·H) for
+        a gated cell's dgh: H = G·H. A padded step leaves a row's state as it is: the carry its
+        first step's product reads."""
         if not flip:
             return self._dummy(dtype)
         if state is None:
-            return self.xp.empty((B, H), dtype=dtype)
+            return self.xp.zeros((B, H), dtype=dtype)
         return self.check("state", state, (B, H), dtype)
 
     def _check_t(self, t, T):
@@ -322,22 +324,24 @@ class Launchers(LstmLaunchers):
             _i32(T), _i32(B), _i32(H), _i32(plan.cols),
             _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
 
-    def persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
+    def persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan, carry=False):
         """The whole reverse recurrence into du (T, B, H), every entry written, as `plan` says.
         dh (T, B, H) or None; dh_last (B, H) or None; h (T, B, H) the forward outputs; V (H, H)
-        (not transposed); lengths (B,) int32 in 1..T. plan.reverse: the backward of a reversed
-        run."""
-        self.queue_persistent_bwd(du, dh, dh_last, h, V, lengths, activation, plan)()
+        (not transposed); lengths (B,) int32 in 0..T. plan.reverse: the backward of a reversed
+        run. carry: du, dh and h have T + 1 rows, du's last a later segment's carry (the du
+        after each row's first step; CudaBackend._carried)."""
+        self.queue_persistent_bwd(du, dh, dh_last, h, V, lengths, activation, plan, carry)()
         return du
 
-    def queue_persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan):
+    def queue_persistent_bwd(self, du, dh, dh_last, h, V, lengths, activation, plan,
+                             carry=False):
         """persistent_bwd's launch, queued; returns its check (see queue_persistent_fwd)."""
         T, B, H = du.shape
         _check_persistent(plan, B, H, du.dtype)
         operands = self.bwd_operands(du, dh, dh_last, h, V, "V", lengths)
         return self._cooperative(registry.PERSIST_BWD, plan, du.dtype, operands + (
-            _i32(T), _i32(B), _i32(H), _i32(plan.cols),
-            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse)))
+            _i32(T - carry), _i32(B), _i32(H), _i32(plan.cols),
+            _i32(activations.ACTIVATION_CODES[activation]), _i32(plan.reverse), _i32(carry)))
 
     # -- the persistent kernels on the tensor cores (kernels/elman_persistent_tc_*.cu) -------------
     # plan: a persistent LaunchPlan of version "v1" with persistent.tc_plan's geometry, its dtype
@@ -566,17 +570,19 @@ class Launchers(LstmLaunchers):
         return h, gates
 
     def gru_persistent_bwd(self, dg, gn, zd, dh, dh_last, h, h0, gates, V, lengths, plan,
-                           queue=False):
+                           queue=False, carry=False):
         """The whole GRU backward recurrence (kernels/gru_persistent_bwd.cu) as `plan` says:
-        dg (T, B, 3H) gets dgh, gn (T, B, H) gn, zd (B, H) (zeros on entry) the first step's
-        carry dhs·z; V (H, 3H) not transposed; the rest as gru_bwd_stepper. queue: as
-        gru_persistent_fwd's."""
+        dg (T, B, 3H) gets dgh, gn (T, B, H) gn, zd (B, H) (zeros on entry, or a later segment's
+        dhs·z) the first step's carry dhs·z; V (H, 3H) not transposed; the rest as
+        gru_bwd_stepper. queue: as gru_persistent_fwd's. carry: every (T, .) array has one more
+        row, dg's last a later segment's dgh (CudaBackend._carried)."""
         T, B, H = h.shape
         _check_persistent(plan, B, H, h.dtype, cell="gru")
         ops = self.gru_bwd_operands(dg, gn, zd, dh, dh_last, h, h0, gates, V, (H, 3 * H), "V",
                                     lengths)
         check = self._cooperative(registry.GRU_PERSIST_BWD, plan, h.dtype, ops + (
-            _i32(T), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse)))
+            _i32(T - carry), _i32(B), _i32(H), _i32(plan.cols), _i32(plan.reverse),
+            _i32(carry)))
         if queue:
             return check
         check()

@@ -106,13 +106,14 @@ class LstmLaunchers:
         return launch
 
     def lstm_bwd_stepper(self, du, dc, dc_last, dhs, dh, dh_last, gates, c, c0, VT, lengths,
-                         version="v2", *, flip=False, R=None):
+                         version="v2", *, flip=False, R=None, state=None):
         """A function of s that launches backward step s of the LSTM (s = T-1 down to 0):
         du (T, B, 4H) written; dc (B, H) the carried cell-state gradient, dc0 after step 0;
         dc_last (B, H) or None; dhs (T, B, P) written with a projection R (H, P), else None;
         dh (T, B, Hs) or None; dh_last (B, Hs) or None; gates (T, B, 4H) and c (T, B, H) the
         forward's; c0 (B, H); VT (4H, Hs) = V.T contiguous; lengths (B,) int32. flip=True: the
-        backward of a reversed run (kernels/lstm_bwd_step.cu)."""
+        backward of a reversed run (kernels/lstm_bwd_step.cu); state (B, 4H) or None (zeros):
+        v4's du rows of the step before, flipped, where a later segment's carry goes."""
         T, B, H = self.lstm_state_operands(gates, c, c0, lengths)
         dt, xp = gates.dtype, self.xp
         P = self._lstm_proj(R, H, dt)
@@ -135,7 +136,7 @@ class LstmLaunchers:
         fn = self.loader.function(fam.file, fam.expression(version, dt))
         grid, block = registry.step_geometry(version, B, N, registry.LSTM_STEP_BWD_TABLE)
         library = registry.LSTM_STEP[version].product == "library"
-        state = xp.empty((B, 4 * H), dtype=dt) if flip and (library or P) else d
+        state = self._state(state, flip and (library or P), B, 4 * H, dt)
         matmul = xp.matmul
         head = (du, dc, dcl, has_dcl, dhs if P else d, dh_, has_dh, dhl, has_dhl, gates, c, c0)
         if library:
@@ -199,11 +200,12 @@ class LstmLaunchers:
         return check if queue else check()
 
     def lstm_persistent_bwd(self, du, dc, dc_last, dh, dh_last, gates, c, c0, V, lengths, plan,
-                            R=None, dhs=None, queue=False):
+                            R=None, dhs=None, queue=False, carry=False):
         """The whole reverse LSTM recurrence in one cooperative launch: du (T, B, 4H) written;
         dc (B, H) written (dc0 on exit); dc_last (B, H), dh (T, B, Hs), dh_last (B, Hs) or None;
         gates, c the forward's; c0 (B, H); V (Hs, 4H) (not transposed); with a projection R
-        (H, P), dhs (T, B, P) written. queue: as lstm_persistent_fwd's."""
+        (H, P), dhs (T, B, P) written. queue: as lstm_persistent_fwd's. carry: every (T, .)
+        array has one more row, du's last a later segment's carry (CudaBackend._carried)."""
         T, B, H = self.lstm_state_operands(gates, c, c0, lengths)
         dt = gates.dtype
         P = self._lstm_proj(R, H, dt)
@@ -224,6 +226,7 @@ class LstmLaunchers:
         dc_last_args, grads = args[:2], args[2:]
         check = self._cooperative(registry.LSTM_PERSIST_BWD, plan, dt, (
             du, dc, *dc_last_args, d if dhs is None else dhs, *grads, gates, c, c0, V,
-            d if R is None else R, lengths, _i32(T), _i32(B), _i32(H), _i32(P), _i32(plan.cols),
-            _i32(pcols), _i32(plan.reverse)), registry.CELLS["lstm"].persist_params(P))
+            d if R is None else R, lengths, _i32(T - carry), _i32(B), _i32(H), _i32(P),
+            _i32(plan.cols), _i32(pcols), _i32(plan.reverse), _i32(carry)),
+            registry.CELLS["lstm"].persist_params(P))
         return check if queue else check()
