@@ -10,7 +10,7 @@
 //   (has_dh = 0); dh_last (B, H) or absent; h (T, B, H); VT (H, H) = V.T contiguous; lengths (B,).
 // Launch (one launch per step, s = T-1 down to 0):
 //   tc1: grid (ceil(H/64), ceil(B/32)), block (32, 4); as elman_fwd_step_tc.cu (tc_step.cuh).
-// Names: elman_bwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
+// Types: T = __nv_bfloat16, __half, or float (TF32); names: elman_bwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
 #include "elman_common.cuh"
 #include "storage16.cuh"
 #include "tc_step.cuh"

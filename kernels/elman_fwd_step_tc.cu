@@ -11,7 +11,7 @@
 // Launch (one launch per step s = 0..T-1, in order):
 //   tc1: grid (ceil(H/64), ceil(B/32)), block (32, 4); a 32 x 64 output tile, each warp 16 x 32
 //        (tc_step.cuh), K = H in chunks of 32 staged in shared memory.
-// Names: elman_fwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
+// Types: T = __nv_bfloat16, __half, or float (TF32); names: elman_fwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
 #include "elman_common.cuh"
 #include "storage16.cuh"
 #include "tc_step.cuh"

@@ -7,9 +7,10 @@
 //       gate derivatives in float32, each stored value rounded once to T (dgh's n block from the
 //       stored gn, as the numpy reference rounds it).
 //   T = float (TF32): dgh[t+1] and V.T rounded by to_tf32 as they enter the product (m16n8k8).
+// Shapes: as gru_bwd_step.cu's, in T.
 // Launch (one launch per step, s = T-1 down to 0):
 //   tc1: grid (ceil(H/64), ceil(B/32)), block (32, 4); as gru_fwd_step_tc.cu, G = 1 (tc_step.cuh).
-// Names: gru_bwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
+// Types: T = __nv_bfloat16, __half, or float (TF32); names: gru_bwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
 #include "gru_common.cuh"
 #include "storage16.cuh"
 #include "tc_step.cuh"

@@ -5,10 +5,11 @@
 //       stored values on mma m16n8k16, accumulated in float32; the cell update in float32; h[t] and
 //       gates[t] = [r|z|n|hn] each rounded once to T on store.
 //   T = float (TF32): h[t-1] and V rounded by to_tf32 as they enter the product (m16n8k8).
+// Shapes: as gru_fwd_step.cu's, in T.
 // Launch (one launch per step s = 0..T-1, in order):
 //   tc1: grid (ceil(H/64), ceil(B/32)), block (32, 4); a 32 x 64 tile of units, the product of its
 //        3 gate column blocks of V (tc_step.cuh, G = 3), each warp 16 x 32 units.
-// Names: gru_fwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
+// Types: T = __nv_bfloat16, __half, or float (TF32); names: gru_fwd_step_tc1<__nv_bfloat16>, <__half>, <float> (TF32).
 #include "gru_common.cuh"
 #include "storage16.cuh"
 #include "tc_step.cuh"

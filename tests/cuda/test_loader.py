@@ -31,7 +31,8 @@ def test_each_kernel_file_states_math_shapes_launch_types_and_versions():
         assert head.startswith(f"// kernels/{f}"), f
         for word in ("Shapes", "Launch", "Types"):
             assert word in head, f"{f}: header comment lacks {word!r}"
-        assert re.search(r"v\d", head), f"{f}: header comment lists no numbered version"
+        # versions: v1, v2, ... (tc1 for the tensor-core step kernels, registry.TC_STEP)
+        assert re.search(r"\b(v|tc)\d", head), f"{f}: header comment lists no numbered version"
 
 
 def test_header_expanded_once():
